@@ -1,0 +1,40 @@
+# tiltbench: every target creates the virtualenv first, so a fresh clone needs only `make test`
+# or `make benchmark`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SUITE  ?= quick
+ARGS   ?=
+
+.PHONY: install test test-slow benchmark leaderboard perf lint format clean
+
+$(VENV)/.installed: pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c requirements/constraints.txt -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-slow: install
+	$(PY) -m pytest -q -m slow tests
+
+benchmark: install
+	$(PY) -m benchmarks benchmark --suite $(SUITE) $(ARGS)
+
+leaderboard: install
+	$(PY) -m benchmarks leaderboard $(ARGS)
+
+perf: install
+	$(PY) -m benchmarks perf $(ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check targets samplers benchmarks tests scripts
+
+format: install
+	$(VENV)/bin/ruff format targets samplers benchmarks tests scripts
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""tiltbench harness: metrics, suites, the grid runner, leaderboard tables and the CLI."""

@@ -1,0 +1,119 @@
+"""The Method contract shared by every loss and every MCMC/SMC baseline.
+
+A method is a NamedTuple of three pure functions, bound to one `Problem` and one config by its
+builder (blackjax / optax style, `shared/design.md`):
+
+    init(key) -> State
+    step(key, state) -> (State, Info)          # one training / adaptation step
+    sample(key, state, num_samples) -> Samples  # end points, path log-weights, cost
+
+Every `State` has a field `cost: Cost` with the cumulative training cost so far, so the harness
+reads training and sampling cost the same way for learned samplers and MCMC. `Samples.log_w`
+are path log-weights (or SMC/AIS log-weights) with `E[exp(log_w)] = Z` for the discrete chain
+the method actually simulates; every estimator in `samplers.estimators` consumes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Cost", "Method", "MethodSpec", "Samples"]
+
+
+class Cost(NamedTuple):
+    """Evaluation counters (float32 arrays so they survive `jit` and `scan`).
+
+    Attributes:
+        energy_evals: evaluations of `log_prob` (or of the reward, for fine-tuning tasks).
+        grad_evals: evaluations of `∇ log_prob` (or `∇ reward`).
+        network_evals: forward evaluations of the learned network(s), one per example.
+        sde_steps: integrator steps, one per example per step.
+    """
+
+    energy_evals: jax.Array = jnp.zeros((), jnp.float32)
+    grad_evals: jax.Array = jnp.zeros((), jnp.float32)
+    network_evals: jax.Array = jnp.zeros((), jnp.float32)
+    sde_steps: jax.Array = jnp.zeros((), jnp.float32)
+
+    @staticmethod
+    def zero() -> Cost:
+        return Cost(*(jnp.zeros((), jnp.float32) for _ in range(4)))
+
+    @staticmethod
+    def of(energy_evals=0.0, grad_evals=0.0, network_evals=0.0, sde_steps=0.0) -> Cost:
+        """Build a Cost from plain numbers (Python ints or traced scalars)."""
+        f = lambda v: jnp.asarray(v, jnp.float32)
+        return Cost(f(energy_evals), f(grad_evals), f(network_evals), f(sde_steps))
+
+    def __add__(self, other: Cost) -> Cost:  # type: ignore[override]
+        return Cost(*(a + b for a, b in zip(self, other, strict=True)))
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self._asdict().items()}
+
+
+class Samples(NamedTuple):
+    """What `Method.sample` returns.
+
+    Attributes:
+        x: end points, `(num_samples, dim)`.
+        log_w: log importance weights, `(num_samples,)`; `E[exp(log_w)] = Z`. NaN-free by contract;
+            `-inf` is allowed for a zero-weight sample. MCMC methods, which have no weights, return
+            zeros and set `weighted=False` in their spec.
+        cost: the cost of drawing these samples.
+    """
+
+    x: jax.Array
+    log_w: jax.Array
+    cost: Cost
+
+
+class Method(NamedTuple):
+    """A method bound to a problem and a config: three pure, jittable functions."""
+
+    init: Callable[[jax.Array], Any]
+    step: Callable[[jax.Array, Any], tuple[Any, Any]]
+    sample: Callable[[jax.Array, Any, int], Samples]
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """Registry entry of a method.
+
+    Attributes:
+        name: registry id.
+        family: e.g. "soc-regression", "path-kl", "thermodynamic", "mcmc", "smc".
+        config_cls: the typed frozen dataclass of hyper-parameters (all fields have defaults).
+        build: `(problem, config) -> Method`.
+        bases: base-process kinds the method supports ("brownian", "vp", "flow", "any").
+        cost_model: one line saying where energy / gradient / network evaluations are spent.
+        weighted: whether `Samples.log_w` are importance weights (False for MCMC).
+        description: the maths in one paragraph, with the reconstruction status where relevant.
+    """
+
+    name: str
+    family: str
+    config_cls: type
+    build: Callable[[Any, Any], Method]
+    bases: tuple[str, ...] = ("any",)
+    cost_model: str = ""
+    weighted: bool = True
+    description: str = ""
+
+    def supports(self, base_kind: str) -> bool:
+        return "any" in self.bases or base_kind in self.bases
+
+    def make_config(self, **overrides: Any) -> Any:
+        """The config with `overrides`; unknown keys raise with the list of valid fields."""
+        valid = {f.name for f in dataclasses.fields(self.config_cls)}
+        unknown = sorted(set(overrides) - valid)
+        if unknown:
+            raise ValueError(
+                f"method {self.name!r}: unknown config field(s) {unknown}; valid fields: {sorted(valid)}"
+            )
+        return self.config_cls(**overrides)
