@@ -45,9 +45,8 @@ def targets_table(markdown: bool = True) -> str:
         return json.dumps(rows, indent=2)
     lines = ["| name | dim | log Z | log Z source | capabilities |", "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(
-            f"| `{r['name']}` | {r['dim']} | {_fmt_logz(r)} | {r['log_Z_source']} | {', '.join(r['capabilities'])} |"
-        )
+        caps = ", ".join(r["capabilities"])
+        lines.append(f"| `{r['name']}` | {r['dim']} | {_fmt_logz(r)} | {r['log_Z_source']} | {caps} |")
     return "\n".join(lines)
 
 
@@ -59,7 +58,6 @@ def _targets_args(p: argparse.ArgumentParser) -> None:
 def _targets(args: argparse.Namespace) -> int:
     print(targets_table(markdown=not args.json))
     return 0
-
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,3 +74,130 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError) as err:  # unknown names / bad values: clear message, exit 2
         print(f"tiltbench {args.command}: error: {err}", file=sys.stderr)
         return 2
+
+
+def _methods_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+
+
+def methods_table(markdown: bool = True) -> str:
+    """The method registry as a table (family, supported bases, weights, cost model)."""
+    import samplers
+
+    rows = []
+    for name in samplers.names():
+        spec = samplers.get(name)
+        rows.append(
+            {
+                "name": name,
+                "family": spec.family,
+                "bases": list(spec.bases),
+                "weighted": spec.weighted,
+                "cost_model": spec.cost_model,
+            }
+        )
+    if not markdown:
+        return json.dumps(rows, indent=2)
+    lines = ["| name | family | bases | weighted | cost model |", "|---|---|---|---|---|"]
+    for r in rows:
+        weighted = "yes" if r["weighted"] else "no"
+        lines.append(
+            f"| `{r['name']}` | {r['family']} | {', '.join(r['bases'])} | {weighted} | {r['cost_model']} |"
+        )
+    return "\n".join(lines)
+
+
+def metrics_table() -> str:
+    """The metric registry: name, requirements and the one-line definition."""
+    from benchmarks.metrics import METRICS
+
+    lines = ["| metric | needs | definition |", "|---|---|---|"]
+    for name in METRICS.names():
+        meta = METRICS.meta(name)
+        needs = ", ".join(meta.get("requires", ())) or "—"
+        lines.append(f"| `{name}` | {needs} | {meta.get('description', '')} |")
+    return "\n".join(lines)
+
+
+@command("methods", "list the method registry with family, supported bases and cost model", _methods_args)
+def _methods(args: argparse.Namespace) -> int:
+    print(methods_table(markdown=not args.json))
+    return 0
+
+
+@command("metrics", "list the metric registry with requirements and definitions")
+def _metrics(args: argparse.Namespace) -> int:
+    print(metrics_table())
+    return 0
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--suite", default="quick", help="suite name (quick, default, full) or a path to a suite .json"
+    )
+    p.add_argument(
+        "--out", default="results/runs", help="directory of the per-cell records (default results/runs)"
+    )
+    p.add_argument(
+        "--results", default="results", help="where the leaderboard and figures go (default results)"
+    )
+    p.add_argument("--shard", default=None, help="run the i-th of n slices of the grid, as i/n (e.g. 0/4)")
+    p.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        metavar="KEY=VALUE",
+        help="filter cells, e.g. --only method=pis,cmcd_lv target=gmm25 (keys: method target budget seed)",
+    )
+    p.add_argument("--force", action="store_true", help="re-run cells whose record exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-leaderboard", action="store_true", help="do not rebuild the leaderboard afterwards")
+
+
+@command("benchmark", "run a suite (resumable) and rebuild the leaderboard", _run_args)
+def _benchmark(args: argparse.Namespace) -> int:
+    import time
+
+    from benchmarks.leaderboard import build_leaderboard
+    from benchmarks.runner import parse_only, parse_shard, run_suite
+    from benchmarks.suites import load_suite
+
+    suite = load_suite(args.suite)
+    shard, only = parse_shard(args.shard), parse_only(args.only)
+    t0 = time.perf_counter()
+    records = run_suite(
+        suite, args.out, shard=shard, only=only, force=args.force, progress=not args.no_progress
+    )
+    counts = {
+        s: sum(r["status"] == s for r in records) for s in ("ok", "diverged", "error", "not_applicable")
+    }
+    print(
+        f"ran {len(records)} cells in {time.perf_counter() - t0:.0f} s: "
+        + ", ".join(f"{v} {k}" for k, v in counts.items())
+    )
+    if not args.no_leaderboard:
+        summary = build_leaderboard(args.out, args.results, suite=suite.name)
+        print(
+            f"leaderboard: {summary['markdown']} and {summary['csv']}; figures under {args.results}/figures/"
+            f"{suite.name}/"
+        )
+    return 0
+
+
+def _leaderboard_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", default="results/runs", help="directory of the per-cell records")
+    p.add_argument("--out", default="results", help="output directory (leaderboard.md/.csv, figures/)")
+    p.add_argument("--suite", default=None, help="only this suite (default: every suite found)")
+    p.add_argument("--no-figures", action="store_true")
+
+
+@command(
+    "leaderboard", "rebuild results/leaderboard.md, .csv and figures from the records", _leaderboard_args
+)
+def _leaderboard(args: argparse.Namespace) -> int:
+    from benchmarks.leaderboard import build_leaderboard
+
+    summary = build_leaderboard(args.runs, args.out, suite=args.suite, figures=not args.no_figures)
+    counts = ", ".join(f"{k}: {v['records']} records" for k, v in summary["suites"].items()) or "no records"
+    print(f"leaderboard: {summary['markdown']} and {summary['csv']} ({counts})")
+    return 0

@@ -10,7 +10,17 @@ from __future__ import annotations
 from samplers.method import Cost, Method, MethodSpec, Samples
 from targets.registry import Registry, UnknownNameError
 
-__all__ = ["METHODS", "Cost", "Method", "MethodSpec", "Samples", "UnknownNameError", "get", "names", "register"]
+__all__ = [
+    "METHODS",
+    "Cost",
+    "Method",
+    "MethodSpec",
+    "Samples",
+    "UnknownNameError",
+    "get",
+    "names",
+    "register",
+]
 
 METHODS: Registry[MethodSpec] = Registry("method")
 
@@ -29,3 +39,7 @@ def get(name: str) -> MethodSpec:
 def names() -> list[str]:
     """All registered method names, sorted."""
     return METHODS.names()
+
+
+import samplers.baselines  # noqa: E402,F401
+import samplers.methods  # noqa: E402,F401

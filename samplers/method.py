@@ -74,11 +74,17 @@ class Samples(NamedTuple):
 
 
 class Method(NamedTuple):
-    """A method bound to a problem and a config: three pure, jittable functions."""
+    """A method bound to a problem and a config: three pure, jittable functions.
+
+    `backward(key, state, x_target) -> log_w` is optional: the log-weights of paths simulated
+    backward from target samples `x_target` (for EUBO, forward ESS and Crooks/BAR); `None` when the
+    method has no backward process.
+    """
 
     init: Callable[[jax.Array], Any]
     step: Callable[[jax.Array, Any], tuple[Any, Any]]
     sample: Callable[[jax.Array, Any, int], Samples]
+    backward: Callable[[jax.Array, Any, jax.Array], jax.Array] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +100,10 @@ class MethodSpec:
         cost_model: one line saying where energy / gradient / network evaluations are spent.
         weighted: whether `Samples.log_w` are importance weights (False for MCMC).
         description: the maths in one paragraph, with the reconstruction status where relevant.
+        train_steps: a fixed number of `step` calls that replaces the suite's training budget
+            (MCMC: 1 warm-up round; SMC / AIS: 0), or None to use the budget (learned samplers).
+        diagnostics: optional `(x, config, target) -> {name: float}` run on the samples for the
+            record (MCMC ESS / R-hat).
     """
 
     name: str
@@ -104,6 +114,8 @@ class MethodSpec:
     cost_model: str = ""
     weighted: bool = True
     description: str = ""
+    train_steps: int | None = None
+    diagnostics: Callable[[Any, Any, Any], dict[str, float]] | None = None
 
     def supports(self, base_kind: str) -> bool:
         return "any" in self.bases or base_kind in self.bases

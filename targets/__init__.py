@@ -33,7 +33,9 @@ __all__ = [
 TARGETS: Registry[Target] = Registry("target")
 
 
-def register(name: str, factory: Callable[..., Target] | None = None, *, overwrite: bool = False, **meta: Any):
+def register(
+    name: str, factory: Callable[..., Target] | None = None, *, overwrite: bool = False, **meta: Any
+):
     """Register a target factory `(**overrides) -> Target` under `name` (decorator or call)."""
     return TARGETS.register(name, factory, overwrite=overwrite, **meta)
 
@@ -64,9 +66,16 @@ def register_target(
     Optional `sample(key, n) -> (n, dim)` (exact samples) and `log_Z` unlock the metrics that need
     them. Returns the built `Target`; every later part of the suite accepts it by `name`.
     """
-    target = Target(name=name, dim=dim, log_prob_fn=log_prob, log_Z=log_Z, sample_fn=sample,
-                    pretty_name=pretty_name or name, log_Z_source="user supplied" if log_Z is not None else "",
-                    **fields)
+    target = Target(
+        name=name,
+        dim=dim,
+        log_prob_fn=log_prob,
+        log_Z=log_Z,
+        sample_fn=sample,
+        pretty_name=pretty_name or name,
+        log_Z_source="user supplied" if log_Z is not None else "",
+        **fields,
+    )
     TARGETS.register(name, lambda: target, overwrite=overwrite, family="user")
     return target
 

@@ -100,9 +100,7 @@ class Target:
         if not isinstance(self.dim, int | np.integer) or self.dim < 1:
             raise ValueError(f"target {self.name!r}: dim must be a positive integer, got {self.dim!r}")
         if self.particles is not None and self.particles.n_particles * self.particles.spatial_dim != self.dim:
-            raise ValueError(
-                f"target {self.name!r}: particles {self.particles} do not match dim {self.dim}"
-            )
+            raise ValueError(f"target {self.name!r}: particles {self.particles} do not match dim {self.dim}")
         if not self.pretty_name:
             object.__setattr__(self, "pretty_name", self.name)
 
@@ -156,8 +154,9 @@ class Target:
         if self.sample_fn is None:
             raise NotImplementedError(
                 f"target {self.name!r} has no exact sampler (capabilities: {', '.join(self.capabilities)}); "
-                "use reference_samples()" if self.reference is not None else
-                f"target {self.name!r} has no exact sampler and no reference set"
+                "use reference_samples()"
+                if self.reference is not None
+                else f"target {self.name!r} has no exact sampler and no reference set"
             )
         if not isinstance(num_samples, int | np.integer) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
@@ -180,7 +179,8 @@ class Target:
             return data
         if num_samples > data.shape[0]:
             raise ValueError(
-                f"target {self.name!r}: asked for {num_samples} reference samples, the set has {data.shape[0]}"
+                f"target {self.name!r}: asked for {num_samples} reference samples, "
+                f"the set has {data.shape[0]}"
             )
         if key is None:
             raise ValueError("pass a key to subsample the reference set")

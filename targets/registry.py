@@ -36,8 +36,9 @@ class Registry(Generic[T]):
         self._factories: dict[str, Callable[..., T]] = {}
         self._meta: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str, factory: Callable[..., T] | None = None, *, overwrite: bool = False,
-                 **meta: Any):
+    def register(
+        self, name: str, factory: Callable[..., T] | None = None, *, overwrite: bool = False, **meta: Any
+    ):
         """Register `factory` under `name`; usable directly or as a decorator.
 
         Raises:

@@ -1,0 +1,197 @@
+"""Leaderboard figures (matplotlib, Agg backend); read records and sample files, never called in training.
+
+- `<target>_cost.png`: accuracy versus cost. Left: |log Ẑ - log Z| against energy + gradient
+  evaluations (lines: the training trace of learned samplers, every seed; markers: the end point of
+  every ok cell, including MCMC/SMC). Right: MMD² (median bandwidth) at the end point, against the
+  same axis, with the noise floor as a dashed line.
+- `<target>_samples.png` (2-D targets): model samples of the first ok seed of every method beside
+  exact / reference samples.
+- `<target>_energy.png` (particle targets): energy histograms of every method against the reference.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["make_figures"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _samples_of(agg: dict[str, Any]) -> np.ndarray | None:
+    for p in agg["paths"]:
+        f = Path(p).with_suffix(".samples.npz")
+        if f.exists():
+            with np.load(f) as d:
+                return d["x"]
+    return None
+
+
+def _end_points(agg: dict[str, Any], metric: str) -> tuple[float, float] | None:
+    s = agg["stats"]
+    if metric not in s or not math.isfinite(s[metric][0]):
+        return None
+    evals = s.get("cost/energy_evals", (0.0,))[0] + s.get("cost/grad_evals", (0.0,))[0]
+    return (max(evals, 1.0), s[metric][0])
+
+
+def _cost_figure(target: str, rows: list[tuple[str, dict]], path: Path) -> bool:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    drawn = False
+    cmap = plt.get_cmap("tab20")
+    floor = None
+    for i, (method, agg) in enumerate(sorted(rows)):
+        color = cmap(i % 20)
+        for j, tr in enumerate(agg["traces"]):
+            pts = [
+                (p["evals"], p["logZ_error"]) for p in tr if math.isfinite(p["logZ_error"]) and p["evals"] > 0
+            ]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                axes[0].plot(
+                    xs, np.maximum(ys, 1e-4), color=color, alpha=0.6, lw=1, label=method if j == 0 else None
+                )
+                drawn = True
+        end = _end_points(agg, "logZ/error")
+        if end:
+            axes[0].plot(end[0], max(end[1], 1e-4), "o", color=color, label=None if agg["traces"] else method)
+            drawn = True
+        end = _end_points(agg, "mmd2/rbf_median")
+        if end:
+            axes[1].plot(end[0], end[1], "o", color=color, label=method)
+            drawn = True
+            f = agg["stats"].get("mmd2/rbf_median/noise_floor")
+            floor = f[0] if f else floor
+    if not drawn:
+        plt.close(fig)
+        return False
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="energy + gradient evaluations",
+        ylabel="|log Ẑ − log Z|",
+        title=f"{target}: log-Z error vs cost",
+    )
+    axes[1].set(
+        xscale="log",
+        xlabel="energy + gradient evaluations",
+        ylabel="MMD² (median bandwidth)",
+        title=f"{target}: MMD² at the end of each run",
+    )
+    if floor is not None and math.isfinite(floor):
+        axes[1].axhline(floor, ls="--", color="grey", label="noise floor")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _reference(target_name: str, n: int) -> np.ndarray | None:
+    import jax
+
+    import targets
+
+    t = targets.get(target_name)
+    try:
+        if t.exact_samples:
+            return np.asarray(t.sample(jax.random.key(0), n))
+        if t.reference is not None:
+            return np.asarray(t.reference.load()[:n])
+    except Exception:  # noqa: BLE001 - a figure without the reference is still useful
+        return None
+    return None
+
+
+def _samples_figure(target: str, rows: list[tuple[str, dict]], path: Path) -> bool:
+    data = [(m, _samples_of(a)) for m, a in sorted(rows)]
+    data = [(m, x) for m, x in data if x is not None and x.shape[1] == 2]
+    if not data:
+        return False
+    ref = _reference(target, 1000)
+    panels = ([("reference", ref)] if ref is not None else []) + data
+    plt = _plt()
+    cols = min(5, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3 * cols, 3 * nrows), squeeze=False)
+    lim = np.quantile(np.abs(ref), 0.995) * 1.3 if ref is not None else None
+    for ax, (name, x) in zip(axes.flat, panels, strict=False):
+        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.5, color="k" if name == "reference" else "C0")
+        ax.set_title(name, fontsize=9)
+        if lim is not None:
+            ax.set(xlim=(-lim, lim), ylim=(-lim, lim))
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.suptitle(f"{target}: samples (first ok seed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _energy_figure(target: str, rows: list[tuple[str, dict]], path: Path) -> bool:
+    import jax
+    import jax.numpy as jnp
+
+    import targets
+
+    t = targets.get(target)
+    if t.particles is None:
+        return False
+    energy = jax.jit(jax.vmap(lambda x: -t.log_prob(x)))
+    ref = _reference(target, 2000)
+    data = [(m, _samples_of(a)) for m, a in sorted(rows)]
+    data = [(m, x) for m, x in data if x is not None]
+    if ref is None or not data:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    e_ref = np.asarray(energy(jnp.asarray(ref)))
+    lo, hi = np.quantile(e_ref, 0.001), np.quantile(e_ref, 0.999)
+    span = hi - lo
+    bins = np.linspace(lo - 0.5 * span, hi + 0.5 * span, 80)
+    ax.hist(e_ref, bins=bins, density=True, histtype="stepfilled", color="grey", alpha=0.4, label="reference")
+    for m, x in data:
+        e = np.asarray(energy(jnp.asarray(x)))
+        ax.hist(np.clip(e, bins[0], bins[-1]), bins=bins, density=True, histtype="step", label=m)
+    ax.set(
+        xlabel="energy E(x) (values outside the range are piled at the edges)",
+        ylabel="density",
+        title=f"{target}: energy histograms",
+    )
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def make_figures(suite: str, agg: dict[tuple, dict[str, Any]], out_dir: Path) -> list[str]:
+    """Write every figure of one suite; returns the written paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_target: dict[str, list[tuple[str, dict]]] = {}
+    for (s, target, method, budget), a in agg.items():
+        if s == suite and a["status"]["ok"]:
+            label = method if budget == "default" else f"{method} ({budget})"
+            by_target.setdefault(target, []).append((label, a))
+    written = []
+    for target, rows in sorted(by_target.items()):
+        for suffix, fn in (("cost", _cost_figure), ("samples", _samples_figure), ("energy", _energy_figure)):
+            path = out_dir / f"{target}_{suffix}.png"
+            if fn(target, rows, path):
+                written.append(str(path))
+    return written

@@ -1,0 +1,99 @@
+"""The per-(method, target) settings table and the construction of a cell's Problem.
+
+All tuned values live in one file, `benchmarks/configs/hyperparams.json` (design rule: never inside
+target files, never inside method modules). Resolution order:
+
+    problem: problem.default <- problem.targets[target] <- problem.methods[method] <- problem.pairs["m/t"]
+    method:  the config's own defaults <- methods[method]["default"] <- methods[method][target]
+
+Model selection never looks at reference samples: the values come from the target's scale and pilot
+runs judged on training signals (loss, ESS of the training batch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from importlib import resources
+from typing import Any
+
+import targets
+from samplers.base_processes import BrownianBase, GeometricSchedule, LinearSchedule, VPBase
+from samplers.problem import Problem, sampling_problem
+
+__all__ = ["Resolved", "build_problem", "load_table", "resolve"]
+
+_PROBLEM_KEYS = {
+    "base",
+    "schedule",
+    "sigma",
+    "sigma0",
+    "sigma_min",
+    "sigma_max",
+    "beta_min",
+    "beta_max",
+    "num_steps",
+    "grid",
+}
+
+
+@functools.cache
+def load_table() -> dict[str, Any]:
+    """The parsed hyper-parameter table."""
+    text = (resources.files("benchmarks") / "configs" / "hyperparams.json").read_text()
+    return json.loads(text)
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """The resolved settings of one (method, target) pair."""
+
+    problem: dict[str, Any]
+    method: dict[str, Any]
+
+
+def resolve(method: str, target: str, table: dict[str, Any] | None = None) -> Resolved:
+    """Resolve the problem and method settings of `(method, target)` (see the module docstring)."""
+    table = load_table() if table is None else table
+    p = table["problem"]
+    problem = dict(p["default"])
+    problem.update(p.get("targets", {}).get(target, {}))
+    problem.update(p.get("methods", {}).get(method, {}))
+    problem.update(p.get("pairs", {}).get(f"{method}/{target}", {}))
+    unknown = sorted(set(problem) - _PROBLEM_KEYS)
+    if unknown:
+        raise ValueError(
+            f"hyperparams: unknown problem key(s) {unknown}; valid keys: {sorted(_PROBLEM_KEYS)}"
+        )
+    m = table.get("methods", {}).get(method, {})
+    method_cfg = dict(m.get("default", {}))
+    method_cfg.update(m.get(target, {}))
+    return Resolved(problem=problem, method=method_cfg)
+
+
+def _brownian(target: targets.Target, s: dict[str, Any]) -> BrownianBase:
+    if s["schedule"] == "linear":
+        schedule = LinearSchedule(float(s["sigma"]))
+    elif s["schedule"] == "geometric":
+        schedule = GeometricSchedule(float(s.get("sigma_min", 1e-3)), float(s.get("sigma_max", s["sigma"])))
+    else:
+        raise ValueError(f"unknown schedule {s['schedule']!r}; valid schedules: ['geometric', 'linear']")
+    return BrownianBase(target.dim, schedule, particles=target.particles)
+
+
+def _vp(target: targets.Target, s: dict[str, Any]) -> VPBase:
+    extra = {k: float(s[k]) for k in ("beta_min", "beta_max") if k in s}
+    return VPBase(target.dim, float(s["sigma0"]), particles=target.particles, **extra)
+
+
+_BASES = {"brownian": _brownian, "vp": _vp}
+
+
+def build_problem(target: targets.Target, settings: dict[str, Any]) -> Problem:
+    """The sampling Problem of `target` with the resolved problem `settings`."""
+    kind = settings["base"]
+    if kind not in _BASES:
+        raise ValueError(f"unknown base {kind!r} for a sampling problem; valid bases: {sorted(_BASES)}")
+    base = _BASES[kind](target, settings)
+    return sampling_problem(target, base, num_steps=int(settings["num_steps"]), grid=settings["grid"])

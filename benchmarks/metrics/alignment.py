@@ -1,0 +1,178 @@
+"""Jittable permutation matching and rigid alignment of particle configurations (for `eq_w2`).
+
+`linear_sum_assignment(cost)` is an EXACT jittable, vmappable Hungarian algorithm (the O(n³)
+shortest-augmenting-path form with row/column potentials, as in Jonker-Volgenant / the "e-maxx"
+formulation) written with `lax.fori_loop` / `lax.while_loop`. It returns the same optimum as
+`scipy.optimize.linear_sum_assignment` (the permutation itself can differ only when two
+assignments tie in cost); `tests/benchmarks/test_metrics_particles.py` checks this on random cases.
+Each of the n augmentations visits at most n columns, so the loops are bounded; non-finite costs
+are replaced by a large finite value so that the loops always terminate.
+
+`kabsch_distance` is `min_R ‖X − Y R‖_F` over ORTHOGONAL `R` (Procrustes, `R = U Vᵀ` from the SVD
+`Yᵀ X = U S Vᵀ`), WITHOUT the determinant correction, i.e. over O(D) (rotations AND reflections),
+as in the peers' `find_rigid_alignment` (adjoint_samplers, DEM).
+
+`aligned_distance` is the peers' per-pair heuristic for an E(D)×S_n-invariant distance: match the
+particles of `y` to those of `x` by the assignment minimising `Σ_a ‖x_a − y_π(a)‖` on the
+UNALIGNED (centred) coordinates, then Kabsch-align. It is not the joint optimum over permutations
+and rotations (and it is not rotation invariant when the matching on raw coordinates goes wrong);
+it is what `eq_w2` is defined with in `shared/reference/targets.md` §4.4.
+
+`frames="pca"` (not the peers' definition; opt-in) makes the matching step rotation-invariant: besides
+the peers' candidate it also matches in the principal-axes frames of the two configurations, under
+all `2^D` sign flips of the axes, Kabsch-aligns each candidate permutation and keeps the smallest
+distance. The result is never larger than the peers' value, and is 0 for a rotated (or reflected)
+and permuted copy whenever the principal moments are distinct. It costs `1 + 2^D` matchings.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "FRAMES",
+    "aligned_distance",
+    "aligned_distance_matrix",
+    "kabsch_distance",
+    "linear_sum_assignment",
+]
+
+FRAMES = ("peer", "pca")
+
+_BIG = 1e30  # stands in for non-finite costs; far below float32 max so sums of n of them stay finite
+
+
+def linear_sum_assignment(cost: jax.Array) -> jax.Array:
+    """Exact minimum-cost perfect matching of a square cost matrix (jittable, vmappable).
+
+    Args:
+        cost: `(n, n)` real costs.
+
+    Returns:
+        `perm`, shape `(n,)` int32, with row `a` assigned to column `perm[a]`, minimising
+        `Σ_a cost[a, perm[a]]`.
+    """
+    cost = jnp.asarray(cost)
+    n = cost.shape[0]
+    if cost.shape != (n, n):
+        raise ValueError(f"linear_sum_assignment takes a square matrix, got {cost.shape}")
+    cost = jnp.where(jnp.isfinite(cost), cost, _BIG)
+    a = jnp.zeros((n + 1, n + 1), cost.dtype).at[1:, 1:].set(cost)  # 1-based, column 0 is a dummy
+    cols = jnp.arange(n + 1)
+    inf = jnp.asarray(jnp.inf, cost.dtype)
+
+    def add_row(i, carry):
+        u, v, p, way = carry
+        p = p.at[0].set(i)
+
+        def search_cond(state):  # p is fixed during the search; it changes only when augmenting
+            _, _, _, _, _, j0, count = state
+            return (p[j0] != 0) & (count <= n)
+
+        def search_body(state):
+            u, v, way, minv, used, j0, count = state
+            used = used.at[j0].set(True)
+            i0 = p[j0]
+            reduced = a[i0] - u[i0] - v
+            free = ~used & (cols > 0)
+            better = free & (reduced < minv)
+            minv = jnp.where(better, reduced, minv)
+            way = jnp.where(better, j0, way)
+            masked = jnp.where(free, minv, inf)
+            j1 = jnp.argmin(masked)
+            delta = masked[j1]
+            u = u.at[p].add(jnp.where(used, delta, 0.0))  # used columns hold distinct rows
+            v = jnp.where(used, v - delta, v)
+            minv = jnp.where(used, minv, minv - delta)
+            return u, v, way, minv, used, j1, count + 1
+
+        # the do-while of the textbook form: one search step, then loop while column j0 is taken
+        state = search_body((u, v, way, jnp.full(n + 1, inf), jnp.zeros(n + 1, bool), jnp.int32(0), 0))
+        u, v, way, _, _, j0, _ = jax.lax.while_loop(search_cond, search_body, state)
+
+        def augment_body(state):
+            p, j0, count = state
+            j1 = way[j0]
+            return p.at[j0].set(p[j1]), j1, count + 1
+
+        p, _, _ = jax.lax.while_loop(lambda s: (s[1] != 0) & (s[2] <= n), augment_body, (p, j0, 0))
+        return u, v, p, way
+
+    init = (jnp.zeros(n + 1, cost.dtype), jnp.zeros(n + 1, cost.dtype),
+            jnp.zeros(n + 1, jnp.int32), jnp.zeros(n + 1, jnp.int32))
+    _, _, p, _ = jax.lax.fori_loop(1, n + 1, add_row, init)
+    # p[j] = row (1-based) assigned to column j; invert to row -> column
+    return jnp.zeros(n, jnp.int32).at[p[1:] - 1].set(jnp.arange(n, dtype=jnp.int32))
+
+
+def kabsch_distance(x: jax.Array, y: jax.Array) -> jax.Array:
+    """`min_{R ∈ O(D)} ‖x − y R‖_F` for centred `(n, D)` point sets (no reflection correction)."""
+    h = y.T @ x
+    u, _, vt = jnp.linalg.svd(h)
+    diff = x - y @ (u @ vt)
+    return jnp.sqrt(jnp.sum(diff * diff))
+
+
+def _match(x: jax.Array, y: jax.Array) -> jax.Array:
+    """Permutation minimising `Σ_a ‖x_a − y_π(a)‖` (Euclidean, as `cdist` + Hungarian in the peers)."""
+    diff = x[:, None, :] - y[None, :, :]
+    return linear_sum_assignment(jnp.sqrt(jnp.sum(diff * diff, -1)))
+
+
+def _principal_frame(x: jax.Array) -> jax.Array:
+    return x @ jnp.linalg.eigh(x.T @ x)[1]
+
+
+def aligned_distance(x: jax.Array, y: jax.Array, frames: str = "peer") -> jax.Array:
+    """Distance between two configurations `(n, D)`: centre, match particles, Kabsch-align over O(D).
+
+    `frames="peer"`: one matching on the centred, unaligned coordinates (adjoint_samplers / DEM).
+    `frames="pca"`: the minimum over that candidate and the `2^D` principal-frame candidates.
+    """
+    if frames not in FRAMES:
+        raise ValueError(f"unknown frames {frames!r}; valid: {FRAMES}")
+    x = x - x.mean(0)
+    y = y - y.mean(0)
+    best = kabsch_distance(x, y[_match(x, y)])
+    if frames == "pca":
+        x_frame, y_frame = _principal_frame(x), _principal_frame(y)
+        dim = x.shape[1]
+        signs = jnp.asarray(list(itertools.product((1.0, -1.0), repeat=dim)), x.dtype)
+        dists = jax.vmap(lambda s: kabsch_distance(x, y[_match(x_frame, y_frame * s)]))(signs)
+        best = jnp.minimum(best, jnp.min(dists))
+    return best
+
+
+@functools.partial(jax.jit, static_argnames=("n_particles", "spatial_dim", "chunk_size", "frames"))
+def _distance_matrix(x, y, *, n_particles: int, spatial_dim: int, chunk_size: int, frames: str):
+    xs = x.reshape(x.shape[0], n_particles, spatial_dim)
+    ys = y.reshape(y.shape[0], n_particles, spatial_dim)
+    ii, jj = jnp.meshgrid(jnp.arange(x.shape[0]), jnp.arange(y.shape[0]), indexing="ij")
+    pairs = (ii.reshape(-1), jj.reshape(-1))
+    pair_distance = lambda ij: aligned_distance(xs[ij[0]], ys[ij[1]], frames)
+    flat = jax.lax.map(pair_distance, pairs, batch_size=chunk_size)
+    return flat.reshape(x.shape[0], y.shape[0])
+
+
+def aligned_distance_matrix(x: jax.Array, y: jax.Array, n_particles: int, spatial_dim: int,
+                            *, frames: str = "peer", chunk_size: int | None = None) -> np.ndarray:
+    """`M[i, j] = aligned_distance(x_i, y_j, frames)` for flattened `x (B, n·D)`, `y (B', n·D)`.
+
+    All `B·B'` pairs are vmapped in chunks of `chunk_size` (default: about 4M matrix entries of
+    work memory, `2**22 // n²` pairs, at least 256). Rows are zero-padded to the next power of two
+    (at least 8) so that calls with nearby sizes share one compilation; padded pairs are dropped.
+    """
+    if frames not in FRAMES:
+        raise ValueError(f"unknown frames {frames!r}; valid: {FRAMES}")
+    if chunk_size is None:
+        chunk_size = max(256, 2**22 // n_particles**2)
+    x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+    pad = lambda a: np.pad(a, ((0, max(8, 1 << (a.shape[0] - 1).bit_length()) - a.shape[0]), (0, 0)))
+    out = _distance_matrix(jnp.asarray(pad(x)), jnp.asarray(pad(y)), n_particles=n_particles,
+                           spatial_dim=spatial_dim, chunk_size=int(chunk_size), frames=frames)
+    return np.asarray(out, np.float64)[: x.shape[0], : y.shape[0]]

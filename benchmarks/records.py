@@ -1,0 +1,153 @@
+"""Result records: one JSON file per cell, written atomically, with the run's full provenance.
+
+A record (see `shared/design.md`, "Result record") holds the method, target, seed, budget, the fully
+resolved config, the target fingerprint, the status (`ok` / `diverged` / `error` / `not_applicable`
+with a message), namespaced metrics, cost counters, wall and compile times, hardware, package
+versions and the commit. Files are written to a temporary name in the same directory, fsynced and
+renamed, so a killed run never leaves a partial record; a re-run skips cells whose record exists.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "STATUSES",
+    "atomic_write_json",
+    "environment",
+    "git_commit",
+    "iter_records",
+    "read_record",
+]
+
+STATUSES = ("ok", "diverged", "error", "not_applicable")
+_PACKAGES = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "diffrax",
+    "equinox",
+    "numpyro",
+    "blackjax",
+    "ott-jax",
+    "numpy",
+    "scipy",
+)
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert numpy / jax scalars and arrays; NaN and Inf become strings (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf", "-inf"
+    return value
+
+
+def atomic_write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write `payload` to `path` atomically (temp file in the same directory, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(_jsonable(payload), fh, indent=1, sort_keys=True, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_record(path: str | os.PathLike) -> dict[str, Any]:
+    """Load one record; metric strings "nan"/"inf" are turned back into floats."""
+    with open(path) as fh:
+        rec = json.load(fh)
+    rec["metrics"] = {
+        k: (float(v) if isinstance(v, str) and v in ("nan", "inf", "-inf") else v)
+        for k, v in rec.get("metrics", {}).items()
+    }
+    return rec
+
+
+def iter_records(directory: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """All records under `directory` (recursively), in sorted path order."""
+    for path in sorted(Path(directory).rglob("*.json")):
+        if path.name.startswith("."):
+            continue
+        rec = read_record(path)
+        if "method" in rec and "target" in rec and "status" in rec:
+            rec["_path"] = str(path)
+            yield rec
+
+
+@functools.cache
+def git_commit() -> str:
+    """The commit of the working tree (with `-dirty` when it has uncommitted changes)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+@functools.cache
+def environment() -> dict[str, Any]:
+    """Hardware, platform and package versions of this process."""
+    import jax
+
+    devices = jax.devices()
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in devices],
+        "device_kind": devices[0].device_kind if devices else None,
+        "num_devices": len(devices),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }

@@ -1,0 +1,144 @@
+"""MCMC / SMC / AIS baselines, registered in the method registry next to the learned losses.
+
+| name           | family | weighted | what                                                          |
+|----------------|--------|----------|---------------------------------------------------------------|
+| `nuts`         | mcmc   | no       | blackjax NUTS, Stan window adaptation per warm-up round        |
+| `mala`         | mcmc   | no       | blackjax MALA, dual-averaging step size per warm-up round      |
+| `numpyro_nuts` | mcmc   | no       | numpyro NUTS (functional `hmc` kernel) on `U = -log γ`         |
+| `smc`          | smc    | yes      | blackjax adaptive tempered SMC from `N(0, s² I)`, log Ẑ         |
+| `ais`          | ais    | yes      | tempered AIS, fixed schedule, MALA or ULA (MCD, u = 0) moves   |
+
+Builders take `(problem, config)` and use only `problem.target`. For MCMC baselines, `step` is
+one warm-up round (a harness budget of `num_steps = 1` is the standard warm-up) and
+`diagnostics(samples.x, config.num_chains, target)` gives ESS / R-hat for the result record;
+SMC and AIS have no-op `step`s (budget `num_steps = 0`) and do all the work in `sample`.
+"""
+
+from __future__ import annotations
+
+import samplers
+from samplers.baselines.ais import AISConfig, build_ais, run_ais, run_ais_backward
+from samplers.baselines.common import diagnostics, monte_carlo_standard_error
+from samplers.baselines.mcmc import MALAConfig, MCMCInfo, MCMCState, NUTSConfig, build_mala, build_nuts
+from samplers.baselines.numpyro_nuts import NumpyroNUTSConfig, build_numpyro_nuts
+from samplers.baselines.smc import SMCConfig, SMCOutput, build_smc, run_smc
+from samplers.method import MethodSpec
+
+__all__ = [
+    "AISConfig",
+    "MALAConfig",
+    "MCMCInfo",
+    "MCMCState",
+    "NUTSConfig",
+    "NumpyroNUTSConfig",
+    "SMCConfig",
+    "SMCOutput",
+    "build_ais",
+    "build_mala",
+    "build_nuts",
+    "build_numpyro_nuts",
+    "build_smc",
+    "diagnostics",
+    "monte_carlo_standard_error",
+    "run_ais",
+    "run_ais_backward",
+    "run_smc",
+]
+
+_MCMC_COST = (
+    "log_prob and its gradient together (value_and_grad): 1 per chain at init, then per iteration the "
+    "{per_iteration}; step = one warm-up round of num_warmup iterations per chain; sample = "
+    "num_chains * ceil(num_samples / num_chains) * thinning iterations"
+)
+
+
+
+def _mcmc_diagnostics(x, config, target) -> dict[str, float]:
+    """MCMC ESS / R-hat of the draws (draw-major layout over `config.num_chains` chains)."""
+    return diagnostics(x, config.num_chains, target)
+
+
+samplers.register(MethodSpec(
+    name="nuts",
+    train_steps=1,
+    family="mcmc",
+    config_cls=NUTSConfig,
+    build=build_nuts,
+    cost_model=_MCMC_COST.format(per_iteration="number of leapfrog steps (NUTSInfo.num_integration_steps)"),
+    weighted=False,
+    diagnostics=_mcmc_diagnostics,
+    description=(
+        "No-U-Turn Sampler (Hoffman & Gelman 2014) from blackjax, num_chains independent chains from "
+        "N(0, init_scale² I); each step runs one Stan window adaptation (dual averaging towards "
+        "target_acceptance_rate, windowed diagonal/dense inverse mass matrix) per chain; sample draws "
+        "with fixed tuned parameters (draw-major layout, log_w = 0)."
+    ),
+))
+
+samplers.register(MethodSpec(
+    name="mala",
+    train_steps=1,
+    family="mcmc",
+    config_cls=MALAConfig,
+    build=build_mala,
+    cost_model=_MCMC_COST.format(per_iteration="single MALA proposal (1)"),
+    weighted=False,
+    diagnostics=_mcmc_diagnostics,
+    description=(
+        "Metropolis-adjusted Langevin algorithm from blackjax (proposal x + ε ∇log γ + sqrt(2ε) ξ), "
+        "num_chains chains; each step runs num_warmup iterations of dual averaging of ε towards the "
+        "acceptance rate 0.574 per chain; sample draws with ε fixed (draw-major layout, log_w = 0)."
+    ),
+))
+
+samplers.register(MethodSpec(
+    name="numpyro_nuts",
+    train_steps=1,
+    family="mcmc",
+    config_cls=NumpyroNUTSConfig,
+    build=build_numpyro_nuts,
+    cost_model=_MCMC_COST.format(per_iteration="number of leapfrog steps (HMCState.num_steps)"),
+    weighted=False,
+    diagnostics=_mcmc_diagnostics,
+    description=(
+        "NUTS from numpyro on the potential U = -log γ, through numpyro.infer.hmc.hmc (the functional "
+        "kernel numpyro.infer.MCMC drives), so it runs inside jit/scan; each step is one numpyro "
+        "warm-up (Stan windows) per chain; sample draws with adaptation off."
+    ),
+))
+
+samplers.register(MethodSpec(
+    name="smc",
+    train_steps=0,
+    family="smc",
+    config_cls=SMCConfig,
+    build=build_smc,
+    cost_model=(
+        "per particle per tempering stage: 1 energy (ESS bisection) + 1 energy and gradient (MCMC init) + "
+        "num_mcmc_steps * L energies and gradients (L = num_integration_steps for HMC, 1 for MALA) + "
+        "1 energy (reweighting); no training cost"
+    ),
+    weighted=True,
+    description=(
+        "Adaptive tempered SMC (blackjax.adaptive_tempered_smc, with the #914 sign fix) on the geometric "
+        "path from N(0, s² I) to γ, ESS-adaptive temperatures, HMC or MALA moves with step size (and HMC "
+        "diagonal mass matrix) adapted from the particles; log Ẑ = sum of tempering increments; "
+        "log_w = log Ẑ + log(N W_i) so that mean(exp(log_w)) = Ẑ."
+    ),
+))
+
+samplers.register(MethodSpec(
+    name="ais",
+    train_steps=0,
+    family="ais",
+    config_cls=AISConfig,
+    build=build_ais,
+    cost_model="per path: 1 energy and gradient at x_0 + 1 per transition (num_levels * num_mcmc_steps)",
+    weighted=True,
+    description=(
+        "Annealed importance sampling / Jarzynski on the geometric path from N(0, s² I) to γ with a fixed "
+        "linear or geometric β schedule; MALA transitions with Neal's weights, or ULA transitions with the "
+        "MCD (zero-control CMCD) weights; E[exp(log_w)] = Z exactly for the discrete chain; backward paths "
+        "from target samples for EUBO / Crooks."
+    ),
+))

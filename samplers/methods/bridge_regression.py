@@ -1,0 +1,738 @@
+"""Bridge-pair regression losses: Adjoint Sampling, Target / Conditional / Novel Score Matching.
+
+All four methods of this module share ONE loss skeleton (`shared/reference/methods.md` §1.3):
+
+    L(u) = E_{t ~ U[t_lo, t_hi], X_1 ~ D, X_t ~ p^base(· | X_0 = 0, X_1)} [ w(t) |u_θ(X_t, t) - Y_t|² ],
+
+with the squared norm summed over coordinates and averaged over the minibatch. Only `u_θ` carries a
+gradient: the pairs `(X_t, X_1)`, the end-point data `D` and the regression target `Y_t` are all
+computed without gradients (stop-gradient on everything but the network output). The control is in
+the paper form (P1): `dX = (b + σ u) dt + σ dB` with `b = 0` for the Brownian base.
+
+**Base.** Brownian motion from the Dirac at 0 (the only memoryless base with a Gaussian bridge whose
+scores are known in closed form; `bases=("brownian",)`). The methods work with the base *as its
+Euler–Maruyama chain on the problem's grid sees it*: a Brownian motion with piecewise-constant
+`σ̃(t) = σ(t_k)` on `[t_k, t_{k+1})`, hence `ν̃_t = s_k + σ(t_k)²(t - t_k)` with `s_k` the exact
+marginal variances of the chain (`DiscreteChain.marginal_vars`, `ν̃_1 = s_K`). This makes the bridge
+and the tilt `r = log γ - log N(0, s_K I)` of `samplers.problem.sampling_problem` mutually consistent
+(methods.md §10.7); for the linear schedule `ν̃ = ν` exactly. With `α_t = ν̃_t/ν̃_1` and
+`β_t² = ν̃_t (1 - α_t)`, the base bridge is `X_t | X_1 ~ N(α_t X_1, β_t² I)` (projected to zero centre
+of mass for particle systems) and `∇log p^base_t(x) = -x/ν̃_t`.
+
+**Regression targets** `Y_t` (P1, all satisfy `E[Y_t | X_t = x] = u*(x, t) = σ(t)∇log h_t(x)` when
+`X_1 ~ p*`; methods.md §1.3, [DERIVED]):
+
+| method | `Y_t` | gradient data per end point |
+|---|---|---|
+| `adjoint_sampling` | `-σ(t) ∇g(X_1) = σ(t) ∇r(X_1)`, `g = -r` | `∇r(X_1)` (one `∇log γ`) |
+| `target_score_matching` | `σ(t)[α_t^{-1} ∇log p*(X_1) - ∇log p^base_t(X_t)]` | `∇log p*(X_1) = ∇log γ(X_1)` |
+| `conditional_score_matching` | `σ(t)[-(X_t - α_t X_1)/β_t² - ∇log p^base_t(X_t)]` | none |
+| `novel_score_matching` | `σ(t) a_t ∇r(X_1)`, `a_t = 1` (Brownian) | `∇r(X_1)` |
+
+- TSM: the `α_t^{-1}` factor makes `Var(Y_t) ~ 1/ν̃_t²` as `t → 0` (not integrable).
+- CSM: `(X_t - α_t X_1)/β_t² ~ Z/β_t`, so `Var(Y_t) ~ 1/β_t²` as `t → 1` (log-divergent integral).
+- Mixture identity: `α_t Y^TSM + (1 - α_t) Y^CSM = Y^AS` exactly (tested), finite at both ends.
+- NSM is the PDDS "Novel Score Matching" guidance loss (`angusphillips/particle_denoising_diffusion_
+  sampler`, `pdds/sde.py`): regress the guidance `∇log h_t` on `a_t ∇r(X_1)`, `a_t` the coefficient
+  of `x_t` in `E_base[X_1 | X_t = x_t]`. Its identification with the unified paper's (arXiv
+  2605.00229) "Novel Score Matching" is a **[RECON]**: the paper's own equation was not available.
+  For the Brownian base `a_t = 1`, so its target *coincides* with the Adjoint Sampling target; the two
+  are kept as separate methods because they differ in how `X_1` is drawn (below) and in their
+  conventions (AS: no importance weights, optional `1/σ²` "score" weighting of its code, §10.1).
+
+**End points `X_1` (the data `D`)**: a FIFO replay buffer (`samplers.buffer`) of end points of the
+*current model's* SDE, simulated without gradients (`samplers.sde.simulate`, `detach="all"`), with the
+gradient data and the exact path log-weight `log w` of each end point stored once. Outer loop
+(Adjoint Sampling, methods.md §3.3): every `refresh_every` gradient steps, `resample_size` new end
+points are simulated and appended (the oldest are dropped beyond `buffer_size`), so the number of
+energy and energy-gradient evaluations per epoch (`resample_size`) is much smaller than the number
+of regression targets used (`refresh_every · batch_size`).
+
+- `importance_weights="resample"` (default for TSM, CSM and NSM): minibatch end points are drawn
+  from the buffer with probabilities `∝ w_i = exp(log w_i)`. Each `w_i` is the path weight of its own
+  proposal (the model at the time it was simulated), with `E[w | x_K] ∝ p*(x_K)/q(x_K)`, so the
+  weighted buffer is a self-normalised importance sample of `p*` and the regression is *consistent*
+  (biased for a finite buffer, exact as the buffer grows): its minimiser is `u*` whatever the model
+  that filled the buffer. This is what these losses need, since their targets are only unbiased for
+  `X_1 ~ p*`.
+- `importance_weights="none"` (default for AS): uniform draws from the buffer, i.e. the reciprocal
+  projection of Adjoint Sampling, whose fixed point is `u*` only self-consistently (when the model
+  samples `p*`).
+
+**Stabilisation options** (named config fields, recorded with results; none is on by default, so the
+variance behaviour the unified paper's claim is about is not hidden):
+
+- `t_min`: times are drawn from `U[t_min, 1 - t_min]`. TSM and CSM targets are singular at `t = 0`
+  and `t = 1` respectively; independently of `t_min`, times are clamped to
+  `[TIME_EPS, 1 - TIME_EPS]` (`TIME_EPS = 1e-5`) only so that the float32 arithmetic never divides
+  by exactly zero.
+- `max_grad_norm_target`: per-particle norm clipping of `∇log γ` before it enters the stored gradient
+  data (Adjoint Sampling clips per atom at 100, methods.md §10.6); `None` = no clipping. It biases
+  the fixed point.
+- `loss_weighting`: `"paper"` (`w = 1`, the P1 loss) or `"score"` (`w = 1/σ(t)²`, the weighting the
+  AS code trains with, methods.md §10.1).
+- `grad_clip`: global-norm clipping of the optimiser update.
+
+References:
+    Havens et al., "Adjoint Sampling", ICML 2025 (arXiv 2504.11713).
+    De Bortoli et al., "Target Score Matching" (arXiv 2402.08667).
+    Phillips et al., "Particle Denoising Diffusion Sampler", ICML 2024 (arXiv 2402.06320).
+    Domingo-Enrich, Du, Albergo, the unified exponential-tilting paper (arXiv 2605.00229; abstract
+    only, see methods.md §1 and §11).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import samplers
+from samplers import sde
+from samplers.buffer import BufferState, buffer_add, buffer_capacity, buffer_init
+from samplers.method import Cost, Method, MethodSpec, Samples
+from samplers.networks import egnn_control, mlp_control
+from samplers.problem import Problem
+
+__all__ = [
+    "IMPORTANCE_WEIGHTS",
+    "LOSS_WEIGHTINGS",
+    "NETWORKS",
+    "REGRESSION_TARGETS",
+    "TIME_EPS",
+    "AdjointSamplingConfig",
+    "BridgeRegressionConfig",
+    "BridgeRegressionInfo",
+    "BridgeRegressionState",
+    "BridgeSchedule",
+    "BufferEntry",
+    "NovelScoreMatchingConfig",
+    "RegressionTarget",
+    "ScoreMatchingConfig",
+    "bridge_schedule",
+    "build",
+    "clip_per_particle",
+    "endpoint_gradients",
+    "regression_loss",
+    "regression_pairs",
+    "regression_target",
+]
+
+PyTree = Any
+Control = Callable[[PyTree, jax.Array, jax.Array], jax.Array]
+sg = jax.lax.stop_gradient
+
+TIME_EPS = 1e-5
+"""Times are clamped to `[TIME_EPS, 1 - TIME_EPS]`: the bridge is degenerate at the end points
+(`α_0 = 0`, `β_0 = β_1 = 0`), so TSM/CSM targets would be `inf`/`nan` there in float32. The value is
+two orders below the smallest time window the gradient-variance claim measures (1e-3)."""
+
+LOSS_WEIGHTINGS: dict[str, str] = {
+    "paper": "w(t) = 1: the P1 loss E|u - Y|² of the papers",
+    "score": "w(t) = 1/σ(t)²: the score-form (P2) weighting of the Adjoint Sampling code (methods.md §10.1)",
+}
+IMPORTANCE_WEIGHTS: dict[str, str] = {
+    "resample": "draw buffer end points with probability ∝ their path weight exp(log w) (consistent for p*)",
+    "none": "draw buffer end points uniformly (on-policy reciprocal projection, Adjoint Sampling)",
+}
+NETWORKS = ("auto", "mlp", "egnn")
+
+
+# ---------------------------------------------------------------------------------------------
+# the base as the EM chain sees it
+# ---------------------------------------------------------------------------------------------
+
+
+class BridgeSchedule(NamedTuple):
+    """The Brownian base of the EM chain on a grid: piecewise-constant `σ̃`, piecewise-linear `ν̃`.
+
+    On `[t_k, t_{k+1})`: `σ̃(t) = σ(t_k)`, `ν̃_t = s_k + σ(t_k)² (t - t_k)` with `s_k` the marginal
+    variances of the chain, so `ν̃_{t_k} = s_k` and `ν̃_1 = s_K` (the variance the tilt uses).
+
+    Attributes:
+        ts: grid `(K+1,)`.
+        sigmas: `σ(t_k)`, `(K,)`.
+        marginal_vars: `s_k`, `(K+1,)`.
+    """
+
+    ts: jax.Array
+    sigmas: jax.Array
+    marginal_vars: jax.Array
+
+    def _index(self, t: jax.Array) -> jax.Array:
+        k = jnp.searchsorted(self.ts, t, side="right") - 1
+        return jnp.clip(k, 0, self.sigmas.shape[0] - 1)
+
+    def sigma(self, t: jax.Array) -> jax.Array:
+        """`σ̃(t)` (elementwise)."""
+        return self.sigmas[self._index(t)]
+
+    def nu(self, t: jax.Array) -> jax.Array:
+        """`ν̃_t = ∫_0^t σ̃²` (elementwise)."""
+        k = self._index(t)
+        return self.marginal_vars[k] + self.sigmas[k] ** 2 * (t - self.ts[k])
+
+    @property
+    def nu1(self) -> jax.Array:
+        """`ν̃_1 = s_K`."""
+        return self.marginal_vars[-1]
+
+    def alpha(self, t: jax.Array) -> jax.Array:
+        """`α_t = ν̃_t/ν̃_1`: the bridge mean is `α_t x_1`."""
+        return self.nu(t) / self.nu1
+
+    def bridge_var(self, t: jax.Array) -> jax.Array:
+        """`β_t² = ν̃_t (1 - α_t)`: the bridge variance (per coordinate)."""
+        return self.nu(t) * (1.0 - self.alpha(t))
+
+
+def bridge_schedule(problem: Problem) -> BridgeSchedule:
+    """The `BridgeSchedule` of a problem with a Brownian base (raises for other bases)."""
+    if problem.base.kind != "brownian":
+        raise ValueError(
+            f"bridge-pair regression needs a Dirac-start Brownian base (kind 'brownian'), got "
+            f"{problem.base.kind!r}; valid base kinds: ['brownian']"
+        )
+    chain = problem.base.discretise(problem.times)
+    return BridgeSchedule(ts=chain.ts, sigmas=chain.sigmas, marginal_vars=chain.marginal_vars)
+
+
+# ---------------------------------------------------------------------------------------------
+# regression targets (one example each; vmap outside)
+# ---------------------------------------------------------------------------------------------
+
+
+def _target_adjoint(bridge: BridgeSchedule, t, x_t, x_1, grad_1):
+    # Y = -σ ∇g(X_1) = σ ∇r(X_1): grad_1 is ∇r(X_1).
+    return bridge.sigma(t) * grad_1
+
+
+def _target_tsm(bridge: BridgeSchedule, t, x_t, x_1, grad_1):
+    # Y = σ [α^{-1} ∇log p*(X_1) + X_t/ν_t]: grad_1 is ∇log p*(X_1).
+    return bridge.sigma(t) * (grad_1 / bridge.alpha(t) + x_t / bridge.nu(t))
+
+
+def _target_csm(bridge: BridgeSchedule, t, x_t, x_1, grad_1):
+    # Y = σ [-(X_t - α X_1)/β² + X_t/ν_t]: no gradient data.
+    alpha = bridge.alpha(t)
+    return bridge.sigma(t) * (-(x_t - alpha * x_1) / bridge.bridge_var(t) + x_t / bridge.nu(t))
+
+
+def _target_nsm(bridge: BridgeSchedule, t, x_t, x_1, grad_1):
+    # Y = σ a_t ∇r(X_1) with a_t = 1 for the Brownian base (E_base[X_1 | X_t] = X_t): grad_1 is ∇r(X_1).
+    return bridge.sigma(t) * grad_1
+
+
+class RegressionTarget(NamedTuple):
+    """A regression target of the family.
+
+    Attributes:
+        fn: `(bridge, t, x_t, x_1, grad_1) -> Y_t` for ONE example (`t` scalar, vectors `(dim,)`).
+        gradient: what `grad_1` holds: `"tilt"` (`∇r`), `"score"` (`∇log p* = ∇log γ̃`) or `"none"`.
+        formula: the target in words (for records and docs).
+    """
+
+    fn: Callable
+    gradient: str
+    formula: str
+
+
+REGRESSION_TARGETS: dict[str, RegressionTarget] = {
+    "adjoint": RegressionTarget(_target_adjoint, "tilt", "σ(t) ∇r(X_1) = -σ(t) ∇g(X_1)"),
+    "tsm": RegressionTarget(_target_tsm, "score", "σ(t)[∇log p*(X_1)/α_t + X_t/ν_t]"),
+    "csm": RegressionTarget(_target_csm, "none", "σ(t)[-(X_t - α_t X_1)/β_t² + X_t/ν_t]"),
+    "nsm": RegressionTarget(_target_nsm, "tilt", "σ(t) a_t ∇r(X_1), a_t = 1 (Brownian)"),
+}
+
+
+def _check_choice(value, choices, what: str):
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; valid choices: {sorted(choices)}")
+    return value
+
+
+def regression_target(kind: str, bridge: BridgeSchedule, t, x_t, x_1, grad_1) -> jax.Array:
+    """`Y_t` of the target `kind` for a batch: `t (n,)`, `x_t, x_1, grad_1 (n, dim)` -> `(n, dim)`."""
+    target = REGRESSION_TARGETS[_check_choice(kind, REGRESSION_TARGETS, "regression target")]
+    return jax.vmap(lambda *a: target.fn(bridge, *a))(t, x_t, x_1, grad_1)
+
+
+# ---------------------------------------------------------------------------------------------
+# gradient data at end points
+# ---------------------------------------------------------------------------------------------
+
+
+def clip_per_particle(g: jax.Array, max_norm: float | None, particles) -> jax.Array:
+    """Clip the norm of `g (dim,)` to `max_norm`, per particle for particle systems (AS, methods.md §10.6).
+
+    Without particles the whole vector is clipped; `max_norm=None` returns `g` unchanged.
+    """
+    if max_norm is None:
+        return g
+    blocks = g.reshape(particles.n_particles, particles.spatial_dim) if particles is not None else g[None]
+    norms = jnp.linalg.norm(blocks, axis=-1, keepdims=True)
+    scale = jnp.minimum(1.0, max_norm / jnp.maximum(norms, jnp.finfo(g.dtype).tiny))
+    return (blocks * scale).reshape(g.shape)
+
+
+def endpoint_gradients(problem: Problem, kind: str, max_grad_norm_target: float | None = None) -> Callable:
+    """`x_1 (dim,) -> grad_1 (dim,)`: the gradient data the target `kind` needs at one end point.
+
+    With `s = ∇log γ̃(x_1)` (`γ̃ = p^base_K e^r`, i.e. `∇log γ` for sampling problems), clipped per
+    particle to `max_grad_norm_target` and projected to zero centre of mass:
+
+    - `"score"` (TSM): `∇log p*(x_1) = s`;
+    - `"tilt"` (AS, NSM): `∇r(x_1) = s - ∇log p^base_K(x_1) = s + x_1/s_K`;
+    - `"none"` (CSM): zeros (no gradient evaluation).
+    """
+    target = REGRESSION_TARGETS[_check_choice(kind, REGRESSION_TARGETS, "regression target")]
+    base = problem.base
+    if target.gradient == "none":
+        return lambda x: jnp.zeros_like(x)
+    ts = problem.times
+    score = jax.grad(problem.log_target)
+    grad_log_base = jax.grad(lambda x: base.discrete_terminal_log_prob(x, ts))
+
+    def gradient(x):
+        s = base.project(clip_per_particle(score(x), max_grad_norm_target, problem.particles))
+        if target.gradient == "score":
+            return s
+        return base.project(s - grad_log_base(x))
+
+    return gradient
+
+
+# ---------------------------------------------------------------------------------------------
+# the loss
+# ---------------------------------------------------------------------------------------------
+
+
+def regression_pairs(
+    key: jax.Array,
+    kind: str,
+    bridge: BridgeSchedule,
+    x_1: jax.Array,
+    grad_1: jax.Array,
+    *,
+    time_window: tuple[float, float] = (0.0, 1.0),
+    project: Callable[[jax.Array], jax.Array] = lambda x: x,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Draw `t ~ U[time_window]` (clamped to `[TIME_EPS, 1 - TIME_EPS]`) and `X_t ~` bridge; return `(t, X_t, Y_t)`.
+
+    Args:
+        key: PRNG key.
+        kind: one of `REGRESSION_TARGETS`.
+        bridge: the base's `BridgeSchedule`.
+        x_1: end points `(n, dim)`.
+        grad_1: their gradient data `(n, dim)` (`endpoint_gradients`).
+        time_window: `(t_lo, t_hi)` with `0 <= t_lo <= t_hi <= 1` (`t_lo == t_hi` fixes the time).
+        project: projection onto the state space (zero centre of mass for particles).
+
+    Returns:
+        `t (n,)`, `X_t (n, dim)`, `Y_t (n, dim)`, all without gradient.
+    """
+    n, dim = x_1.shape
+    key_t, key_x = jax.random.split(key)
+    t_lo, t_hi = time_window
+    t = jax.random.uniform(key_t, (n,), x_1.dtype, minval=t_lo, maxval=t_hi)
+    t = jnp.clip(t, TIME_EPS, 1.0 - TIME_EPS)
+    noise = project(jax.random.normal(key_x, (n, dim), x_1.dtype))
+    alpha = bridge.alpha(t)[:, None]
+    x_t = alpha * x_1 + jnp.sqrt(bridge.bridge_var(t))[:, None] * noise
+    y = regression_target(kind, bridge, t, x_t, x_1, grad_1)
+    return sg(t), sg(x_t), sg(project(y))
+
+
+def regression_loss(
+    control: Control,
+    params: PyTree,
+    key: jax.Array,
+    x_1: jax.Array,
+    grad_1: jax.Array,
+    *,
+    kind: str,
+    bridge: BridgeSchedule,
+    time_window: tuple[float, float] = (0.0, 1.0),
+    weighting: str = "paper",
+    project: Callable[[jax.Array], jax.Array] = lambda x: x,
+) -> jax.Array:
+    """The minibatch loss `mean_i w(t_i) |u_θ(X_{t_i}, t_i) - Y_{t_i}|²` of the family (module docstring).
+
+    Works for any control callable (the network, or the closed-form optimum plus a perturbation in
+    the fixed-point tests and the gradient-variance claim); only `params` is differentiated.
+
+    Args:
+        control: `control(params, x, t) -> (dim,)` for ONE example.
+        params: its parameters.
+        key: PRNG key (times and bridge noise).
+        x_1: end points `(n, dim)`.
+        grad_1: gradient data `(n, dim)` for `kind` (`endpoint_gradients`).
+        kind: one of `REGRESSION_TARGETS`.
+        bridge: the base's `BridgeSchedule`.
+        time_window: `(t_lo, t_hi)`, see `regression_pairs`.
+        weighting: one of `LOSS_WEIGHTINGS`.
+        project: projection onto the state space.
+
+    Returns:
+        Scalar loss.
+    """
+    _check_choice(weighting, LOSS_WEIGHTINGS, "loss weighting")
+    t, x_t, y = regression_pairs(
+        key, kind, bridge, sg(x_1), sg(grad_1), time_window=time_window, project=project
+    )
+    u = project(jax.vmap(control, in_axes=(None, 0, 0))(params, x_t, t))
+    w = 1.0 / bridge.sigma(t) ** 2 if weighting == "score" else jnp.ones_like(t)
+    return jnp.mean(w * jnp.sum((u - y) ** 2, axis=-1))
+
+
+# ---------------------------------------------------------------------------------------------
+# configs
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BridgeRegressionConfig:
+    """Hyper-parameters shared by the four bridge-pair regression methods.
+
+    Attributes:
+        learning_rate: Adam learning rate.
+        batch_size: regression pairs per gradient step.
+        hidden: MLP hidden widths (for `network="egnn"`: width `hidden[0]`, `len(hidden)` layers).
+        network: `"auto"` (EGNN for particle targets, else MLP), `"mlp"` or `"egnn"`.
+        grad_clip: global-norm clip of the optimiser gradient (`None`: off).
+        buffer_size: replay-buffer capacity (end points).
+        resample_size: end points simulated per refresh (one epoch), `<= buffer_size`.
+        refresh_every: gradient steps per epoch (a refresh happens at steps 0, R, 2R, ...).
+        t_min: times are drawn from `U[t_min, 1 - t_min]`.
+        loss_weighting: one of `LOSS_WEIGHTINGS`.
+        importance_weights: one of `IMPORTANCE_WEIGHTS`.
+        max_grad_norm_target: per-particle norm clip of `∇log γ` in the gradient data (`None`: off).
+        integrator: SDE integrator for refreshes and sampling (`samplers.sde.INTEGRATORS`).
+    """
+
+    learning_rate: float = 1e-3
+    batch_size: int = 256
+    hidden: tuple[int, ...] = (64, 64, 64)
+    network: str = "auto"
+    grad_clip: float | None = 10.0
+    buffer_size: int = 4096
+    resample_size: int = 512
+    refresh_every: int = 20
+    t_min: float = 0.0
+    loss_weighting: str = "paper"
+    importance_weights: str = "resample"
+    max_grad_norm_target: float | None = None
+    integrator: str = "diffrax"
+
+    def __post_init__(self):
+        for name in ("batch_size", "buffer_size", "resample_size", "refresh_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{type(self).__name__}.{name} must be a positive integer, got {value!r}")
+        if self.resample_size > self.buffer_size:
+            raise ValueError(
+                f"resample_size ({self.resample_size}) must not exceed buffer_size ({self.buffer_size})"
+            )
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if not 0.0 <= self.t_min < 0.5:
+            raise ValueError(f"t_min must lie in [0, 0.5), got {self.t_min!r}")
+        for name in ("grad_clip", "max_grad_norm_target"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive or None, got {value!r}")
+        _check_choice(self.network, NETWORKS, "network")
+        _check_choice(self.loss_weighting, LOSS_WEIGHTINGS, "loss weighting")
+        _check_choice(self.importance_weights, IMPORTANCE_WEIGHTS, "importance_weights")
+        _check_choice(self.integrator, sde.INTEGRATORS, "integrator")
+        if isinstance(self.hidden, int) or len(self.hidden) == 0:
+            raise ValueError(f"hidden must be a non-empty tuple of widths, got {self.hidden!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdjointSamplingConfig(BridgeRegressionConfig):
+    """Adjoint Sampling: uniform draws from the buffer (reciprocal projection), full time range.
+
+    Defaults follow the spirit of the AS configs (methods.md §3.3: buffer ≫ resample size, many SGD
+    steps per epoch), scaled down for small problems. `loss_weighting="score"` gives the AS code's
+    `1/σ²` weighting; `max_grad_norm_target=100` its per-particle clip for DW/LJ.
+    """
+
+    importance_weights: str = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreMatchingConfig(BridgeRegressionConfig):
+    """Target / Conditional Score Matching: importance-resampled buffer, `t ∈ [t_min, 1 - t_min]`.
+
+    `t_min = 1e-3` keeps away from the singular end points (TSM at 0, CSM at 1) without hiding the
+    growth of the target variance near them.
+    """
+
+    t_min: float = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class NovelScoreMatchingConfig(BridgeRegressionConfig):
+    """Novel Score Matching [RECON]: importance-resampled buffer, full time range."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the method
+# ---------------------------------------------------------------------------------------------
+
+
+class BufferEntry(NamedTuple):
+    """One replay-buffer entry.
+
+    Attributes:
+        x1: end point `x_K (dim,)` of the model's chain.
+        grad: gradient data at `x1` for the method's target (`endpoint_gradients`).
+        log_w: its exact path log-weight `()` (`E[w] = Z`).
+    """
+
+    x1: jax.Array
+    grad: jax.Array
+    log_w: jax.Array
+
+
+class BridgeRegressionState(NamedTuple):
+    """Training state.
+
+    Attributes:
+        params: control-network parameters.
+        opt_state: optax state.
+        buffer: replay buffer of `BufferEntry`.
+        step: int32 `()`, gradient steps taken.
+        cost: cumulative training cost (refresh simulations, gradient data, regression forwards).
+    """
+
+    params: PyTree
+    opt_state: PyTree
+    buffer: BufferState
+    step: jax.Array
+    cost: Cost
+
+
+class BridgeRegressionInfo(NamedTuple):
+    """Per-step diagnostics.
+
+    Attributes:
+        loss: minibatch loss.
+        grad_norm: global norm of the loss gradient (before clipping).
+        buffer_ess: normalised ESS `(Σw)²/(N Σw²)` of the buffer's path weights, in `[1/N, 1]`.
+        refreshed: 1.0 when this step simulated new end points, else 0.0.
+    """
+
+    loss: jax.Array
+    grad_norm: jax.Array
+    buffer_ess: jax.Array
+    refreshed: jax.Array
+
+
+def _network(problem: Problem, config: BridgeRegressionConfig):
+    network = config.network
+    if network == "auto":
+        network = "egnn" if problem.particles is not None else "mlp"
+    if network == "egnn":
+        if problem.particles is None:
+            raise ValueError("network='egnn' needs a particle problem; use network='mlp' or 'auto'")
+        return egnn_control(problem.particles, hidden=config.hidden[0], num_layers=len(config.hidden))
+    return mlp_control(problem.dim, hidden=config.hidden)
+
+
+def _buffer_log_weights(buffer: BufferState) -> jax.Array:
+    """Stored log-weights with unfilled slots (and non-finite values) at `-inf`."""
+    log_w = buffer.data.log_w
+    filled = jnp.arange(log_w.shape[0]) < buffer.size
+    return jnp.where(filled & jnp.isfinite(log_w), log_w, -jnp.inf)
+
+
+def _weighted_indices(key: jax.Array, log_w: jax.Array, num: int) -> jax.Array:
+    """`num` i.i.d. indices with `P(i) ∝ exp(log_w_i)`, by inverse-CDF search.
+
+    Equivalent to `jax.random.categorical(key, log_w, shape=(num,))` but O(capacity + num log capacity)
+    instead of drawing `num × capacity` Gumbel variates (which dominated the step time).
+    """
+    top = jnp.max(log_w)
+    cdf = jnp.cumsum(jnp.exp(log_w - jnp.where(jnp.isfinite(top), top, 0.0)))
+    u = jax.random.uniform(key, (num,), cdf.dtype) * cdf[-1]
+    index = jnp.searchsorted(cdf, u, side="right")
+    # Never return a zero-weight slot (u = total after rounding): fall back to the last positive one.
+    last = jnp.max(jnp.where(log_w > -jnp.inf, jnp.arange(log_w.shape[0]), 0))
+    return jnp.minimum(index, last)
+
+
+def _normalised_ess(log_w: jax.Array, num: jax.Array) -> jax.Array:
+    top = jnp.max(log_w)
+    w = jnp.exp(log_w - jnp.where(jnp.isfinite(top), top, 0.0))
+    return jnp.sum(w) ** 2 / (jnp.maximum(num, 1) * jnp.maximum(jnp.sum(w * w), jnp.finfo(w.dtype).tiny))
+
+
+def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Method:
+    """Bind a bridge-pair regression method (`kind` in `REGRESSION_TARGETS`) to a problem.
+
+    Args:
+        problem: a problem with a Brownian base.
+        config: a `BridgeRegressionConfig` (or subclass).
+        kind: `"adjoint"`, `"tsm"`, `"csm"` or `"nsm"`.
+
+    Returns:
+        `Method(init, step, sample, backward)`; `sample` and `backward` go through `samplers.sde`
+        with exact kernel-form path weights.
+    """
+    if not isinstance(problem, Problem):
+        raise TypeError(f"problem must be a samplers.problem.Problem, got {type(problem).__name__}")
+    if not isinstance(config, BridgeRegressionConfig):
+        raise TypeError(f"config must be a BridgeRegressionConfig, got {type(config).__name__}")
+    _check_choice(kind, REGRESSION_TARGETS, "regression target")
+    bridge = bridge_schedule(problem)
+    base = problem.base
+    net = _network(problem, config)
+    control = net.apply
+    gradient = endpoint_gradients(problem, kind, config.max_grad_norm_target)
+    needs_gradient = REGRESSION_TARGETS[kind].gradient != "none"
+    sde_config = sde.SDEConfig(integrator=config.integrator, detach="all")
+    time_window = (config.t_min, 1.0 - config.t_min)
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(config.grad_clip) if config.grad_clip is not None else optax.identity(),
+        optax.adam(config.learning_rate),
+    )
+    resample_size, batch_size = config.resample_size, config.batch_size
+
+    def loss_fn(params, key, x_1, grad_1):
+        return regression_loss(
+            control, params, key, x_1, grad_1, kind=kind, bridge=bridge, time_window=time_window,
+            weighting=config.loss_weighting, project=base.project,
+        )
+
+    def init(key: jax.Array) -> BridgeRegressionState:
+        params = net.init(key)
+        example = BufferEntry(
+            jnp.zeros((problem.dim,), jnp.float32), jnp.zeros((problem.dim,), jnp.float32), jnp.zeros((), jnp.float32)
+        )
+        return BridgeRegressionState(
+            params=params,
+            opt_state=optimizer.init(params),
+            buffer=buffer_init(example, config.buffer_size),
+            step=jnp.zeros((), jnp.int32),
+            cost=Cost.zero(),
+        )
+
+    def refresh(key, params, buffer):
+        out = sde.simulate(key, problem, control, sg(params), resample_size, sde_config)
+        entry = BufferEntry(out.x, jax.vmap(gradient)(out.x), jnp.where(jnp.isnan(out.log_w), -jnp.inf, out.log_w))
+        cost = out.cost + Cost.of(grad_evals=resample_size if needs_gradient else 0)
+        return buffer_add(buffer, entry), cost
+
+    def keep(key, params, buffer):
+        return buffer, Cost.zero()
+
+    def draw(key, buffer):
+        log_w = _buffer_log_weights(buffer)
+        if config.importance_weights == "resample":
+            index = _weighted_indices(key, log_w, batch_size)
+        else:
+            index = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
+        return buffer.data.x1[index], buffer.data.grad[index]
+
+    def step(key: jax.Array, state: BridgeRegressionState) -> tuple[BridgeRegressionState, BridgeRegressionInfo]:
+        key_refresh, key_draw, key_loss = jax.random.split(key, 3)
+        refreshed = state.step % config.refresh_every == 0
+        buffer, refresh_cost = jax.lax.cond(refreshed, refresh, keep, key_refresh, state.params, state.buffer)
+        x_1, grad_1 = draw(key_draw, buffer)
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, key_loss, x_1, grad_1)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        cost = state.cost + refresh_cost + Cost.of(network_evals=batch_size)
+        info = BridgeRegressionInfo(
+            loss=loss,
+            grad_norm=optax.global_norm(grads),
+            buffer_ess=_normalised_ess(_buffer_log_weights(buffer), buffer.size),
+            refreshed=refreshed.astype(jnp.float32),
+        )
+        return BridgeRegressionState(params, opt_state, buffer, state.step + 1, cost), info
+
+    def sample(key: jax.Array, state: BridgeRegressionState, num_samples: int) -> Samples:
+        out = sde.simulate(key, problem, control, state.params, num_samples, sde_config)
+        return Samples(x=out.x, log_w=out.log_w, cost=out.cost)
+
+    def backward(key: jax.Array, state: BridgeRegressionState, x_target: jax.Array) -> jax.Array:
+        return sde.simulate_backward(key, problem, control, state.params, x_target, sde_config).log_w
+
+    return Method(init=init, step=step, sample=sample, backward=backward)
+
+
+# ---------------------------------------------------------------------------------------------
+# registration
+# ---------------------------------------------------------------------------------------------
+
+_COST_MODEL = (
+    "per epoch (refresh_every gradient steps): resample_size SDE paths of K steps (K network evals each), "
+    "resample_size energy evals (path weights){grad}; per gradient step: batch_size network evals"
+)
+
+samplers.register(
+    MethodSpec(
+        name="adjoint_sampling",
+        family="soc-regression",
+        config_cls=AdjointSamplingConfig,
+        build=lambda problem, config: build(problem, config, kind="adjoint"),
+        bases=("brownian",),
+        cost_model=_COST_MODEL.format(grad=" and resample_size energy-gradient evals"),
+        description=(
+            "Adjoint Sampling / reciprocal adjoint matching (Havens et al. 2025): regress u(X_t,t) on "
+            "-σ(t)∇g(X_1), g = -r, with X_1 from a replay buffer of model end points (uniform draws) and X_t "
+            "from the Brownian bridge; ∇g computed once per end point. [CODE] facebookresearch/adjoint_samplers."
+        ),
+    )
+)
+samplers.register(
+    MethodSpec(
+        name="target_score_matching",
+        family="soc-regression",
+        config_cls=ScoreMatchingConfig,
+        build=lambda problem, config: build(problem, config, kind="tsm"),
+        bases=("brownian",),
+        cost_model=_COST_MODEL.format(grad=" and resample_size energy-gradient evals"),
+        description=(
+            "Target Score Matching in the tilting setting: regress u on σ(t)[α_t^{-1}∇log p*(X_1) - ∇log p^base_t"
+            "(X_t)], X_1 from the importance-resampled buffer, X_t from the bridge. [DERIVED] from the target "
+            "score identity (methods.md §1.3, §4); variance ~ 1/ν_t² as t -> 0."
+        ),
+    )
+)
+samplers.register(
+    MethodSpec(
+        name="conditional_score_matching",
+        family="soc-regression",
+        config_cls=ScoreMatchingConfig,
+        build=lambda problem, config: build(problem, config, kind="csm"),
+        bases=("brownian",),
+        cost_model=_COST_MODEL.format(grad=" (no gradient evals)"),
+        description=(
+            "Conditional (denoising) Score Matching in the tilting setting: regress u on σ(t)[-(X_t - α_t X_1)/"
+            "β_t² - ∇log p^base_t(X_t)], X_1 from the importance-resampled buffer. [DERIVED] (methods.md §1.3); "
+            "variance ~ 1/β_t² as t -> 1."
+        ),
+    )
+)
+samplers.register(
+    MethodSpec(
+        name="novel_score_matching",
+        family="soc-regression",
+        config_cls=NovelScoreMatchingConfig,
+        build=lambda problem, config: build(problem, config, kind="nsm"),
+        bases=("brownian",),
+        cost_model=_COST_MODEL.format(grad=" and resample_size energy-gradient evals"),
+        description=(
+            "Novel Score Matching [RECON]: the PDDS guidance loss, regress u on σ(t) a_t ∇r(X_1) (a_t = 1 for "
+            "the Brownian base, where the target coincides with Adjoint Sampling's), X_1 from the "
+            "importance-resampled buffer. Identification with arXiv 2605.00229 unconfirmed (methods.md §1.3)."
+        ),
+    )
+)

@@ -1,0 +1,636 @@
+"""Controlled Monte Carlo Diffusions (CMCD): `cmcd_kl` and `cmcd_lv`.
+
+Vargas, Padhy, Blessing & Nüsken, "Transport meets Variational Inference: Controlled Monte Carlo
+Diffusions", arXiv 2307.01050 (ICLR 2024); discrete scheme as in `DenisBless/variational_sampling_methods`
+`algorithms/cmcd/cmcd_rnd.py` and `shreyaspadhy/CMCD` (methods.md §5, §10.9).
+
+**Annealing path.** Geometric interpolation between a diagonal Gaussian `p_0 = N(μ, diag(s²))`
+(learnable unless `learn_initial=False`) and the unnormalised target `γ`:
+
+    log π̃_β(x) = β log γ(x) + (1 - β) log p_0(x),      0 = β_0 < β_1 < … < β_K = 1,
+
+with a learnable monotone schedule `β_k = Σ_{j<k} softplus(a_j) / Σ_j softplus(a_j)` (the
+official repositories' cumsum-of-softplus parametrisation; fixed, linear in k, when
+`learn_schedule=False`). The grid is the problem's `t_0 < … < t_K` (`h_k = t_{k+1} - t_k`), shared
+with every other method; the base process itself plays no role beyond the grid and `log γ̃`.
+
+**Kernels** (continuous model `dX = σ_t²(∇log π̃_{β_t} + u_θ)(X, t) dt + sqrt(2) σ_t dW`). Step k
+(`x_k → x_{k+1}`) uses the level `β_{k+1}` in *both* of its kernels (DenisBless's `betas(step)` with
+a K-vector whose first entry is `1/K`, i.e. the AIS convention "move towards the next level"), and
+the control at the step's two end times (methods.md §10.9):
+
+    F_k(x_{k+1} | x_k) = N(x_k     + σ_k² h_k (∇log π̃_{β_{k+1}}(x_k)     + u_θ(x_k, t_k)),     V_k I)
+    B_k(x_k | x_{k+1}) = N(x_{k+1} + σ_k² h_k (∇log π̃_{β_{k+1}}(x_{k+1}) - u_θ(x_{k+1}, t_{k+1})), V_k I)
+
+with `V_k = 2σ_k² h_k`.
+
+The sign flip of `u` in `B` is Nelson's relation (reverse drift = forward drift − 2σ²∇log π_t);
+the official code's `NN` has the opposite sign (`fk_mean = z - ε∇U - ε NN`). `σ_k` is a learnable
+per-step diffusion scale (initialised to `diffusion_scale`) unless `learn_diffusion_scale=False`.
+`∇log γ` is clipped element-wise at `grad_target_clip` (CMCD's `gradU` clipping, methods.md §10.6;
+the weights stay exact for the clipped kernels). The network sees `sg[clip(∇log γ(x))]` through
+`mlp_control`'s grad-log-target feature; with `x` and `t` as inputs this carries the same
+information as the detached `∇log π̃_β = β ∇log γ + (1 - β)∇log p_0` (the second term is affine in x).
+
+**Weights** (an exact Crooks-type ratio of the discrete chain, methods.md §5.2, §7.1):
+
+    log w = log γ(x_K) + Σ_k log B_k(x_k | x_{k+1}) - log p_0(x_0) - Σ_k log F_k(x_{k+1} | x_k),
+
+so `E_F[w] = Z` for every θ, and on backward paths (`x_K ~ π`, `x_k ~ B_k(·|x_{k+1})`)
+`E_B[1/w] = 1/Z`. With `u = 0` this is ULA-MCD / AIS with ULA moves (Doucet et al. 2022). Sign
+convention: `log w` is a log weight, the generalised work is `W = -log w`.
+
+**Losses.**
+- `cmcd_kl`: `-mean_i log w_θ(X^i)` (the negative ELBO) with reparametrised trajectories, i.e.
+  gradients through every `x_k`, the initial draw `x_0 = μ + s ⊙ ε` and `∇log γ` inside the drift
+  (Hessian-vector products of `log γ`).
+- `cmcd_lv`: `Var_i[log w_θ(X^i)]` (ddof 0) with trajectories detached before and after every step
+  (`mcd_cais_var.py`); θ enters only through the kernel means and variances and `log p_0(x_0)`.
+
+**Particle systems** are handled on the working density of `samplers.baselines.common`
+(`γ̃(x) = γ(x - centre) · N(√n·centre; 0, s² I)` with `s = initial_std`, `∫ γ̃ = Z` on `R^{n·d}`):
+samples are projected to zero centre of mass on output, and target samples get an independent
+centre of mass for backward simulation.
+
+Cost per trajectory (`K` steps): 1 energy evaluation (`log γ(x_K)`), `K + 1` gradient evaluations
+of `log γ` for the drifts (each point's `∇log γ` and `u_θ` serve both kernels that touch it), `K + 1`
+more with the network's grad feature, and for `cmcd_kl` another `K + 2` (Hessian-vector products
+through the drifts and `∇log γ(x_K)`); `K + 1` network evaluations; `K` SDE steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import samplers
+from samplers.baselines.common import complete_centre_of_mass, working_density
+from samplers.method import Cost, Method, MethodSpec, Samples
+from samplers.methods.path_kl import NETWORKS, batch_log_Z, build_control_network, make_optimizer
+from samplers.problem import Problem
+
+__all__ = [
+    "CMCD_DETACH_MODES",
+    "Annealing",
+    "CMCDConfig",
+    "CMCDInfo",
+    "CMCDPath",
+    "CMCDState",
+    "annealing",
+    "build_cmcd_kl",
+    "build_cmcd_lv",
+    "cmcd_kl_loss",
+    "cmcd_lv_loss",
+    "init_annealing_params",
+    "simulate_cmcd",
+    "simulate_cmcd_backward",
+]
+
+PyTree = Any
+Control = Callable[[PyTree, jax.Array, jax.Array], jax.Array]
+sg = jax.lax.stop_gradient
+
+CMCD_DETACH_MODES: dict[str, str] = {
+    "none": "reparametrised: gradients through every state (cmcd_kl)",
+    "states": "states stop-gradient before and after each step; θ enters via the kernels (cmcd_lv)",
+    "all": "no gradient at all (evaluation)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class CMCDConfig:
+    """Hyper-parameters of `cmcd_kl` and `cmcd_lv`.
+
+    Attributes:
+        learning_rate: Adam learning rate (all parameters: control, `p_0`, schedule, `σ_k`).
+        batch_size: trajectories per training step.
+        hidden: hidden widths of the control MLP (for `egnn`: width `hidden[0]`, `len(hidden)` layers).
+        network: `"auto"`, `"mlp"` or `"egnn"` (`samplers.methods.path_kl.NETWORKS`).
+        time_embedding_dim: number of sinusoidal time features.
+        grad_log_target_feature: feed `sg[clip(∇log γ)]` to the MLP (PISGRADNet feature).
+        grad_target_clip: element-wise clip of `∇log γ` in the drifts and the feature (100, CMCD `gradU`).
+        grad_clip: global-norm clip of the parameter gradient, or None.
+        initial_std: initial standard deviation `s` of `p_0` (and the centre-of-mass scale for particles).
+        learn_initial: learn the mean and diagonal std of `p_0`; False fixes `p_0 = N(0, initial_std² I)`.
+        learn_schedule: learn the monotone `β` schedule; False fixes `β_k = k/K`.
+        diffusion_scale: initial `σ_k` (all steps); the ULA step size is `σ_k² h_k`.
+        learn_diffusion_scale: learn the per-step `σ_k` (log-parametrised).
+    """
+
+    learning_rate: float = 1e-3
+    batch_size: int = 256
+    hidden: tuple[int, ...] = (64, 64)
+    network: str = "auto"
+    time_embedding_dim: int = 32
+    grad_log_target_feature: bool = True
+    grad_target_clip: float = 100.0
+    grad_clip: float | None = 10.0
+    initial_std: float = 1.0
+    learn_initial: bool = True
+    learn_schedule: bool = True
+    diffusion_scale: float = 1.0
+    learn_diffusion_scale: bool = True
+
+    def __post_init__(self):
+        who = type(self).__name__
+        if self.network not in NETWORKS:
+            raise ValueError(f"{who}: unknown network {self.network!r}; valid choices: {sorted(NETWORKS)}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 2:
+            raise ValueError(f"{who}: batch_size must be an integer >= 2, got {self.batch_size!r}")
+        for name in ("learning_rate", "grad_target_clip", "initial_std", "diffusion_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{who}: {name} must be positive, got {getattr(self, name)!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"{who}: grad_clip must be positive or None, got {self.grad_clip!r}")
+        if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
+            raise ValueError(
+                f"{who}: hidden must be a non-empty tuple of positive widths, got {self.hidden!r}"
+            )
+
+
+class CMCDState(NamedTuple):
+    """Training state.
+
+    Attributes:
+        params: `{"control": network parameters, "annealing": init_annealing_params(...)}`.
+        opt_state: optax state.
+        cost: cumulative training cost.
+    """
+
+    params: PyTree
+    opt_state: optax.OptState
+    cost: Cost
+
+
+class CMCDInfo(NamedTuple):
+    """Per-step diagnostics.
+
+    Attributes:
+        loss: the training loss of the batch.
+        grad_norm: global norm of the parameter gradient (before clipping).
+        elbo: `mean(log w)` of the batch.
+        log_Z: `LSE(log w) - log n` of the batch.
+        mean_diffusion_scale: mean of the `σ_k`.
+    """
+
+    loss: jax.Array
+    grad_norm: jax.Array
+    elbo: jax.Array
+    log_Z: jax.Array
+    mean_diffusion_scale: jax.Array
+
+
+class CMCDPath(NamedTuple):
+    """Output of `simulate_cmcd` / `simulate_cmcd_backward`.
+
+    Attributes:
+        x: end points `x_K` (forward) or the given target samples (backward), `(n, dim)`, projected
+            to zero centre of mass for particle systems.
+        log_w: path log-weights `(n,)` (`E_F[w] = Z`, `E_B[1/w] = 1/Z`).
+        trajectory: `(K+1, n, dim)` when requested, else None.
+        cost: evaluation counters of this call.
+    """
+
+    x: jax.Array
+    log_w: jax.Array
+    trajectory: jax.Array | None
+    cost: Cost
+
+
+class Annealing(NamedTuple):
+    """The effective annealing quantities (fixed ones already stop-gradient).
+
+    Attributes:
+        betas: `β_0 = 0 < … < β_K = 1`, `(K+1,)`.
+        sigmas: per-step diffusion scales `σ_k`, `(K,)`.
+        initial_mean: `μ`, `(dim,)`.
+        initial_std: `s`, `(dim,)`.
+    """
+
+    betas: jax.Array
+    sigmas: jax.Array
+    initial_mean: jax.Array
+    initial_std: jax.Array
+
+
+# ---------------------------------------------------------------------------------------------
+# annealing parameters
+# ---------------------------------------------------------------------------------------------
+
+
+def init_annealing_params(problem: Problem, config: CMCDConfig) -> dict[str, Any]:
+    """Initial annealing parameters: `p_0 = N(0, initial_std² I)`, linear `β`, constant `σ_k`.
+
+    Returns:
+        `{"initial_mean": (dim,), "initial_log_std": (dim,), "schedule_logits": (K,),
+        "log_diffusion": (K,)}`; equal logits give the linear schedule `β_k = k/K`.
+    """
+    dim, k_steps = problem.dim, problem.num_steps
+    return {
+        "initial_mean": jnp.zeros((dim,), jnp.float32),
+        "initial_log_std": jnp.full((dim,), math.log(config.initial_std), jnp.float32),
+        "schedule_logits": jnp.zeros((k_steps,), jnp.float32),
+        "log_diffusion": jnp.full((k_steps,), math.log(config.diffusion_scale), jnp.float32),
+    }
+
+
+def annealing(params: dict[str, Any], config: CMCDConfig) -> Annealing:
+    """Effective `β`, `σ_k` and `p_0` from the annealing parameters (fixed ones stop-gradient)."""
+    increments = jax.nn.softplus(params["schedule_logits"])
+    betas = jnp.concatenate([jnp.zeros((1,), increments.dtype), jnp.cumsum(increments) / jnp.sum(increments)])
+    # Exact end points (the cumulative sum's last entry may round below 1).
+    betas = betas.at[-1].set(1.0)
+    sigmas = jnp.exp(params["log_diffusion"])
+    mean, std = params["initial_mean"], jnp.exp(params["initial_log_std"])
+    if not config.learn_schedule:
+        betas = sg(betas)
+    if not config.learn_diffusion_scale:
+        sigmas = sg(sigmas)
+    if not config.learn_initial:
+        mean, std = sg(mean), sg(std)
+    return Annealing(betas=betas, sigmas=sigmas, initial_mean=mean, initial_std=std)
+
+
+# ---------------------------------------------------------------------------------------------
+# simulation with exact path weights
+# ---------------------------------------------------------------------------------------------
+
+
+class _Target(NamedTuple):
+    """The working target of one problem: `log γ̃`, clipped `∇log γ̃`, output projection."""
+
+    log_prob: Callable[[jax.Array], jax.Array]
+    grad_log_prob: Callable[[jax.Array], jax.Array]
+    project: Callable[[jax.Array], jax.Array]
+
+
+def _working_target(problem: Problem, config: CMCDConfig) -> _Target:
+    if not problem.has_log_target:
+        raise ValueError(
+            f"CMCD needs the unnormalised target log γ̃; the {problem.base.kind!r} base has no closed-form "
+            "terminal law (use a 'brownian' or 'vp' base)"
+        )
+    if problem.particles is None:
+        log_prob = problem.log_target
+    else:
+        if problem.target is None:
+            raise ValueError("CMCD on a particle system needs a sampling problem (problem.target)")
+        log_prob, _ = working_density(problem.target, config.initial_std)
+    clip = config.grad_target_clip
+
+    def grad_log_prob(x):
+        return jnp.clip(jax.grad(log_prob)(x), -clip, clip)
+
+    return _Target(log_prob, grad_log_prob, problem.base.project)
+
+
+def _diag_log_prob(x, mean, std):
+    """`log N(x; mean, diag(std²))` of ONE point."""
+    z = (x - mean) / std
+    return -0.5 * jnp.sum(z * z) - jnp.sum(jnp.log(std)) - 0.5 * x.shape[-1] * math.log(2.0 * math.pi)
+
+
+def _iso_log_prob(x, mean, var):
+    """`log N(x; mean, var·I)` of a batch `(n, dim)` -> `(n,)`."""
+    dim = x.shape[-1]
+    return -0.5 * jnp.sum((x - mean) ** 2, -1) / var - 0.5 * dim * jnp.log(2.0 * jnp.pi * var)
+
+
+def _cost(num_samples: int, num_steps: int, grad_evals_per_control: float, detach: str) -> Cost:
+    points = num_samples * (num_steps + 1)
+    grads = points * (1.0 + grad_evals_per_control)
+    if detach == "none":
+        grads += points + num_samples  # Hessian-vector products through the drifts, ∇log γ(x_K)
+    return Cost.of(
+        energy_evals=num_samples, grad_evals=grads, network_evals=points, sde_steps=num_samples * num_steps
+    )
+
+
+class _Pieces(NamedTuple):
+    """Per-point drift ingredients: `∇log γ` (clipped), `∇log p_0`, `u_θ(x, t)` for a batch."""
+
+    grad_target: jax.Array
+    grad_initial: jax.Array
+    control: jax.Array
+
+
+def _pieces_fn(target: _Target, control: Control, a: Annealing):
+    def pieces(params, x, t):
+        grad_target = jax.vmap(target.grad_log_prob)(x)
+        grad_initial = -(x - a.initial_mean) / a.initial_std**2
+        u = jax.vmap(control, in_axes=(None, 0, None))(params, x, t)
+        return _Pieces(grad_target, grad_initial, u)
+
+    return pieces
+
+
+def _means(a: Annealing, k, h, x, pieces: _Pieces, sign: float) -> jax.Array:
+    """`x + σ_k² h (β_{k+1} ∇log γ + (1 - β_{k+1}) ∇log p_0 + sign·u)`, sign +1 (F) or -1 (B)."""
+    beta = a.betas[k + 1]
+    score = beta * pieces.grad_target + (1.0 - beta) * pieces.grad_initial
+    return x + a.sigmas[k] ** 2 * h * (score + sign * pieces.control)
+
+
+def _check_detach(detach: str) -> None:
+    if detach not in CMCD_DETACH_MODES:
+        raise ValueError(f"unknown detach mode {detach!r}; valid choices: {sorted(CMCD_DETACH_MODES)}")
+
+
+def simulate_cmcd(
+    key: jax.Array,
+    problem: Problem,
+    control: Control,
+    params: PyTree,
+    num_samples: int,
+    config: CMCDConfig,
+    *,
+    detach: str = "all",
+    save_trajectory: bool = False,
+    grad_evals_per_control: float = 0.0,
+) -> CMCDPath:
+    """Simulate the CMCD forward chain from `p_0` and return the exact path log-weights.
+
+    Args:
+        key: PRNG key.
+        problem: the problem (grid `ts`, `log γ̃`, particles).
+        control: `control(params, x, t) -> (dim,)` of ONE example.
+        params: `{"control": ..., "annealing": ...}` (see `CMCDState`).
+        num_samples: number of paths `n`.
+        config: `CMCDConfig` (clip, which annealing parameters are learned).
+        detach: one of `CMCD_DETACH_MODES`.
+        save_trajectory: also return `(K+1, n, dim)` states.
+        grad_evals_per_control: `∇log γ` evaluations inside one control call (cost).
+
+    Returns:
+        `CMCDPath`.
+    """
+    _check_detach(detach)
+    if detach == "all":
+        params = sg(params)
+    target = _working_target(problem, config)
+    a = annealing(params["annealing"], config)
+    pieces = _pieces_fn(target, control, a)
+    ts = problem.times
+    steps = jnp.diff(ts)
+    control_params = params["control"]
+    stop = (lambda v: v) if detach == "none" else sg
+    key_init, key_noise = jax.random.split(key)
+    dim = problem.dim
+
+    x0 = stop(a.initial_mean + a.initial_std * jax.random.normal(key_init, (num_samples, dim), jnp.float32))
+    log_w0 = -jax.vmap(_diag_log_prob, in_axes=(0, None, None))(x0, a.initial_mean, a.initial_std)
+
+    def body(carry, k):
+        x, here, log_w = carry
+        h = steps[k]
+        var = 2.0 * a.sigmas[k] ** 2 * h
+        mean_forward = _means(a, k, h, x, here, 1.0)
+        noise = jax.random.normal(jax.random.fold_in(key_noise, k), x.shape, x.dtype)
+        x_next = stop(mean_forward + jnp.sqrt(var) * noise)
+        there = pieces(control_params, x_next, ts[k + 1])
+        mean_backward = _means(a, k, h, x_next, there, -1.0)
+        d_log_w = _iso_log_prob(x, mean_backward, var) - _iso_log_prob(x_next, mean_forward, var)
+        return (x_next, there, log_w + d_log_w), (x_next if save_trajectory else None)
+
+    init = (x0, pieces(control_params, x0, ts[0]), log_w0)
+    (x_end, _, log_w), xs = jax.lax.scan(body, init, jnp.arange(problem.num_steps))
+    log_w = log_w + jax.vmap(target.log_prob)(x_end)
+    trajectory = jnp.concatenate([x0[None], xs]) if save_trajectory else None
+    return CMCDPath(
+        x=target.project(x_end),
+        log_w=log_w,
+        trajectory=trajectory,
+        cost=_cost(num_samples, problem.num_steps, grad_evals_per_control, detach),
+    )
+
+
+def simulate_cmcd_backward(
+    key: jax.Array,
+    problem: Problem,
+    control: Control,
+    params: PyTree,
+    x_target: jax.Array,
+    config: CMCDConfig,
+    *,
+    detach: str = "all",
+    grad_evals_per_control: float = 0.0,
+) -> CMCDPath:
+    """Simulate the backward kernels `B_k` from target samples and return the same `log w`.
+
+    `x_K = x_target` (for particle systems, with an independent centre of mass drawn from the
+    working density's centre-of-mass factor), `x_k ~ B_k(·|x_{k+1})` for `k = K-1, …, 0`;
+    `log w = log γ̃(x_K) + Σ log B_k - log p_0(x_0) - Σ log F_k` as on forward paths, so that
+    `E_B[e^{-log w}] = 1/Z` and `E_B[log w] = EUBO` (methods.md §7.2).
+
+    Arguments as `simulate_cmcd`, with `x_target` `(n, dim)` target samples instead of `num_samples`.
+    """
+    _check_detach(detach)
+    if detach == "all":
+        params = sg(params)
+    target = _working_target(problem, config)
+    a = annealing(params["annealing"], config)
+    pieces = _pieces_fn(target, control, a)
+    ts = problem.times
+    steps = jnp.diff(ts)
+    control_params = params["control"]
+    stop = (lambda v: v) if detach == "none" else sg
+    key_com, key_noise = jax.random.split(key)
+    x_target = jnp.asarray(x_target, jnp.float32)
+    if x_target.ndim != 2 or x_target.shape[1] != problem.dim:
+        raise ValueError(f"x_target must have shape (n, {problem.dim}), got {x_target.shape}")
+    num_samples = x_target.shape[0]
+    if problem.particles is not None:
+        x_target = complete_centre_of_mass(key_com, x_target, problem.target, config.initial_std)
+    x_end = stop(x_target)
+
+    def body(carry, k):
+        x_next, there, log_w = carry
+        h = steps[k]
+        var = 2.0 * a.sigmas[k] ** 2 * h
+        mean_backward = _means(a, k, h, x_next, there, -1.0)
+        noise = jax.random.normal(jax.random.fold_in(key_noise, k), x_next.shape, x_next.dtype)
+        x = stop(mean_backward + jnp.sqrt(var) * noise)
+        here = pieces(control_params, x, ts[k])
+        mean_forward = _means(a, k, h, x, here, 1.0)
+        d_log_w = _iso_log_prob(x, mean_backward, var) - _iso_log_prob(x_next, mean_forward, var)
+        return (x, here, log_w + d_log_w), None
+
+    k_steps = problem.num_steps
+    init = (x_end, pieces(control_params, x_end, ts[-1]), jax.vmap(target.log_prob)(x_end))
+    (x0, _, log_w), _ = jax.lax.scan(body, init, jnp.arange(k_steps - 1, -1, -1))
+    log_w = log_w - jax.vmap(_diag_log_prob, in_axes=(0, None, None))(x0, a.initial_mean, a.initial_std)
+    return CMCDPath(
+        x=target.project(x_end),
+        log_w=log_w,
+        trajectory=None,
+        cost=_cost(num_samples, k_steps, grad_evals_per_control, detach),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# losses
+# ---------------------------------------------------------------------------------------------
+
+
+def cmcd_kl_loss(
+    key: jax.Array,
+    problem: Problem,
+    control: Control,
+    params: PyTree,
+    batch_size: int,
+    config: CMCDConfig,
+    *,
+    grad_evals_per_control: float = 0.0,
+) -> tuple[jax.Array, CMCDPath]:
+    """`-mean_i log w_θ(X^i)` (negative ELBO) with reparametrised trajectories (`detach="none"`)."""
+    path = simulate_cmcd(
+        key,
+        problem,
+        control,
+        params,
+        batch_size,
+        config,
+        detach="none",
+        grad_evals_per_control=grad_evals_per_control,
+    )
+    return -jnp.mean(path.log_w), path
+
+
+def cmcd_lv_loss(
+    key: jax.Array,
+    problem: Problem,
+    control: Control,
+    params: PyTree,
+    batch_size: int,
+    config: CMCDConfig,
+    *,
+    grad_evals_per_control: float = 0.0,
+) -> tuple[jax.Array, CMCDPath]:
+    """`Var_i[log w_θ(X^i)]` (ddof 0) on detached trajectories (`detach="states"`)."""
+    path = simulate_cmcd(
+        key,
+        problem,
+        control,
+        params,
+        batch_size,
+        config,
+        detach="states",
+        grad_evals_per_control=grad_evals_per_control,
+    )
+    return jnp.var(path.log_w), path
+
+
+# ---------------------------------------------------------------------------------------------
+# methods
+# ---------------------------------------------------------------------------------------------
+
+
+def _build(problem: Problem, config: CMCDConfig, loss_fn: Callable, name: str) -> Method:
+    if not isinstance(problem, Problem):
+        raise TypeError(f"{name}: expected a samplers.problem.Problem, got {type(problem).__name__}")
+    if not isinstance(config, CMCDConfig):
+        raise TypeError(f"{name} needs a CMCDConfig, got {type(config).__name__}")
+    target = _working_target(problem, config)
+    net = build_control_network(
+        problem,
+        network=config.network,
+        hidden=config.hidden,
+        time_embedding_dim=config.time_embedding_dim,
+        grad_log_target=jax.grad(target.log_prob) if config.grad_log_target_feature else None,
+        grad_target_clip=config.grad_target_clip,
+    )
+    per_control = float(net.grad_evals_per_apply)
+    optimizer = make_optimizer(config.learning_rate, config.grad_clip)
+
+    def init(key: jax.Array) -> CMCDState:
+        params = {"control": net.init(key), "annealing": init_annealing_params(problem, config)}
+        return CMCDState(params=params, opt_state=optimizer.init(params), cost=Cost.zero())
+
+    def objective(params, key):
+        return loss_fn(
+            key, problem, net.apply, params, config.batch_size, config, grad_evals_per_control=per_control
+        )
+
+    def step(key: jax.Array, state: CMCDState) -> tuple[CMCDState, CMCDInfo]:
+        (loss, path), grads = jax.value_and_grad(objective, has_aux=True)(state.params, key)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        log_w = sg(path.log_w)
+        info = CMCDInfo(
+            loss=loss,
+            grad_norm=optax.tree.norm(grads),
+            elbo=jnp.mean(log_w),
+            log_Z=batch_log_Z(log_w),
+            mean_diffusion_scale=jnp.mean(jnp.exp(state.params["annealing"]["log_diffusion"])),
+        )
+        new_state = CMCDState(
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+            cost=state.cost + path.cost,
+        )
+        return new_state, info
+
+    def sample(key: jax.Array, state: CMCDState, num_samples: int) -> Samples:
+        path = simulate_cmcd(
+            key, problem, net.apply, state.params, num_samples, config, grad_evals_per_control=per_control
+        )
+        return Samples(x=path.x, log_w=path.log_w, cost=path.cost)
+
+    def backward(key: jax.Array, state: CMCDState, x_target: jax.Array) -> jax.Array:
+        path = simulate_cmcd_backward(
+            key, problem, net.apply, state.params, x_target, config, grad_evals_per_control=per_control
+        )
+        return path.log_w
+
+    return Method(init=init, step=step, sample=sample, backward=backward)
+
+
+def build_cmcd_kl(problem: Problem, config: CMCDConfig) -> Method:
+    """CMCD trained with the reparametrised negative ELBO (`cmcd_kl_loss`)."""
+    return _build(problem, config, cmcd_kl_loss, "cmcd_kl")
+
+
+def build_cmcd_lv(problem: Problem, config: CMCDConfig) -> Method:
+    """CMCD trained with the log-variance loss on detached trajectories (`cmcd_lv_loss`)."""
+    return _build(problem, config, cmcd_lv_loss, "cmcd_lv")
+
+
+_COST = (
+    "per step and path: 1 energy eval, K+1 grad evals (drifts) [+K+1 grad-feature], "
+    "K+1 network evals, K SDE steps"
+)
+
+samplers.register(
+    MethodSpec(
+        name="cmcd_kl",
+        family="thermodynamic",
+        config_cls=CMCDConfig,
+        build=build_cmcd_kl,
+        bases=("brownian", "vp"),
+        cost_model=_COST + "; +K+2 Hessian-vector products (backprop through the drifts)",
+        description=(
+            "Controlled Monte Carlo Diffusion: annealed Langevin on the geometric path from a learned "
+            "diagonal Gaussian with a learned control, monotone schedule and step sizes; exact Crooks-type "
+            "weights; negative ELBO with reparametrised paths (the base supplies only the grid and log γ)."
+        ),
+    )
+)
+samplers.register(
+    MethodSpec(
+        name="cmcd_lv",
+        family="thermodynamic",
+        config_cls=CMCDConfig,
+        build=build_cmcd_lv,
+        bases=("brownian", "vp"),
+        cost_model=_COST + "; no backprop through the chain",
+        description=(
+            "Controlled Monte Carlo Diffusion trained with the log-variance loss Var(log w) on detached "
+            "trajectories (Vargas et al. 2024); the base only supplies the grid and log γ."
+        ),
+    )
+)

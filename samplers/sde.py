@@ -1,0 +1,653 @@
+"""Controlled-SDE integration with exact discrete-time path weights (Euler–Maruyama).
+
+The controlled SDE in the paper form (P1) of `shared/reference/methods.md` §0,
+
+    dX = (b(X, t) + σ(t) u_θ(X, t)) dt + σ(t) dB,      X_{t_0} ~ p_0,
+
+is discretised by Euler–Maruyama on the problem's grid `t_0 < … < t_K = 1` (`h_k = t_{k+1} - t_k`):
+
+    x_{k+1} = x_k + h_k (b(x_k, t_k) + σ_k u_θ(x_k, t_k)) + σ_k ΔW_k,    ΔW_k = sqrt(h_k) ε_k,
+
+so the forward kernel is `F_k(x_{k+1} | x_k) = N(x_k + h_k(b + σ_k u), σ_k² h_k I)`. A control is any
+`control(params, x, t) -> (dim,)` acting on ONE example (batched here with `jax.vmap`).
+
+**Path log-weights** (methods.md §7.1), two exactly equivalent forms:
+
+- kernel form (default for the Brownian and VP bases):
+  `log w = log γ̃(x_K) + Σ_k log B_k(x_k | x_{k+1}) - log p_0(x_0) - Σ_k log F_k(x_{k+1} | x_k)`,
+  with `B_k` the base's own exact reversal of its EM chain (`DiscreteChain`: the Brownian bridge
+  towards the Dirac at 0, with `log B_0 := 0`; the exact AR(1) reversal for VP) and
+  `γ̃ = p^base_K e^r` (`= γ` for sampling problems);
+- Girsanov form: `log w = r(x_K) - Σ_k (½ h_k |u_k|² + sqrt(h_k) u_k·ε_k)`; the only form for bases
+  without a closed-form discrete chain (the memoryless flow base).
+
+Both satisfy `E_F[w] = Z` exactly for the discrete chain (not only as h → 0). With the realised
+noise `ε_k`, `log F_k - log F^base_k = ½h|u|² + sqrt(h) u·ε` is an identity, and for the exact
+reversal `p_0 Π F^base = p^base_K Π B`, so the two forms agree path by path (tests check it).
+
+**Backward direction**: `simulate_backward` draws `x_K` from target samples and `x_k ~ B_k(·|x_{k+1})`,
+returning the same `log w` on those paths (`E_B[1/w] = 1/Z`; EUBO, forward ESS, Crooks/BAR).
+
+**Stop-gradient placement** (`SDEConfig.detach`, a named option, never a literal in a loop body):
+
+- `"none"`: nothing is stopped; `log w` is differentiable through the reparametrised path
+  (path-KL / ELBO losses).
+- `"states"`: each state enters a step through `stop_gradient` and the new state is stopped, so
+  `log w` depends on θ only through the forward-kernel means `u_θ(x_k, t_k)`, evaluated at the fixed
+  points (log-variance / trajectory-balance losses; methods.md §9 `detach=True`).
+- `"all"`: no gradient at all (evaluation rollouts, Adjoint Matching trajectories under `sg[u]`).
+
+Two integrators of the same maths: `simulate_diffrax` (diffrax `Euler` + `StepTo` + an
+`GridBrownianPath`, the default) and `simulate_scan` (a hand-written `lax.scan`, the reference,
+also used by `benchmarks/perf_integrator.py`). Both draw the Brownian increment of step k from the
+same `GridBrownianPath`, so they agree path by path for the same key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from samplers.base_processes import gaussian_log_prob
+from samplers.method import Cost
+from samplers.problem import Problem
+
+__all__ = [
+    "DETACH_MODES",
+    "INTEGRATORS",
+    "WEIGHT_FORMS",
+    "PathOutput",
+    "SDEConfig",
+    "GridBrownianPath",
+    "brownian_path",
+    "path_controls",
+    "path_log_weights",
+    "simulate",
+    "simulate_backward",
+    "simulate_diffrax",
+    "simulate_scan",
+]
+
+Control = Callable[[Any, jax.Array, jax.Array], jax.Array]
+sg = jax.lax.stop_gradient
+
+INTEGRATOR_NAMES = ("diffrax", "scan")  # the keys of INTEGRATORS (defined below the integrators)
+DETACH_MODES: dict[str, str] = {
+    "none": "gradients flow through states and controls (reparametrised path; path-KL / ELBO)",
+    "states": "states are stop-gradient; log w depends on θ only via the forward-kernel means (LV / TB)",
+    "all": "no gradient at all (evaluation rollouts, trajectories under sg[u])",
+}
+WEIGHT_FORMS: dict[str, str] = {
+    "auto": "kernel when the base has a closed-form discrete chain, else girsanov",
+    "kernel": "log γ̃(x_K) + Σ log B_k - log p_0(x_0) - Σ log F_k (methods.md §7.1)",
+    "girsanov": "r(x_K) - Σ (½ h |u|² + sqrt(h) u·ε) (methods.md §7.1, equivalent form)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SDEConfig:
+    """Options of the integrators.
+
+    Attributes:
+        integrator: `"diffrax"` (default) or `"scan"` (the hand-written reference); see `INTEGRATORS`.
+        save_trajectory: return the states `(K+1, n, dim)`.
+        save_noise: return the standard-normal increments `ε_k = ΔW_k/sqrt(h_k)` `(K, n, dim)`
+            (projected to zero centre of mass for particles).
+        save_controls: return `u_θ(x_k, t_k)` `(K, n, dim)`. The diffrax integrator recomputes them
+            from the trajectory (one extra network evaluation per step, counted in the cost); the
+            scan integrator stores them for free.
+        detach: stop-gradient placement, one of `DETACH_MODES`.
+        weights: path-weight form, one of `WEIGHT_FORMS`.
+        checkpoints: checkpoints of `diffrax.RecursiveCheckpointAdjoint` for reverse-mode gradients;
+            None stores every step (no recomputation; memory `K·n·dim`).
+    """
+
+    integrator: str = "diffrax"
+    save_trajectory: bool = False
+    save_noise: bool = False
+    save_controls: bool = False
+    detach: str = "none"
+    weights: str = "auto"
+    checkpoints: int | None = None
+
+    def __post_init__(self):
+        if self.integrator not in INTEGRATOR_NAMES:
+            raise ValueError(
+                f"unknown integrator {self.integrator!r}; valid choices: {list(INTEGRATOR_NAMES)}"
+            )
+        if self.detach not in DETACH_MODES:
+            raise ValueError(f"unknown detach mode {self.detach!r}; valid choices: {sorted(DETACH_MODES)}")
+        if self.weights not in WEIGHT_FORMS:
+            raise ValueError(f"unknown weight form {self.weights!r}; valid choices: {sorted(WEIGHT_FORMS)}")
+        if self.checkpoints is not None and (not isinstance(self.checkpoints, int) or self.checkpoints < 1):
+            raise ValueError(f"checkpoints must be a positive integer or None, got {self.checkpoints!r}")
+
+
+class PathOutput(NamedTuple):
+    """What the integrators return.
+
+    Attributes:
+        x: end points `x_K`, `(n, dim)`.
+        log_w: path log-weights `(n,)` with `E[exp(log_w)] = Z` (forward paths) or
+            `E[exp(-log_w)] = 1/Z` (backward paths).
+        trajectory: `(K+1, n, dim)` or None.
+        noise: `ε_k`, `(K, n, dim)` or None (forward paths only).
+        controls: `u_θ(x_k, t_k)`, `(K, n, dim)` or None.
+        cost: evaluation counters of this call.
+    """
+
+    x: jax.Array
+    log_w: jax.Array
+    trajectory: jax.Array | None
+    noise: jax.Array | None
+    controls: jax.Array | None
+    cost: Cost
+
+
+# ---------------------------------------------------------------------------------------------
+# shared pieces
+# ---------------------------------------------------------------------------------------------
+
+
+class GridBrownianPath(diffrax.AbstractBrownianPath):
+    """Brownian motion sampled on a fixed grid: `W(t_{k+1}) - W(t_k) = sqrt(h_k) ε_k`, `ε_k ~ N(0, I)`.
+
+    `ε_k` is drawn from `fold_in(key, k)`, so increments are exact, independent across steps, cost
+    O(1) memory, and are reproduced bit for bit when the same interval is evaluated again, which is
+    what reverse-mode differentiation through `diffrax.RecursiveCheckpointAdjoint` needs (diffrax
+    refuses to differentiate through its `UnsafeBrownianPath`, which samples the same way but keyed
+    by the bits of the times; a `VirtualBrownianTree` would be exact for any interval but pays a
+    tree search per step). Only intervals `[t_k, t_{k+1}]` of the grid may be evaluated (as
+    `diffrax.StepTo(ts)` does); the interval is found by rounding `t0` to the nearest grid point.
+
+    Attributes:
+        ts: the grid `(K+1,)`.
+        key: PRNG key.
+        shape: shape of one increment (the batch `(n, dim)`).
+    """
+
+    ts: jax.Array
+    key: jax.Array
+    shape: tuple[int, ...] = eqx.field(static=True)
+    levy_area: type = eqx.field(static=True, default=diffrax.BrownianIncrement)
+
+    @property
+    def t0(self):
+        return self.ts[0]
+
+    @property
+    def t1(self):
+        return self.ts[-1]
+
+    def step_index(self, t0) -> jax.Array:
+        """Index k of the grid interval that starts at `t0`."""
+        midpoints = 0.5 * (self.ts[:-1] + self.ts[1:])
+        return jnp.searchsorted(midpoints, t0)
+
+    def standard_increment(self, k) -> jax.Array:
+        """`ε_k ~ N(0, I)` of step k (the increment divided by `sqrt(h_k)`)."""
+        return jax.random.normal(jax.random.fold_in(self.key, k), self.shape, self.ts.dtype)
+
+    def increment(self, k) -> jax.Array:
+        """`W(t_{k+1}) - W(t_k) = sqrt(h_k) ε_k`."""
+        return jnp.sqrt(self.ts[k + 1] - self.ts[k]) * self.standard_increment(k)
+
+    def evaluate(self, t0, t1=None, left: bool = True, use_levy: bool = False):
+        if t1 is None:
+            raise ValueError("GridBrownianPath only evaluates increments over grid intervals [t_k, t_{k+1}]")
+        k = self.step_index(t0)
+        w = self.increment(k)
+        if use_levy:
+            return diffrax.BrownianIncrement(dt=self.ts[k + 1] - self.ts[k], W=w)
+        return w
+
+
+def brownian_path(key: jax.Array, ts: jax.Array, num_samples: int, dim: int) -> GridBrownianPath:
+    """The Brownian path of `num_samples` particles on the grid `ts` (shared by both integrators)."""
+    return GridBrownianPath(ts=jnp.asarray(ts), key=key, shape=(int(num_samples), int(dim)))
+
+
+def _weight_form(problem: Problem, config: SDEConfig) -> str:
+    if config.weights == "auto":
+        return "kernel" if problem.has_log_target else "girsanov"
+    if config.weights == "kernel" and not problem.has_log_target:
+        raise ValueError(
+            "kernel-form weights need a base with a closed-form discrete chain; "
+            f"the {problem.base.kind!r} base has none: use weights='girsanov' (or 'auto')"
+        )
+    return config.weights
+
+
+def _check_num_samples(num_samples) -> int:
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    return num_samples
+
+
+class _Grid(NamedTuple):
+    """Per-step constants: times, step sizes, σ(t_k), and the base's reversal (kernel form)."""
+
+    ts: jax.Array
+    step_sizes: jax.Array
+    sigmas: jax.Array
+    backward_coefs: jax.Array | None
+    backward_vars: jax.Array | None
+
+
+def _grid(problem: Problem, form: str) -> _Grid:
+    ts = problem.times
+    if form == "kernel":
+        chain = problem.chain  # float32 constants, computed once per problem
+        return _Grid(ts, chain.step_sizes, chain.sigmas, chain.backward_coefs, chain.backward_vars)
+    return _Grid(ts, jnp.diff(ts), problem.base.sigma(ts[:-1]), None, None)
+
+
+def _log_backward(problem: Problem, grid: _Grid, k, x, x_next) -> jax.Array:
+    """`log B_k(x | x_next)` for one point; 0 at k = 0 for a Dirac start (methods.md §7.1)."""
+    var = grid.backward_vars[k]
+    if not problem.base.initial_is_dirac:
+        return gaussian_log_prob(x, grid.backward_coefs[k] * x_next, var, problem.base.dof)
+    # B_0 is the point mass at 0: substitute a unit variance so that neither the value nor the
+    # gradient of the discarded branch is NaN, then define log B_0 := 0.
+    degenerate = k == 0
+    value = gaussian_log_prob(
+        x, grid.backward_coefs[k] * x_next, jnp.where(degenerate, 1.0, var), problem.base.dof
+    )
+    return jnp.where(degenerate, 0.0, value)
+
+
+def _initial_and_terminal(problem: Problem, form: str, x0: jax.Array, xk: jax.Array) -> jax.Array:
+    """The boundary terms of `log w`: kernel `log γ̃(x_K) - log p_0(x_0)`; Girsanov `r(x_K)`."""
+    if form == "girsanov":
+        return jax.vmap(problem.tilt)(xk)
+    out = jax.vmap(problem.log_target)(xk)
+    if not problem.base.initial_is_dirac:
+        out = out - jax.vmap(problem.base.initial_log_prob)(x0)
+    return out
+
+
+def _step(problem: Problem, control: Control, form: str, detach: str, grid: _Grid, params, k, x, d_w):
+    """One EM step of the whole batch and its log-weight increment (the maths of the module docstring).
+
+    Returns `(increment of x, increment of log w, u)` for `x: (n, dim)`, `d_w: (n, dim)`.
+    """
+    base = problem.base
+    t, h, sigma = grid.ts[k], grid.step_sizes[k], grid.sigmas[k]
+    x_in = x if detach == "none" else sg(x)
+    u = base.project(jax.vmap(control, in_axes=(None, 0, None))(params, x_in, t))
+    b = base.project(jax.vmap(base.drift, in_axes=(0, None))(x_in, t))
+    mean_shift = h * (b + sigma * u)
+    d_w = base.project(d_w)
+    increment = mean_shift + sigma * d_w
+    sqrt_h = jnp.sqrt(h)
+    eps = d_w / sqrt_h
+    if detach == "states":
+        # ε as a function of θ at the fixed points: (x_{k+1} - x_k - h(b + σu_θ))/(σ sqrt h) (§7.1).
+        increment = sg(increment)
+        eps = eps + (sg(mean_shift) - mean_shift) / (sigma * sqrt_h)
+    if form == "girsanov":
+        d_log_w = -(0.5 * h * jnp.sum(u * u, -1) + sqrt_h * jnp.sum(u * eps, -1))
+    else:
+        # log F_k(x_{k+1} | x_k) = -½|ε|² - (dof/2) log(2π σ² h); the residual x_{k+1} - mean is σ sqrt(h) ε.
+        log_forward = -0.5 * jnp.sum(eps * eps, -1) - 0.5 * base.dof * jnp.log(2.0 * jnp.pi * sigma**2 * h)
+        x_next = x_in + increment
+        log_backward = jax.vmap(lambda a, b_: _log_backward(problem, grid, k, a, b_))(x_in, x_next)
+        d_log_w = log_backward - log_forward
+    return increment, d_log_w, u
+
+
+def _controlled_drift(problem: Problem, control: Control, grid: _Grid, params, k, x) -> jax.Array:
+    """`b(x, t_k) + σ_k u_θ(x, t_k)` of the batch (projected)."""
+    t, sigma = grid.ts[k], grid.sigmas[k]
+    u = jax.vmap(control, in_axes=(None, 0, None))(params, x, t)
+    return problem.base.project(jax.vmap(problem.base.drift, in_axes=(0, None))(x, t) + sigma * u)
+
+
+def _cost(
+    num_samples: int, num_steps: int, network_calls_per_step: int, grad_evals_per_control: float
+) -> Cost:
+    network = num_samples * num_steps * network_calls_per_step
+    return Cost.of(
+        energy_evals=num_samples,
+        grad_evals=network * grad_evals_per_control,
+        network_evals=network,
+        sde_steps=num_samples * num_steps,
+    )
+
+
+def _finish(problem, form, detach, x0, xk, log_w_steps):
+    log_w = log_w_steps + _initial_and_terminal(problem, form, x0, xk)
+    return sg(log_w) if detach == "all" else log_w
+
+
+# ---------------------------------------------------------------------------------------------
+# diffrax integrator
+# ---------------------------------------------------------------------------------------------
+
+
+class _EMKernelTerm(diffrax.AbstractTerm):
+    """One Euler–Maruyama transition of the batch plus its path-weight increment, as a diffrax term.
+
+    The state is `(x (n, dim), log_w (n,), k ())` (`k` counts steps, to index per-step constants).
+    The control over `[t0, t1]` is `(t1 - t0, ΔW)`. The weight increment is not bilinear in the
+    control, so this term defines only `vf_prod` (the one method `diffrax.Euler` calls) and is meant
+    for `diffrax.Euler` with a `StepTo` controller.
+    """
+
+    brownian: diffrax.AbstractBrownianPath
+    transition: Callable
+    drift: Callable
+
+    def vf(self, t, y, args):
+        # The controlled drift of x (diffrax evaluates it only abstractly, for its shape checks);
+        # the weight and counter components are defined only through `vf_prod`.
+        x, log_w, k = y
+        return self.drift(args, k.astype(jnp.int32), x), jnp.zeros_like(log_w), jnp.zeros_like(k)
+
+    def contr(self, t0, t1, **kwargs):
+        return t1 - t0, self.brownian.evaluate(t0, t1)
+
+    def prod(self, vf, control):
+        raise NotImplementedError(
+            "_EMKernelTerm is an EM transition: use it with diffrax.Euler (vf_prod only)"
+        )
+
+    def vf_prod(self, t, y, args, control):
+        x, _, k = y
+        _, d_w = control
+        increment, d_log_w, _ = self.transition(args, k.astype(jnp.int32), x, d_w)
+        return increment, d_log_w, jnp.ones_like(k)
+
+
+def _noise(brownian: GridBrownianPath, grid: _Grid, project) -> jax.Array:
+    return jax.vmap(lambda k: project(brownian.standard_increment(k)))(jnp.arange(grid.step_sizes.shape[0]))
+
+
+def simulate_diffrax(
+    key: jax.Array,
+    problem: Problem,
+    control: Control,
+    params: Any,
+    num_samples: int,
+    config: SDEConfig | None = None,
+    *,
+    grad_evals_per_control: float = 0.0,
+) -> PathOutput:
+    """Simulate `num_samples` controlled paths with diffrax (`Euler`, `StepTo`, `GridBrownianPath`).
+
+    Args:
+        key: PRNG key (split into the initial draw and the Brownian path).
+        problem: the `Problem` (base, grid, tilt).
+        control: `control(params, x, t) -> (dim,)` for ONE example.
+        params: control parameters (a PyTree; differentiable unless `config.detach == "all"`).
+        num_samples: number of paths `n`.
+        config: `SDEConfig`.
+        grad_evals_per_control: evaluations of `∇log γ` inside one control call (cost accounting).
+
+    Returns:
+        `PathOutput`; cost: `n·K` network evaluations and SDE steps (+`n·K` network evaluations when
+        `save_controls`), `n` energy evaluations (the tilt at `x_K`).
+    """
+    config = SDEConfig() if config is None else config
+    num_samples = _check_num_samples(num_samples)
+    form = _weight_form(problem, config)
+    grid = _grid(problem, form)
+    k_steps = problem.num_steps
+    key_init, key_noise = jax.random.split(key)
+    x0 = problem.base.sample_initial(key_init, num_samples)
+    brownian = brownian_path(key_noise, grid.ts, num_samples, problem.dim)
+    params_used = sg(params) if config.detach == "all" else params
+    transition = lambda p, k, x, d_w: _step(problem, control, form, config.detach, grid, p, k, x, d_w)
+    drift = lambda p, k, x: _controlled_drift(problem, control, grid, p, k, x)
+    term = _EMKernelTerm(brownian=brownian, transition=transition, drift=drift)
+    y0 = (x0, jnp.zeros((num_samples,), x0.dtype), jnp.zeros((), x0.dtype))
+    saveat = (
+        diffrax.SaveAt(t0=True, steps=True)
+        if config.save_trajectory or config.save_controls
+        else (diffrax.SaveAt(t1=True))
+    )
+    solution = diffrax.diffeqsolve(
+        term,
+        diffrax.Euler(),
+        t0=grid.ts[0],
+        t1=grid.ts[-1],
+        dt0=None,
+        y0=y0,
+        args=params_used,
+        saveat=saveat,
+        stepsize_controller=diffrax.StepTo(ts=grid.ts),
+        adjoint=diffrax.RecursiveCheckpointAdjoint(checkpoints=config.checkpoints or k_steps),
+        max_steps=k_steps,
+        throw=False,
+    )
+    xs, log_ws, _ = solution.ys
+    x_end, log_w_steps = xs[-1], log_ws[-1]
+    trajectory = xs if (config.save_trajectory or config.save_controls) else None
+    controls = None
+    calls_per_step = 1
+    if config.save_controls:
+        controls = path_controls(problem, control, params_used, trajectory)
+        calls_per_step = 2
+    noise = _noise(brownian, grid, problem.base.project) if config.save_noise else None
+    log_w = _finish(problem, form, config.detach, x0, x_end, log_w_steps)
+    return PathOutput(
+        x=x_end,
+        log_w=log_w,
+        trajectory=trajectory if config.save_trajectory else None,
+        noise=noise,
+        controls=controls,
+        cost=_cost(num_samples, k_steps, calls_per_step, grad_evals_per_control),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# lax.scan reference integrator
+# ---------------------------------------------------------------------------------------------
+
+
+def simulate_scan(
+    key: jax.Array,
+    problem: Problem,
+    control: Control,
+    params: Any,
+    num_samples: int,
+    config: SDEConfig | None = None,
+    *,
+    grad_evals_per_control: float = 0.0,
+) -> PathOutput:
+    """The hand-written `lax.scan` Euler–Maruyama reference of `simulate_diffrax` (same maths, same noise).
+
+    Arguments and returns as `simulate_diffrax`; `save_controls` costs no extra network evaluation.
+    """
+    config = SDEConfig() if config is None else config
+    num_samples = _check_num_samples(num_samples)
+    form = _weight_form(problem, config)
+    grid = _grid(problem, form)
+    key_init, key_noise = jax.random.split(key)
+    x0 = problem.base.sample_initial(key_init, num_samples)
+    brownian = brownian_path(key_noise, grid.ts, num_samples, problem.dim)
+    params_used = sg(params) if config.detach == "all" else params
+
+    def body(carry, k):
+        x, log_w = carry
+        d_w = brownian.increment(k)
+        increment, d_log_w, u = _step(problem, control, form, config.detach, grid, params_used, k, x, d_w)
+        x_next = x + increment
+        saved = (
+            x_next if config.save_trajectory else None,
+            problem.base.project(brownian.standard_increment(k)) if config.save_noise else None,
+            u if config.save_controls else None,
+        )
+        return (x_next, log_w + d_log_w), saved
+
+    init = (x0, jnp.zeros((num_samples,), x0.dtype))
+    (x_end, log_w_steps), (xs, noise, controls) = jax.lax.scan(body, init, jnp.arange(problem.num_steps))
+    trajectory = jnp.concatenate([x0[None], xs]) if config.save_trajectory else None
+    log_w = _finish(problem, form, config.detach, x0, x_end, log_w_steps)
+    return PathOutput(
+        x=x_end,
+        log_w=log_w,
+        trajectory=trajectory,
+        noise=noise,
+        controls=controls,
+        cost=_cost(num_samples, problem.num_steps, 1, grad_evals_per_control),
+    )
+
+
+INTEGRATORS: dict[str, Callable[..., PathOutput]] = {"diffrax": simulate_diffrax, "scan": simulate_scan}
+
+
+def simulate(
+    key: jax.Array,
+    problem: Problem,
+    control: Control,
+    params: Any,
+    num_samples: int,
+    config: SDEConfig | None = None,
+    *,
+    grad_evals_per_control: float = 0.0,
+) -> PathOutput:
+    """Simulate forward paths with the integrator named by `config.integrator` (see `simulate_diffrax`)."""
+    config = SDEConfig() if config is None else config
+    return INTEGRATORS[config.integrator](
+        key, problem, control, params, num_samples, config, grad_evals_per_control=grad_evals_per_control
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# off-policy weights, controls on a given path, backward simulation
+# ---------------------------------------------------------------------------------------------
+
+
+def path_controls(problem: Problem, control: Control, params: Any, trajectory: jax.Array) -> jax.Array:
+    """`u_θ(x_k, t_k)` on a stored trajectory `(K+1, n, dim)` -> `(K, n, dim)` (projected)."""
+    ts = problem.times
+
+    def one_step(args):
+        x, t = args
+        return problem.base.project(jax.vmap(control, in_axes=(None, 0, None))(params, x, t))
+
+    return jax.lax.map(one_step, (trajectory[:-1], ts[:-1]))
+
+
+def path_log_weights(
+    problem: Problem, control: Control, params: Any, trajectory: jax.Array, *, form: str = "auto"
+) -> jax.Array:
+    """Path log-weights of given paths `(K+1, n, dim)` under the controlled forward chain.
+
+    Points are used as given (any stop-gradient is the caller's), so this is the off-policy
+    computation of methods.md §7.1: the kernel form evaluates `log F_k` at the stored points, the
+    Girsanov form recomputes `ε_k = (x_{k+1} - x_k - h_k(b + σ_k u_k))/(σ_k sqrt(h_k))`.
+
+    Args:
+        problem: the problem.
+        control: `control(params, x, t)`.
+        params: control parameters.
+        trajectory: paths `(K+1, n, dim)` on the problem's grid.
+        form: `"kernel"`, `"girsanov"` or `"auto"` (`WEIGHT_FORMS`).
+
+    Returns:
+        `log w`, `(n,)`.
+    """
+    if form not in WEIGHT_FORMS:
+        raise ValueError(f"unknown weight form {form!r}; valid choices: {sorted(WEIGHT_FORMS)}")
+    form = _weight_form(problem, SDEConfig(weights=form))
+    if trajectory.shape[0] != problem.num_steps + 1:
+        raise ValueError(
+            f"trajectory has {trajectory.shape[0]} time points, the grid has {problem.num_steps + 1}"
+        )
+    grid = _grid(problem, form)
+    base = problem.base
+
+    def one_step(args):
+        k, x, x_next = args
+        t, h, sigma = grid.ts[k], grid.step_sizes[k], grid.sigmas[k]
+        u = base.project(jax.vmap(control, in_axes=(None, 0, None))(params, x, t))
+        b = base.project(jax.vmap(base.drift, in_axes=(0, None))(x, t))
+        if form == "girsanov":
+            eps = (x_next - x - h * (b + sigma * u)) / (sigma * jnp.sqrt(h))
+            return -(0.5 * h * jnp.sum(u * u, -1) + jnp.sqrt(h) * jnp.sum(u * eps, -1))
+        mean = x + h * (b + sigma * u)
+        log_forward = jax.vmap(lambda y, m: gaussian_log_prob(y, m, sigma**2 * h, base.dof))(x_next, mean)
+        log_backward = jax.vmap(lambda a, b_: _log_backward(problem, grid, k, a, b_))(x, x_next)
+        return log_backward - log_forward
+
+    steps = jnp.arange(problem.num_steps)
+    increments = jax.lax.map(one_step, (steps, trajectory[:-1], trajectory[1:]))
+    return increments.sum(0) + _initial_and_terminal(problem, form, trajectory[0], trajectory[-1])
+
+
+def simulate_backward(
+    key: jax.Array,
+    problem: Problem,
+    control: Control,
+    params: Any,
+    x_end: jax.Array,
+    config: SDEConfig | None = None,
+    *,
+    grad_evals_per_control: float = 0.0,
+) -> PathOutput:
+    """Simulate from target samples back to the base with the base's reversal kernels `B_k`.
+
+    `x_K = x_end`, `x_k ~ B_k(·|x_{k+1})` for `k = K-1, …, 0` (exact reversal of the base's EM
+    chain; for a Dirac start `x_0 = 0`). Returns the kernel-form `log w` of these paths under the
+    controlled forward chain; with `x_K ~ p*`, `E_B[e^{-log w}] = 1/Z` and `E_B[log w] = EUBO`
+    (methods.md §7.2). The states never depend on θ, so `log w` is differentiable in `params`
+    through `log F_k` only (forward-KL / EUBO training), unless `config.detach == "all"`.
+
+    Args:
+        key: PRNG key for the backward noise.
+        problem: a problem whose base has a closed-form discrete chain.
+        control: `control(params, x, t)`.
+        params: control parameters.
+        x_end: samples of the target `(n, dim)` (projected to zero centre of mass for particles).
+        config: `SDEConfig` (`save_trajectory`, `detach`; `save_noise` / `save_controls` unused).
+        grad_evals_per_control: for the cost accounting.
+
+    Returns:
+        `PathOutput` with `noise = controls = None`; cost `n·K` network evaluations and steps, `n`
+        energy evaluations.
+    """
+    config = SDEConfig() if config is None else config
+    if not problem.has_log_target:
+        raise ValueError(
+            f"backward simulation needs the base's exact reversal; the {problem.base.kind!r} base has none"
+        )
+    grid = _grid(problem, "kernel")
+    base = problem.base
+    x_end = base.project(jnp.asarray(x_end, jnp.float32))
+    if x_end.ndim != 2 or x_end.shape[1] != problem.dim:
+        raise ValueError(f"x_end must have shape (n, {problem.dim}), got {x_end.shape}")
+    num_samples = x_end.shape[0]
+    params_used = sg(params) if config.detach == "all" else params
+    keys = jax.random.split(key, problem.num_steps)
+
+    def body(carry, k):
+        x_next, log_w = carry
+        z = base.project(jax.random.normal(keys[k], x_next.shape, x_next.dtype))
+        x = grid.backward_coefs[k] * x_next + jnp.sqrt(grid.backward_vars[k]) * z
+        log_backward = jax.vmap(lambda a, b_: _log_backward(problem, grid, k, a, b_))(x, x_next)
+        t, h, sigma = grid.ts[k], grid.step_sizes[k], grid.sigmas[k]
+        u = base.project(jax.vmap(control, in_axes=(None, 0, None))(params_used, x, t))
+        mean = x + h * (base.project(jax.vmap(base.drift, in_axes=(0, None))(x, t)) + sigma * u)
+        log_forward = jax.vmap(lambda y, m: gaussian_log_prob(y, m, sigma**2 * h, base.dof))(x_next, mean)
+        return (x, log_w + log_backward - log_forward), (x if config.save_trajectory else None)
+
+    init = (x_end, jnp.zeros((num_samples,), x_end.dtype))
+    (x0, log_w_steps), xs = jax.lax.scan(body, init, jnp.arange(problem.num_steps - 1, -1, -1))
+    trajectory = jnp.concatenate([xs[::-1], x_end[None]]) if config.save_trajectory else None
+    log_w = _finish(problem, "kernel", config.detach, x0, x_end, log_w_steps)
+    return PathOutput(
+        x=x_end,
+        log_w=log_w,
+        trajectory=trajectory,
+        noise=None,
+        controls=None,
+        cost=_cost(num_samples, problem.num_steps, 1, grad_evals_per_control),
+    )

@@ -1,0 +1,73 @@
+"""A tiny, exact importance-sampling method used to test the harness (registered as `toy_is`).
+
+Proposal `q = N(0, s² I)`; `log w = log γ(x) - log q(x)`, so `E_q[w] = Z` exactly. Its `step`
+shrinks nothing and costs nothing; `inject_nan=True` makes `sample` return NaN end points (the
+runner must record the cell as diverged), `raise_in_build=True` raises (recorded as error).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+import samplers
+from samplers.method import Cost, Method, MethodSpec, Samples
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyConfig:
+    scale: float = 2.0
+    inject_nan: bool = False
+    raise_in_build: bool = False
+
+
+class ToyState(NamedTuple):
+    params: jax.Array
+    cost: Cost
+
+
+class ToyInfo(NamedTuple):
+    loss: jax.Array
+
+
+def build(problem, config: ToyConfig) -> Method:
+    if config.raise_in_build:
+        raise RuntimeError("toy method asked to fail")
+    target = problem.target
+    dim = target.dim
+
+    def init(key):
+        return ToyState(jnp.zeros(()), Cost.zero())
+
+    def step(key, state):
+        return ToyState(state.params, state.cost), ToyInfo(jnp.zeros(()))
+
+    def sample(key, state, num_samples):
+        x = config.scale * jax.random.normal(key, (num_samples, dim))
+        log_q = -0.5 * jnp.sum(x**2, -1) / config.scale**2 - 0.5 * dim * jnp.log(2 * jnp.pi * config.scale**2)
+        log_w = jax.vmap(target.log_prob)(x) - log_q
+        if config.inject_nan:
+            x = x * jnp.nan
+        return Samples(x, log_w, Cost.of(energy_evals=num_samples))
+
+    return Method(init, step, sample)
+
+
+@dataclasses.dataclass(frozen=True)
+class NaNConfig(ToyConfig):
+    inject_nan: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorConfig(ToyConfig):
+    raise_in_build: bool = True
+
+
+for _name, _cfg in (("toy_is", ToyConfig), ("toy_nan", NaNConfig), ("toy_error", ErrorConfig)):
+    samplers.register(
+        MethodSpec(name=_name, family="test", config_cls=_cfg, build=build, cost_model="1 energy per sample"),
+        overwrite=True,
+    )
