@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 SUITE  ?= quick
 ARGS   ?=
 
-.PHONY: install test test-slow benchmark leaderboard perf lint format clean
+.PHONY: install test test-slow benchmark leaderboard perf claims lint format clean
 
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,10 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 install: $(VENV)/.installed
 
 test: install
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow" -n auto --dist loadfile tests
 
 test-slow: install
-	$(PY) -m pytest -q -m slow tests
+	$(PY) -m pytest -q -m slow -n auto --dist loadfile tests
 
 benchmark: install
 	$(PY) -m benchmarks benchmark --suite $(SUITE) $(ARGS)
@@ -29,6 +29,9 @@ leaderboard: install
 
 perf: install
 	$(PY) -m benchmarks perf $(ARGS)
+
+claims: install
+	$(PY) -m benchmarks claims $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check targets samplers benchmarks tests scripts

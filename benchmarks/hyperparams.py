@@ -6,6 +6,9 @@ target files, never inside method modules). Resolution order:
     problem: problem.default <- problem.targets[target] <- problem.methods[method] <- problem.pairs["m/t"]
     method:  the config's own defaults <- methods[method]["default"] <- methods[method][target]
 
+A method value `"$sigma"` (any problem key after `$`) takes the resolved problem setting, so a
+baseline's initial scale follows the per-target base scale without repeating numbers.
+
 Model selection never looks at reference samples: the values come from the target's scale and pilot
 runs judged on training signals (loss, ESS of the training batch).
 """
@@ -69,6 +72,14 @@ def resolve(method: str, target: str, table: dict[str, Any] | None = None) -> Re
     m = table.get("methods", {}).get(method, {})
     method_cfg = dict(m.get("default", {}))
     method_cfg.update(m.get(target, {}))
+    # "$name" values refer to a resolved problem setting (e.g. an MCMC init scale equal to the base's sigma).
+    for k, v in method_cfg.items():
+        if isinstance(v, str) and v.startswith("$"):
+            if v[1:] not in problem:
+                raise ValueError(
+                    f"hyperparams: {method}.{k} = {v!r} names no problem setting; valid: {sorted(problem)}"
+                )
+            method_cfg[k] = problem[v[1:]]
     return Resolved(problem=problem, method=method_cfg)
 
 

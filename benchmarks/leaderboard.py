@@ -41,15 +41,18 @@ COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("ess/forward", "forward ESS", False),
     ("mmd2/rbf_median", "MMD² (median bw)", True),
     ("sinkhorn/divergence", "Sinkhorn", True),
-    ("modes/coverage", "mode coverage", False),
-    ("particles/energy_w2", "energy W2", True),
-    ("particles/eq_w2", "eq. W2", True),
+    ("modes/hit_fraction", "modes hit", False),
+    ("modes/emc", "EMC", False),
+    ("energy_w2", "energy W2", True),
+    ("dist_w2", "dist. W2", True),
+    ("eq_w2", "eq. W2", True),
 )
 FLOORS = {
     "mmd2/rbf_median": "mmd2/rbf_median/noise_floor",
     "sinkhorn/divergence": "sinkhorn/divergence/noise_floor",
-    "particles/energy_w2": "particles/energy_w2/noise_floor",
-    "particles/eq_w2": "particles/eq_w2/noise_floor",
+    "energy_w2": "energy_w2/noise_floor",
+    "dist_w2": "dist_w2/noise_floor",
+    "eq_w2": "eq_w2/noise_floor",
 }
 COST_COLUMNS = (
     ("cost/energy_evals", "energy evals"),
@@ -129,7 +132,7 @@ def _table_for(target: str, rows: list[tuple[tuple, dict]]) -> str:
 
     head = ["method", "budget", "ok/seeds"] + [t for _, t, _ in present]
     floors = [FLOORS[k] for k, _, _ in present if k in FLOORS]
-    head += [f"floor: {f.split('/')[0]}/{f.split('/')[1]}" for f in floors]
+    head += [f"floor: {f.rsplit('/', 1)[0]}" for f in floors]
     head += [t for _, t in COST_COLUMNS]
     lines = [f"### {target}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     notes = []

@@ -64,6 +64,9 @@ def atomic_write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; records are ordinary readable files
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(_jsonable(payload), fh, indent=1, sort_keys=True, allow_nan=False)

@@ -291,7 +291,7 @@ def _clean_stale(out: Path) -> int:
 def _summary_line(cell: Cell, rec: dict[str, Any]) -> str:
     m = rec.get("metrics", {})
     parts = [f"{rec['status']:>8}", cell.id]
-    for k, label in (("logZ/error", "|ΔlogZ|"), ("ess/reverse", "ESS"), ("mmd/rbf_median", "MMD")):
+    for k, label in (("logZ/error", "|ΔlogZ|"), ("ess/reverse", "ESS"), ("mmd2/rbf_median", "MMD²")):
         if k in m and isinstance(m[k], float) and math.isfinite(m[k]):
             parts.append(f"{label}={m[k]:.3g}")
     parts.append(f"{rec.get('wall_time_s', 0):.1f}s")

@@ -370,10 +370,10 @@ class AbstractLinearGaussianBase(AbstractBaseProcess):
         return True
 
     def discretise(self, ts) -> DiscreteChain:
-        """The EM chain on `ts`. A numpy grid (what `Problem.ts` holds) is processed eagerly in float64
-        numpy and returned as float32 constants (no tracing, no compilation); a jax array, possibly
-        traced, goes through a `lax.scan` over the variance recursion."""
-        if isinstance(ts, np.ndarray | list | tuple):
+        """The EM chain on `ts`. A concrete grid (numpy, as `Problem.ts`, or a concrete jax array) is
+        processed eagerly in float64 numpy and returned as float32 constants (no tracing, no
+        compilation); a traced grid goes through a `lax.scan` over the variance recursion."""
+        if not isinstance(ts, jax.core.Tracer):
             return self._discretise_numpy(np.asarray(ts, np.float64))
         ts = jnp.asarray(ts, jnp.result_type(ts, jnp.float32))
         if ts.ndim != 1 or ts.shape[0] < 2:

@@ -23,8 +23,9 @@ The optimal control in the paper form (P1) is `u*(x, t) = σ(t) ∇log h_t(x)`
 `ν_t → s_k`. The optimally tilted kernel is `F*_k(y | x) ∝ N(y; x, c_k² I) h_{k+1}(y)`, a Gaussian with
 mean `x + (I + c_k² Q_{k+1})^{-1} c_k² ∇log h_{k+1}(x)` (`Q_{k+1} = -∇²log h_{k+1}`) and covariance
 `(I/c_k² + Q_{k+1})^{-1}`. An EM step can match the mean but not the covariance, so the mean-matching
-control `u_k(x) = σ(t_k)(I + c_k² Q_{k+1})^{-1} ∇log h_{k+1}(x)` leaves log-weight fluctuations of order
-`sqrt(h)·|c²Q|/h` only from the covariance mismatch.
+control `u_k(x) = σ(t_k)(I + c_k² Q_{k+1})^{-1} ∇log h_{k+1}(x)` leaves only the covariance mismatch:
+per-step log-weight fluctuations of order `c_k² |Q|`, so `std(log w) = O(sqrt(h))` over the path (the
+continuous `u*` evaluated at `t_k` behaves the same to leading order).
 """
 
 from __future__ import annotations

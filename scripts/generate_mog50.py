@@ -39,11 +39,15 @@ def generate(dim: int, seed: int, num_components: int = NUM_COMPONENTS) -> dict[
     """Float64 parameters of one instance: `log_weights (K,)`, `means (K, d)`, `covariances (K, d, d)`."""
     random_state = np.random.RandomState(seed + dim)
     means = random_state.uniform(-MEAN_BOX, MEAN_BOX, size=(num_components, dim))
-    covariances = np.stack([
-        np.asarray(scipy.stats.wishart.rvs(df=dim + 2, scale=np.eye(dim), random_state=random_state),
-                   dtype=np.float64).reshape(dim, dim)
-        for _ in range(num_components)
-    ])
+    covariances = np.stack(
+        [
+            np.asarray(
+                scipy.stats.wishart.rvs(df=dim + 2, scale=np.eye(dim), random_state=random_state),
+                dtype=np.float64,
+            ).reshape(dim, dim)
+            for _ in range(num_components)
+        ]
+    )
     covariances = 0.5 * (covariances + np.swapaxes(covariances, -1, -2))  # exact symmetry
     log_weights = np.full(num_components, -np.log(num_components))
     return {"log_weights": log_weights, "means": means, "covariances": covariances}
@@ -77,22 +81,30 @@ def provenance(arrays: dict[str, np.ndarray], seed: int, command: str) -> dict:
         }
     return {
         "description": "Frozen MoG instances (Beyond-ELBOs recipe): means ~ U[-10, 10]^d, covariances ~ "
-                       "Wishart(d + 2, I), uniform weights, K = 10. Our own instance; it differs from "
-                       "Beyond-ELBOs' JAX-PRNG instance.",
+        "Wishart(d + 2, I), uniform weights, K = 10. Our own instance; it differs from "
+        "Beyond-ELBOs' JAX-PRNG instance.",
         "command": command,
         "seed": seed,
         "per_instance_seed": "numpy.random.RandomState(seed + d)",
         "instances": instances,
         "content_sha256": content_sha256(arrays),
-        "versions": {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__},
+        "versions": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+        },
         "generated_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0, help="base seed; instance d uses RandomState(seed + d)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output .npz (the .json goes next to it)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="base seed; instance d uses RandomState(seed + d)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="output .npz (the .json goes next to it)"
+    )
     args = parser.parse_args(argv)
     arrays = build(args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     command = " ".join(["python scripts/generate_mog50.py", *(sys.argv[1:] if argv is None else argv)])
     record = provenance(arrays, args.seed, command)
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out} and {args.out.with_suffix('.json')} (content sha256 {record['content_sha256'][:16]})")
+    print(
+        f"wrote {args.out} and {args.out.with_suffix('.json')} "
+        f"(content sha256 {record['content_sha256'][:16]})"
+    )
 
 
 if __name__ == "__main__":

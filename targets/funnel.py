@@ -82,8 +82,8 @@ def make_funnel(dim: int = 10, v_std: float = FUNNEL_V_STD, *, name: str | None 
         ground_truth={"mean": np.zeros(dim), "covariance": np.diag(variances), "std": np.sqrt(variances)},
         description=(
             f"Neal's funnel in {dim}-D: v ~ N(0, {v_std:g}^2), x_i | v ~ N(0, exp(v)) for i = 1..{num_x} "
-            "(Neal 2003); normalised, log Z = 0, exact samples. The std-3 version is the one of AFT/CRAFT, DDS, "
-            "fab-jax, Beyond ELBOs, gfn-diffusion 'hard funnel' and inference_gym NealsFunnel."
+            "(Neal 2003); normalised, log Z = 0, exact samples. The std-3 version is the one of AFT/CRAFT, "
+            "DDS, fab-jax, Beyond ELBOs, gfn-diffusion 'hard funnel' and inference_gym NealsFunnel."
         ),
     )
 

@@ -35,8 +35,14 @@ from jax.scipy.linalg import solve_triangular
 from targets import register
 from targets.base import Target
 
-__all__ = ["Gaussian", "correlated_gaussian", "gaussian", "gaussian_correlated", "givens_rotation",
-           "isotropic_gaussian"]
+__all__ = [
+    "Gaussian",
+    "correlated_gaussian",
+    "gaussian",
+    "gaussian_correlated",
+    "givens_rotation",
+    "isotropic_gaussian",
+]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -46,7 +52,7 @@ def _default_float() -> np.dtype:
 
 
 @jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Gaussian:
     """A `d`-dimensional Gaussian `N(mean, scale_tril scale_trilᵀ)` (a JAX PyTree).
 
@@ -71,7 +77,8 @@ class Gaussian:
             return
         if self.mean.ndim < 1 or self.scale_tril.shape != self.mean.shape + self.mean.shape[-1:]:
             raise ValueError(
-                f"mean must have shape (d,) and scale_tril (d, d); got {self.mean.shape} and {self.scale_tril.shape}"
+                "mean must have shape (d,) and scale_tril (d, d); "
+                f"got {self.mean.shape} and {self.scale_tril.shape}"
             )
 
     @classmethod
@@ -85,7 +92,8 @@ class Gaussian:
         covariance64 = np.asarray(covariance, np.float64)
         if mean64.ndim != 1 or covariance64.shape != (mean64.shape[0],) * 2:
             raise ValueError(
-                f"mean must have shape (d,) and covariance (d, d); got {mean64.shape} and {covariance64.shape}"
+                "mean must have shape (d,) and covariance (d, d); "
+                f"got {mean64.shape} and {covariance64.shape}"
             )
         try:
             scale_tril = np.linalg.cholesky(0.5 * (covariance64 + covariance64.T))
@@ -104,7 +112,9 @@ class Gaussian:
 
     def precision(self) -> jax.Array:
         """`Σ⁻¹ = L⁻ᵀ L⁻¹`, shape `(d, d)`."""
-        inverse_tril = solve_triangular(self.scale_tril, jnp.eye(self.dim, dtype=self.scale_tril.dtype), lower=True)
+        inverse_tril = solve_triangular(
+            self.scale_tril, jnp.eye(self.dim, dtype=self.scale_tril.dtype), lower=True
+        )
         return inverse_tril.T @ inverse_tril
 
     def log_normaliser(self) -> jax.Array:
@@ -114,7 +124,9 @@ class Gaussian:
     def unnormalised_log_prob(self, x: jax.Array) -> jax.Array:
         """`-½ (x - μ)ᵀ Σ⁻¹ (x - μ)` of ONE point `(d,)` (normaliser omitted)."""
         if jnp.shape(x) != (self.dim,):
-            raise ValueError(f"Gaussian takes one point of shape ({self.dim},), got {jnp.shape(x)}; batch with jax.vmap")
+            raise ValueError(
+                f"Gaussian takes one point of shape ({self.dim},), got {jnp.shape(x)}; batch with jax.vmap"
+            )
         whitened = solve_triangular(self.scale_tril, x - self.mean, lower=True)
         return -0.5 * jnp.sum(whitened**2)
 
@@ -174,8 +186,9 @@ def isotropic_gaussian(dim: int = 2, mean=0.0, scale: float = 1.0) -> tuple[np.n
     return _check_mean(mean, dim), scale**2 * np.eye(dim)
 
 
-def correlated_gaussian(dim: int = 2, mean=1.0, min_std: float = 0.5, max_std: float = 2.0,
-                        angle: float = math.pi / 6) -> tuple[np.ndarray, np.ndarray]:
+def correlated_gaussian(
+    dim: int = 2, mean=1.0, min_std: float = 0.5, max_std: float = 2.0, angle: float = math.pi / 6
+) -> tuple[np.ndarray, np.ndarray]:
     """Float64 `(mean (d,), covariance (d, d))` with `Σ = R diag(λ) Rᵀ`.
 
     `√λ = geomspace(max_std, min_std, d)` (so the condition number is `(max_std/min_std)²`) and
@@ -192,8 +205,9 @@ def correlated_gaussian(dim: int = 2, mean=1.0, min_std: float = 0.5, max_std: f
     return _check_mean(mean, dim), 0.5 * (covariance + covariance.T)
 
 
-def _gaussian_target(name: str, mean: np.ndarray, covariance: np.ndarray, *, pretty_name: str,
-                     description: str) -> Target:
+def _gaussian_target(
+    name: str, mean: np.ndarray, covariance: np.ndarray, *, pretty_name: str, description: str
+) -> Target:
     gaussian_ = Gaussian.from_covariance(mean, covariance)
     dim = mean.shape[0]
     # log Z = (d/2) log 2π + ½ log det Σ, evaluated in float64 from the shipped covariance.
@@ -221,7 +235,9 @@ def gaussian(dim: int = 2, mean=0.0, scale: float = 1.0) -> Target:
     """
     mean64, covariance = isotropic_gaussian(dim, mean, scale)
     return _gaussian_target(
-        "gaussian", mean64, covariance,
+        "gaussian",
+        mean64,
+        covariance,
         pretty_name=f"Gaussian ({mean64.shape[0]}-D, s={float(scale):g})",
         description=(
             f"Unnormalised isotropic Gaussian in {mean64.shape[0]}-D: log p(x) = -|x - mu|^2 / (2 s^2) with "
@@ -231,8 +247,9 @@ def gaussian(dim: int = 2, mean=0.0, scale: float = 1.0) -> Target:
     )
 
 
-def gaussian_correlated(dim: int = 2, mean=1.0, min_std: float = 0.5, max_std: float = 2.0,
-                        angle: float = math.pi / 6) -> Target:
+def gaussian_correlated(
+    dim: int = 2, mean=1.0, min_std: float = 0.5, max_std: float = 2.0, angle: float = math.pi / 6
+) -> Target:
     """Unnormalised correlated Gaussian `exp(-½ (x - μ)ᵀ Σ⁻¹ (x - μ))`; see `correlated_gaussian`.
 
     Args:
@@ -243,12 +260,16 @@ def gaussian_correlated(dim: int = 2, mean=1.0, min_std: float = 0.5, max_std: f
     """
     mean64, covariance = correlated_gaussian(dim, mean, min_std, max_std, angle)
     return _gaussian_target(
-        "gaussian_correlated", mean64, covariance,
+        "gaussian_correlated",
+        mean64,
+        covariance,
         pretty_name=f"Correlated Gaussian ({mean64.shape[0]}-D)",
         description=(
-            f"Unnormalised correlated Gaussian in {mean64.shape[0]}-D: log p(x) = -(x - mu)^T Sigma^-1 (x - mu) / 2 "
+            f"Unnormalised correlated Gaussian in {mean64.shape[0]}-D: "
+            "log p(x) = -(x - mu)^T Sigma^-1 (x - mu) / 2 "
             "with Sigma = R diag(lambda) R^T, principal stds log-spaced from "
-            f"{float(max_std):g} to {float(min_std):g} and R a product of Givens rotations by {float(angle):.4g} rad "
+            f"{float(max_std):g} to {float(min_std):g} and R a product of Givens rotations by "
+            f"{float(angle):.4g} rad "
             "in consecutive coordinate planes (deterministic). Normaliser omitted on purpose: "
             "log Z = (d/2) log 2 pi + (1/2) log det Sigma. Analytic test bed of the suite; exact samples."
         ),

@@ -162,8 +162,10 @@ def make_many_well(dim: int = 32, *, name: str | None = None) -> Target:
         },
         description=(
             f"FAB many-well in {dim}-D: {num_wells} independent copies of the 2-D double well "
-            "-x1^4 + 6 x1^2 + x1/2 - x2^2/2 (Noé et al. 2019; Midgley et al. 2023, FAB; fab-jax many_well.py), "
-            f"2^{num_wells} modes, unnormalised with log Z = (d/2)(log Z1 + ½ log 2π) = {log_Z:.7f} by quadrature. "
+            "-x1^4 + 6 x1^2 + x1/2 - x2^2/2 (Noé et al. 2019; Midgley et al. 2023, FAB; "
+            "fab-jax many_well.py), "
+            f"2^{num_wells} modes, unnormalised with log Z = (d/2)(log Z1 + ½ log 2π) = {log_Z:.7f} "
+            "by quadrature. "
             "Exact samples: inverse CDF on a grid for the double-well coordinates, N(0, 1) for the others."
         ),
     )

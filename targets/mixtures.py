@@ -12,7 +12,11 @@ Registered targets (all 2-D except `mog50`; uniform weights, `log Z = 0`, exact 
 
 - `gmm40`: the fab-torch / iDEM GMM-40 (Midgley et al. 2023, "Flow Annealed Importance Sampling
   Bootstrap"; Akhound-Sadegh et al. 2024, "Iterated Denoising Energy Matching"): 40 isotropic
-  components, per-dimension std `softplus(1) = 1.3132617`, means hard-coded below.
+  components, per-dimension std `softplus(1) = 1.3132617`, means hard-coded below. Three other,
+  incompatible "GMM-40"s circulate and this is none of them: fab-jax `gmm_v0` / Beyond-ELBOs
+  `gmm40` (means `jax.random.uniform(PRNGKey(0), (40, 2), -1, 1) * 40`, std 1), CMCD `many_gmm`
+  (same JAX means, std `softplus(0.1) = 0.7444`) and sde_sampler `GMM(name="fab")` (torch seed 42,
+  std `softplus(1)`). The JAX-PRNG means also depend on `jax_threefry_partitionable`.
 - `gmm9`, `gmm25`: 3×3 and 5×5 grids with spacing 5 and variance 0.3 (DGFS / gfn-diffusion).
 - `mog2`, `mog50`: 10 full-covariance components in d = 2 and d = 50 following the Beyond-ELBOs
   recipe (Blessing et al. 2024), with parameters generated once by `scripts/generate_mog50.py` and
@@ -67,7 +71,7 @@ def _as_float_array(value, dtype) -> jax.Array:
 
 
 @jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class GaussianMixture:
     """A mixture of `K` full-covariance Gaussians in `d` dimensions (a JAX PyTree).
 
@@ -121,8 +125,9 @@ class GaussianMixture:
 
     # -- constructors -----------------------------------------------------------------------
     @classmethod
-    def from_covariances(cls, means, covariances, *, weights=None, log_weights=None,
-                         dtype=None) -> GaussianMixture:
+    def from_covariances(
+        cls, means, covariances, *, weights=None, log_weights=None, dtype=None
+    ) -> GaussianMixture:
         """Mixture from means `(K, d)` and full covariances `(K, d, d)` (symmetric positive definite).
 
         Weights default to uniform; give either `weights` (non-negative, `(K,)`) or `log_weights`.
@@ -146,7 +151,9 @@ class GaussianMixture:
             scale_trils = np.linalg.cholesky(covariances64)
         except np.linalg.LinAlgError as error:
             raise ValueError("covariances must be positive definite") from error
-        return cls._build(_checked_log_weights(num_components, weights, log_weights), means64, scale_trils, dtype)
+        return cls._build(
+            _checked_log_weights(num_components, weights, log_weights), means64, scale_trils, dtype
+        )
 
     @classmethod
     def from_stds(cls, means, stds, *, weights=None, log_weights=None, dtype=None) -> GaussianMixture:
@@ -168,13 +175,16 @@ class GaussianMixture:
             stds64 = np.repeat(stds64[:, None], dim, axis=1)
         elif stds64.shape != (num_components, dim):
             raise ValueError(
-                f"stds must be a scalar, shape (K,) = ({num_components},) or (K, d) = ({num_components}, {dim}), "
+                f"stds must be a scalar, shape (K,) = ({num_components},) or "
+                f"(K, d) = ({num_components}, {dim}), "
                 f"got {stds64.shape}"
             )
         if not np.all(np.isfinite(stds64) & (stds64 > 0)):
             raise ValueError("stds must be finite and positive")
         scale_trils = np.einsum("kd,de->kde", stds64, np.eye(dim))
-        return cls._build(_checked_log_weights(num_components, weights, log_weights), means64, scale_trils, dtype)
+        return cls._build(
+            _checked_log_weights(num_components, weights, log_weights), means64, scale_trils, dtype
+        )
 
     @classmethod
     def _build(cls, log_weights, means, scale_trils, dtype) -> GaussianMixture:
@@ -232,7 +242,8 @@ class GaussianMixture:
     def _check_point(self, x: jax.Array) -> None:
         if jnp.shape(x) != (self.dim,):
             raise ValueError(
-                f"GaussianMixture takes one point of shape ({self.dim},), got {jnp.shape(x)}; batch with jax.vmap"
+                f"GaussianMixture takes one point of shape ({self.dim},), got {jnp.shape(x)}; "
+                "batch with jax.vmap"
             )
 
     # -- sampling and moments -----------------------------------------------------------------
@@ -252,7 +263,9 @@ class GaussianMixture:
             return jnp.where((components == index)[:, None], draws, samples), None
 
         indices = jnp.arange(self.num_components)
-        samples, _ = jax.lax.scan(add_component, jnp.zeros_like(noise), (indices, self.means, self.scale_trils))
+        samples, _ = jax.lax.scan(
+            add_component, jnp.zeros_like(noise), (indices, self.means, self.scale_trils)
+        )
         return samples
 
     def mean(self) -> jax.Array:
@@ -285,7 +298,8 @@ def _checked_log_weights(num_components: int, weights, log_weights) -> np.ndarra
         weights64 = np.asarray(weights, dtype=np.float64)
         if weights64.shape != (num_components,) or not np.all(weights64 >= 0) or not weights64.sum() > 0:
             raise ValueError(
-                f"weights must be non-negative with shape ({num_components},) and a positive sum, got {weights!r}"
+                f"weights must be non-negative with shape ({num_components},) and a positive sum, "
+                f"got {weights!r}"
             )
         with np.errstate(divide="ignore"):
             return np.log(weights64)
@@ -310,8 +324,9 @@ def mixture_moments(log_weights, means, covariances) -> dict[str, np.ndarray]:
     return {"mean": mean, "covariance": second - np.outer(mean, mean)}
 
 
-def mixture_target(name: str, log_weights, means, covariances, *, pretty_name: str, description: str,
-                   stds=None) -> Target:
+def mixture_target(
+    name: str, log_weights, means, covariances, *, pretty_name: str, description: str, stds=None
+) -> Target:
     """A normalised-mixture `Target` (`log Z = log Σ w_k`, exact samples, closed-form moments).
 
     Args:
@@ -350,16 +365,46 @@ feeds `scale_tril = diag(softplus(log_var))`, which is a std despite the name)."
 
 GMM40_MEANS = np.array(
     [
-        [-0.2994728, 21.457745], [-32.921806, -29.437561], [-15.406175, 10.7262945], [-0.7925272, 31.71558],
-        [-3.5497618, 10.584502], [-12.088523, -7.8626156], [-38.21394, -26.491283], [-16.488924, 1.4817429],
-        [15.813408, 24.000912], [-27.117643, -17.418514], [14.528685, 33.21552], [-8.232007, 29.93247],
-        [-6.4473343, 4.232564], [36.219048, -37.106815], [-25.181519, -10.12661], [-15.591998, 34.56003],
-        [-25.927185, -18.413315], [-27.945618, -37.46244], [-23.349619, 34.383923], [17.848736, 19.386902],
-        [2.1036625, -20.50734], [6.7673874, -37.34779], [-28.902649, -20.6212], [25.237518, 23.45285],
-        [-17.739801, -1.4432955], [25.582428, 39.765324], [15.875287, 5.403714], [26.819454, -23.552094],
-        [7.453761, -31.01222], [-27.723446, -20.663342], [18.098923, 16.086416], [-23.6941, 12.084284],
-        [21.958881, -5.0486946], [1.5272617, 9.268188], [24.815063, 38.407764], [-30.824944, -14.65879],
-        [15.720396, 33.141975], [34.808292, 35.29427], [7.960582, -34.783306], [3.6797, -25.024214],
+        [-0.2994728, 21.457745],
+        [-32.921806, -29.437561],
+        [-15.406175, 10.7262945],
+        [-0.7925272, 31.71558],
+        [-3.5497618, 10.584502],
+        [-12.088523, -7.8626156],
+        [-38.21394, -26.491283],
+        [-16.488924, 1.4817429],
+        [15.813408, 24.000912],
+        [-27.117643, -17.418514],
+        [14.528685, 33.21552],
+        [-8.232007, 29.93247],
+        [-6.4473343, 4.232564],
+        [36.219048, -37.106815],
+        [-25.181519, -10.12661],
+        [-15.591998, 34.56003],
+        [-25.927185, -18.413315],
+        [-27.945618, -37.46244],
+        [-23.349619, 34.383923],
+        [17.848736, 19.386902],
+        [2.1036625, -20.50734],
+        [6.7673874, -37.34779],
+        [-28.902649, -20.6212],
+        [25.237518, 23.45285],
+        [-17.739801, -1.4432955],
+        [25.582428, 39.765324],
+        [15.875287, 5.403714],
+        [26.819454, -23.552094],
+        [7.453761, -31.01222],
+        [-27.723446, -20.663342],
+        [18.098923, 16.086416],
+        [-23.6941, 12.084284],
+        [21.958881, -5.0486946],
+        [1.5272617, 9.268188],
+        [24.815063, 38.407764],
+        [-30.824944, -14.65879],
+        [15.720396, 33.141975],
+        [34.808292, 35.29427],
+        [7.960582, -34.783306],
+        [3.6797, -25.024214],
     ],
     dtype=np.float32,
 )
@@ -378,16 +423,22 @@ def gmm40() -> Target:
     num_components, dim = means.shape
     covariances = np.broadcast_to(GMM40_STD**2 * np.eye(dim), (num_components, dim, dim))
     return mixture_target(
-        "gmm40", np.full(num_components, -np.log(num_components)), means, covariances, stds=GMM40_STD,
+        "gmm40",
+        np.full(num_components, -np.log(num_components)),
+        means,
+        covariances,
+        stds=GMM40_STD,
         pretty_name="GMM-40 (2-D)",
         description=(
             "Uniform mixture of 40 isotropic Gaussians in 2-D with per-dimension std softplus(1) = 1.3132617 "
             "and means in [-40, 40]^2: the fab-torch GMM (Midgley et al. 2023, FAB) that iDEM/DEM "
             "(Akhound-Sadegh et al. 2024) import, means drawn by torch.manual_seed(0); (torch.rand((40, 2)) "
             "- 0.5) * 2 * 40 and shipped as float32 constants. log Z = 0. NOT the three other circulating "
-            "GMM-40 variants: fab-jax gmm_v0 / Beyond-ELBOs 'GMM40' (means from jax.random.uniform(PRNGKey(0)) "
+            "GMM-40 variants: fab-jax gmm_v0 / Beyond-ELBOs 'GMM40' (means from "
+            "jax.random.uniform(PRNGKey(0)) "
             "* 40, std 1.0), CMCD many_gmm (same JAX means, std softplus(0.1) = 0.7444) and sde_sampler "
-            "GMM(name='fab') (torch seed 42, std softplus(1)). Two pairs of means nearly coincide (rows 22/29 "
+            "GMM(name='fab') (torch seed 42, std softplus(1)). Two pairs of means nearly coincide "
+            "(rows 22/29 "
             "at distance 1.18, 9/16 at 1.55), so fewer than 40 modes are separated."
         ),
     )
@@ -399,8 +450,15 @@ GRID_VARIANCE = 0.3
 """Per-dimension variance of the grid mixtures (DGFS / gfn-diffusion: std √0.3 = 0.5477222)."""
 
 
-def grid_mixture(name: str, num_per_side: int, *, spacing: float = 5.0, variance: float = GRID_VARIANCE,
-                 pretty_name: str = "", description: str = "") -> Target:
+def grid_mixture(
+    name: str,
+    num_per_side: int,
+    *,
+    spacing: float = 5.0,
+    variance: float = GRID_VARIANCE,
+    pretty_name: str = "",
+    description: str = "",
+) -> Target:
     """Uniform mixture of `num_per_side²` isotropic Gaussians on a centred square grid in 2-D.
 
     Means are `{-(n-1)/2, …, (n-1)/2}² · spacing` (row-major: the second coordinate varies
@@ -412,15 +470,23 @@ def grid_mixture(name: str, num_per_side: int, *, spacing: float = 5.0, variance
     means = np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
     num_components = means.shape[0]
     covariances = np.broadcast_to(variance * np.eye(2), (num_components, 2, 2))
-    return mixture_target(name, np.full(num_components, -np.log(num_components)), means, covariances,
-                          stds=float(np.sqrt(variance)), pretty_name=pretty_name or name,
-                          description=description)
+    return mixture_target(
+        name,
+        np.full(num_components, -np.log(num_components)),
+        means,
+        covariances,
+        stds=float(np.sqrt(variance)),
+        pretty_name=pretty_name or name,
+        description=description,
+    )
 
 
 def gmm9() -> Target:
     """3×3 grid mixture of DGFS / gfn-diffusion `9gmm` / fab-jax `gmm_v1` (`targets.md` §1.2)."""
     return grid_mixture(
-        "gmm9", 3, pretty_name="GMM-9 grid (2-D)",
+        "gmm9",
+        3,
+        pretty_name="GMM-9 grid (2-D)",
         description=(
             "Uniform mixture of 9 isotropic Gaussians in 2-D, means {-5, 0, 5}^2, variance 0.3 per dimension "
             "(std 0.5477222); log Z = 0. As in DGFS 'gm', gfn-diffusion energies/nine_gmm.py, fab-jax "
@@ -432,9 +498,12 @@ def gmm9() -> Target:
 def gmm25() -> Target:
     """5×5 grid mixture of gfn-diffusion `25gmm` (`targets.md` §1.3)."""
     return grid_mixture(
-        "gmm25", 5, pretty_name="GMM-25 grid (2-D)",
+        "gmm25",
+        5,
+        pretty_name="GMM-25 grid (2-D)",
         description=(
-            "Uniform mixture of 25 isotropic Gaussians in 2-D, means {-10, -5, 0, 5, 10}^2, covariance 0.3 I; "
+            "Uniform mixture of 25 isotropic Gaussians in 2-D, means {-10, -5, 0, 5, 10}^2, "
+            "covariance 0.3 I; "
             "log Z = 0. As in gfn-diffusion energies/twenty_five_gmm.py."
         ),
     )
@@ -446,7 +515,7 @@ MOG_DATA_PATH = Path(__file__).resolve().parent / "data" / "mog50.npz"
 """Shipped MoG parameters (`mog2_*` and `mog50_*` arrays); provenance in `mog50.json` next to it."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_mog_parameters(dim: int) -> dict[str, np.ndarray]:
     """The shipped float64 MoG parameters for `dim` ∈ {2, 50}: `log_weights`, `means`, `covariances`.
 
@@ -457,8 +526,10 @@ def load_mog_parameters(dim: int) -> dict[str, np.ndarray]:
         available = sorted({int(key.split("_")[0][3:]) for key in data.files})
         if dim not in available:
             raise ValueError(f"no shipped MoG instance for dim={dim}; available dims: {available}")
-        parameters = {field: np.array(data[f"mog{dim}_{field}"], dtype=np.float64)
-                      for field in ("log_weights", "means", "covariances")}
+        parameters = {
+            field: np.array(data[f"mog{dim}_{field}"], dtype=np.float64)
+            for field in ("log_weights", "means", "covariances")
+        }
     for array in parameters.values():
         array.setflags(write=False)
     return parameters
@@ -472,10 +543,14 @@ def _mog_target(dim: int) -> Target:
     parameters = load_mog_parameters(dim)
     seed = _mog_provenance()["instances"][f"mog{dim}"]["random_state_seed"]
     return mixture_target(
-        f"mog{dim}", parameters["log_weights"], parameters["means"], parameters["covariances"],
+        f"mog{dim}",
+        parameters["log_weights"],
+        parameters["means"],
+        parameters["covariances"],
         pretty_name=f"MoG-10 ({dim}-D)",
         description=(
-            f"Uniform mixture of 10 full-covariance Gaussians in {dim}-D following the Beyond-ELBOs MoG recipe "
+            f"Uniform mixture of 10 full-covariance Gaussians in {dim}-D following the Beyond-ELBOs "
+            "MoG recipe "
             "(Blessing et al. 2024, targets/gaussian_mixture.py): means ~ U[-10, 10]^d, covariances ~ "
             "Wishart(df = d + 2, scale = I) (covariances, not precisions); log Z = 0. Parameters were drawn "
             f"ONCE by scripts/generate_mog50.py (NumPy RandomState({seed}) + scipy.stats.wishart) and are "

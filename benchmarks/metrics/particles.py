@@ -23,9 +23,10 @@ so every key here says which it is). All 1-D W2 are exact (`ot.w2_squared_1d`, =
   Hungarian of `alignment` (all pairs vmapped); the outer OT is exact
   (`scipy.optimize.linear_sum_assignment`, exact for uniform weights and equal sizes). `eq_w2_squared`
   is its square. The peers' matching is done on UNALIGNED coordinates, so `eq_w2` is NOT invariant
-  to rotating one configuration (measured: a randomly rotated and permuted copy of a random 13-particle
-  configuration is typically at distance ≈ 4, not 0). `eq_w2_invariant` (not a peer metric) uses
-  `frames="pca"` matching, which is 0 on such copies, at `1 + 2^D` times the cost and smaller B.
+  to rotating one configuration (measured: a randomly rotated and permuted copy of a 13-particle
+  configuration with N(0, I) positions is typically at distance ≈ 4, not 0). `eq_w2_invariant`
+  (not a peer metric) uses `frames="pca"` matching, which is 0 on such copies, at `1 + 2^D` times
+  the cost and a smaller B.
 
 Every value comes with `<key>/noise_floor`: the same estimator between `reference2` and `reference`.
 """

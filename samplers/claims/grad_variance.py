@@ -34,6 +34,7 @@ their singular end as "large and unstable", which is the claim.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -41,13 +42,63 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplers.base_processes import BrownianBase
+from samplers.base_processes import BrownianBase, LinearSchedule
+from samplers.methods import bridge_regression as br
+from samplers.networks import mlp_control
+from samplers.problem import Problem, sampling_problem
+from targets.base import Target
 
 __all__ = [
+    "LOSSES",
+    "WINDOW_KINDS",
+    "ClaimSetup",
+    "GradVarianceConfig",
+    "GradVarianceEstimate",
+    "gradient_statistics",
+    "make_setup",
+    "measure",
+    "minibatch_gradients",
     "mixture_optimal_control",
+    "symmetric_grid",
+    "time_window",
 ]
 
 PyTree = Any
+
+LOSSES: dict[str, str] = {
+    "adjoint_sampling": "adjoint",
+    "novel_score_matching": "nsm",
+    "target_score_matching": "tsm",
+    "conditional_score_matching": "csm",
+    "adjoint_matching": "am",
+}
+"""Loss name -> regression target kind (`bridge_regression.REGRESSION_TARGETS`, or "am")."""
+
+WINDOW_KINDS: dict[str, str] = {
+    "start": "t ~ U[0, δ] (near the source end, where TSM's α_t^{-1} blows up)",
+    "end": "t ~ U[1 - δ, 1] (near the data end, where CSM's 1/β_t² blows up)",
+    "at_start": "t = δ fixed (the per-time profile near 0)",
+    "at_end": "t = 1 - δ fixed (the per-time profile near 1)",
+}
+
+
+def time_window(kind: str, delta: float) -> tuple[float, float]:
+    """`(t_lo, t_hi)` of a window of `WINDOW_KINDS` with width / distance `δ` from its end point."""
+    windows = {
+        "start": (0.0, delta),
+        "end": (1.0 - delta, 1.0),
+        "at_start": (delta, delta),
+        "at_end": (1.0 - delta, 1.0 - delta),
+    }
+    if kind not in windows:
+        raise ValueError(f"unknown window kind {kind!r}; valid choices: {sorted(windows)}")
+    return windows[kind]
+
+
+def symmetric_grid(num_steps: int) -> np.ndarray:
+    """`t_k = ½(1 - cos(πk/K))`: a grid refined at BOTH ends (steps `~ π²/(4K²)` there), so that AM's
+    on-grid control times reach into windows as small as `δ = 10^-3` at `K = 200`."""
+    return 0.5 * (1.0 - np.cos(np.pi * np.arange(num_steps + 1) / num_steps))
 
 
 def mixture_optimal_control(log_weights, means, covariances, base: BrownianBase) -> Callable:
@@ -87,7 +138,8 @@ def mixture_optimal_control(log_weights, means, covariances, base: BrownianBase)
         nu_t, nu_1 = base.nu(t), base.nu(1.0)
         alpha = nu_t / nu_1
         d_mats = covariances - nu_1 * eye
-        g = jax.vmap(lambda d, m: jnp.linalg.solve(nu_1 * eye + alpha * d, d @ x + nu_1 * m) / nu_1)(d_mats, means)
+        solve = lambda d, m: jnp.linalg.solve(nu_1 * eye + alpha * d, d @ x + nu_1 * m) / nu_1  # noqa: E731
+        g = jax.vmap(solve)(d_mats, means)
         # At t = 0 (x = 0, p*_0 = δ_0) the covariances vanish; the floor makes ρ_k -> w_k/Σw, its limit.
         cov_t = jnp.maximum(nu_t, 1e-12 * nu_1) * eye + alpha**2 * d_mats
         diff = x - alpha * means
@@ -102,3 +154,326 @@ def mixture_optimal_control(log_weights, means, covariances, base: BrownianBase)
         return base.sigma(t) * (rho @ g)
 
     return control
+
+
+# ---------------------------------------------------------------------------------------------
+# setup: problem, fixed parameters, exact end points
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class GradVarianceConfig:
+    """What to measure, and how precisely.
+
+    Attributes:
+        losses: loss names (keys of `LOSSES`); "adjoint_matching" is skipped when its module is absent.
+        batch_sizes: minibatch sizes of the batch-size sweep (full time range `[0, 1]`).
+        deltas: window widths / distances `δ` of the time-window sweep.
+        window_kinds: which of `WINDOW_KINDS` to measure.
+        window_batch_size: minibatch size of the time-window sweep.
+        num_minibatches: independent minibatches `M` per estimate.
+        num_bootstrap: bootstrap resamples for the standard errors.
+        num_steps: EM steps `K` of the symmetric grid (AM's trajectories).
+        hidden: widths of the perturbation MLP.
+        perturbation_scale: `ε` in `u = u* + ε·MLP_θ`.
+        seed: root seed (perturbation init, minibatches, bootstrap).
+    """
+
+    losses: tuple[str, ...] = tuple(LOSSES)
+    batch_sizes: tuple[int, ...] = (16, 64, 256)
+    deltas: tuple[float, ...] = (0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 3e-4, 1e-4)
+    window_kinds: tuple[str, ...] = tuple(WINDOW_KINDS)
+    window_batch_size: int = 64
+    num_minibatches: int = 128
+    num_bootstrap: int = 200
+    num_steps: int = 200
+    hidden: tuple[int, ...] = (32, 32)
+    perturbation_scale: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self):
+        unknown = sorted(set(self.losses) - set(LOSSES))
+        if unknown:
+            raise ValueError(f"unknown losses {unknown}; valid choices: {sorted(LOSSES)}")
+        unknown = sorted(set(self.window_kinds) - set(WINDOW_KINDS))
+        if unknown:
+            raise ValueError(f"unknown window kinds {unknown}; valid choices: {sorted(WINDOW_KINDS)}")
+        if self.num_minibatches < 2 or any(b < 1 for b in self.batch_sizes) or self.window_batch_size < 1:
+            raise ValueError("need num_minibatches >= 2 and positive batch sizes")
+        if not all(0.0 < d <= 1.0 for d in self.deltas):
+            raise ValueError(f"deltas must lie in (0, 1], got {self.deltas}")
+
+
+class ClaimSetup(NamedTuple):
+    """A target, its problem, and the fixed parameters at which gradients are measured.
+
+    Attributes:
+        name: target name.
+        problem: sampling problem (Brownian base, linear schedule, symmetric grid).
+        target: the target (exact samples).
+        control: `control(θ, x, t) = u*(x, t) + ε·MLP_θ(x, t)`.
+        params: the fixed `θ`.
+    """
+
+    name: str
+    problem: Problem
+    target: Target
+    control: Callable
+    params: PyTree
+
+
+def make_setup(key: jax.Array, target: Target, sigma: float, config: GradVarianceConfig) -> ClaimSetup:
+    """Problem and fixed parameters for a Gaussian or Gaussian-mixture target (`target.mixture` or
+    `target.ground_truth` mean/covariance) with a linear Brownian base of scale `sigma`."""
+    base = BrownianBase(dim=target.dim, schedule=LinearSchedule(float(sigma)))
+    problem = sampling_problem(target, base, ts=symmetric_grid(config.num_steps))
+    if target.mixture is not None:
+        mix = target.mixture
+        covariances = jnp.einsum("kij,klj->kil", mix.scale_trils, mix.scale_trils)
+        optimal = mixture_optimal_control(mix.log_weights, mix.means, covariances, base)
+    elif "mean" in target.ground_truth and "covariance" in target.ground_truth:
+        mean, covariance = (np.asarray(target.ground_truth[k])[None] for k in ("mean", "covariance"))
+        optimal = mixture_optimal_control(jnp.zeros(1), mean, covariance, base)
+    else:
+        raise ValueError(f"target {target.name!r} is neither a Gaussian nor a Gaussian mixture")
+    net = mlp_control(target.dim, hidden=config.hidden, zero_init_output=False)
+    scale = float(config.perturbation_scale)
+
+    def control(params, x, t):
+        return optimal(None, x, t) + scale * net.apply(params, x, t)
+
+    return ClaimSetup(target.name, problem, target, control, net.init(key))
+
+
+# ---------------------------------------------------------------------------------------------
+# minibatch gradients
+# ---------------------------------------------------------------------------------------------
+
+
+def _flat(tree: PyTree) -> jax.Array:
+    return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)])
+
+
+def _am_time_weights(ts: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Probabilities over control times `t_k` (k < K): `∝ h_k` inside the window (uniform in t), or the
+    grid time nearest to the window when none lies inside (fixed-time windows)."""
+    t_left, h = ts[:-1], np.diff(ts)
+    lo, hi = window
+    inside = (t_left >= lo - 1e-12) & (t_left <= hi + 1e-12) & (hi > lo)
+    if inside.any():
+        weights = np.where(inside, h, 0.0)
+    else:
+        weights = np.zeros_like(h)
+        weights[np.argmin(np.abs(t_left - 0.5 * (lo + hi)))] = 1.0
+    return weights / weights.sum()
+
+
+def _bridge_chunk_fn(setup: ClaimSetup, kind: str, chunk_size: int) -> Callable:
+    """`(key, index, lo, hi) -> (chunk_size, P)` per-example gradients of a bridge loss (jitted once)."""
+    problem, target = setup.problem, setup.target
+    bridge = br.bridge_schedule(problem)
+    gradient_data = br.endpoint_gradients(problem, kind)
+
+    def one(key, lo, hi):
+        key_x, key_loss = jax.random.split(key)
+        x_1 = problem.base.project(target.sample(key_x, 1))
+        g = jax.grad(br.regression_loss, argnums=1)(
+            setup.control, setup.params, key_loss, x_1, jax.vmap(gradient_data)(x_1), kind=kind,
+            bridge=bridge, time_window=(lo, hi), weighting="paper", project=problem.base.project,
+        )
+        return _flat(g)
+
+    @jax.jit
+    def chunk(key, index, lo, hi):
+        keys = jax.random.split(jax.random.fold_in(key, index), chunk_size)
+        return jax.vmap(one, in_axes=(0, None, None))(keys, lo, hi)
+
+    return lambda key, index, window: chunk(key, index, jnp.float32(window[0]), jnp.float32(window[1]))
+
+
+def _am_chunk_fn(key: jax.Array, setup: ClaimSetup, chunk_size: int, pool_size: int) -> Callable:
+    """AM per-trajectory gradients from one pool of on-policy trajectories with lean adjoints.
+
+    Each trajectory contributes `∇_θ |u_θ(x_k, t_k) + σ(t_k) ã_k|²` at ONE control time `t_k` drawn in the
+    window (probabilities `_am_time_weights`): the AM loss with one sub-sampled time and uniform
+    weighting, under `sg[u]` (the perturbed control simulates its own paths).
+    """
+    from samplers.methods.adjoint_matching import simulate_with_adjoint  # another engineer's module
+
+    problem = setup.problem
+    path, adjoints = jax.jit(lambda k, p: simulate_with_adjoint(k, problem, setup.control, p, pool_size))(
+        key, setup.params
+    )
+    traj, adj = path.trajectory[:-1], adjoints[:-1]  # control times t_0 … t_{K-1}: (K, pool, dim)
+    ts = problem.times[:-1]
+    sigmas = problem.chain.sigmas
+
+    def one(key, x_path, a_path, probabilities):
+        k = jax.random.choice(key, ts.shape[0], p=probabilities)
+        x, a, t = x_path[k], a_path[k], ts[k]
+
+        def loss(params):
+            u = problem.base.project(setup.control(params, x, t))
+            return jnp.sum((u + sigmas[k] * a) ** 2)
+
+        return _flat(jax.grad(loss)(setup.params))
+
+    @jax.jit
+    def chunk(key, index, probabilities):
+        start = index * chunk_size
+        x_paths = jax.lax.dynamic_slice_in_dim(traj, start, chunk_size, axis=1).swapaxes(0, 1)
+        a_paths = jax.lax.dynamic_slice_in_dim(adj, start, chunk_size, axis=1).swapaxes(0, 1)
+        keys = jax.random.split(jax.random.fold_in(key, index), chunk_size)
+        return jax.vmap(one, in_axes=(0, 0, 0, None))(keys, x_paths, a_paths, probabilities)
+
+    ts_np = np.asarray(problem.ts)
+    def run(key, index, window):
+        return chunk(key, index, jnp.asarray(_am_time_weights(ts_np, window), jnp.float32))
+
+    return run
+
+
+def minibatch_gradients(
+    key: jax.Array,
+    setup: ClaimSetup,
+    loss: str,
+    requests,
+    num_minibatches: int,
+    *,
+    chunk_size: int | None = None,
+) -> list[np.ndarray]:
+    """`M` independent minibatch gradients `(M, P)` (float64) of `loss` at `setup.params`, per request.
+
+    A minibatch loss is a mean over i.i.d. examples, so its gradient is the mean of per-example gradients:
+    per-example gradients are computed in jitted chunks (one compilation per loss) and averaged in
+    groups of `batch_size`; examples are never shared between minibatches of one request.
+
+    - Bridge losses: one example = one exact target sample `X_1`, its gradient data, `t ~ U[window]` and
+      a bridge point (`bridge_regression.regression_loss`, P1 weighting).
+    - AM: one example = one on-policy trajectory under the perturbed control with its lean adjoint
+      (`adjoint_matching.simulate_with_adjoint`) and one control time drawn uniformly in `t` within the
+      window; the trajectory pool is shared across requests (and across minibatches of different
+      requests), never within one request.
+
+    Args:
+        key: PRNG key.
+        setup: `ClaimSetup`.
+        loss: one of `LOSSES`.
+        requests: sequence of `((t_lo, t_hi), batch_size)`.
+        num_minibatches: `M`.
+        chunk_size: examples per compiled chunk (default: the largest batch size).
+
+    Returns:
+        One `(M, P)` array per request.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; valid choices: {sorted(LOSSES)}")
+    requests = [((float(lo), float(hi)), int(b)) for (lo, hi), b in requests]
+    chunk_size = chunk_size or max(b for _, b in requests)
+    needed = [-(-num_minibatches * b // chunk_size) for _, b in requests]  # chunks per request
+    key_pool, key_examples = jax.random.split(key)
+    if LOSSES[loss] == "am":
+        chunk = _am_chunk_fn(key_pool, setup, chunk_size, max(needed) * chunk_size)
+    else:
+        chunk = _bridge_chunk_fn(setup, LOSSES[loss], chunk_size)
+    out = []
+    for r, ((window, batch_size), num_chunks) in enumerate(zip(requests, needed, strict=True)):
+        key_request = jax.random.fold_in(key_examples, r)
+        examples = np.concatenate(
+            [np.asarray(chunk(key_request, i, window), np.float64) for i in range(num_chunks)], axis=0
+        )
+        examples = examples[: num_minibatches * batch_size]
+        out.append(examples.reshape(num_minibatches, batch_size, -1).mean(axis=1))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
+# ---------------------------------------------------------------------------------------------
+
+
+class GradVarianceEstimate(NamedTuple):
+    """Statistics of `M` minibatch gradients.
+
+    Attributes:
+        trace_cov: `tr Cov(G)` (unbiased sample estimate).
+        trace_cov_se: its bootstrap standard error.
+        mean_sq_norm: `|E G|²`, estimated as `|Ḡ|² - tr Ĉ/M` (unbiased; may be negative when the mean
+            is below the noise).
+        ratio: `tr Cov(G)/|E G|²` (from the two estimates; `inf` when `mean_sq_norm <= 0`).
+        ratio_se: bootstrap standard error of the ratio (over resamples with positive denominator).
+        num_minibatches: `M`.
+    """
+
+    trace_cov: float
+    trace_cov_se: float
+    mean_sq_norm: float
+    ratio: float
+    ratio_se: float
+    num_minibatches: int
+
+
+def _stats(g: np.ndarray) -> tuple[float, float]:
+    m = g.shape[0]
+    mean = g.mean(0)
+    trace = float(np.sum((g - mean) ** 2) / (m - 1))
+    return trace, float(np.sum(mean**2) - trace / m)
+
+
+def gradient_statistics(
+    gradients: np.ndarray, rng: np.random.Generator, num_bootstrap: int
+) -> GradVarianceEstimate:
+    """`GradVarianceEstimate` of `gradients (M, P)`, with nonparametric-bootstrap standard errors."""
+    gradients = np.asarray(gradients, np.float64)
+    if gradients.ndim != 2 or gradients.shape[0] < 2:
+        raise ValueError(f"gradients must have shape (M >= 2, P), got {gradients.shape}")
+    m = gradients.shape[0]
+    trace, mean_sq = _stats(gradients)
+    traces, ratios = [], []
+    for _ in range(num_bootstrap):
+        tb, mb = _stats(gradients[rng.integers(0, m, m)])
+        traces.append(tb)
+        if mb > 0:
+            ratios.append(tb / mb)
+    ratio = trace / mean_sq if mean_sq > 0 else float("inf")
+    return GradVarianceEstimate(
+        trace_cov=trace,
+        trace_cov_se=float(np.std(traces, ddof=1)) if num_bootstrap > 1 else float("nan"),
+        mean_sq_norm=mean_sq,
+        ratio=ratio,
+        ratio_se=float(np.std(ratios, ddof=1)) if len(ratios) > 1 else float("nan"),
+        num_minibatches=m,
+    )
+
+
+def measure(key: jax.Array, setup: ClaimSetup, config: GradVarianceConfig) -> list[dict[str, Any]]:
+    """All measurements of one target: the batch-size sweep (full range) and the time-window sweep.
+
+    Returns:
+        One dict per (loss, sweep point): `target`, `loss`, `sweep` ("batch_size" or a window kind),
+        `batch_size`, `delta` (None for the batch sweep), `t_lo`, `t_hi`, and the fields of
+        `GradVarianceEstimate`.
+    """
+    rng = np.random.default_rng(config.seed)
+    rows = []
+    losses = [name for name in config.losses if name != "adjoint_matching" or _has_adjoint_matching()]
+    specs = [("batch_size", None, (0.0, 1.0), b) for b in config.batch_sizes]
+    specs += [(kind, d, time_window(kind, d), config.window_batch_size) for kind in config.window_kinds
+              for d in config.deltas]
+    for i, loss in enumerate(losses):
+        grads = minibatch_gradients(
+            jax.random.fold_in(key, i), setup, loss, [(w, b) for _, _, w, b in specs], config.num_minibatches
+        )
+        for (sweep, delta, (lo, hi), batch_size), g in zip(specs, grads, strict=True):
+            est = gradient_statistics(g, rng, config.num_bootstrap)
+            rows.append(dict(target=setup.name, loss=loss, sweep=sweep, batch_size=batch_size, delta=delta,
+                             t_lo=lo, t_hi=hi, **est._asdict()))
+    return rows
+
+
+def _has_adjoint_matching() -> bool:
+    try:
+        from samplers.methods.adjoint_matching import simulate_with_adjoint  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -373,7 +373,7 @@ def default_cases(*, quick: bool) -> list[LeanAdjointCase]:
     (means in [-40, 40]², overall std ≈ 21–25) a Brownian `σ = 22` / VP `σ_0 = 22`, so that the base's
     terminal law covers the modes. VP: `β ∈ [0.1, 10]`.
     """
-    steps, chunk = (40, 20) if quick else (400, 50)
+    steps, chunk = (40, 20) if quick else (300, 50)
     eval_samples = 256 if quick else 1024
     config = am.AdjointMatchingConfig(
         batch_size=64 if quick else 256, hidden=(32, 32), learning_rate=3e-3, integrator="scan"

@@ -559,7 +559,7 @@ def build_adjoint_matching(problem: Problem, config: AdjointMatchingConfig) -> M
             )
             updates, opt_state = optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
-            return (params, opt_state), (loss, optax.global_norm(grads), jnp.mean(aux.kept))
+            return (params, opt_state), (loss, optax.tree.norm(grads), jnp.mean(aux.kept))
 
         pass_keys = jax.random.split(key_loss, config.passes_per_batch)
         (params, opt_state), (losses, grad_norms, kept) = jax.lax.scan(

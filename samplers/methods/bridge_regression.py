@@ -25,7 +25,7 @@ of mass for particle systems) and `∇log p^base_t(x) = -x/ν̃_t`.
 | method | `Y_t` | gradient data per end point |
 |---|---|---|
 | `adjoint_sampling` | `-σ(t) ∇g(X_1) = σ(t) ∇r(X_1)`, `g = -r` | `∇r(X_1)` (one `∇log γ`) |
-| `target_score_matching` | `σ(t)[α_t^{-1} ∇log p*(X_1) - ∇log p^base_t(X_t)]` | `∇log p*(X_1) = ∇log γ(X_1)` |
+| `target_score_matching` | `σ(t)[α_t^{-1} ∇log p*(X_1) - ∇log p^base_t(X_t)]` | `∇log p*(X_1) = ∇log γ` |
 | `conditional_score_matching` | `σ(t)[-(X_t - α_t X_1)/β_t² - ∇log p^base_t(X_t)]` | none |
 | `novel_score_matching` | `σ(t) a_t ∇r(X_1)`, `a_t = 1` (Brownian) | `∇r(X_1)` |
 
@@ -59,11 +59,11 @@ of regression targets used (`refresh_every · batch_size`).
   projection of Adjoint Sampling, whose fixed point is `u*` only self-consistently (when the model
   samples `p*`).
 
-**Stabilisation options** (named config fields, recorded with results; none is on by default, so the
-variance behaviour the unified paper's claim is about is not hidden):
+**Stabilisation options** (named config fields, recorded with results; no clipping of the regression
+targets by default, so the variance behaviour the unified paper's claim is about is not hidden):
 
-- `t_min`: times are drawn from `U[t_min, 1 - t_min]`. TSM and CSM targets are singular at `t = 0`
-  and `t = 1` respectively; independently of `t_min`, times are clamped to
+- `t_min`: times are drawn from `U[t_min, 1 - t_min]` (default 0, and 1e-3 for TSM/CSM). TSM and CSM
+  targets are singular at `t = 0` and `t = 1` respectively; independently of `t_min`, times are clamped to
   `[TIME_EPS, 1 - TIME_EPS]` (`TIME_EPS = 1e-5`) only so that the float32 arithmetic never divides
   by exactly zero.
 - `max_grad_norm_target`: per-particle norm clipping of `∇log γ` before it enters the stored gradient
@@ -71,7 +71,8 @@ variance behaviour the unified paper's claim is about is not hidden):
   the fixed point.
 - `loss_weighting`: `"paper"` (`w = 1`, the P1 loss) or `"score"` (`w = 1/σ(t)²`, the weighting the
   AS code trains with, methods.md §10.1).
-- `grad_clip`: global-norm clipping of the optimiser update.
+- `grad_clip`: global-norm clipping of the loss gradient before Adam (default 10);
+  `learning_rate_decay_steps`: optional cosine decay of the learning rate.
 
 References:
     Havens et al., "Adjoint Sampling", ICML 2025 (arXiv 2504.11713).
@@ -93,7 +94,7 @@ import optax
 
 import samplers
 from samplers import sde
-from samplers.buffer import BufferState, buffer_add, buffer_capacity, buffer_init
+from samplers.buffer import BufferState, buffer_add, buffer_init
 from samplers.method import Cost, Method, MethodSpec, Samples
 from samplers.networks import egnn_control, mlp_control
 from samplers.problem import Problem
@@ -108,6 +109,7 @@ __all__ = [
     "BridgeRegressionConfig",
     "BridgeRegressionInfo",
     "BridgeRegressionState",
+    "BridgeCoefficients",
     "BridgeSchedule",
     "BufferEntry",
     "NovelScoreMatchingConfig",
@@ -147,6 +149,22 @@ NETWORKS = ("auto", "mlp", "egnn")
 # ---------------------------------------------------------------------------------------------
 
 
+class BridgeCoefficients(NamedTuple):
+    """The base's coefficients at times `t` (same shape as `t`).
+
+    Attributes:
+        sigma: `σ̃(t)`.
+        nu: `ν̃_t = ∫_0^t σ̃²`.
+        alpha: `α_t = ν̃_t/ν̃_1` (bridge mean `α_t x_1`).
+        bridge_var: `β_t² = ν̃_t (1 - α_t)` (bridge variance per coordinate).
+    """
+
+    sigma: jax.Array
+    nu: jax.Array
+    alpha: jax.Array
+    bridge_var: jax.Array
+
+
 class BridgeSchedule(NamedTuple):
     """The Brownian base of the EM chain on a grid: piecewise-constant `σ̃`, piecewise-linear `ν̃`.
 
@@ -164,8 +182,17 @@ class BridgeSchedule(NamedTuple):
     marginal_vars: jax.Array
 
     def _index(self, t: jax.Array) -> jax.Array:
-        k = jnp.searchsorted(self.ts, t, side="right") - 1
+        # "compare_all": a vectorised comparison (K is small), no while loop to compile.
+        k = jnp.searchsorted(self.ts, t, side="right", method="compare_all") - 1
         return jnp.clip(k, 0, self.sigmas.shape[0] - 1)
+
+    def coefficients(self, t: jax.Array) -> BridgeCoefficients:
+        """`σ̃`, `ν̃`, `α`, `β²` at `t` (elementwise), with one grid search."""
+        k = self._index(t)
+        sigma = self.sigmas[k]
+        nu = self.marginal_vars[k] + sigma**2 * (t - self.ts[k])
+        alpha = nu / self.nu1
+        return BridgeCoefficients(sigma=sigma, nu=nu, alpha=alpha, bridge_var=nu * (1.0 - alpha))
 
     def sigma(self, t: jax.Array) -> jax.Array:
         """`σ̃(t)` (elementwise)."""
@@ -173,8 +200,7 @@ class BridgeSchedule(NamedTuple):
 
     def nu(self, t: jax.Array) -> jax.Array:
         """`ν̃_t = ∫_0^t σ̃²` (elementwise)."""
-        k = self._index(t)
-        return self.marginal_vars[k] + self.sigmas[k] ** 2 * (t - self.ts[k])
+        return self.coefficients(t).nu
 
     @property
     def nu1(self) -> jax.Array:
@@ -183,11 +209,11 @@ class BridgeSchedule(NamedTuple):
 
     def alpha(self, t: jax.Array) -> jax.Array:
         """`α_t = ν̃_t/ν̃_1`: the bridge mean is `α_t x_1`."""
-        return self.nu(t) / self.nu1
+        return self.coefficients(t).alpha
 
     def bridge_var(self, t: jax.Array) -> jax.Array:
         """`β_t² = ν̃_t (1 - α_t)`: the bridge variance (per coordinate)."""
-        return self.nu(t) * (1.0 - self.alpha(t))
+        return self.coefficients(t).bridge_var
 
 
 def bridge_schedule(problem: Problem) -> BridgeSchedule:
@@ -206,32 +232,32 @@ def bridge_schedule(problem: Problem) -> BridgeSchedule:
 # ---------------------------------------------------------------------------------------------
 
 
-def _target_adjoint(bridge: BridgeSchedule, t, x_t, x_1, grad_1):
+def _target_adjoint(c: BridgeCoefficients, x_t, x_1, grad_1):
     # Y = -σ ∇g(X_1) = σ ∇r(X_1): grad_1 is ∇r(X_1).
-    return bridge.sigma(t) * grad_1
+    return c.sigma * grad_1
 
 
-def _target_tsm(bridge: BridgeSchedule, t, x_t, x_1, grad_1):
+def _target_tsm(c: BridgeCoefficients, x_t, x_1, grad_1):
     # Y = σ [α^{-1} ∇log p*(X_1) + X_t/ν_t]: grad_1 is ∇log p*(X_1).
-    return bridge.sigma(t) * (grad_1 / bridge.alpha(t) + x_t / bridge.nu(t))
+    return c.sigma * (grad_1 / c.alpha + x_t / c.nu)
 
 
-def _target_csm(bridge: BridgeSchedule, t, x_t, x_1, grad_1):
+def _target_csm(c: BridgeCoefficients, x_t, x_1, grad_1):
     # Y = σ [-(X_t - α X_1)/β² + X_t/ν_t]: no gradient data.
-    alpha = bridge.alpha(t)
-    return bridge.sigma(t) * (-(x_t - alpha * x_1) / bridge.bridge_var(t) + x_t / bridge.nu(t))
+    return c.sigma * (-(x_t - c.alpha * x_1) / c.bridge_var + x_t / c.nu)
 
 
-def _target_nsm(bridge: BridgeSchedule, t, x_t, x_1, grad_1):
+def _target_nsm(c: BridgeCoefficients, x_t, x_1, grad_1):
     # Y = σ a_t ∇r(X_1) with a_t = 1 for the Brownian base (E_base[X_1 | X_t] = X_t): grad_1 is ∇r(X_1).
-    return bridge.sigma(t) * grad_1
+    return c.sigma * grad_1
 
 
 class RegressionTarget(NamedTuple):
     """A regression target of the family.
 
     Attributes:
-        fn: `(bridge, t, x_t, x_1, grad_1) -> Y_t` for ONE example (`t` scalar, vectors `(dim,)`).
+        fn: `(coefficients, x_t, x_1, grad_1) -> Y_t` for ONE example (`BridgeCoefficients` at its
+            time, vectors `(dim,)`).
         gradient: what `grad_1` holds: `"tilt"` (`∇r`), `"score"` (`∇log p* = ∇log γ̃`) or `"none"`.
         formula: the target in words (for records and docs).
     """
@@ -258,7 +284,7 @@ def _check_choice(value, choices, what: str):
 def regression_target(kind: str, bridge: BridgeSchedule, t, x_t, x_1, grad_1) -> jax.Array:
     """`Y_t` of the target `kind` for a batch: `t (n,)`, `x_t, x_1, grad_1 (n, dim)` -> `(n, dim)`."""
     target = REGRESSION_TARGETS[_check_choice(kind, REGRESSION_TARGETS, "regression target")]
-    return jax.vmap(lambda *a: target.fn(bridge, *a))(t, x_t, x_1, grad_1)
+    return jax.vmap(target.fn)(bridge.coefficients(t), x_t, x_1, grad_1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,7 +347,7 @@ def regression_pairs(
     time_window: tuple[float, float] = (0.0, 1.0),
     project: Callable[[jax.Array], jax.Array] = lambda x: x,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Draw `t ~ U[time_window]` (clamped to `[TIME_EPS, 1 - TIME_EPS]`) and `X_t ~` bridge; return `(t, X_t, Y_t)`.
+    """Draw `t ~ U[time_window]` (clamped to `[TIME_EPS, 1 - TIME_EPS]`), `X_t ~` bridge: `(t, X_t, Y_t)`.
 
     Args:
         key: PRNG key.
@@ -341,9 +367,10 @@ def regression_pairs(
     t = jax.random.uniform(key_t, (n,), x_1.dtype, minval=t_lo, maxval=t_hi)
     t = jnp.clip(t, TIME_EPS, 1.0 - TIME_EPS)
     noise = project(jax.random.normal(key_x, (n, dim), x_1.dtype))
-    alpha = bridge.alpha(t)[:, None]
-    x_t = alpha * x_1 + jnp.sqrt(bridge.bridge_var(t))[:, None] * noise
-    y = regression_target(kind, bridge, t, x_t, x_1, grad_1)
+    c = bridge.coefficients(t)
+    x_t = c.alpha[:, None] * x_1 + jnp.sqrt(c.bridge_var)[:, None] * noise
+    target = REGRESSION_TARGETS[_check_choice(kind, REGRESSION_TARGETS, "regression target")]
+    y = jax.vmap(target.fn)(c, x_t, x_1, grad_1)
     return sg(t), sg(x_t), sg(project(y))
 
 
@@ -399,7 +426,11 @@ class BridgeRegressionConfig:
     """Hyper-parameters shared by the four bridge-pair regression methods.
 
     Attributes:
-        learning_rate: Adam learning rate.
+        learning_rate: Adam learning rate (the initial one when decayed).
+        learning_rate_decay_steps: if set, the learning rate follows a cosine decay from `learning_rate`
+            to `learning_rate_final_fraction · learning_rate` over this many steps, then stays there
+            (reduces the final-iterate noise of the regression; `None`: constant).
+        learning_rate_final_fraction: see `learning_rate_decay_steps`.
         batch_size: regression pairs per gradient step.
         hidden: MLP hidden widths (for `network="egnn"`: width `hidden[0]`, `len(hidden)` layers).
         network: `"auto"` (EGNN for particle targets, else MLP), `"mlp"` or `"egnn"`.
@@ -415,6 +446,8 @@ class BridgeRegressionConfig:
     """
 
     learning_rate: float = 1e-3
+    learning_rate_decay_steps: int | None = None
+    learning_rate_final_fraction: float = 0.1
     batch_size: int = 256
     hidden: tuple[int, ...] = (64, 64, 64)
     network: str = "auto"
@@ -439,6 +472,13 @@ class BridgeRegressionConfig:
             )
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        decay = self.learning_rate_decay_steps
+        if decay is not None and (isinstance(decay, bool) or not isinstance(decay, int) or decay < 1):
+            raise ValueError(f"learning_rate_decay_steps must be a positive integer or None, got {decay!r}")
+        if not 0.0 <= self.learning_rate_final_fraction <= 1.0:
+            raise ValueError(
+                f"learning_rate_final_fraction must lie in [0, 1], got {self.learning_rate_final_fraction!r}"
+            )
         if not 0.0 <= self.t_min < 0.5:
             raise ValueError(f"t_min must lie in [0, 0.5), got {self.t_min!r}")
         for name in ("grad_clip", "max_grad_norm_target"):
@@ -598,9 +638,14 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
     needs_gradient = REGRESSION_TARGETS[kind].gradient != "none"
     sde_config = sde.SDEConfig(integrator=config.integrator, detach="all")
     time_window = (config.t_min, 1.0 - config.t_min)
+    learning_rate = config.learning_rate
+    if config.learning_rate_decay_steps is not None:
+        learning_rate = optax.cosine_decay_schedule(
+            config.learning_rate, config.learning_rate_decay_steps, alpha=config.learning_rate_final_fraction
+        )
     optimizer = optax.chain(
         optax.clip_by_global_norm(config.grad_clip) if config.grad_clip is not None else optax.identity(),
-        optax.adam(config.learning_rate),
+        optax.adam(learning_rate),
     )
     resample_size, batch_size = config.resample_size, config.batch_size
 
@@ -612,9 +657,8 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
 
     def init(key: jax.Array) -> BridgeRegressionState:
         params = net.init(key)
-        example = BufferEntry(
-            jnp.zeros((problem.dim,), jnp.float32), jnp.zeros((problem.dim,), jnp.float32), jnp.zeros((), jnp.float32)
-        )
+        point = jnp.zeros((problem.dim,), jnp.float32)
+        example = BufferEntry(point, point, jnp.zeros((), jnp.float32))
         return BridgeRegressionState(
             params=params,
             opt_state=optimizer.init(params),
@@ -625,7 +669,8 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
 
     def refresh(key, params, buffer):
         out = sde.simulate(key, problem, control, sg(params), resample_size, sde_config)
-        entry = BufferEntry(out.x, jax.vmap(gradient)(out.x), jnp.where(jnp.isnan(out.log_w), -jnp.inf, out.log_w))
+        log_w = jnp.where(jnp.isnan(out.log_w), -jnp.inf, out.log_w)
+        entry = BufferEntry(out.x, jax.vmap(gradient)(out.x), log_w)
         cost = out.cost + Cost.of(grad_evals=resample_size if needs_gradient else 0)
         return buffer_add(buffer, entry), cost
 
@@ -640,7 +685,9 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
             index = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
         return buffer.data.x1[index], buffer.data.grad[index]
 
-    def step(key: jax.Array, state: BridgeRegressionState) -> tuple[BridgeRegressionState, BridgeRegressionInfo]:
+    def step(
+        key: jax.Array, state: BridgeRegressionState
+    ) -> tuple[BridgeRegressionState, BridgeRegressionInfo]:
         key_refresh, key_draw, key_loss = jax.random.split(key, 3)
         refreshed = state.step % config.refresh_every == 0
         buffer, refresh_cost = jax.lax.cond(refreshed, refresh, keep, key_refresh, state.params, state.buffer)
@@ -651,7 +698,7 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
         cost = state.cost + refresh_cost + Cost.of(network_evals=batch_size)
         info = BridgeRegressionInfo(
             loss=loss,
-            grad_norm=optax.global_norm(grads),
+            grad_norm=optax.tree.norm(grads),
             buffer_ess=_normalised_ess(_buffer_log_weights(buffer), buffer.size),
             refreshed=refreshed.astype(jnp.float32),
         )
@@ -687,7 +734,8 @@ samplers.register(
         description=(
             "Adjoint Sampling / reciprocal adjoint matching (Havens et al. 2025): regress u(X_t,t) on "
             "-σ(t)∇g(X_1), g = -r, with X_1 from a replay buffer of model end points (uniform draws) and X_t "
-            "from the Brownian bridge; ∇g computed once per end point. [CODE] facebookresearch/adjoint_samplers."
+            "from the Brownian bridge; ∇g computed once per end point. "
+            "[CODE] facebookresearch/adjoint_samplers."
         ),
     )
 )
@@ -700,8 +748,9 @@ samplers.register(
         bases=("brownian",),
         cost_model=_COST_MODEL.format(grad=" and resample_size energy-gradient evals"),
         description=(
-            "Target Score Matching in the tilting setting: regress u on σ(t)[α_t^{-1}∇log p*(X_1) - ∇log p^base_t"
-            "(X_t)], X_1 from the importance-resampled buffer, X_t from the bridge. [DERIVED] from the target "
+            "Target Score Matching in the tilting setting: regress u on "
+            "σ(t)[α_t^{-1}∇log p*(X_1) - ∇log p^base_t(X_t)], X_1 from the importance-resampled buffer, "
+            "X_t from the bridge. [DERIVED] from the target "
             "score identity (methods.md §1.3, §4); variance ~ 1/ν_t² as t -> 0."
         ),
     )
@@ -715,8 +764,9 @@ samplers.register(
         bases=("brownian",),
         cost_model=_COST_MODEL.format(grad=" (no gradient evals)"),
         description=(
-            "Conditional (denoising) Score Matching in the tilting setting: regress u on σ(t)[-(X_t - α_t X_1)/"
-            "β_t² - ∇log p^base_t(X_t)], X_1 from the importance-resampled buffer. [DERIVED] (methods.md §1.3); "
+            "Conditional (denoising) Score Matching in the tilting setting: regress u on "
+            "σ(t)[-(X_t - α_t X_1)/β_t² - ∇log p^base_t(X_t)], X_1 from the importance-resampled buffer. "
+            "[DERIVED] (methods.md §1.3); "
             "variance ~ 1/β_t² as t -> 1."
         ),
     )
@@ -730,7 +780,8 @@ samplers.register(
         bases=("brownian",),
         cost_model=_COST_MODEL.format(grad=" and resample_size energy-gradient evals"),
         description=(
-            "Novel Score Matching [RECON]: the PDDS guidance loss, regress u on σ(t) a_t ∇r(X_1) (a_t = 1 for "
+            "Novel Score Matching [RECON]: the PDDS guidance loss, regress u on σ(t) a_t ∇r(X_1) "
+            "(a_t = 1 for "
             "the Brownian base, where the target coincides with Adjoint Sampling's), X_1 from the "
             "importance-resampled buffer. Identification with arXiv 2605.00229 unconfirmed (methods.md §1.3)."
         ),

@@ -36,12 +36,16 @@ def dense_jackknife_se(x, y, bandwidths):
     return np.sqrt(var)
 
 
-@pytest.mark.parametrize("bandwidths", [(1.3,), (0.4, 1.0, 2.5)])
-def test_blocked_estimator_and_jackknife_match_dense_reference(bandwidths):
+@pytest.mark.parametrize(
+    "n, m, bandwidths, block_size",
+    [(128, 128, (1.3,), 256),  # the shapes of the other tests (one padded block): shared compilation
+     (37, 23, (0.4, 1.0, 2.5, 3.0, 4.0), 8)],  # several blocks, the last one padded; n ≠ m
+)
+def test_blocked_estimator_and_jackknife_match_dense_reference(n, m, bandwidths, block_size):
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(37, 3)).astype(np.float32)
-    y = (rng.normal(size=(23, 3)) + 0.3).astype(np.float32)
-    got = mmd.mmd2_unbiased(x, y, bandwidths, block_size=8)  # 37 rows: 5 blocks, the last padded
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    y = (rng.normal(size=(m, 3)) + 0.3).astype(np.float32)
+    got = mmd.mmd2_unbiased(x, y, bandwidths, block_size=block_size)
     assert got.mmd2 == pytest.approx(dense_mmd2(x, y, bandwidths), abs=2e-6)
     assert got.se == pytest.approx(dense_jackknife_se(x, y, bandwidths), rel=1e-3)
 

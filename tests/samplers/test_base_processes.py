@@ -76,6 +76,15 @@ def test_discrete_terminal_law_matches_simulation(name):
         assert abs(np.mean(xs[-1, :, 0] ** 2) - float(base.nu(1.0))) > 10 * s[-1] * np.sqrt(2.0 / xs.shape[1])
 
 
+def test_traced_and_concrete_discretisation_agree():
+    base = VPBase(1, sigma0=1.3)
+    ts = time_grid(7, "quadratic")
+    concrete = base.discretise(ts)
+    traced = jax.jit(base.discretise)(jnp.asarray(ts, jnp.float32))
+    for a, b in zip(concrete, traced, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_discrete_backward_kernel_is_exact_reversal():
     # p_0 Π F = p_K Π B for every path: compare the two path densities on simulated paths
     base = VPBase(2, sigma0=0.7)

@@ -62,7 +62,7 @@ ALL_VARIANTS = [("diffrax", "kernel"), ("scan", "kernel"), ("diffrax", "girsanov
 @pytest.mark.parametrize(
     "base_name, variants",
     [
-        ("vp", ALL_VARIANTS[:3]),
+        ("vp", [("diffrax", "kernel"), ("scan", "girsanov")]),
         pytest.param("brownian", ALL_VARIANTS, marks=pytest.mark.slow),
         pytest.param("vp", ALL_VARIANTS, marks=pytest.mark.slow),
     ],
@@ -107,7 +107,7 @@ def test_diffrax_matches_scan_and_weight_forms_agree(base_name, variants):
         "network_evals": 2 * 64 * 12,
         "sde_steps": 64 * 12,
     }
-    assert out["scan", "kernel"].cost.network_evals == 64 * 12
+    assert out["scan", "girsanov"].cost.network_evals == 64 * 12
 
 
 def test_zero_control_is_unbiased_only_with_the_discrete_terminal_law():

@@ -57,8 +57,10 @@ def test_two_dimensional_gaussians_integrate_to_exp_log_Z(name, kwargs):
 
 @pytest.mark.parametrize(
     "name, kwargs",
-    [("gaussian", {"dim": 5, "mean": 0.3, "scale": 0.7}),
-     ("gaussian_correlated", {"dim": 6, "mean": np.linspace(-2.0, 3.0, 6), "max_std": 3.0})],
+    [
+        ("gaussian", {"dim": 5, "mean": 0.3, "scale": 0.7}),
+        ("gaussian_correlated", {"dim": 6, "mean": np.linspace(-2.0, 3.0, 6), "max_std": 3.0}),
+    ],
 )
 def test_log_prob_differs_from_scipy_logpdf_by_exactly_log_Z(x64, name, kwargs):
     target = targets.get(name, **kwargs)
@@ -73,13 +75,18 @@ def test_correlated_ground_truth_helpers_are_consistent():
     target = _correlated6()
     truth = target.ground_truth
     np.testing.assert_allclose(truth["covariance"] @ truth["precision"], np.eye(6), atol=1e-12)
-    np.testing.assert_allclose(np.linalg.eigvalsh(truth["covariance"]), np.geomspace(0.5, 3.0, 6) ** 2, rtol=1e-10)
+    np.testing.assert_allclose(
+        np.linalg.eigvalsh(truth["covariance"]), np.geomspace(0.5, 3.0, 6) ** 2, rtol=1e-10
+    )
     assert np.max(np.abs(truth["covariance"] - np.diag(np.diag(truth["covariance"])))) > 0.1  # correlated
-    assert target.log_Z == pytest.approx(3 * math.log(2 * math.pi) + np.log(np.geomspace(0.5, 3.0, 6)).sum(), rel=1e-12)
+    assert target.log_Z == pytest.approx(
+        3 * math.log(2 * math.pi) + np.log(np.geomspace(0.5, 3.0, 6)).sum(), rel=1e-12
+    )
     rotation = givens_rotation(6, 0.4)
     np.testing.assert_allclose(rotation @ rotation.T, np.eye(6), atol=1e-14)
-    np.testing.assert_allclose(givens_rotation(2, 0.4), [[math.cos(0.4), -math.sin(0.4)],
-                                                         [math.sin(0.4), math.cos(0.4)]], rtol=1e-14)
+    np.testing.assert_allclose(
+        givens_rotation(2, 0.4), [[math.cos(0.4), -math.sin(0.4)], [math.sin(0.4), math.cos(0.4)]], rtol=1e-14
+    )
     mean, covariance = correlated_gaussian(dim=1)
     np.testing.assert_allclose(covariance, [[4.0]])
 
@@ -88,12 +95,16 @@ def test_gaussian_class_matches_scipy_and_exposes_arrays(x64):
     mean, covariance = correlated_gaussian(dim=3, mean=[0.5, -1.0, 2.0])
     gaussian = Gaussian.from_covariance(mean, covariance)
     points = np.random.default_rng(1).normal(size=(4, 3))
-    np.testing.assert_allclose(jax.vmap(gaussian.log_prob)(jnp.asarray(points)),
-                               scipy.stats.multivariate_normal(mean, covariance).logpdf(points), rtol=1e-12)
+    np.testing.assert_allclose(
+        jax.vmap(gaussian.log_prob)(jnp.asarray(points)),
+        scipy.stats.multivariate_normal(mean, covariance).logpdf(points),
+        rtol=1e-12,
+    )
     np.testing.assert_allclose(gaussian.covariance(), covariance, rtol=1e-12)
     np.testing.assert_allclose(gaussian.precision(), np.linalg.inv(covariance), rtol=1e-10)
     assert float(gaussian.log_normaliser()) == pytest.approx(
-        1.5 * math.log(2 * math.pi) + 0.5 * np.linalg.slogdet(covariance)[1], rel=1e-12)
+        1.5 * math.log(2 * math.pi) + 0.5 * np.linalg.slogdet(covariance)[1], rel=1e-12
+    )
     stacked = jax.tree.map(lambda a: jnp.stack([a, 2 * a]), gaussian)
     assert jax.vmap(lambda g: g.log_normaliser())(stacked).shape == (2,)
 

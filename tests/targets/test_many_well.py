@@ -110,8 +110,10 @@ def _rejection_draw(rng: np.random.Generator, n: int) -> np.ndarray:
         m = 4 * n
         centres = np.where(rng.uniform(size=m) < 0.2, -1.7, 1.7)
         proposals = centres + 0.5 * rng.normal(size=m)
-        log_q = np.logaddexp(np.log(0.2) + scipy.stats.norm(-1.7, 0.5).logpdf(proposals),
-                             np.log(0.8) + scipy.stats.norm(1.7, 0.5).logpdf(proposals))
+        log_q = np.logaddexp(
+            np.log(0.2) + scipy.stats.norm(-1.7, 0.5).logpdf(proposals),
+            np.log(0.8) + scipy.stats.norm(1.7, 0.5).logpdf(proposals),
+        )
         log_ratio = -(proposals**4) + 6 * proposals**2 + 0.5 * proposals - (math.log(3.0) + log_Z1 + log_q)
         accepted.append(proposals[np.log(rng.uniform(size=m)) < log_ratio])
     return np.concatenate(accepted)[:n]

@@ -32,8 +32,12 @@ from targets.mixtures import GMM40_MEANS, GMM40_STD, MOG_DATA_PATH, GaussianMixt
 pytestmark = pytest.mark.usefixtures("strict_promotion")
 
 MIXTURES = ["gmm40", "gmm9", "gmm25", "mog2", "mog50"]
-BOX = {"gmm40": ((-48.0, 48.0), (-48.0, 48.0)), "gmm9": ((-9.0, 9.0), (-9.0, 9.0)),
-       "gmm25": ((-14.0, 14.0), (-14.0, 14.0)), "mog2": ((-30.0, 30.0), (-30.0, 30.0))}
+BOX = {
+    "gmm40": ((-48.0, 48.0), (-48.0, 48.0)),
+    "gmm9": ((-9.0, 9.0), (-9.0, 9.0)),
+    "gmm25": ((-14.0, 14.0), (-14.0, 14.0)),
+    "mog2": ((-30.0, 30.0), (-30.0, 30.0)),
+}
 BINS = 40
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,6 +53,7 @@ def _random_mixture_parameters(seed: int, num_components: int, dim: int):
 
 # -- GMM-40 -------------------------------------------------------------------------------------
 
+
 def test_gmm40_means_reproduce_from_the_numpy_mt19937_recipe():
     words = np.random.RandomState(0).randint(0, 2**32, size=80, dtype=np.uint64)
     uniforms = ((words & 0xFFFFFF) * 2.0**-24).astype(np.float32)
@@ -62,7 +67,9 @@ def test_gmm40_test_vectors_float64(x64):
     assert target.mixture.means.dtype == jnp.float64
     assert GMM40_STD == pytest.approx(1.3132617, abs=1e-7)
     assert float(target.log_prob(jnp.zeros(2))) == pytest.approx(-23.3163479, abs=1e-6)
-    assert float(target.log_prob(jnp.asarray(GMM40_MEANS[0], jnp.float64))) == pytest.approx(-6.0717843, abs=1e-6)
+    assert float(target.log_prob(jnp.asarray(GMM40_MEANS[0], jnp.float64))) == pytest.approx(
+        -6.0717843, abs=1e-6
+    )
     mean, covariance = target.ground_truth["mean"], target.ground_truth["covariance"]
     np.testing.assert_allclose(mean, [-2.140513, 1.240038], atol=1e-6)
     assert np.trace(covariance) + mean @ mean == pytest.approx(1071.36992, abs=1e-4)
@@ -87,27 +94,39 @@ def test_grid_test_vectors(x64):
 
 # -- the general class --------------------------------------------------------------------------
 
+
 def test_gaussian_mixture_matches_scipy_with_unnormalised_weights(x64):
     weights, means, covariances = _random_mixture_parameters(seed=1, num_components=4, dim=3)
     mixture = GaussianMixture.from_covariances(means, covariances, weights=weights)
     points = np.random.default_rng(2).normal(scale=3.0, size=(7, 3))
-    components = np.stack([scipy.stats.multivariate_normal(m, c).logpdf(points)
-                           for m, c in zip(means, covariances, strict=True)], 1)
+    components = np.stack(
+        [
+            scipy.stats.multivariate_normal(m, c).logpdf(points)
+            for m, c in zip(means, covariances, strict=True)
+        ],
+        1,
+    )
     expected = logsumexp(np.log(weights) + components, axis=1)
-    evaluate = jax.jit(jax.vmap(lambda x: (mixture.log_prob(x), mixture.component_log_probs(x),
-                                           mixture.log_responsibilities(x))))
+    evaluate = jax.jit(
+        jax.vmap(
+            lambda x: (mixture.log_prob(x), mixture.component_log_probs(x), mixture.log_responsibilities(x))
+        )
+    )
     log_probs, component_log_probs, log_responsibilities = evaluate(jnp.asarray(points))
     np.testing.assert_allclose(log_probs, expected, rtol=1e-10)
     np.testing.assert_allclose(component_log_probs, components, rtol=1e-10)
-    np.testing.assert_allclose(np.exp(log_responsibilities), np.exp(components) * weights / np.exp(expected)[:, None],
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        np.exp(log_responsibilities), np.exp(components) * weights / np.exp(expected)[:, None], rtol=1e-9
+    )
     assert float(mixture.log_Z) == pytest.approx(np.log(weights.sum()), rel=1e-12)
 
     # Moments by the law of total variance (a different formula from the implementation's).
     probabilities = weights / weights.sum()
     mean = probabilities @ means
     spread = means - mean
-    covariance = np.einsum("k,kij->ij", probabilities, covariances) + (probabilities[:, None] * spread).T @ spread
+    covariance = (
+        np.einsum("k,kij->ij", probabilities, covariances) + (probabilities[:, None] * spread).T @ spread
+    )
     np.testing.assert_allclose(mixture.mean(), mean, rtol=1e-12)
     np.testing.assert_allclose(mixture.covariance(), covariance, rtol=1e-10)
     np.testing.assert_allclose(mixture.covariances(), covariances, rtol=1e-10)
@@ -118,7 +137,9 @@ def test_gaussian_mixture_samples_full_covariances():
     mixture = GaussianMixture.from_covariances(means, covariances, weights=weights)
     samples = jax.jit(mixture.sample, static_argnums=1)(jax.random.key(0), 40_000)
     assert samples.shape == (40_000, 4) and samples.dtype == jnp.float32
-    assert_moments_match(samples, {"mean": np.asarray(mixture.mean()), "covariance": np.asarray(mixture.covariance())})
+    assert_moments_match(
+        samples, {"mean": np.asarray(mixture.mean()), "covariance": np.asarray(mixture.covariance())}
+    )
 
 
 def test_gaussian_mixture_is_a_pytree_through_tree_map_and_vmap():
@@ -129,16 +150,23 @@ def test_gaussian_mixture_is_a_pytree_through_tree_map_and_vmap():
     assert isinstance(rebuilt, GaussianMixture) and rebuilt.num_components == 9
     # Stacked mixtures vmap like any PyTree (e.g. a family of tilts): here weights, then means, change.
     stacked = jax.tree.map(lambda a: jnp.stack([a, a]), mixture)
-    stacked = GaussianMixture(stacked.log_weights.at[1].set(jnp.log(jnp.eye(9)[4])), stacked.means,
-                              stacked.scale_trils)
+    stacked = GaussianMixture(
+        stacked.log_weights.at[1].set(jnp.log(jnp.eye(9)[4])), stacked.means, stacked.scale_trils
+    )
     values = jax.jit(jax.vmap(lambda m, x: m.log_prob(x), in_axes=(0, None)))(stacked, point)
-    single = scipy.stats.multivariate_normal(np.zeros(2), 0.3 * np.eye(2)).logpdf(point)  # component 4 at (0, 0)
+    single = scipy.stats.multivariate_normal(np.zeros(2), 0.3 * np.eye(2)).logpdf(
+        point
+    )  # component 4 at (0, 0)
     np.testing.assert_allclose(values, [float(target.log_prob(point)), single], rtol=1e-5)
 
 
 @settings(max_examples=40, deadline=None)
-@given(num_components=st.integers(1, 4), dim=st.integers(1, 4), extra=st.integers(1, 3),
-       which=st.sampled_from(["means", "covariances", "weights", "stds"]))
+@given(
+    num_components=st.integers(1, 4),
+    dim=st.integers(1, 4),
+    extra=st.integers(1, 3),
+    which=st.sampled_from(["means", "covariances", "weights", "stds"]),
+)
 def test_gaussian_mixture_rejects_inconsistent_shapes(num_components, dim, extra, which):
     means = np.zeros((num_components, dim))
     covariances = np.broadcast_to(np.eye(dim), (num_components, dim, dim))
@@ -146,7 +174,9 @@ def test_gaussian_mixture_rejects_inconsistent_shapes(num_components, dim, extra
         if which == "means":
             GaussianMixture.from_covariances(np.zeros(num_components + extra), covariances)
         elif which == "covariances":
-            GaussianMixture.from_covariances(means, np.broadcast_to(np.eye(dim + extra), (num_components,) + (dim + extra,) * 2))
+            GaussianMixture.from_covariances(
+                means, np.broadcast_to(np.eye(dim + extra), (num_components,) + (dim + extra,) * 2)
+            )
         elif which == "weights":
             GaussianMixture.from_covariances(means, covariances, weights=np.ones(num_components + extra))
         else:
@@ -172,6 +202,7 @@ def test_gaussian_mixture_rejects_bad_parameters():
 
 # -- targets: normalisation, moments, goodness of fit -------------------------------------------
 
+
 @pytest.mark.parametrize("name", sorted(BOX))
 def test_two_dimensional_mixtures_integrate_to_one(name):
     target = cached_target(name)
@@ -186,7 +217,9 @@ def test_mixture_target_ground_truth_matches_the_mixture(name):
     assert isinstance(target.mixture, GaussianMixture) and target.mixture.dim == target.dim
     scale = 1.0 + np.abs(target.ground_truth["covariance"]).max()
     np.testing.assert_allclose(target.mixture.mean(), target.ground_truth["mean"], atol=1e-5 * scale)
-    np.testing.assert_allclose(target.mixture.covariance(), target.ground_truth["covariance"], atol=1e-5 * scale)
+    np.testing.assert_allclose(
+        target.mixture.covariance(), target.ground_truth["covariance"], atol=1e-5 * scale
+    )
 
 
 @pytest.mark.parametrize("name", MIXTURES)
@@ -232,6 +265,7 @@ def test_mixture_samples_match_an_independent_numpy_draw(name):
 
 
 # -- shipped MoG data ---------------------------------------------------------------------------
+
 
 def _load_generator():
     spec = importlib.util.spec_from_file_location("generate_mog50", REPO / "scripts" / "generate_mog50.py")

@@ -89,8 +89,8 @@ def reference_energies(reference_sets) -> dict[str, np.ndarray]:
 def test_dw4_square_of_side_four():
     # Four sides d = 4 contribute 0; two diagonals d = 4√2: 0.9 u⁴ − 4 u², u = 4√2 − 4 (targets.md §4.1).
     x = jnp.array([0.0, 0.0, 4.0, 0.0, 4.0, 4.0, 0.0, 4.0])
-    assert float(particles.dw4_energy(x)) == pytest.approx(-8.3966425, rel=1e-6)
-    assert float(targets.get("dw4").log_prob(x)) == pytest.approx(8.3966425, rel=1e-6)
+    assert float(jax.jit(particles.dw4_energy)(x)) == pytest.approx(-8.3966425, rel=1e-6)
+    assert float(jax.jit(targets.get("dw4").log_prob)(x)) == pytest.approx(8.3966425, rel=1e-6)
 
 
 def _lj13_minimum(pair_factor: float, oscillator_scale: float) -> tuple[np.ndarray, float]:
@@ -122,7 +122,7 @@ def test_lj13_icosahedral_minimum():
     x_min, idem = _lj13_minimum(pair_factor=2.0, oscillator_scale=1.0)
     assert idem == pytest.approx(-83.0896, abs=1e-4)
     assert _np_lj_idem(x_min, particles.LJ13_SPEC) == pytest.approx(idem, abs=1e-9)
-    harmonic = float(particles.harmonic_energy(jnp.asarray(x_min, jnp.float32), particles.LJ13_SPEC))
+    harmonic = float(np.sum((x_min.reshape(13, 3) - x_min.reshape(13, 3).mean(0)) ** 2) / 2)
     assert harmonic == pytest.approx(5.554, abs=1e-3)
     assert (idem - harmonic) / 2 == pytest.approx(-44.3221, abs=1e-3)
 
@@ -135,17 +135,18 @@ def test_energy_matches_independent_numpy(name):
     scale = {"dw4": 2.0, "lj13": 1.2, "lj55": 2.0}[name]
     xs = rng.normal(size=(4, spec.n_particles * spec.spatial_dim)) * scale
     with jax.enable_x64(True):
-        ours = np.asarray(jax.vmap(particles.energy_fn(name))(jnp.asarray(xs)))
+        ours = np.asarray(jax.jit(jax.vmap(particles.energy_fn(name)))(jnp.asarray(xs)))
     expected = np.array([_np_energy(name, x) for x in xs])
     np.testing.assert_allclose(ours, expected, rtol=1e-10)
-    assert float(targets.get(name).log_prob(jnp.asarray(xs[0], jnp.float32))) == pytest.approx(
-        -expected[0], rel=1e-4)
+    log_prob = jax.jit(jax.vmap(targets.get(name).log_prob))  # the float32 library default
+    np.testing.assert_allclose(log_prob(jnp.asarray(xs, jnp.float32)), -expected, rtol=1e-4)
 
 
 def test_interatomic_distances_pair_order():
     spec = particles.LJ13_SPEC
     x = np.random.default_rng(2).normal(size=spec.n_particles * spec.spatial_dim)
-    ours = np.asarray(particles.interatomic_distances(jnp.asarray(x, jnp.float32), spec))
+    distances = jax.jit(particles.interatomic_distances, static_argnums=1)
+    ours = np.asarray(distances(jnp.asarray(x, jnp.float32), spec))
     expected = scipy.spatial.distance.pdist(x.reshape(13, 3))  # i < j, row-major
     np.testing.assert_allclose(ours, expected, rtol=1e-5)
     assert ours.shape == (78,)
@@ -197,7 +198,7 @@ def _with_close_pair(name: str, r: float) -> jax.Array:
 def test_gradients_finite_at_close_pairs(name):
     target = targets.get(name)
     x = _with_close_pair(name.split("_")[0], 0.05)
-    value, grad = jax.value_and_grad(target.log_prob)(x)
+    value, grad = jax.jit(jax.value_and_grad(target.log_prob))(x)
     assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad)))
 
 
@@ -205,34 +206,34 @@ def test_gradients_finite_at_close_pairs(name):
 def test_gradients_finite_at_coincident_particles(name):
     # DW4 and the soft core are finite at d = 0; the safe square root gives a zero pair gradient there.
     target = targets.get(name)
-    value, grad = jax.value_and_grad(target.log_prob)(_with_close_pair(name.split("_")[0], 0.0))
+    value, grad = jax.jit(jax.value_and_grad(target.log_prob))(_with_close_pair(name.split("_")[0], 0.0))
     assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad)))
 
 
 def test_lj_coincident_particles_have_infinite_energy():
     # Not reachable by a sampler with finite energies: log_prob = −∞ exactly.
-    assert float(targets.get("lj13").log_prob(_with_close_pair("lj13", 0.0))) == -np.inf
+    assert float(jax.jit(targets.get("lj13").log_prob)(_with_close_pair("lj13", 0.0))) == -np.inf
 
 
 def test_softcore_matches_exact_above_cutoff_and_is_c1():
     cutoff = particles.LJ_SOFTCORE_CUTOFF
-    r = np.array([cutoff + 1e-3, 0.9, 1.0, 1.5, 3.0])
+
+    def pair_of_r(r, softcore):
+        return particles.lennard_jones_pair(r * r, cutoff if softcore else None)
+
     with jax.enable_x64(True):
-        s = jnp.asarray(r**2)
-        np.testing.assert_allclose(particles.lennard_jones_pair(s, cutoff), particles.lennard_jones_pair(s),
-                                   rtol=1e-12)
-
-        def pair_of_r(r, softcore):
-            return particles.lennard_jones_pair(r * r, cutoff if softcore else None)
-
-        for softcore in (True, False):  # value and slope continuous across r_c
-            below, above = cutoff - 1e-7, cutoff + 1e-7
-            assert float(pair_of_r(below, True)) == pytest.approx(float(pair_of_r(above, softcore)), abs=1e-4)
-        slope = jax.grad(pair_of_r)
-        assert float(slope(cutoff - 1e-7, True)) == pytest.approx(float(slope(cutoff + 1e-7, False)), rel=1e-5)
-        # Linear, bounded and repulsive below the cutoff.
-        phi_0 = float(pair_of_r(0.0, True))
-        assert np.isfinite(phi_0) and phi_0 > float(pair_of_r(0.5, True)) > float(pair_of_r(cutoff, True))
+        pair = jax.jit(jax.vmap(jax.value_and_grad(pair_of_r), in_axes=(0, None)), static_argnums=1)
+        r = jnp.asarray([cutoff - 1e-7, cutoff + 1e-7, cutoff + 1e-3, 0.9, 1.0, 1.5, 3.0, 0.5, 0.0])
+        soft, soft_slope = map(np.asarray, pair(r, True))
+        exact, exact_slope = map(np.asarray, pair(r, False))
+    # Identical above the cutoff.
+    np.testing.assert_allclose(soft[1:7], exact[1:7], rtol=1e-12)
+    # Value and slope continuous across r_c (soft branch just below, exact just above).
+    assert soft[0] == pytest.approx(exact[1], abs=1e-4)
+    assert soft_slope[0] == pytest.approx(exact_slope[1], rel=1e-5)
+    # Linear below the cutoff: finite, bounded and repulsive down to r = 0.
+    assert np.isfinite(soft[-1]) and soft[-1] > soft[-2] > soft[0]
+    assert soft_slope[-2] == pytest.approx(soft_slope[0], rel=1e-6)
     assert targets.TARGETS.meta("lj13_softcore")["training_only"] is True
     assert targets.get("lj13_softcore").reference is None
     with pytest.raises(ValueError, match="cutoff"):
@@ -242,9 +243,9 @@ def test_softcore_matches_exact_above_cutoff_and_is_c1():
 def test_single_count_variant_halves_the_pair_energy():
     x = _with_close_pair("lj13", 1.0)
     full, single = targets.get("lj13"), targets.get("lj13_single_count")
-    harmonic = float(particles.harmonic_energy(x, particles.LJ13_SPEC))
-    assert -float(full.log_prob(x)) - harmonic == pytest.approx(2 * (-float(single.log_prob(x)) - harmonic),
-                                                                rel=1e-5)
+    harmonic = float(jax.jit(particles.harmonic_energy, static_argnums=1)(x, particles.LJ13_SPEC))
+    e_full, e_single = (-float(jax.jit(t.log_prob)(x)) for t in (full, single))
+    assert e_full - harmonic == pytest.approx(2 * (e_single - harmonic), rel=1e-5)
 
 
 def test_wrong_shape_and_unknown_names_raise():
@@ -315,3 +316,27 @@ def test_reference_set_halves_agree(name, reference_energies):
     # And their distributions: two-sample KS at p > 1e-4 (uses the ESS, not the raw size, via thinning).
     stride = max(1, int(round(first.size / ess_half)))
     assert scipy.stats.ks_2samp(first[::stride], second[::stride]).pvalue > 1e-4
+
+
+@pytest.mark.slow
+def test_generation_script_is_deterministic(tmp_path, monkeypatch):
+    """A tiny DW4 run of scripts/generate_reference_sets.py twice gives byte-identical files."""
+    import dataclasses
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "generate_reference_sets.py"
+    spec = importlib.util.spec_from_file_location("generate_reference_sets", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    config = dataclasses.replace(module.CONFIGS["dw4"], num_chains=4, num_warmup_steps=20,
+                                 num_burnin_steps=10, thinning=2, num_samples_per_chain=8)
+    for run in ("a", "b"):
+        module.generate(config, tmp_path / run, log=lambda s: None)
+    for suffix in ("npz", "json"):
+        first = (tmp_path / "a" / f"dw4_reference.{suffix}").read_bytes()
+        assert first == (tmp_path / "b" / f"dw4_reference.{suffix}").read_bytes()
+    with np.load(tmp_path / "a" / "dw4_reference.npz") as data:
+        assert data["samples"].shape == (32, 8) and data["chain"].shape == (32,)

@@ -13,8 +13,18 @@ from targets import UnknownNameError
 pytestmark = pytest.mark.usefixtures("strict_promotion")
 
 BUILT_INS = {
-    "funnel10", "gaussian", "gaussian_correlated", "gmm9", "gmm25", "gmm40", "mog2", "mog50",
-    "many_well8", "many_well16", "many_well32", "many_well64",
+    "funnel10",
+    "gaussian",
+    "gaussian_correlated",
+    "gmm9",
+    "gmm25",
+    "gmm40",
+    "mog2",
+    "mog50",
+    "many_well8",
+    "many_well16",
+    "many_well32",
+    "many_well64",
 }
 PARTICLE_TARGETS = {"dw4", "lj13", "lj55"}
 
@@ -79,7 +89,12 @@ def test_register_target_round_trip_with_a_user_log_prob():
         with pytest.raises(ValueError, match="already registered"):
             targets.register_target(name, log_prob, dim=2)
         replacement = targets.register_target(
-            name, log_prob, dim=2, log_Z=1.5, sample=lambda key, n: jax.random.normal(key, (n, 2)), overwrite=True
+            name,
+            log_prob,
+            dim=2,
+            log_Z=1.5,
+            sample=lambda key, n: jax.random.normal(key, (n, 2)),
+            overwrite=True,
         )
         assert targets.get(name) is replacement and replacement.log_Z_source == "user supplied"
         assert replacement.sample(jax.random.key(0), 3).shape == (3, 2)

@@ -1,0 +1,336 @@
+"""Tests of the bridge-pair regression family (Adjoint Sampling, TSM, CSM, NSM).
+
+- Algebra: the α_t-mixture identity of methods.md §1.3 and NSM = AS for the Brownian base.
+- Fixed point: with exact target samples and the closed-form optimal control of a Gaussian target
+  (`samplers.gaussian_oracle`), the mean minibatch gradient of every loss w.r.t. a perturbation
+  `u = u* + φ(x, t)·θ` vanishes at θ = 0 (within 3 SE over independent minibatches) and does not at
+  θ ≠ 0.
+- Training: small budgets reach |log Ẑ - log Z| < 0.05 and reverse ESS > 0.8 (2-D correlated Gaussian;
+  1-D bimodal mixture, marked slow), two seeds.
+- Conformance / determinism / cost accounting through `samplers.train`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import samplers
+import targets
+from samplers import estimators
+from samplers.base_processes import BrownianBase, GeometricSchedule, LinearSchedule, VPBase
+from samplers.gaussian_oracle import GaussianOracle
+from samplers.methods import bridge_regression as br
+from samplers.problem import sampling_problem
+from samplers.train import train
+from targets.base import ParticleSpec
+from targets.mixtures import mixture_target
+
+METHODS = {
+    "adjoint_sampling": "adjoint",
+    "target_score_matching": "tsm",
+    "conditional_score_matching": "csm",
+    "novel_score_matching": "nsm",
+}
+NUM_STEPS = 50  # EM steps of the test problems
+
+
+def _gaussian_problem(num_steps: int = NUM_STEPS):
+    target = targets.get("gaussian_correlated")  # mean 1, stds 2 and 0.5, rotated: log Z = log(2π)
+    return sampling_problem(target, BrownianBase(dim=2, schedule=LinearSchedule(1.0)), num_steps=num_steps)
+
+
+def _bimodal_target():
+    # Unnormalised weights 0.7 and 1.3 (log Z = log 2), modes at ±2 with stds 0.5 and 0.4.
+    return mixture_target(
+        "bimodal_1d", np.log([0.7, 1.3]), np.array([[-2.0], [2.0]]), np.array([[[0.25]], [[0.16]]]),
+        pretty_name="1-D bimodal", description="test target: two Gaussians at ±2, weights 0.7/1.3",
+    )
+
+
+def _bimodal_problem():
+    base = BrownianBase(dim=1, schedule=LinearSchedule(1.0))
+    return sampling_problem(_bimodal_target(), base, num_steps=NUM_STEPS)
+
+
+# ---------------------------------------------------------------------------------------------
+# registry and configs
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_registered(name):
+    spec = samplers.get(name)
+    assert spec.family == "soc-regression"
+    assert spec.bases == ("brownian",)
+    assert spec.supports("brownian") and not spec.supports("vp")
+    config = spec.make_config()
+    assert isinstance(config, br.BridgeRegressionConfig)
+    with pytest.raises(ValueError, match="valid fields"):
+        spec.make_config(not_a_field=1)
+
+
+def test_config_and_problem_errors_name_valid_choices():
+    with pytest.raises(ValueError, match="valid choices"):
+        br.AdjointSamplingConfig(loss_weighting="bogus")
+    with pytest.raises(ValueError, match="valid choices"):
+        br.ScoreMatchingConfig(importance_weights="bogus")
+    with pytest.raises(ValueError, match="valid choices"):
+        br.BridgeRegressionConfig(network="transformer")
+    with pytest.raises(ValueError, match="resample_size"):
+        br.BridgeRegressionConfig(buffer_size=10, resample_size=20)
+    with pytest.raises(ValueError, match="t_min"):
+        br.BridgeRegressionConfig(t_min=0.7)
+    vp_problem = sampling_problem(targets.get("gaussian"), VPBase(dim=2), num_steps=10)
+    with pytest.raises(ValueError, match="valid base kinds"):
+        samplers.get("adjoint_sampling").build(vp_problem, br.AdjointSamplingConfig())
+
+
+def test_clip_per_particle():
+    spec = ParticleSpec(n_particles=3, spatial_dim=2)
+    g = jnp.array([3.0, 4.0, 0.3, 0.4, -6.0, 8.0])  # per-particle norms 5, 0.5, 10
+    clipped = br.clip_per_particle(g, 1.0, spec).reshape(3, 2)
+    np.testing.assert_allclose(np.linalg.norm(clipped, axis=-1), [1.0, 0.5, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(clipped[1], [0.3, 0.4], rtol=1e-6)  # untouched below the threshold
+    np.testing.assert_allclose(br.clip_per_particle(g[:2], 2.5, None), [1.5, 2.0], rtol=1e-6)
+    assert br.clip_per_particle(g, None, spec) is g
+
+
+# ---------------------------------------------------------------------------------------------
+# algebra of the targets
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bridge_schedule_matches_linear_base():
+    problem = _gaussian_problem()
+    bridge = br.bridge_schedule(problem)
+    t = jnp.array([0.0, 0.013, 0.5, 0.977, 1.0])
+    np.testing.assert_allclose(bridge.nu(t), problem.base.nu(t), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(bridge.sigma(t), problem.base.sigma(t), rtol=1e-6)
+    np.testing.assert_allclose(bridge.nu1, problem.chain.marginal_vars[-1], rtol=1e-6)
+
+
+def test_mixture_identity_and_nsm_equals_as():
+    """α_t Y^TSM + (1 - α_t) Y^CSM = Y^AS (methods.md §1.3), and Y^NSM = Y^AS for the Brownian base."""
+    problem = _gaussian_problem()
+    bridge = br.bridge_schedule(problem)
+    key_x, key_t, key_n = jax.random.split(jax.random.key(0), 3)
+    x_1 = problem.target.sample(key_x, 64)
+    t = jax.random.uniform(key_t, (64,), minval=0.05, maxval=0.95)
+    noise = jax.random.normal(key_n, x_1.shape)
+    x_t = bridge.alpha(t)[:, None] * x_1 + jnp.sqrt(bridge.bridge_var(t))[:, None] * noise
+    score = jax.vmap(br.endpoint_gradients(problem, "tsm"))(x_1)
+    tilt = jax.vmap(br.endpoint_gradients(problem, "adjoint"))(x_1)
+    y_tsm = br.regression_target("tsm", bridge, t, x_t, x_1, score)
+    y_csm = br.regression_target("csm", bridge, t, x_t, x_1, jnp.zeros_like(x_1))
+    y_as = br.regression_target("adjoint", bridge, t, x_t, x_1, tilt)
+    y_nsm = br.regression_target("nsm", bridge, t, x_t, x_1, tilt)
+    alpha = bridge.alpha(t)[:, None]
+    np.testing.assert_allclose(alpha * y_tsm + (1 - alpha) * y_csm, y_as, rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(y_nsm, y_as, rtol=0, atol=0)
+    # ∇r = ∇log π + x/s_K with s_K = σ² = 1 for this grid.
+    np.testing.assert_allclose(tilt, score + x_1, rtol=1e-5, atol=1e-5)
+    assert np.all(np.asarray(br.endpoint_gradients(problem, "csm")(x_1[0])) == 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# fixed point of the losses at the optimal control
+# ---------------------------------------------------------------------------------------------
+
+
+def _features(x, t):
+    """φ(x, t) `(dim, 4)`: a constant shift per coordinate, a linear term, a time-dependent shift."""
+    return jnp.stack([jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0]), x, t * jnp.ones(2)], axis=-1)
+
+
+def _optimal_control(mean, covariance, bridge):
+    """u*(x, t) = σ̃(t)(ν̃_1 I + α_t D)^{-1}(D x + ν̃_1 m)/ν̃_1, D = S - ν̃_1 I: the Gaussian oracle's formula
+    with the EM chain's piecewise schedule (exact: that chain IS a Brownian motion with schedule σ̃)."""
+    mean, covariance = jnp.asarray(mean, jnp.float32), jnp.asarray(covariance, jnp.float32)
+    eye = jnp.eye(mean.shape[0])
+
+    def control(params, x, t):
+        c = bridge.coefficients(t)
+        d = covariance - bridge.nu1 * eye
+        nu1 = bridge.nu1
+        return c.sigma * jnp.linalg.solve(nu1 * eye + c.alpha * d, d @ x + nu1 * mean) / nu1
+
+    return control
+
+
+FIXED_POINT_CASES = [
+    ("adjoint", "paper", (0.0, 1.0), "linear"),
+    ("adjoint", "score", (0.0, 1.0), "geometric"),  # σ varies in t: the 1/σ² weighting matters
+    ("nsm", "paper", (0.0, 1.0), "linear"),
+    ("tsm", "paper", (0.05, 0.95), "linear"),
+    ("csm", "paper", (0.05, 0.95), "linear"),
+]
+
+
+@pytest.mark.parametrize(("kind", "weighting", "window", "schedule"), FIXED_POINT_CASES)
+def test_fixed_point_at_optimal_control(kind, weighting, window, schedule):
+    if schedule == "linear":
+        problem = _gaussian_problem()
+    else:
+        base = BrownianBase(dim=2, schedule=GeometricSchedule(sigma_min=0.2, sigma_max=2.0))
+        problem = sampling_problem(targets.get("gaussian_correlated"), base, num_steps=NUM_STEPS)
+    target = problem.target
+    bridge = br.bridge_schedule(problem)
+    optimal = _optimal_control(target.ground_truth["mean"], target.ground_truth["covariance"], bridge)
+    if schedule == "linear":  # the closed form of samplers.gaussian_oracle (continuous ν = discrete ν̃ here)
+        oracle = GaussianOracle(target.ground_truth["mean"], target.ground_truth["covariance"], problem.base)
+        optimal = oracle.control
+    gradient_data = jax.vmap(br.endpoint_gradients(problem, kind))
+
+    def control(theta, x, t):
+        return optimal(None, x, t) + _features(x, t) @ theta
+
+    def minibatch_gradient(theta, key):
+        key_x, key_loss = jax.random.split(key)
+        x_1 = target.sample(key_x, 256)  # exact samples of p* = π
+        return jax.grad(br.regression_loss, argnums=1)(
+            control, theta, key_loss, x_1, gradient_data(x_1), kind=kind, bridge=bridge,
+            time_window=window, weighting=weighting,
+        )
+
+    keys = jax.random.split(jax.random.key(1), 200)
+    gradients = jax.jit(jax.vmap(minibatch_gradient, in_axes=(None, 0)))
+
+    def z_scores(theta):
+        g = np.asarray(gradients(theta, keys), np.float64)
+        return g.mean(0) / (g.std(0, ddof=1) / np.sqrt(g.shape[0]))
+
+    z_opt = z_scores(jnp.zeros(4))
+    assert np.all(np.abs(z_opt) < 3.0), f"{kind}: gradient at the optimum is not zero: z = {z_opt}"
+    z_perturbed = z_scores(jnp.array([0.3, -0.3, 0.2, 0.3]))
+    assert np.max(np.abs(z_perturbed)) > 6.0, f"{kind}: perturbed gradient not detected: z = {z_perturbed}"
+
+
+# ---------------------------------------------------------------------------------------------
+# training to the analytic answer
+# ---------------------------------------------------------------------------------------------
+
+TRAIN_CONFIG = dict(
+    hidden=(32, 32), batch_size=256, buffer_size=2048, resample_size=512, refresh_every=20,
+    learning_rate=3e-3, integrator="scan",
+)
+METHOD_OVERRIDES = {  # per-method settings of the small budget (documented in the report)
+    "adjoint_sampling": {},
+    # TSM's α_t^{-1} target has unbounded variance as t -> 0: it needs a time floor and a larger batch.
+    "target_score_matching": {"t_min": 0.05, "batch_size": 512},
+    "conditional_score_matching": {},
+    "novel_score_matching": {},
+}
+
+
+def _train_and_evaluate(problem, name, num_steps, seeds, num_samples=4000):
+    """One compiled program per (method, problem): `num_steps` steps of `method.step`, then `sample`.
+
+    Returns `[(log Z error, reverse ESS, training cost)]`, one per seed.
+    """
+    spec = samplers.get(name)
+    config = {**TRAIN_CONFIG, "learning_rate_decay_steps": num_steps, **METHOD_OVERRIDES[name]}
+    method = spec.build(problem, spec.make_config(**config))
+
+    @jax.jit
+    def run(key):
+        key_init, key_steps, key_sample = jax.random.split(key, 3)
+
+        def body(state, i):
+            state, info = method.step(jax.random.fold_in(key_steps, i), state)
+            return state, info.loss
+
+        state, _ = jax.lax.scan(body, method.init(key_init), jnp.arange(num_steps))
+        return method.sample(key_sample, state, num_samples).log_w, state.cost
+
+    results = []
+    for seed in seeds:
+        log_w, cost = run(jax.random.key(seed))
+        assert np.all(np.isfinite(np.asarray(log_w)))
+        error = float(estimators.log_Z(log_w).value) - problem.log_Z
+        results.append((error, float(estimators.reverse_ess(log_w).value), cost))
+    return results
+
+
+SLOW = pytest.mark.slow  # the fast tier trains AS (uniform buffer, ∇E data) and CSM (IS weights, no ∇E)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n in ("adjoint_sampling", "conditional_score_matching") else pytest.param(n, marks=SLOW)
+     for n in sorted(METHODS)],
+)
+def test_training_gaussian(name):
+    problem = _gaussian_problem()
+    num_steps = 1000
+    for error, ess, cost in _train_and_evaluate(problem, name, num_steps, seeds=(0, 1)):
+        assert abs(error) < 0.05 and ess > 0.8, f"{name}: log Z error {error:.4f}, reverse ESS {ess:.3f}"
+        # Cost: one refresh per epoch of refresh_every steps; ∇log γ once per new end point (none for CSM),
+        # far fewer than the regression targets used (the saving of Adjoint Sampling's buffer).
+        config = {**TRAIN_CONFIG, **METHOD_OVERRIDES[name]}
+        new_points = -(-num_steps // config["refresh_every"]) * config["resample_size"]
+        assert float(cost.energy_evals) == new_points
+        assert float(cost.grad_evals) == (0 if name == "conditional_score_matching" else new_points)
+        assert float(cost.grad_evals) <= 0.1 * num_steps * config["batch_size"]
+
+
+AS_BIMODAL_XFAIL = pytest.mark.xfail(
+    strict=False,
+    reason=(
+        "Adjoint Sampling draws buffer end points uniformly (no importance weights): on the 1-D "
+        "bimodal target its self-consistent fixed point is reached unreliably in 1000 steps (seed 0 "
+        "drops the weight-0.35 mode: log Z error -0.43, ESS 0.94; seed 1: ESS 0.59). NSM, the same "
+        "regression target with importance weights, passes."
+    ),
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=AS_BIMODAL_XFAIL) if n == "adjoint_sampling" else n for n in sorted(METHODS)],
+)
+def test_training_bimodal(name):
+    problem = _bimodal_problem()
+    for error, ess, _ in _train_and_evaluate(problem, name, 1000, seeds=(0, 1)):
+        assert abs(error) < 0.05 and ess > 0.8, f"{name}: log Z error {error:.4f}, reverse ESS {ess:.3f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# conformance, determinism, cost
+# ---------------------------------------------------------------------------------------------
+
+TINY_CONFIG = dict(
+    hidden=(8,), batch_size=16, buffer_size=64, resample_size=32, refresh_every=3, integrator="scan"
+)
+
+
+def test_train_is_deterministic_compiles_once_and_counts_cost():
+    problem = _gaussian_problem(num_steps=8)
+    config = br.AdjointSamplingConfig(**TINY_CONFIG)
+    method = samplers.get("adjoint_sampling").build(problem, config)
+    first = train(jax.random.key(3), method, num_steps=7, chunk_size=3)
+    second = train(jax.random.key(3), method, num_steps=7, chunk_size=3)
+    assert first.num_compilations == 1 and second.num_compilations == 1
+    np.testing.assert_array_equal(first.history["loss"], second.history["loss"])
+    assert np.all(np.isfinite(first.history["loss"])) and np.all(np.isfinite(first.history["grad_norm"]))
+    sample = jax.jit(method.sample, static_argnums=2)
+    samples_first = sample(jax.random.key(4), first.state, 64)
+    samples_second = sample(jax.random.key(4), second.state, 64)
+    np.testing.assert_array_equal(samples_first.x, samples_second.x)
+    np.testing.assert_array_equal(samples_first.log_w, samples_second.log_w)
+    assert np.all(np.isfinite(np.asarray(samples_first.log_w)))
+    x_target = problem.target.sample(jax.random.key(6), 64)
+    backward = jax.jit(method.backward)(jax.random.key(5), first.state, x_target)
+    assert backward.shape == (64,) and np.all(np.isfinite(np.asarray(backward)))
+    # Refreshes happen at steps 0, 3, 6; the buffer then holds 64 end points (capacity).
+    np.testing.assert_allclose(first.history["refreshed"], [1 / 3, 1 / 3, 1.0], rtol=1e-6)
+    assert int(first.state.buffer.size) == 64 and int(first.state.step) == 7
+    # Cost: refreshes at steps 0, 3, 6 (32 new end points each, K = 8 steps), 16 regression targets per step.
+    cost = first.state.cost
+    new_points = 3 * config.resample_size
+    assert float(cost.energy_evals) == new_points and float(cost.grad_evals) == new_points
+    assert float(cost.sde_steps) == new_points * problem.num_steps
+    assert float(cost.network_evals) == new_points * problem.num_steps + 7 * config.batch_size
