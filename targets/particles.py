@@ -143,10 +143,11 @@ def pair_squared_distances(x: jax.Array, spec: ParticleSpec) -> jax.Array:
 
 
 def _safe_sqrt(s: jax.Array) -> jax.Array:
-    """`√s` whose gradient is 0 (not NaN) at `s = 0` (double-`where` trick)."""
+    """`√s` whose gradient is 0 (not NaN) at `s = 0` (double-`where` trick); NaN stays NaN."""
     positive = s > 0
     root = jnp.sqrt(jnp.where(positive, s, jnp.ones_like(s)))
-    return jnp.where(positive, root, jnp.zeros_like(s))
+    # `s > 0` is False for NaN: keep NaN (a diverged configuration must not get a finite energy).
+    return jnp.where(positive, root, jnp.where(jnp.isnan(s), s, jnp.zeros_like(s)))
 
 
 def interatomic_distances(x: jax.Array, spec: ParticleSpec) -> jax.Array:

@@ -139,6 +139,8 @@ class CMCDConfig:
 
     def __post_init__(self):
         who = type(self).__name__
+        if isinstance(self.hidden, list):  # e.g. from a JSON config: keep the frozen config hashable
+            object.__setattr__(self, "hidden", tuple(self.hidden))
         if self.network not in NETWORKS:
             raise ValueError(f"{who}: unknown network {self.network!r}; valid choices: {sorted(NETWORKS)}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 2:

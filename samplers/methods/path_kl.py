@@ -102,6 +102,8 @@ NETWORKS: dict[str, str] = {
 
 
 def _check_common(config: Any, who: str) -> None:
+    if isinstance(config.hidden, list):  # e.g. from a JSON config: keep the frozen config hashable
+        object.__setattr__(config, "hidden", tuple(config.hidden))
     if config.network not in NETWORKS:
         raise ValueError(f"{who}: unknown network {config.network!r}; valid choices: {sorted(NETWORKS)}")
     if config.integrator not in sde.INTEGRATORS:

@@ -340,3 +340,10 @@ def test_generation_script_is_deterministic(tmp_path, monkeypatch):
         assert first == (tmp_path / "b" / f"dw4_reference.{suffix}").read_bytes()
     with np.load(tmp_path / "a" / "dw4_reference.npz") as data:
         assert data["samples"].shape == (32, 8) and data["chain"].shape == (32,)
+
+
+@pytest.mark.parametrize("name", ["dw4", "lj13"])
+def test_nan_configuration_gives_nan_energy(name):
+    target = targets.get(name)
+    x = jnp.zeros(target.dim).at[0].set(jnp.nan)
+    assert bool(jnp.isnan(target.log_prob(x)))
