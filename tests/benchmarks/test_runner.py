@@ -12,12 +12,20 @@ from pathlib import Path
 
 import pytest
 
-import tests.benchmarks.toy_method  # noqa: F401  (registers toy_is, toy_nan, toy_error)
 from benchmarks.records import iter_records, read_record
 from benchmarks.runner import parse_only, parse_shard, run_suite, select_cells
 from benchmarks.suites import load_suite
+from tests.benchmarks import toy_method
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _toy_methods():
+    """Register the toy methods for this module only (the method registry is process-global)."""
+    toy_method.register()
+    yield
+    toy_method.unregister()
 
 
 def _suite_file(tmp_path: Path, **overrides) -> Path:
@@ -111,8 +119,14 @@ def test_shipped_suites_load():
 def test_cli_exit_code_2_on_bad_input(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     for argv in (["benchmark", "--suite", "nope"], ["benchmark", "--suite", "quick", "--shard", "9/2"]):
-        proc = subprocess.run([sys.executable, "-m", "benchmarks", *argv], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks", *argv],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 2, proc.stderr
         assert "error:" in proc.stderr
 
@@ -122,13 +136,14 @@ def test_killed_grid_resumes_without_losing_or_repeating_cells(tmp_path):
     suite_path = _suite_file(tmp_path, seeds=seeds)
     out = tmp_path / "runs"
     code = (
-        "import tests.benchmarks.toy_method, sys; from benchmarks.cli import main; "
+        "import sys, tests.benchmarks.toy_method as t; t.register(); from benchmarks.cli import main; "
         f"sys.exit(main(['benchmark', '--suite', {str(suite_path)!r}, '--out', {str(out)!r}, "
         f"'--results', {str(tmp_path / 'res')!r}, '--no-progress', '--no-leaderboard']))"
     )
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 240
     while time.time() < deadline and len(list(out.rglob("seed*.json"))) < 2:
         time.sleep(0.05)
@@ -138,8 +153,9 @@ def test_killed_grid_resumes_without_losing_or_repeating_cells(tmp_path):
     assert 2 <= len(done_before) < len(seeds), "the kill must land mid-grid"
     for p in done_before:
         read_record(p)  # every record on disk is complete JSON
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr
     after = sorted(out.rglob("seed*.json"))
     assert len(after) == len(seeds)

@@ -1,4 +1,4 @@
-"""A tiny, exact importance-sampling method used to test the harness (registered as `toy_is`).
+"""A tiny, exact importance-sampling method used to test the harness (`register()` adds `toy_is`).
 
 Proposal `q = N(0, s² I)`; `log w = log γ(x) - log q(x)`, so `E_q[w] = Z` exactly. Its `step`
 shrinks nothing and costs nothing; `inject_nan=True` makes `sample` return NaN end points (the
@@ -66,8 +66,21 @@ class ErrorConfig(ToyConfig):
     raise_in_build: bool = True
 
 
-for _name, _cfg in (("toy_is", ToyConfig), ("toy_nan", NaNConfig), ("toy_error", ErrorConfig)):
-    samplers.register(
-        MethodSpec(name=_name, family="test", config_cls=_cfg, build=build, cost_model="1 energy per sample"),
-        overwrite=True,
-    )
+TOY_METHODS = (("toy_is", ToyConfig), ("toy_nan", NaNConfig), ("toy_error", ErrorConfig))
+
+
+def register() -> None:
+    """Register the toy methods (tests must call `unregister` afterwards: the registry is global)."""
+    for name, cfg in TOY_METHODS:
+        samplers.register(
+            MethodSpec(
+                name=name, family="test", config_cls=cfg, build=build, cost_model="1 energy per sample"
+            ),
+            overwrite=True,
+        )
+
+
+def unregister() -> None:
+    for name, _ in TOY_METHODS:
+        if name in samplers.METHODS:
+            samplers.METHODS.unregister(name)
