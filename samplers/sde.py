@@ -66,6 +66,7 @@ __all__ = [
     "SDEConfig",
     "GridBrownianPath",
     "brownian_path",
+    "evaluation_functions",
     "path_controls",
     "path_log_weights",
     "simulate",
@@ -651,3 +652,48 @@ def simulate_backward(
         controls=None,
         cost=_cost(num_samples, problem.num_steps, 1, grad_evals_per_control),
     )
+
+
+def evaluation_functions(
+    problem: Problem,
+    control: Control,
+    params_of: Callable[[Any], Any],
+    config: SDEConfig | None = None,
+    *,
+    grad_evals_per_control: float = 0.0,
+) -> tuple[Callable, Callable | None]:
+    """The `Method.sample` and `Method.backward` of a method whose sampler is the controlled SDE.
+
+    Both simulate with `detach="all"` (evaluation rollouts, no gradient): `sample(key, state, n)`
+    returns `Samples(x, log_w, cost)` of forward paths, `backward(key, state, x_target)` the
+    log-weights of paths simulated back from target samples (None when the problem has no
+    `log γ̃`, e.g. the memoryless flow base). `params_of(state)` picks the control's parameters.
+    """
+    from samplers.method import Samples
+
+    config = dataclasses.replace(config or SDEConfig(), detach="all")
+
+    def sample(key: jax.Array, state: Any, num_samples: int) -> Samples:
+        path = simulate(
+            key,
+            problem,
+            control,
+            params_of(state),
+            num_samples,
+            config,
+            grad_evals_per_control=grad_evals_per_control,
+        )
+        return Samples(x=path.x, log_w=path.log_w, cost=path.cost)
+
+    def backward(key: jax.Array, state: Any, x_target: jax.Array) -> jax.Array:
+        return simulate_backward(
+            key,
+            problem,
+            control,
+            params_of(state),
+            x_target,
+            SDEConfig(detach="all"),
+            grad_evals_per_control=grad_evals_per_control,
+        ).log_w
+
+    return sample, (backward if problem.has_log_target else None)

@@ -94,7 +94,7 @@ import optax
 
 import samplers
 from samplers import sde
-from samplers.method import Cost, Method, MethodSpec, Samples
+from samplers.method import Cost, Method, MethodSpec
 from samplers.methods.path_kl import (
     NETWORKS,
     batch_log_Z,
@@ -582,31 +582,15 @@ def build_adjoint_matching(problem: Problem, config: AdjointMatchingConfig) -> M
         )
         return new_state, info
 
-    def sample(key: jax.Array, state: AdjointMatchingState, num_samples: int) -> Samples:
-        path = sde.simulate(
-            key,
-            problem,
-            net.apply,
-            state.params["control"],
-            num_samples,
-            dataclasses.replace(sde_config, detach="all"),
-            grad_evals_per_control=per_control,
-        )
-        return Samples(x=path.x, log_w=path.log_w, cost=path.cost)
+    sample, backward = sde.evaluation_functions(
+        problem,
+        net.apply,
+        lambda state: state.params["control"],
+        sde_config,
+        grad_evals_per_control=per_control,
+    )
 
-    def backward(key: jax.Array, state: AdjointMatchingState, x_target: jax.Array) -> jax.Array:
-        path = sde.simulate_backward(
-            key,
-            problem,
-            net.apply,
-            state.params["control"],
-            x_target,
-            sde.SDEConfig(detach="all"),
-            grad_evals_per_control=per_control,
-        )
-        return path.log_w
-
-    return Method(init=init, step=step, sample=sample, backward=backward if problem.has_log_target else None)
+    return Method(init=init, step=step, sample=sample, backward=backward)
 
 
 samplers.register(

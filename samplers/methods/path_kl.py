@@ -399,31 +399,14 @@ def _bind(problem: Problem, config: PathKLConfig) -> _Bound:
     sde_config = sde.SDEConfig(integrator=config.integrator, checkpoints=config.checkpoints)
     per_control = float(net.grad_evals_per_apply)
 
-    def sample(key: jax.Array, state: PathKLState, num_samples: int) -> Samples:
-        path = sde.simulate(
-            key,
-            problem,
-            net.apply,
-            state.params["control"],
-            num_samples,
-            dataclasses.replace(sde_config, detach="all"),
-            grad_evals_per_control=per_control,
-        )
-        return Samples(x=path.x, log_w=path.log_w, cost=path.cost)
-
-    def backward(key: jax.Array, state: PathKLState, x_target: jax.Array) -> jax.Array:
-        path = sde.simulate_backward(
-            key,
-            problem,
-            net.apply,
-            state.params["control"],
-            x_target,
-            sde.SDEConfig(detach="all"),
-            grad_evals_per_control=per_control,
-        )
-        return path.log_w
-
-    return _Bound(net, sde_config, sample, backward if problem.has_log_target else None)
+    sample, backward = sde.evaluation_functions(
+        problem,
+        net.apply,
+        lambda state: state.params["control"],
+        sde_config,
+        grad_evals_per_control=per_control,
+    )
+    return _Bound(net, sde_config, sample, backward)
 
 
 def _control_loss_method(problem: Problem, config: PathKLConfig, loss_fn: Callable) -> Method:
