@@ -53,7 +53,7 @@ import targets
 from samplers import sde
 from samplers.base_processes import BrownianBase, LinearSchedule, VPBase
 from samplers.methods import adjoint_matching as am
-from samplers.methods.path_kl import batch_log_Z
+from samplers.methods.common import batch_log_Z, build_control_network, grad_log_target_fn
 from samplers.problem import Problem, sampling_problem
 from samplers.train import train
 
@@ -294,12 +294,12 @@ def measure_lean_adjoint(key: jax.Array, case: LeanAdjointCase) -> dict[str, Any
     problem, config = case.problem, case.config
     key_train, key_eval = jax.random.split(key)
     method = am.build_adjoint_matching(problem, config)
-    net = am.build_control_network(
+    net = build_control_network(
         problem,
         network=config.network,
         hidden=config.hidden,
         time_embedding_dim=config.time_embedding_dim,
-        grad_log_target=am.grad_log_target_fn(problem) if config.grad_log_target_feature else None,
+        grad_log_target=grad_log_target_fn(problem) if config.grad_log_target_feature else None,
         grad_target_clip=config.grad_target_clip,
     )
 

@@ -95,10 +95,11 @@ import optax
 import samplers
 from samplers import sde
 from samplers.method import Cost, Method, MethodSpec
-from samplers.methods.path_kl import (
+from samplers.methods.common import (
     NETWORKS,
     batch_log_Z,
     build_control_network,
+    clip_norm,
     grad_log_target_fn,
     make_optimizer,
 )
@@ -113,7 +114,6 @@ __all__ = [
     "LossAux",
     "adjoint_matching_loss",
     "build_adjoint_matching",
-    "clip_norm",
     "lean_adjoint",
     "select_times",
     "simulate_with_adjoint",
@@ -283,16 +283,6 @@ class LossAux(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 # the lean adjoint
 # ---------------------------------------------------------------------------------------------
-
-
-def clip_norm(g: jax.Array, max_norm: float | None, particles) -> jax.Array:
-    """Clip the norm of `g (dim,)` to `max_norm`, per particle for particle systems; None is a no-op."""
-    if max_norm is None:
-        return g
-    blocks = g.reshape(particles.n_particles, particles.spatial_dim) if particles is not None else g[None]
-    norms = jnp.linalg.norm(blocks, axis=-1, keepdims=True)
-    scale = jnp.minimum(1.0, max_norm / jnp.maximum(norms, jnp.finfo(g.dtype).tiny))
-    return (blocks * scale).reshape(g.shape)
 
 
 def terminal_adjoint_fn(problem: Problem, max_grad_norm_target: float | None = None) -> Callable:

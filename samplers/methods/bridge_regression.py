@@ -96,13 +96,12 @@ import samplers
 from samplers import sde
 from samplers.buffer import BufferState, buffer_add, buffer_init
 from samplers.method import Cost, Method, MethodSpec, Samples
-from samplers.networks import egnn_control, mlp_control
+from samplers.methods.common import NETWORKS, build_control_network, clip_norm
 from samplers.problem import Problem
 
 __all__ = [
     "IMPORTANCE_WEIGHTS",
     "LOSS_WEIGHTINGS",
-    "NETWORKS",
     "REGRESSION_TARGETS",
     "TIME_EPS",
     "AdjointSamplingConfig",
@@ -117,7 +116,6 @@ __all__ = [
     "ScoreMatchingConfig",
     "bridge_schedule",
     "build",
-    "clip_per_particle",
     "endpoint_gradients",
     "regression_loss",
     "regression_pairs",
@@ -142,7 +140,6 @@ IMPORTANCE_WEIGHTS: dict[str, str] = {
     "resample": "draw buffer end points with probability ∝ their path weight exp(log w) (consistent for p*)",
     "none": "draw buffer end points uniformly (on-policy reciprocal projection, Adjoint Sampling)",
 }
-NETWORKS = ("auto", "mlp", "egnn")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,19 +290,6 @@ def regression_target(kind: str, bridge: BridgeSchedule, t, x_t, x_1, grad_1) ->
 # ---------------------------------------------------------------------------------------------
 
 
-def clip_per_particle(g: jax.Array, max_norm: float | None, particles) -> jax.Array:
-    """Clip the norm of `g (dim,)` to `max_norm`, per particle for particle systems (AS, methods.md §10.6).
-
-    Without particles the whole vector is clipped; `max_norm=None` returns `g` unchanged.
-    """
-    if max_norm is None:
-        return g
-    blocks = g.reshape(particles.n_particles, particles.spatial_dim) if particles is not None else g[None]
-    norms = jnp.linalg.norm(blocks, axis=-1, keepdims=True)
-    scale = jnp.minimum(1.0, max_norm / jnp.maximum(norms, jnp.finfo(g.dtype).tiny))
-    return (blocks * scale).reshape(g.shape)
-
-
 def endpoint_gradients(problem: Problem, kind: str, max_grad_norm_target: float | None = None) -> Callable:
     """`x_1 (dim,) -> grad_1 (dim,)`: the gradient data the target `kind` needs at one end point.
 
@@ -324,7 +308,7 @@ def endpoint_gradients(problem: Problem, kind: str, max_grad_norm_target: float 
     terminal_var = problem.chain.marginal_vars[-1]  # p^base_K = N(0, s_K I) for the linear-Gaussian bases
 
     def gradient(x):
-        s = base.project(clip_per_particle(score(x), max_grad_norm_target, problem.particles))
+        s = base.project(clip_norm(score(x), max_grad_norm_target, problem.particles))
         if target.gradient == "score":
             return s
         return base.project(s + base.project(x) / terminal_var)  # ∇r = ∇log γ̃ - ∇log p^base_K
@@ -574,17 +558,6 @@ class BridgeRegressionInfo(NamedTuple):
     refreshed: jax.Array
 
 
-def _network(problem: Problem, config: BridgeRegressionConfig):
-    network = config.network
-    if network == "auto":
-        network = "egnn" if problem.particles is not None else "mlp"
-    if network == "egnn":
-        if problem.particles is None:
-            raise ValueError("network='egnn' needs a particle problem; use network='mlp' or 'auto'")
-        return egnn_control(problem.particles, hidden=config.hidden[0], num_layers=len(config.hidden))
-    return mlp_control(problem.dim, hidden=config.hidden)
-
-
 def _buffer_log_weights(buffer: BufferState) -> jax.Array:
     """Stored log-weights with unfilled slots (and non-finite values) at `-inf`."""
     log_w = buffer.data.log_w
@@ -632,7 +605,7 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
     _check_choice(kind, REGRESSION_TARGETS, "regression target")
     bridge = bridge_schedule(problem)
     base = problem.base
-    net = _network(problem, config)
+    net = build_control_network(problem, network=config.network, hidden=config.hidden)
     control = net.apply
     gradient = endpoint_gradients(problem, kind, config.max_grad_norm_target)
     needs_gradient = REGRESSION_TARGETS[kind].gradient != "none"
@@ -651,8 +624,16 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
 
     def loss_fn(params, key, x_1, grad_1):
         return regression_loss(
-            control, params, key, x_1, grad_1, kind=kind, bridge=bridge, time_window=time_window,
-            weighting=config.loss_weighting, project=base.project,
+            control,
+            params,
+            key,
+            x_1,
+            grad_1,
+            kind=kind,
+            bridge=bridge,
+            time_window=time_window,
+            weighting=config.loss_weighting,
+            project=base.project,
         )
 
     def init(key: jax.Array) -> BridgeRegressionState:

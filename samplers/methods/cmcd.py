@@ -72,7 +72,7 @@ import optax
 import samplers
 from samplers.baselines.common import complete_centre_of_mass, working_density
 from samplers.method import Cost, Method, MethodSpec, Samples
-from samplers.methods.path_kl import NETWORKS, batch_log_Z, build_control_network, make_optimizer
+from samplers.methods.common import NETWORKS, batch_log_Z, build_control_network, make_optimizer
 from samplers.problem import Problem
 
 __all__ = [
@@ -111,7 +111,7 @@ class CMCDConfig:
         learning_rate: Adam learning rate (all parameters: control, `p_0`, schedule, `σ_k`).
         batch_size: trajectories per training step.
         hidden: hidden widths of the control MLP (for `egnn`: width `hidden[0]`, `len(hidden)` layers).
-        network: `"auto"`, `"mlp"` or `"egnn"` (`samplers.methods.path_kl.NETWORKS`).
+        network: `"auto"`, `"mlp"` or `"egnn"` (`samplers.methods.common.NETWORKS`).
         time_embedding_dim: number of sinusoidal time features.
         grad_log_target_feature: feed `sg[clip(∇log γ)]` to the MLP (PISGRADNet feature).
         grad_target_clip: element-wise clip of `∇log γ` in the drifts and the feature (100, CMCD `gradU`).

@@ -120,7 +120,7 @@ import samplers
 from samplers.baselines.common import complete_centre_of_mass, working_density
 from samplers.estimators import reverse_ess
 from samplers.method import Cost, Method, MethodSpec, Samples
-from samplers.methods.path_kl import NETWORKS, build_control_network, make_optimizer
+from samplers.methods.common import NETWORKS, build_control_network, make_optimizer
 from samplers.networks import scalar_net
 from samplers.problem import Problem
 

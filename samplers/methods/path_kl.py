@@ -63,38 +63,33 @@ import optax
 import samplers
 from samplers import sde
 from samplers.method import Cost, Method, MethodSpec, Samples
-from samplers.networks import ControlNet, egnn_control, mlp_control
+from samplers.methods.common import (
+    NETWORKS,
+    batch_log_Z,
+    build_control_network,
+    grad_log_target_fn,
+    make_optimizer,
+)
+from samplers.networks import ControlNet
 from samplers.problem import Problem
 
 __all__ = [
-    "NETWORKS",
     "PathKLConfig",
     "PathKLInfo",
     "PathKLState",
     "TrajectoryBalanceConfig",
     "TrajectoryBalanceInfo",
-    "batch_log_Z",
-    "build_control_network",
     "build_dds",
     "build_log_variance",
     "build_pis",
     "build_trajectory_balance",
-    "grad_log_target_fn",
     "log_variance_loss",
-    "make_optimizer",
     "path_kl_loss",
     "trajectory_balance_loss",
 ]
 
 PyTree = Any
 Control = Callable[[PyTree, jax.Array, jax.Array], jax.Array]
-
-NETWORKS: dict[str, str] = {
-    "auto": "egnn for particle systems (problem.particles set), else mlp",
-    "mlp": "samplers.networks.mlp_control (optionally with the grad-log-target feature)",
-    "egnn": "samplers.networks.egnn_control (particle systems; width hidden[0], len(hidden) layers)",
-}
-
 
 # ---------------------------------------------------------------------------------------------
 # configs, states, infos
@@ -215,70 +210,6 @@ class TrajectoryBalanceInfo(NamedTuple):
     elbo: jax.Array
     log_Z: jax.Array
     log_Z_param: jax.Array
-
-
-# ---------------------------------------------------------------------------------------------
-# shared building blocks (also used by samplers.methods.cmcd)
-# ---------------------------------------------------------------------------------------------
-
-
-def grad_log_target_fn(problem: Problem) -> Callable[[jax.Array], jax.Array]:
-    """`∇log γ̃` of ONE point: the target score for sampling problems, `∇r` without a terminal law."""
-    if problem.has_log_target:
-        return jax.grad(problem.log_target)
-    return problem.grad_tilt
-
-
-def build_control_network(
-    problem: Problem,
-    *,
-    network: str = "auto",
-    hidden: tuple[int, ...] = (64, 64),
-    time_embedding_dim: int = 32,
-    grad_log_target: Callable[[jax.Array], jax.Array] | None = None,
-    grad_target_clip: float = 100.0,
-) -> ControlNet:
-    """The control network of a method, chosen by name (`NETWORKS`).
-
-    Args:
-        problem: the problem (its `dim` and `particles`).
-        network: `"auto"` (egnn for particle systems, else mlp), `"mlp"` or `"egnn"`.
-        hidden: MLP hidden widths; for egnn the width is `hidden[0]` and the depth `len(hidden)`.
-        time_embedding_dim: number of sinusoidal time features.
-        grad_log_target: one-point `∇log γ̃` for the MLP's grad-log-target feature, or None.
-        grad_target_clip: element-wise clip of that feature.
-
-    Returns:
-        A `ControlNet` whose output is zero at initialisation (training starts from the base).
-    """
-    if network not in NETWORKS:
-        raise ValueError(f"unknown network {network!r}; valid choices: {sorted(NETWORKS)}")
-    if network == "auto":
-        network = "egnn" if problem.particles is not None else "mlp"
-    if network == "egnn":
-        if problem.particles is None:
-            raise ValueError("network='egnn' needs a particle system (problem.particles); use 'mlp'")
-        return egnn_control(
-            problem.particles, hidden=hidden[0], num_layers=len(hidden), time_embedding_dim=time_embedding_dim
-        )
-    return mlp_control(
-        problem.dim,
-        hidden=hidden,
-        time_embedding_dim=time_embedding_dim,
-        grad_log_target=grad_log_target,
-        grad_clip=grad_target_clip,
-    )
-
-
-def make_optimizer(learning_rate: float, grad_clip: float | None) -> optax.GradientTransformation:
-    """Adam with an optional global-norm gradient clip (applied first)."""
-    adam = optax.adam(learning_rate)
-    return adam if grad_clip is None else optax.chain(optax.clip_by_global_norm(grad_clip), adam)
-
-
-def batch_log_Z(log_w: jax.Array) -> jax.Array:
-    """`LSE_i(log w_i) - log n` (the importance-sampling estimate of `log Z` of one batch)."""
-    return jax.nn.logsumexp(log_w) - jnp.log(log_w.shape[0])
 
 
 # ---------------------------------------------------------------------------------------------
