@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 SUITE  ?= quick
 ARGS   ?=
 
-.PHONY: install test test-slow benchmark leaderboard perf claims lint format clean
+.PHONY: install test test-slow benchmark leaderboard perf claims digits lint format clean
 
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ perf: install
 
 claims: install
 	$(PY) -m benchmarks claims $(ARGS)
+
+digits: install
+	$(PY) -m benchmarks digits $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check targets samplers benchmarks tests scripts

@@ -4,6 +4,12 @@
   evaluations (lines: the training trace of learned samplers, every seed; markers: the end point of
   every ok cell, including MCMC/SMC). Right: MMD² (median bandwidth) at the end point, against the
   same axis, with the noise floor as a dashed line.
+- `<target>_budget.png` (suites with evaluation budgets, `max_evals`; replaces `_cost`): accuracy
+  versus cost at equal budgets, one line per method. Left: |log Ẑ - log Z|, right: MMD² (median
+  bandwidth), both against the energy + gradient evaluations actually spent (training + final
+  sampling), mean over ok seeds, one marker per budget level, joined in order of cost. Learned
+  samplers also show their training trace (thin lines, every seed) against training cost so far
+  plus the cost of the final sampling from that state. Dotted verticals: the nominal budgets.
 - `<target>_samples.png` (2-D targets): model samples of the first ok seed of every method beside
   exact / reference samples.
 - `<target>_energy.png` (particle targets): energy histograms of every method against the reference.
@@ -101,6 +107,86 @@ def _cost_figure(target: str, rows: list[tuple[str, dict]], path: Path) -> bool:
     return True
 
 
+_BASELINE_FAMILIES = ("mcmc", "smc", "ais")
+
+
+def _spent(agg: dict[str, Any]) -> float:
+    s = agg["stats"]
+    if "budget/spent_evals" in s:
+        return s["budget/spent_evals"][0]
+    return s.get("cost/energy_evals", (0.0,))[0] + s.get("cost/grad_evals", (0.0,))[0]
+
+
+def _budget_figure(target: str, methods: dict[str, list[tuple[str, dict]]], path: Path) -> bool:
+    """Accuracy versus spent evaluations, one line per method over the budget levels (module doc)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    drawn, floor, budgets = False, None, set()
+    for i, (method, runs) in enumerate(sorted(methods.items())):
+        color = cmap(i % cmap.N)
+        style = "--" if runs[0][1].get("family") in _BASELINE_FAMILIES else "-"
+        for _, agg in runs:
+            b = agg["stats"].get("budget/max_evals")
+            if b and math.isfinite(b[0]):
+                budgets.add(b[0])
+            for tr in agg["traces"]:
+                pts = [
+                    (p["evals"] + p.get("evals_sample", 0.0), p["logZ_error"])
+                    for p in tr
+                    if math.isfinite(p["logZ_error"]) and p["evals"] > 0
+                ]
+                if pts:
+                    xs, ys = zip(*pts, strict=True)
+                    axes[0].plot(xs, np.maximum(ys, 1e-4), color=color, alpha=0.3, lw=0.8)
+        for ax, metric in ((axes[0], "logZ/error"), (axes[1], "mmd2/rbf_median")):
+            pts = sorted(
+                (_spent(agg), agg["stats"][metric][0])
+                for _, agg in runs
+                if metric in agg["stats"] and math.isfinite(agg["stats"][metric][0])
+            )
+            if not pts:
+                continue
+            xs, ys = zip(*pts, strict=True)
+            ys = np.maximum(ys, 1e-4) if metric == "logZ/error" else np.asarray(ys)
+            ax.plot(xs, ys, style, marker="o", color=color, lw=1.6, label=method)
+            drawn = True
+            if metric == "mmd2/rbf_median":
+                f = next((a["stats"].get(f"{metric}/noise_floor") for _, a in runs), None)
+                floor = f[0] if f else floor
+    if not drawn:
+        plt.close(fig)
+        return False
+    for ax in axes:
+        for b in sorted(budgets):
+            ax.axvline(b, ls=":", color="grey", lw=0.8)
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="energy + gradient evaluations spent (training + sampling)",
+        ylabel="|log Ẑ − log Z| (mean over seeds)",
+        title=f"{target}: log-Z error at equal budgets",
+    )
+    axes[1].set_xscale("log")
+    axes[1].set_yscale("symlog", linthresh=1e-4)
+    axes[1].set(
+        xlabel="energy + gradient evaluations spent (training + sampling)",
+        ylabel="MMD² (median bw; symlog, unbiased so may be < 0)",
+        title=f"{target}: MMD² at equal budgets",
+    )
+    if floor is not None and math.isfinite(floor):
+        axes[1].axhline(floor, ls="-.", color="grey", label="noise floor")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2)
+    note = "solid: learned samplers; dashed: MCMC/SMC/AIS; dotted verticals: budgets"
+    fig.text(0.01, 0.01, note, fontsize=7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def _reference(target_name: str, n: int) -> np.ndarray | None:
     import jax
 
@@ -184,13 +270,23 @@ def make_figures(suite: str, agg: dict[tuple, dict[str, Any]], out_dir: Path) ->
     """Write every figure of one suite; returns the written paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     by_target: dict[str, list[tuple[str, dict]]] = {}
+    by_method: dict[str, dict[str, list[tuple[str, dict]]]] = {}
     for (s, target, method, budget), a in agg.items():
         if s == suite and a["status"]["ok"]:
             label = method if budget == "default" else f"{method} ({budget})"
             by_target.setdefault(target, []).append((label, a))
+            by_method.setdefault(target, {}).setdefault(method, []).append((budget, a))
     written = []
     for target, rows in sorted(by_target.items()):
-        for suffix, fn in (("cost", _cost_figure), ("samples", _samples_figure), ("energy", _energy_figure)):
+        budgeted = any("budget/max_evals" in a["stats"] for _, a in rows)
+        figures = (
+            ("budget", lambda t, _rows, p: _budget_figure(t, by_method[t], p))
+            if budgeted
+            else ("cost", _cost_figure),
+            ("samples", _samples_figure),
+            ("energy", _energy_figure),
+        )
+        for suffix, fn in figures:
             path = out_dir / f"{target}_{suffix}.png"
             if fn(target, rows, path):
                 written.append(str(path))

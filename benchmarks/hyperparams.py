@@ -22,10 +22,16 @@ from importlib import resources
 from typing import Any
 
 import targets
-from samplers.base_processes import BrownianBase, GeometricSchedule, LinearSchedule, VPBase
-from samplers.problem import Problem, sampling_problem
+from samplers.base_processes import (
+    BrownianBase,
+    GeometricSchedule,
+    LinearSchedule,
+    MemorylessFlowBase,
+    VPBase,
+)
+from samplers.problem import Problem, finetuning_problem, sampling_problem
 
-__all__ = ["Resolved", "build_problem", "load_table", "resolve"]
+__all__ = ["Resolved", "build_finetuning_problem", "build_problem", "load_table", "resolve"]
 
 _PROBLEM_KEYS = {
     "base",
@@ -38,6 +44,7 @@ _PROBLEM_KEYS = {
     "beta_max",
     "num_steps",
     "grid",
+    "t0",
 }
 
 
@@ -101,8 +108,45 @@ def _vp(target: targets.Target, s: dict[str, Any]) -> VPBase:
 _BASES = {"brownian": _brownian, "vp": _vp}
 
 
+def build_finetuning_problem(target: targets.Target, settings: dict[str, Any]) -> Problem:
+    """The fine-tuning Problem of a task's tilted target (`target.finetune_task` set).
+
+    The base is the task's pretrained flow run with the memoryless schedule from `t0` (setting `t0`),
+    started at the flow marginal `p_{t0}` (`task.marginal(t0)`, exact samples and density); the tilt is
+    `λ·reward` with its closed-form gradient; `log_Z` and `target` are the task's exact ones. The base
+    of a fine-tuning task IS the pretrained model, so a `base` setting other than `"flow"` (e.g. the
+    `"vp"` that `dds` asks for) is ignored: the method is then judged on the flow base, and the runner
+    records it as not applicable if it does not support that base.
+    """
+    task = target.finetune_task
+    t0 = float(settings.get("t0", 0.01))
+    initial = task.marginal(t0)
+    base = MemorylessFlowBase(
+        task.dim,
+        task.velocity,
+        t0,
+        initial_sample_fn=initial.sample,
+        initial_log_prob_fn=initial.log_prob,
+        terminal_log_prob_fn=task.data.log_prob,
+    )
+    return finetuning_problem(
+        base,
+        task.reward,
+        task.lam,
+        num_steps=int(settings["num_steps"]),
+        grid=settings["grid"],
+        log_Z=task.log_Z,
+        target=target,
+        name=task.name,
+        grad_reward=task.grad_reward,
+    )
+
+
 def build_problem(target: targets.Target, settings: dict[str, Any]) -> Problem:
-    """The sampling Problem of `target` with the resolved problem `settings`."""
+    """The Problem of `target` with the resolved problem `settings`: fine-tuning for a task's tilted
+    target (`build_finetuning_problem`), else sampling with the named base."""
+    if target.finetune_task is not None:
+        return build_finetuning_problem(target, settings)
     kind = settings["base"]
     if kind not in _BASES:
         raise ValueError(f"unknown base {kind!r} for a sampling problem; valid bases: {sorted(_BASES)}")

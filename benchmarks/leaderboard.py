@@ -29,7 +29,7 @@ import numpy as np
 
 from benchmarks.records import iter_records
 
-__all__ = ["COLUMNS", "aggregate", "bootstrap_ci", "build_leaderboard"]
+__all__ = ["COLUMNS", "FINETUNE_COLUMNS", "aggregate", "bootstrap_ci", "build_leaderboard", "problem_kind"]
 
 # (metric key, column title, lower is better?)  -- the Markdown table columns, in order.
 COLUMNS: tuple[tuple[str, str, bool], ...] = (
@@ -46,6 +46,17 @@ COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("energy_w2", "energy W2", True),
     ("dist_w2", "dist. W2", True),
     ("eq_w2", "eq. W2", True),
+)
+# The fine-tuning table (records with problem_kind "finetuning"; never mixed into the sampling tables).
+FINETUNE_COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    ("finetune/objective_gap", "objective gap log Z − (λE[r] − KL)", True),
+    ("finetune/reward_mean", "reward E[r]", False),
+    ("finetune/reward_gap", "reward gap E*[r] − E[r]", True),
+    ("finetune/kl_path", "path KL", True),
+    ("logZ/error", "abs log-Z error", True),
+    ("ess/reverse", "reverse ESS", False),
+    ("mmd2/rbf_median", "MMD² (median bw)", True),
+    ("modes/weight_tv", "mode-weight TV", True),
 )
 FLOORS = {
     "mmd2/rbf_median": "mmd2/rbf_median/noise_floor",
@@ -77,6 +88,12 @@ def bootstrap_ci(
     return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
+def problem_kind(record: dict[str, Any]) -> str:
+    """`"finetuning"` or `"sampling"`: the record's `problem_kind`, else its problem summary's kind."""
+    kind = record.get("problem_kind") or record.get("config", {}).get("problem_summary", {}).get("kind")
+    return kind or "sampling"
+
+
 def aggregate(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, str], dict[str, Any]]:
     """Group records by (suite, target, method, budget) and aggregate every metric over ok seeds."""
     groups: dict[tuple[str, str, str, str], list[dict]] = defaultdict(list)
@@ -99,8 +116,20 @@ def aggregate(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, str], 
             "traces": [r.get("trace", []) for r in ok],
             "paths": [r["_path"] for r in recs],
             "family": recs[0].get("method_family", ""),
+            "kind": "finetuning" if any(problem_kind(r) == "finetuning" for r in recs) else "sampling",
+            "optimum": _optimum_of(recs),
         }
     return out
+
+
+def _optimum_of(recs: list[dict[str, Any]]) -> dict[str, float]:
+    """The exact optimum a fine-tuning record carries (reward, KL), for the table's header line."""
+    for r in recs:
+        m = r.get("metrics", {})
+        if "finetune/reward_optimum" in m:
+            names = ("reward_optimum", "kl_optimum", "reward_base")
+            return {k: m[f"finetune/{k}"] for k in names if f"finetune/{k}" in m}
+    return {}
 
 
 def _hardware(r: dict[str, Any]) -> str:
@@ -118,11 +147,13 @@ def _fmt(stat: tuple[float, float, float] | None) -> str:
     return f"{mean:.3g} [{lo:.3g}, {hi:.3g}]"
 
 
-def _table_for(target: str, rows: list[tuple[tuple, dict]]) -> str:
-    present = [c for c in COLUMNS if any(c[0] in agg["stats"] for _, agg in rows)]
+def _table_for(
+    target: str, rows: list[tuple[tuple, dict]], columns: tuple[tuple[str, str, bool], ...] = COLUMNS
+) -> str:
+    present = [c for c in columns if any(c[0] in agg["stats"] for _, agg in rows)]
     sort_key = (
-        "logZ/error"
-        if any("logZ/error" in a["stats"] for _, a in rows)
+        columns[0][0]
+        if any(columns[0][0] in a["stats"] for _, a in rows)
         else (present[0][0] if present else None)
     )
 
@@ -134,7 +165,20 @@ def _table_for(target: str, rows: list[tuple[tuple, dict]]) -> str:
     floors = [FLOORS[k] for k, _, _ in present if k in FLOORS]
     head += [f"floor: {f.rsplit('/', 1)[0]}" for f in floors]
     head += [t for _, t in COST_COLUMNS]
-    lines = [f"### {target}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [f"### {target}", ""]
+    optimum = next((a["optimum"] for _, a in rows if a.get("optimum")), {})
+    if optimum:
+        lines += [
+            "Exact optimum of this λ: E*[r] = {:.4g}, KL(p*‖p_data) = {:.4g}; "
+            "pretrained model E_data[r] = {:.4g}. "
+            "Objective in tilting units (nats), J = λE[r] − KL_path = mean log w ≤ log Z.".format(
+                optimum.get("reward_optimum", math.nan),
+                optimum.get("kl_optimum", math.nan),
+                optimum.get("reward_base", math.nan),
+            ),
+            "",
+        ]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     notes = []
     for (_suite, _t, method, budget), agg in sorted(rows, key=order):
         st = agg["status"]
@@ -234,8 +278,22 @@ def build_leaderboard(
                         ";".join(a["hardware"]),
                     ]
                 )
-        for target in sorted(by_target):
+        sampling = sorted(t for t, rows in by_target.items() if rows[0][1]["kind"] != "finetuning")
+        finetuning = sorted(t for t, rows in by_target.items() if rows[0][1]["kind"] == "finetuning")
+        for target in sampling:
             md += [_table_for(target, by_target[target]), ""]
+        if finetuning:
+            md += [
+                "### Reward fine-tuning tasks",
+                "",
+                "Separate from the sampling tables: the base is a pretrained flow, the target its reward "
+                "tilt p* ∝ p_data e^{λr}. Columns: `benchmarks/metrics/finetune.py` "
+                "(path KL = mean(λr − log w), objective gap = log Z − mean log w ≥ 0, "
+                "reward gap to the exact E*[r]).",
+                "",
+            ]
+            for target in finetuning:
+                md += [_table_for(target, by_target[target], FINETUNE_COLUMNS), ""]
         if figures:
             from benchmarks.figures import make_figures
 

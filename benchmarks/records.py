@@ -14,8 +14,11 @@ import json
 import math
 import os
 import platform
+import re
+import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -26,8 +29,10 @@ __all__ = [
     "atomic_write_json",
     "environment",
     "git_commit",
+    "is_stale_temp",
     "iter_records",
     "read_record",
+    "temp_prefix",
 ]
 
 STATUSES = ("ok", "diverged", "error", "not_applicable")
@@ -59,11 +64,41 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+_TEMP_WRITER = re.compile(r"\.w(\d+)@([^/]+)\.[^.]*\.tmp$")
+
+
+def temp_prefix(path: Path) -> str:
+    """Name prefix of the temp file of an atomic write of `path`: `.<name>.w<pid>@<host>.`.
+
+    The writer's pid and host let `is_stale_temp` tell a left-over of a killed run from the
+    in-flight file of a concurrent writer (shards or array tasks writing into one directory).
+    """
+    return f".{path.name}.w{os.getpid()}@{socket.gethostname()}."
+
+
+def is_stale_temp(path: Path, max_age_s: float = 3600.0) -> bool:
+    """True for the temp file of a writer that is gone: a dead process of this host; for a
+    writer on another host (or a name without a writer), a file older than `max_age_s`."""
+    match = _TEMP_WRITER.search(path.name)
+    if match and match.group(2) == socket.gethostname():
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    try:
+        return time.time() - path.stat().st_mtime > max_age_s
+    except FileNotFoundError:
+        return False
+
+
 def atomic_write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """Write `payload` to `path` atomically (temp file in the same directory, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; records are ordinary readable files

@@ -3,10 +3,15 @@
 One cell = (method, target, budget, seed):
 
 1. resolve the (method, target) settings (`benchmarks.hyperparams`), build the Problem and the
-   method; a method that does not support the base is recorded as `not_applicable`;
-2. train with `samplers.train.train` in jitted chunks; between chunks a cheap trace (log Ẑ error
-   and cost so far) is recorded for the accuracy-versus-cost plots; training stops early at the
-   budget's `max_evals` (energy + gradient evaluations);
+   method; a method that does not support the base (or, on a fine-tuning task, a baseline that
+   samples the tilted density directly) is recorded as `not_applicable` with the reason;
+2. train with `samplers.train.train` in jitted chunks; between chunks a cheap trace (log Ẑ error,
+   training cost so far and the cost the final sampling would add) is recorded for the
+   accuracy-versus-cost plots. Under an evaluation budget (`max_evals`, energy + gradient
+   evaluations of training + final sampling; `benchmarks.suites`) a learned sampler stops at the
+   last chunk boundary before the predicted total would exceed it, and a fixed-work baseline
+   (MCMC / SMC / AIS) is re-configured by its `plan_budget` rule first (its pilot cost counted
+   as training cost); the record's `budget_spent` states the budget and what was spent;
 3. draw `num_samples` samples, the backward path weights from target samples where the method has
    a backward process, and run every applicable metric (`benchmarks.metrics.evaluate`);
 4. write the record atomically. `Diverged` or non-finite samples give status `diverged`; any other
@@ -36,13 +41,14 @@ import targets
 from benchmarks import hyperparams
 from benchmarks.metrics import EvalContext, evaluate
 from benchmarks.metrics.cost import cost_metrics
-from benchmarks.records import atomic_write_json, environment, git_commit
+from benchmarks.records import atomic_write_json, environment, git_commit, is_stale_temp, temp_prefix
 from benchmarks.suites import Cell, Suite
+from samplers import parallel
 from samplers.estimators import log_Z as log_z_estimate
 from samplers.method import Cost
 from samplers.train import Diverged, train
 
-__all__ = ["parse_only", "parse_shard", "run_cell", "run_suite", "select_cells"]
+__all__ = ["not_applicable_reason", "parse_only", "parse_shard", "run_cell", "run_suite", "select_cells"]
 
 _ONLY_KEYS = ("method", "target", "budget", "seed")
 SAMPLE_FILE_ROWS = 1000  # model samples kept beside each record for figures
@@ -103,8 +109,17 @@ def _reference_sets(target: targets.Target, key: jax.Array, n: int) -> tuple[Any
     return data[perm[:m]], data[perm[m : 2 * m]], m
 
 
-def _trace_fn(method: samplers.Method, problem, key: jax.Array, num: int) -> Callable:
-    """Between chunks: cost so far and log Ẑ (and its error) from `num` fresh weighted samples."""
+def _trace_fn(
+    method: samplers.Method, problem, key: jax.Array, num: int, num_samples: int, weighted: bool = True
+) -> Callable:
+    """Between chunks: cost so far and log Ẑ (and its error) from `num` fresh weighted samples.
+
+    `evals` is the training cost so far; `evals_sample` the cost of drawing the `num_samples`
+    evaluation samples from the current state (the probe's cost scaled by `num_samples / num`;
+    exact for samplers whose cost is linear in the number of samples, as every learned one is).
+    The probe's own draws are monitoring, not counted in the cell's cost. Unweighted samplers
+    (`weighted=False`) report NaN log Ẑ.
+    """
     sample = jax.jit(method.sample, static_argnums=2)
     counter = {"i": 0}
     log_z = problem.log_Z
@@ -112,11 +127,70 @@ def _trace_fn(method: samplers.Method, problem, key: jax.Array, num: int) -> Cal
     def fn(state) -> dict[str, Any]:
         counter["i"] += 1
         s = sample(jax.random.fold_in(key, counter["i"]), state, num)
-        est = log_z_estimate(s.log_w)
-        err = abs(float(est.value) - log_z) if log_z is not None else float("nan")
-        return {"evals": _total_evals(state.cost), "logZ": float(est.value), "logZ_error": err}
+        est = float(log_z_estimate(s.log_w).value) if weighted else float("nan")
+        err = abs(est - log_z) if log_z is not None else float("nan")
+        return {
+            "evals": _total_evals(state.cost),
+            "evals_sample": _total_evals(s.cost) * num_samples / num,
+            "logZ": est,
+            "logZ_error": err,
+        }
 
     return fn
+
+
+def _plan_baseline(spec, problem, config, key, max_evals, num_samples, record):
+    """Re-configure a fixed-work baseline for the budget; returns `(config, pilot cost)`."""
+    if spec.plan_budget is None:
+        record["budget_plan"] = {"note": f"{spec.name} has no budget rule; it ran its own configuration"}
+        return config, Cost.zero()
+    plan = spec.plan_budget(key, problem, config, max_evals, num_samples)
+    record["budget_plan"] = dict(plan.notes)
+    record["config"]["method"] = _config_dict(plan.config)
+    return plan.config, plan.cost
+
+
+def _budget_spent(max_evals: float | None, cost: Cost) -> dict[str, Any]:
+    spent = _total_evals(cost)
+    return {
+        "max_evals": max_evals,
+        "spent_evals": spent,
+        "spent_ratio": spent / max_evals if max_evals else None,
+    }
+
+
+# Why a method that does not list a base kind cannot run on it (the not_applicable message).
+_BASE_NOTES = {
+    "brownian": "Brownian motion from a Dirac at 0",
+    "vp": "the variance-preserving OU process started at its stationary Gaussian",
+    "flow": "a pretrained flow run with the memoryless schedule from t0 > 0, started at the flow marginal "
+    "p_t0 (no Dirac start, no closed-form discrete chain or reversal kernels, terminal law known only "
+    "through the model)",
+}
+
+
+def not_applicable_reason(spec: samplers.MethodSpec, problem) -> str | None:
+    """Why `spec` cannot run on `problem` (the record's message), or None when it can.
+
+    - the method does not support the base kind (e.g. Adjoint Sampling assumes a Dirac start);
+    - a fine-tuning problem and a method that ignores the base (`bases == ("any",)`: the MCMC / SMC /
+      AIS baselines sample `problem.target` from its log-density). For a fine-tuning task that
+      density is `log p_data + λ r`, i.e. it uses the data law's density, which a fine-tuning method
+      never sees (it only has the pretrained velocity and the reward). They are recorded as not
+      applicable rather than as a reference row, so that no fine-tuning table mixes the two settings.
+    """
+    kind = problem.base.kind
+    if not spec.supports(kind):
+        return (
+            f"{spec.name} supports bases {list(spec.bases)}; this {problem.kind} problem uses the "
+            f"{kind!r} base ({_BASE_NOTES.get(kind, kind)})"
+        )
+    if problem.kind == "finetuning" and tuple(spec.bases) == ("any",):
+        return (
+            f"{spec.name} samples the tilted target from its log-density log p_data + λ r, which needs the "
+            "data law's density; a fine-tuning method only sees the pretrained model and the reward"
+        )
+    return None
 
 
 def run_cell(cell: Cell, suite: Suite, *, progress: bool = False, trace: bool = True) -> dict[str, Any]:
@@ -126,11 +200,12 @@ def run_cell(cell: Cell, suite: Suite, *, progress: bool = False, trace: bool = 
         "suite": suite.name,
         "method": cell.method,
         "target": cell.target,
-        "budget": dataclasses.asdict(budget),
+        "budget": budget.for_target(cell.target),
         "seed": cell.seed,
         "num_samples": suite.num_samples,
         "commit": git_commit(),
         "hardware": environment(),
+        "data_parallel_devices": parallel.num_shards(),  # devices the particle batch is split over
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "metrics": {},
         "skipped_metrics": {},
@@ -150,24 +225,41 @@ def run_cell(cell: Cell, suite: Suite, *, progress: bool = False, trace: bool = 
             "method": _config_dict(config),
         }
         record["method_family"] = spec.family
-        if not spec.supports(problem.base.kind):
-            record.update(
-                status="not_applicable",
-                message=f"{cell.method} supports bases {list(spec.bases)}, the problem uses "
-                f"{problem.base.kind!r}",
-            )
+        record["problem_kind"] = problem.kind
+        reason = not_applicable_reason(spec, problem)
+        if reason is not None:
+            record.update(status="not_applicable", message=reason)
             return record
-        method = spec.build(problem, config)
         key = jax.random.key(cell.seed)
         k_train, k_trace, k_sample, k_ref, k_bwd, k_metric = jax.random.split(key, 6)
-
+        max_evals = budget.evals_for(cell.target)
+        pilot_cost = Cost.zero()
         if spec.train_steps is not None:  # MCMC warm-up rounds / no-op steps replace the training budget
+            if max_evals is not None:
+                k_plan = jax.random.fold_in(k_train, 1)
+                config, pilot_cost = _plan_baseline(
+                    spec, problem, config, k_plan, max_evals, suite.num_samples, record
+                )
             budget = dataclasses.replace(
-                budget, train_steps=spec.train_steps, chunk_size=max(spec.train_steps, 1), max_evals=None
+                budget, train_steps=spec.train_steps, chunk_size=max(spec.train_steps, 1)
             )
+            max_evals_train = None
+        else:
+            max_evals_train = max_evals
+        method = spec.build(problem, config)
         state, train_info = _train(
-            k_train, method, problem, budget, k_trace, progress, trace and spec.weighted, record
+            k_train,
+            method,
+            problem,
+            budget,
+            k_trace,
+            progress,
+            trace and spec.weighted,
+            record,
+            max_evals=max_evals_train,
+            num_samples=suite.num_samples,
         )
+        state = state._replace(cost=state.cost + pilot_cost)
         record["cost_train"] = state.cost._asdict()
 
         sample = jax.jit(method.sample, static_argnums=2)
@@ -208,6 +300,10 @@ def run_cell(cell: Cell, suite: Suite, *, progress: bool = False, trace: bool = 
             )
         )
         values["cost/train_steps"] = float(train_info["steps"])
+        if max_evals is not None:
+            record["budget_spent"] = _budget_spent(max_evals, state.cost + samples.cost)
+            values["budget/max_evals"] = float(max_evals)
+            values["budget/spent_evals"] = record["budget_spent"]["spent_evals"]
         record["metrics"] = values
         record["skipped_metrics"] = skipped
         record["status"] = "ok"
@@ -243,27 +339,68 @@ def _save_samples(record: dict[str, Any], x: jax.Array) -> None:
     record["_samples"] = np.asarray(x[:SAMPLE_FILE_ROWS], np.float32)
 
 
-def _train(key, method, problem, budget, k_trace, progress, trace, record):
+def _budget_stop(trace_fn: Callable, max_evals: float) -> tuple[Callable, Callable]:
+    """`(eval_fn, stop_fn)` for `train`: stop at the last chunk boundary before the budget.
+
+    After every chunk, with `E` the training cost so far, `ΔE` the last chunk's cost and `S` the
+    cost of the final sampling (from the trace probe), training stops when `E + ΔE + S > max_evals`,
+    i.e. when one more chunk would break the budget. The first chunk always runs.
+    """
+    last: dict[str, float] = {"evals": 0.0, "delta": 0.0, "sample": 0.0}
+
+    def eval_fn(state):
+        out = trace_fn(state)
+        last["delta"] = out["evals"] - last["evals"]
+        last["evals"], last["sample"] = out["evals"], out["evals_sample"]
+        return out
+
+    def stop_fn(state):
+        return last["evals"] + last["delta"] + last["sample"] > max_evals
+
+    return eval_fn, stop_fn
+
+
+def _train(key, method, problem, budget, k_trace, progress, trace, record, *, max_evals=None, num_samples=0):
     """Train in budget-sized pieces: whole budget at once unless `max_evals` needs a check."""
-    trace_fn = _trace_fn(method, problem, k_trace, 256) if (trace and problem.log_Z is not None) else None
-    if budget.train_steps == 0:
+    probe = trace and problem.log_Z is not None
+    trace_fn = _trace_fn(method, problem, k_trace, 256, num_samples, trace) if (probe or max_evals) else None
+    stop_fn = None
+    train_steps = budget.train_steps
+    if max_evals is not None and train_steps > 0:
+        first = trace_fn(method.init(jax.random.split(key)[0]))  # the final sampling's cost, untrained
+        if first["evals"] + first["evals_sample"] >= max_evals:
+            record["budget_plan"] = {"note": "the budget covers no more than the final sampling: no training"}
+            train_steps = 0
+        trace_fn, stop_fn = _budget_stop(trace_fn, max_evals)
+    if train_steps == 0:
         state = jax.jit(method.init)(jax.random.split(key)[0])
         return state, {"train_time_s": 0.0, "compile_time_s": 0.0, "steps": 0}
     result = train(
         key,
         method,
-        num_steps=budget.train_steps,
+        num_steps=train_steps,
         chunk_size=budget.chunk_size,
         eval_fn=trace_fn,
         progress=progress,
-        stop_fn=(None if budget.max_evals is None else (lambda s: _total_evals(s.cost) >= budget.max_evals)),
+        stop_fn=stop_fn,
     )
     hist = result.history
     if trace_fn is not None and "eval/evals" in hist:
         record["trace"] = [
-            {"step": int(s), "evals": float(e), "logZ": float(z), "logZ_error": float(err)}
-            for s, e, z, err in zip(
-                hist["step"], hist["eval/evals"], hist["eval/logZ"], hist["eval/logZ_error"], strict=False
+            {
+                "step": int(s),
+                "evals": float(e),
+                "evals_sample": float(es),
+                "logZ": float(z),
+                "logZ_error": float(err),
+            }
+            for s, e, es, z, err in zip(
+                hist["step"],
+                hist["eval/evals"],
+                hist["eval/evals_sample"],
+                hist["eval/logZ"],
+                hist["eval/logZ_error"],
+                strict=False,
             )
         ]
     record["train"] = {
@@ -279,12 +416,17 @@ def _train(key, method, problem, budget, k_trace, progress, trace, record):
 
 
 def _clean_stale(out: Path) -> int:
-    """Remove temp files left by a run killed mid-write (names start with '.' and end in .tmp)."""
+    """Remove temp files left by a run killed mid-write (names start with '.' and end in .tmp).
+
+    Only temp files whose writer is gone (`records.is_stale_temp`): shards and array tasks writing
+    into the same directory at the same time must not delete each other's in-flight files.
+    """
     n = 0
     if out.exists():
         for p in out.rglob(".*.tmp"):
-            p.unlink()
-            n += 1
+            if is_stale_temp(p):
+                p.unlink(missing_ok=True)
+                n += 1
     return n
 
 
@@ -340,7 +482,7 @@ def run_suite(
 
 def _atomic_npz(path: Path, x: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp"
+    tmp = path.parent / f"{temp_prefix(path)}npz.tmp"
     with open(tmp, "wb") as fh:
         np.savez_compressed(fh, x=x)
         fh.flush()

@@ -104,6 +104,10 @@ class MethodSpec:
             (MCMC: 1 warm-up round; SMC / AIS: 0), or None to use the budget (learned samplers).
         diagnostics: optional `(x, config, target) -> {name: float}` run on the samples for the
             record (MCMC ESS / R-hat).
+        plan_budget: optional rule that scales a fixed-work method (MCMC / SMC / AIS) to an
+            evaluation budget: `(key, problem, config, max_evals, num_samples) -> BudgetPlan`
+            (`samplers.baselines.budget`); None for learned samplers, which the harness stops
+            at the budget instead.
     """
 
     name: str
@@ -116,6 +120,7 @@ class MethodSpec:
     description: str = ""
     train_steps: int | None = None
     diagnostics: Callable[[Any, Any, Any], dict[str, float]] | None = None
+    plan_budget: Callable[..., Any] | None = None
 
     def supports(self, base_kind: str) -> bool:
         return "any" in self.bases or base_kind in self.bases

@@ -56,6 +56,7 @@ import jax.numpy as jnp
 
 from samplers.base_processes import gaussian_log_prob
 from samplers.method import Cost
+from samplers.parallel import shard_batch
 from samplers.problem import Problem
 
 __all__ = [
@@ -193,7 +194,8 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
 
     def standard_increment(self, k) -> jax.Array:
         """`ε_k ~ N(0, I)` of step k (the increment divided by `sqrt(h_k)`)."""
-        return jax.random.normal(jax.random.fold_in(self.key, k), self.shape, self.ts.dtype)
+        # batch-sharded over the active mesh (samplers.parallel); the same numbers on any device count
+        return shard_batch(jax.random.normal(jax.random.fold_in(self.key, k), self.shape, self.ts.dtype))
 
     def increment(self, k) -> jax.Array:
         """`W(t_{k+1}) - W(t_k) = sqrt(h_k) ε_k`."""
@@ -401,7 +403,7 @@ def simulate_diffrax(
     grid = _grid(problem, form)
     k_steps = problem.num_steps
     key_init, key_noise = jax.random.split(key)
-    x0 = problem.base.sample_initial(key_init, num_samples)
+    x0 = shard_batch(problem.base.sample_initial(key_init, num_samples))
     brownian = brownian_path(key_noise, grid.ts, num_samples, problem.dim)
     params_used = sg(params) if config.detach == "all" else params
     transition = lambda p, k, x, d_w: _step(problem, control, form, config.detach, grid, p, k, x, d_w)
@@ -471,7 +473,7 @@ def simulate_scan(
     form = _weight_form(problem, config)
     grid = _grid(problem, form)
     key_init, key_noise = jax.random.split(key)
-    x0 = problem.base.sample_initial(key_init, num_samples)
+    x0 = shard_batch(problem.base.sample_initial(key_init, num_samples))
     brownian = brownian_path(key_noise, grid.ts, num_samples, problem.dim)
     params_used = sg(params) if config.detach == "all" else params
 
@@ -622,7 +624,7 @@ def simulate_backward(
         )
     grid = _grid(problem, "kernel")
     base = problem.base
-    x_end = base.project(jnp.asarray(x_end, jnp.float32))
+    x_end = shard_batch(base.project(jnp.asarray(x_end, jnp.float32)))
     if x_end.ndim != 2 or x_end.shape[1] != problem.dim:
         raise ValueError(f"x_end must have shape (n, {problem.dim}), got {x_end.shape}")
     num_samples = x_end.shape[0]
@@ -631,7 +633,7 @@ def simulate_backward(
 
     def body(carry, k):
         x_next, log_w = carry
-        z = base.project(jax.random.normal(keys[k], x_next.shape, x_next.dtype))
+        z = base.project(shard_batch(jax.random.normal(keys[k], x_next.shape, x_next.dtype)))
         x = grid.backward_coefs[k] * x_next + jnp.sqrt(grid.backward_vars[k]) * z
         log_backward = jax.vmap(lambda a, b_: _log_backward(problem, grid, k, a, b_))(x, x_next)
         t, h, sigma = grid.ts[k], grid.step_sizes[k], grid.sigmas[k]

@@ -23,6 +23,11 @@ Between chunks the loop (the only Python-level loop)
     - calls `eval_fn(state)` and records what it returns,
     - stops early when `stop_fn(state)` is true (e.g. an evaluation budget is spent).
 
+Data parallelism (`samplers.parallel`): with more than one local device the state is replicated
+and the particle batches the methods draw inside `step` are sharded over the devices; the
+compiler all-reduces the batch reductions and the gradients. Same key and global batch: the same
+result on 1 and on D devices up to floating-point summation order.
+
 Timing: `compile_time_s` is the time spent lowering and compiling chunk programs (ahead of time,
 so it excludes execution); `train_time_s` the time spent executing chunks (blocking until the
 results are ready), excluding compilation, `method.init`, `eval_fn` and host-side bookkeeping.
@@ -39,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplers import parallel
 from samplers.method import Cost, Method
 
 __all__ = ["ON_NONFINITE", "Diverged", "TrainResult", "train"]
@@ -146,6 +152,8 @@ def _make_chunk(step_fn: Callable, chunk_size: int) -> Callable:
         state, (infos, loss_finite, params_finite) = jax.lax.scan(body, state, offsets)
         valid = offsets < num_valid
         summary = jax.tree.map(lambda leaf: _masked_mean(leaf, valid, num_valid), infos)
+        # data parallelism: the state (parameters, optimiser, buffers) leaves every chunk replicated
+        state = parallel.replicate(state)
         return _ChunkOutput(state, summary, loss_finite | ~valid, params_finite | ~valid)
 
     return run_chunk
@@ -278,7 +286,7 @@ def train(
         raise TypeError(f"train needs a samplers.Method (init, step, sample), got {type(method).__name__}")
 
     key_init, key_steps = jax.random.split(key)
-    state = method.init(key_init)
+    state = parallel.replicate(method.init(key_init))  # a copy per device when a mesh is active
     if not isinstance(getattr(state, "cost", None), Cost):
         raise TypeError(
             f"the state returned by method.init ({type(state).__name__}) must have a field `cost: Cost`"

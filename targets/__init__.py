@@ -81,4 +81,4 @@ def register_target(
 
 
 # Built-in targets register themselves on import.
-from targets import funnel, gaussian, many_well, mixtures, particles  # noqa: E402,F401
+from targets import finetuning, funnel, gaussian, many_well, mixtures, particles  # noqa: E402,F401

@@ -80,6 +80,9 @@ class Target:
         mixture: the `targets.mixtures.GaussianMixture` for mixture targets (mode metrics).
         ground_truth: named closed-form statistics, e.g. `{"mean": ..., "covariance": ...}`.
         description: one paragraph stating the definition and its source.
+        finetune_task: for the tilted law of a reward fine-tuning task, its
+            `targets.finetuning.FinetuneTask` (the harness then builds a fine-tuning Problem and runs
+            the fine-tuning metrics); None for sampling targets.
     """
 
     name: str
@@ -95,6 +98,7 @@ class Target:
     mixture: Any = None
     ground_truth: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     description: str = ""
+    finetune_task: Any = None
 
     def __post_init__(self):
         if not isinstance(self.dim, int | np.integer) or self.dim < 1:
@@ -136,6 +140,8 @@ class Target:
             caps.append("particles")
         if self.mixture is not None:
             caps.append("mixture")
+        if self.finetune_task is not None:
+            caps.append("finetune")
         return tuple(caps)
 
     # -- the contract ------------------------------------------------------------------------

@@ -16,6 +16,8 @@ others. Keys are namespaced and say whether a distance is squared (`mmd2/...`, `
     modes      modes/hit_fraction, modes/emc, modes/weight_tv (Gaussian-mixture targets)
     particles  energy_w2, energy_w2_clipped, dist_w2, dist_tv, eq_w2, eq_w2_invariant (particle
                systems; `alignment` holds the jittable Hungarian and Kabsch used by eq_w2)
+    finetune   finetune/reward_mean, finetune/reward_gap, finetune/kl_path, finetune/objective_gap
+               (fine-tuning tasks: reward and path KL against the exact optimum)
     cost       cost_metrics(cost, train_time, sample_time, compile_time) (not a registered metric)
 
 Add your own with `register_metric(name, fn, requires=(...), description=...)`.
@@ -64,4 +66,4 @@ def describe() -> list[dict[str, object]]:
 
 
 # Built-in metrics register themselves on import.
-from benchmarks.metrics import ess, log_z, mmd, modes, ot, particles  # noqa: E402,F401
+from benchmarks.metrics import ess, finetune, log_z, mmd, modes, ot, particles  # noqa: E402,F401

@@ -34,6 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplers import parallel
+from samplers.parallel import shard_batch
+
 __all__ = [
     "FRAMES",
     "aligned_distance",
@@ -148,15 +151,27 @@ def aligned_distance(x: jax.Array, y: jax.Array, frames: str = "peer") -> jax.Ar
     return best
 
 
-@functools.partial(jax.jit, static_argnames=("n_particles", "spatial_dim", "chunk_size", "frames"))
-def _distance_matrix(x, y, *, n_particles: int, spatial_dim: int, chunk_size: int, frames: str):
+@functools.partial(
+    jax.jit, static_argnames=("n_particles", "spatial_dim", "chunk_size", "frames", "shards")
+)
+def _distance_matrix(x, y, *, n_particles: int, spatial_dim: int, chunk_size: int, frames: str, shards: int):
+    # The B·B' pairs are processed in chunks of `chunk_size` (a scan over chunks, vmapped pairs
+    # inside); with `shards` > 1 devices each chunk is split over them (`samplers.parallel`), so
+    # every device matches chunk_size / shards pairs per scan step. `shards` is static so that a
+    # change of mesh recompiles.
     xs = x.reshape(x.shape[0], n_particles, spatial_dim)
     ys = y.reshape(y.shape[0], n_particles, spatial_dim)
-    ii, jj = jnp.meshgrid(jnp.arange(x.shape[0]), jnp.arange(y.shape[0]), indexing="ij")
-    pairs = (ii.reshape(-1), jj.reshape(-1))
-    pair_distance = lambda ij: aligned_distance(xs[ij[0]], ys[ij[1]], frames)
-    flat = jax.lax.map(pair_distance, pairs, batch_size=chunk_size)
-    return flat.reshape(x.shape[0], y.shape[0])
+    num_pairs = x.shape[0] * y.shape[0]
+    chunk_size = min(chunk_size, -(-num_pairs // shards) * shards)  # no wasted chunk for small B
+    num_chunks = -(-num_pairs // chunk_size)
+    flat_index = jnp.arange(num_chunks * chunk_size).reshape(num_chunks, chunk_size) % num_pairs
+    ii, jj = flat_index // y.shape[0], flat_index % y.shape[0]
+    if shards > 1:
+        ii, jj = shard_batch((ii, jj), axis=1)
+    pair_distance = lambda i, j: aligned_distance(xs[i], ys[j], frames)
+    chunk = lambda ij: jax.vmap(pair_distance)(*ij)
+    flat = jax.lax.map(chunk, (ii, jj))
+    return flat.reshape(-1)[:num_pairs].reshape(x.shape[0], y.shape[0])
 
 
 def aligned_distance_matrix(x: jax.Array, y: jax.Array, n_particles: int, spatial_dim: int,
@@ -166,13 +181,17 @@ def aligned_distance_matrix(x: jax.Array, y: jax.Array, n_particles: int, spatia
     All `B·B'` pairs are vmapped in chunks of `chunk_size` (default: about 4M matrix entries of
     work memory, `2**22 // n²` pairs, at least 256). Rows are zero-padded to the next power of two
     (at least 8) so that calls with nearby sizes share one compilation; padded pairs are dropped.
+    With several devices (`samplers.parallel`) each chunk of pairs is split over them.
     """
     if frames not in FRAMES:
         raise ValueError(f"unknown frames {frames!r}; valid: {FRAMES}")
     if chunk_size is None:
         chunk_size = max(256, 2**22 // n_particles**2)
+    shards = parallel.num_shards()
+    chunk_size = -(-int(chunk_size) // shards) * shards  # a multiple of the device count
     x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
     pad = lambda a: np.pad(a, ((0, max(8, 1 << (a.shape[0] - 1).bit_length()) - a.shape[0]), (0, 0)))
     out = _distance_matrix(jnp.asarray(pad(x)), jnp.asarray(pad(y)), n_particles=n_particles,
-                           spatial_dim=spatial_dim, chunk_size=int(chunk_size), frames=frames)
+                           spatial_dim=spatial_dim, chunk_size=int(chunk_size), frames=frames,
+                           shards=shards)
     return np.asarray(out, np.float64)[: x.shape[0], : y.shape[0]]

@@ -76,6 +76,7 @@ REQUIREMENTS: dict[str, tuple[Callable[[EvalContext], bool], str]] = {
     "particles": (lambda ctx: ctx.target.particles is not None, "the target is not a particle system"),
     "mixture": (lambda ctx: ctx.target.mixture is not None, "the target is not a Gaussian mixture"),
     "dim1": (lambda ctx: ctx.target.dim == 1, "the target is not one-dimensional"),
+    "finetune": (lambda ctx: ctx.target.finetune_task is not None, "the target is not a fine-tuning task"),
 }
 
 

@@ -22,7 +22,9 @@ Standard error: the two-sample jackknife (delete one `x` or one `y`), computed e
 per deletion from the kernel row sums. By the Efron-Stein inequality it is conservative in
 expectation; when `P = Q` the estimator is degenerate and the jackknife overestimates the SD by
 about √2. Kernel sums are accumulated over row blocks (`block_size` rows at a time), so memory is
-O(block_size · m), e.g. a few MB for n = m = 2000 in dim 165.
+O(block_size · m), e.g. a few MB for n = m = 2000 in dim 165. With several devices
+(`samplers.parallel`) the m columns of each block are split over them and the row sums all-reduced;
+the median-distance sort runs unsharded (at most `median_max_points` rows).
 
 Each value is reported beside its noise floor: the same estimator between `reference` and
 `reference2` (it fluctuates around 0; compare a model's value with the floor's magnitude and SE).
@@ -39,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.metrics.base import EvalContext, register_metric
+from samplers.parallel import shard_batch
 
 __all__ = [
     "MMDConfig",
@@ -87,6 +90,7 @@ def _kernel_sums(a: jax.Array, b: jax.Array, gammas: jax.Array, *, block_size: i
     `k = mean_b exp(−γ_b d²)`; with `same=True` (a is b) the diagonal `i = j` is excluded.
     """
     n = a.shape[0]
+    b = shard_batch(b)  # columns split over the devices (samplers.parallel); row sums all-reduced
     num_blocks = -(-n // block_size)
     pad = num_blocks * block_size - n
     a_blocks = jnp.pad(a, ((0, pad), (0, 0))).reshape(num_blocks, block_size, a.shape[1])
@@ -168,7 +172,7 @@ def mmd2_unbiased(x: jax.Array, y: jax.Array, bandwidths, *, block_size: int = 2
     shift = y.mean(0)  # translation invariance: centring reduces cancellation in the Gram expansion
     x, y = x - shift, y - shift
     gammas = jnp.asarray([0.5 / b**2 for b in bandwidths], x.dtype)
-    sums = _mmd_row_sums(x, y, gammas, block_size=block_size)
+    sums = _mmd_row_sums(shard_batch(x), shard_batch(y), gammas, block_size=block_size)
     r_xx, r_yy, c_xy, d_xy = (np.asarray(v, np.float64) for v in sums)
     s_xx, s_yy, s_xy = r_xx.sum(), r_yy.sum(), c_xy.sum()
     value = s_xx / (n * (n - 1)) + s_yy / (m * (m - 1)) - 2 * s_xy / (n * m)

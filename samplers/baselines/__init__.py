@@ -12,12 +12,18 @@ Builders take `(problem, config)` and use only `problem.target`. For MCMC baseli
 one warm-up round (a harness budget of `num_steps = 1` is the standard warm-up) and
 `diagnostics(samples.x, config.num_chains, target)` gives ESS / R-hat for the result record;
 SMC and AIS have no-op `step`s (budget `num_steps = 0`) and do all the work in `sample`.
+Under an evaluation budget (`max_evals` in a suite) each scales its work with its `plan_budget`
+rule (`samplers.baselines.budget`: AIS levels, SMC MCMC steps per stage, MCMC warm-up length and
+thinning).
 """
 
 from __future__ import annotations
 
+import functools
+
 import samplers
 from samplers.baselines.ais import AISConfig, build_ais, run_ais, run_ais_backward
+from samplers.baselines.budget import BudgetPlan, plan_ais, plan_mcmc, plan_smc
 from samplers.baselines.common import diagnostics, monte_carlo_standard_error
 from samplers.baselines.mcmc import MALAConfig, MCMCInfo, MCMCState, NUTSConfig, build_mala, build_nuts
 from samplers.baselines.numpyro_nuts import NumpyroNUTSConfig, build_numpyro_nuts
@@ -26,6 +32,7 @@ from samplers.method import MethodSpec
 
 __all__ = [
     "AISConfig",
+    "BudgetPlan",
     "MALAConfig",
     "MCMCInfo",
     "MCMCState",
@@ -67,6 +74,7 @@ samplers.register(MethodSpec(
     cost_model=_MCMC_COST.format(per_iteration="number of leapfrog steps (NUTSInfo.num_integration_steps)"),
     weighted=False,
     diagnostics=_mcmc_diagnostics,
+    plan_budget=functools.partial(plan_mcmc, build=build_nuts, pilot=True, reinit_per_round=1),
     description=(
         "No-U-Turn Sampler (Hoffman & Gelman 2014) from blackjax, num_chains independent chains from "
         "N(0, init_scale² I); each step runs one Stan window adaptation (dual averaging towards "
@@ -84,6 +92,7 @@ samplers.register(MethodSpec(
     cost_model=_MCMC_COST.format(per_iteration="single MALA proposal (1)"),
     weighted=False,
     diagnostics=_mcmc_diagnostics,
+    plan_budget=functools.partial(plan_mcmc, build=build_mala, pilot=False, reinit_per_round=0),
     description=(
         "Metropolis-adjusted Langevin algorithm from blackjax (proposal x + ε ∇log γ + sqrt(2ε) ξ), "
         "num_chains chains; each step runs num_warmup iterations of dual averaging of ε towards the "
@@ -100,6 +109,7 @@ samplers.register(MethodSpec(
     cost_model=_MCMC_COST.format(per_iteration="number of leapfrog steps (HMCState.num_steps)"),
     weighted=False,
     diagnostics=_mcmc_diagnostics,
+    plan_budget=functools.partial(plan_mcmc, build=build_numpyro_nuts, pilot=True, reinit_per_round=0),
     description=(
         "NUTS from numpyro on the potential U = -log γ, through numpyro.infer.hmc.hmc (the functional "
         "kernel numpyro.infer.MCMC drives), so it runs inside jit/scan; each step is one numpyro "
@@ -119,6 +129,7 @@ samplers.register(MethodSpec(
         "1 energy (reweighting); no training cost"
     ),
     weighted=True,
+    plan_budget=plan_smc,
     description=(
         "Adaptive tempered SMC (blackjax.adaptive_tempered_smc, with the #914 sign fix) on the geometric "
         "path from N(0, s² I) to γ, ESS-adaptive temperatures, HMC or MALA moves with step size (and HMC "
@@ -135,6 +146,7 @@ samplers.register(MethodSpec(
     build=build_ais,
     cost_model="per path: 1 energy and gradient at x_0 + 1 per transition (num_levels * num_mcmc_steps)",
     weighted=True,
+    plan_budget=plan_ais,
     description=(
         "Annealed importance sampling / Jarzynski on the geometric path from N(0, s² I) to γ with a fixed "
         "linear or geometric β schedule; MALA transitions with Neal's weights, or ULA transitions with the "

@@ -61,6 +61,7 @@ from samplers.baselines.common import (
     working_density,
 )
 from samplers.method import Cost, Method, Samples
+from samplers.parallel import shard_batch
 
 __all__ = [
     "SCHEDULES", "TRANSITIONS", "AISConfig", "beta_schedule", "build_ais", "run_ais", "run_ais_backward",
@@ -260,7 +261,7 @@ def run_ais(key: jax.Array, target: Any, config: AISConfig, num_samples: int) ->
             log_w = log_w + last.log_gamma - a.log_p0(first.x)
         return last.x, log_w
 
-    x, log_w = jax.vmap(one)(jax.random.split(key, num_samples))
+    x, log_w = jax.vmap(one)(shard_batch(jax.random.split(key, num_samples)))  # paths over the devices
     evals = num_samples * _evaluations(config)
     return Samples(project(x), log_w, Cost.of(evals, evals))
 

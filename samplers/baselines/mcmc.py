@@ -47,6 +47,7 @@ from blackjax.adaptation.step_size import dual_averaging_adaptation
 
 from samplers.baselines.common import check_positive, working_density
 from samplers.method import Cost, Method, Samples
+from samplers.parallel import shard_batch
 
 __all__ = [
     "ChainKernel",
@@ -162,7 +163,7 @@ def build_chain_method(target: Any, config: Any, make_kernel: Callable[..., Chai
     kernel = make_kernel(log_prob, dim, config)
 
     def init(key: jax.Array) -> MCMCState:
-        positions = config.init_scale * jax.random.normal(key, (num_chains, dim))
+        positions = config.init_scale * shard_batch(jax.random.normal(key, (num_chains, dim)))
         chains = jax.vmap(kernel.init)(positions)
         parameters = jax.tree.map(
             lambda p: jnp.broadcast_to(p, (num_chains, *jnp.shape(p))), kernel.initial_parameters

@@ -81,6 +81,7 @@ from samplers.baselines.common import (
     working_density,
 )
 from samplers.method import Cost, Method, Samples
+from samplers.parallel import shard_batch
 
 __all__ = ["KERNELS", "RESAMPLING", "SMCConfig", "SMCKernel", "SMCOutput", "build_smc", "run_smc"]
 
@@ -251,7 +252,7 @@ def run_smc(key: jax.Array, target: Any, config: SMCConfig, num_particles: int) 
     )
 
     key_init, key_run = jax.random.split(key)
-    particles = scale * jax.random.normal(key_init, (num_particles, target.dim))
+    particles = scale * shard_batch(jax.random.normal(key_init, (num_particles, target.dim)))
     dtype = particles.dtype
     uniform = jnp.full((num_particles,), 1.0 / num_particles, dtype)
     state = TemperedSMCState(particles, uniform, jnp.zeros((), dtype))

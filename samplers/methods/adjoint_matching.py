@@ -454,7 +454,13 @@ def adjoint_matching_loss(
     x_sel = sg(trajectory)[idx, rows]  # (n, M, dim)
     a_sel = sg(adjoints)[idx, rows]
     t_sel = ts[idx]
-    u = jax.vmap(jax.vmap(control, in_axes=(None, 0, 0)), in_axes=(None, 0, 0))(params, x_sel, t_sel)
+    if time_subsample is None or time_subsample == num_steps:
+        # All K times: one time per grid row, so the network's time features are computed K times
+        # (t unbatched inside the inner vmap), not n·K times; the same values as the gather below.
+        per_time = jax.vmap(control, in_axes=(None, 0, None))
+        u = jnp.swapaxes(jax.vmap(per_time, in_axes=(None, 0, 0))(params, sg(trajectory)[:-1], ts[:-1]), 0, 1)
+    else:
+        u = jax.vmap(jax.vmap(control, in_axes=(None, 0, 0)), in_axes=(None, 0, 0))(params, x_sel, t_sel)
     residual = base.project(u) + sigmas[idx][..., None] * a_sel
     squared = jnp.sum(residual * residual, axis=-1)  # (n, M)
     if time_weighting == "dt":

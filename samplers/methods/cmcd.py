@@ -73,6 +73,7 @@ import samplers
 from samplers.baselines.common import complete_centre_of_mass, working_density
 from samplers.method import Cost, Method, MethodSpec, Samples
 from samplers.methods.common import NETWORKS, batch_log_Z, build_control_network, make_optimizer
+from samplers.parallel import shard_batch
 from samplers.problem import Problem
 
 __all__ = [
@@ -385,7 +386,8 @@ def simulate_cmcd(
     key_init, key_noise = jax.random.split(key)
     dim = problem.dim
 
-    x0 = stop(a.initial_mean + a.initial_std * jax.random.normal(key_init, (num_samples, dim), jnp.float32))
+    x0 = jax.random.normal(key_init, (num_samples, dim), jnp.float32)
+    x0 = stop(a.initial_mean + a.initial_std * shard_batch(x0))  # batch over the devices (samplers.parallel)
     log_w0 = -jax.vmap(_diag_log_prob, in_axes=(0, None, None))(x0, a.initial_mean, a.initial_std)
 
     def body(carry, k):
@@ -393,7 +395,7 @@ def simulate_cmcd(
         h = steps[k]
         var = 2.0 * a.sigmas[k] ** 2 * h
         mean_forward = _means(a, k, h, x, here, 1.0)
-        noise = jax.random.normal(jax.random.fold_in(key_noise, k), x.shape, x.dtype)
+        noise = shard_batch(jax.random.normal(jax.random.fold_in(key_noise, k), x.shape, x.dtype))
         x_next = stop(mean_forward + jnp.sqrt(var) * noise)
         there = pieces(control_params, x_next, ts[k + 1])
         mean_backward = _means(a, k, h, x_next, there, -1.0)
@@ -449,14 +451,14 @@ def simulate_cmcd_backward(
     num_samples = x_target.shape[0]
     if problem.particles is not None:
         x_target = complete_centre_of_mass(key_com, x_target, problem.target, config.initial_std)
-    x_end = stop(x_target)
+    x_end = stop(shard_batch(x_target))
 
     def body(carry, k):
         x_next, there, log_w = carry
         h = steps[k]
         var = 2.0 * a.sigmas[k] ** 2 * h
         mean_backward = _means(a, k, h, x_next, there, -1.0)
-        noise = jax.random.normal(jax.random.fold_in(key_noise, k), x_next.shape, x_next.dtype)
+        noise = shard_batch(jax.random.normal(jax.random.fold_in(key_noise, k), x_next.shape, x_next.dtype))
         x = stop(mean_backward + jnp.sqrt(var) * noise)
         here = pieces(control_params, x, ts[k])
         mean_forward = _means(a, k, h, x, here, 1.0)

@@ -122,6 +122,7 @@ from samplers.estimators import reverse_ess
 from samplers.method import Cost, Method, MethodSpec, Samples
 from samplers.methods.common import NETWORKS, build_control_network, make_optimizer
 from samplers.networks import scalar_net
+from samplers.parallel import shard_batch
 from samplers.problem import Problem
 
 __all__ = [
@@ -485,7 +486,7 @@ def simulate_nets(
     def body(carry, k):
         x, u1, g1, b, integrand, log_w = carry
         t, t_next, h_k, eps = ts[k], ts[k + 1], h[k], epsilons[k]
-        noise = jax.random.normal(jax.random.fold_in(key_noise, k), x.shape, x.dtype)
+        noise = shard_batch(jax.random.normal(jax.random.fold_in(key_noise, k), x.shape, x.dtype))
         var = 2.0 * eps * h_k
         x_next = x + h_k * (b - eps * langevin_batch(x, t, g1)) + jnp.sqrt(var) * noise
         u1_next, g1_next, b_next, integrand_next = evaluate(k + 1, x_next, t_next)
@@ -506,7 +507,7 @@ def simulate_nets(
         saved = (x_next, u1_next, g1_next, log_w) if save_path else None
         return (x_next, u1_next, g1_next, b_next, integrand_next, log_w), saved
 
-    x0 = annealing.sample_initial(key_init, num_samples)
+    x0 = shard_batch(annealing.sample_initial(key_init, num_samples))  # batch over the devices
     init = (x0, *evaluate(0, x0, ts[0]), zeros)
     (x_end, *_, log_w), saved = jax.lax.scan(body, init, jnp.arange(num_steps))
     trajectory = u1 = grad_u1 = running = None
@@ -556,7 +557,7 @@ def simulate_nets_backward(
         var = 2.0 * eps * h_k
         langevin_back = jax.vmap(annealing.langevin_grad, in_axes=(0, None, 0))(x_next, t, g1_next)
         mean_back = x_next + h_k * (-eps * langevin_back - b_next)
-        x = mean_back + jnp.sqrt(var) * jax.random.normal(keys[k], x_next.shape, x_next.dtype)
+        x = mean_back + jnp.sqrt(var) * shard_batch(jax.random.normal(keys[k], x_next.shape, x_next.dtype))
         u1, g1 = jax.vmap(annealing.u1_and_grad)(x)
         b = drift_batch(x, t)
         langevin = jax.vmap(annealing.langevin_grad, in_axes=(0, None, 0))(x, t, g1)

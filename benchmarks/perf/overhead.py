@@ -1,0 +1,62 @@
+"""Harness overhead: a method's training chunk against its hand-fused reference (same maths).
+
+The method side is the very program `samplers.train.train` compiles (`lax.scan` over
+`method.step` with the per-step `lax.cond` mask and finiteness checks, diffrax, flax); the
+reference side is a plain `lax.scan` over `benchmarks.perf.references`' step. Both start from the
+same state and use the same step keys; they are compiled first, then timed A/B/A/B
+(`timing.interleaved`). `ratio = t_reference / t_method` per round, median and spread: 1 means no
+overhead, the goal is >= 0.9.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks.perf.cells import build_cell
+from benchmarks.perf.references import reference_step
+from benchmarks.perf.timing import interleaved, ratio_summary, time_call
+
+__all__ = ["harness_ratio"]
+
+
+def harness_ratio(
+    method: str, target: str, *, steps: int = 3, repeats: int = 5, seed: int = 0, **overrides: Any
+) -> dict[str, Any]:
+    """Time `steps` training steps of `method` and of its reference, interleaved `repeats` times."""
+    from samplers.train import _make_chunk  # the exact chunk program of samplers.train.train
+
+    built = build_cell(method, target, **overrides)
+    state = jax.jit(built.method.init)(jax.random.key(seed))
+    key = jax.random.key(seed + 1)
+    chunk = jax.jit(_make_chunk(built.method.step, steps))
+    ref = reference_step(method, built.problem, built.config)
+
+    @jax.jit
+    def ref_chunk(state, key):
+        body = lambda s, i: ref(jax.random.fold_in(key, i), s)
+        return jax.lax.scan(body, state, jnp.arange(steps, dtype=jnp.int32))
+
+    start, num_valid = jnp.asarray(0, jnp.int32), jnp.asarray(steps, jnp.int32)
+    run_method = lambda: chunk(state, key, start, num_valid).state
+    run_ref = lambda: ref_chunk(state, key)[0]
+    compile_s = {}
+    for name, fn in (("method", run_method), ("reference", run_ref)):
+        t0 = time.perf_counter()
+        time_call(fn)
+        compile_s[name] = time.perf_counter() - t0
+    times = interleaved({"method": run_method, "reference": run_ref}, repeats)
+    return {
+        "method": method,
+        "target": target,
+        "steps_per_call": steps,
+        "batch_size": built.config.batch_size,
+        "num_steps": built.problem.num_steps,
+        "method_s": sorted(times["method"])[len(times["method"]) // 2],
+        "reference_s": sorted(times["reference"])[len(times["reference"]) // 2],
+        "ratio": ratio_summary(times["reference"], times["method"]),
+        "first_call_s": compile_s,
+    }

@@ -1,0 +1,310 @@
+"""The performance report: run every section under a time budget, write `results/perf.md` + JSON.
+
+`run_perf(config)` measures, on the default JAX device:
+1. the float32 matmul peak (`flops.matmul_peak`);
+2. training / sampling throughput, compile times and compilation counts of every method on the
+   reference target, and of the four code-path representatives on the other reference targets
+   (`throughput.cell_throughput`);
+3. the harness-overhead ratios against the hand-fused references (`overhead.harness_ratio`);
+4. the cost-to-accuracy table (`cost_to_accuracy`).
+Each section has a wall-clock budget; cells that do not fit are listed as skipped, never silently
+dropped. The JSON record (`results/perf/perf.json`) keeps one entry per backend (`cpu`, `gpu`, ...)
+so that runs on different devices sit side by side; the Markdown report renders every backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+
+import samplers
+from benchmarks.records import atomic_write_json, environment, git_commit
+
+__all__ = ["PerfConfig", "render_markdown", "run_perf"]
+
+REPRESENTATIVES = ("adjoint_matching", "adjoint_sampling", "pis", "nets_pinn")
+
+
+@dataclasses.dataclass(frozen=True)
+class PerfConfig:
+    """What `make perf` measures (defaults sized for < 10 min on a quiet 2-core CPU).
+
+    Attributes:
+        reference_target: target of the all-methods throughput table and of the overhead ratios.
+        extra_targets: `{target: methods}` measured in addition (throughput only).
+        chunk_size, num_chunks: training steps per timed chunk, and chunks.
+        num_samples, sample_repeats: sampling throughput batch and timed calls.
+        ratio_steps, ratio_repeats: steps per timed call and A/B rounds of the overhead ratios.
+        accuracy_targets: targets of the cost-to-accuracy table.
+        tol: the |log Z error| to reach.
+        accuracy_max_evals, accuracy_max_wall_s: per-cell budget of the cost-to-accuracy table.
+        budgets_s: wall-clock budget of each section (throughput, overhead, accuracy).
+    """
+
+    reference_target: str = "funnel10"
+    extra_targets: tuple[tuple[str, tuple[str, ...]], ...] = (
+        ("gmm40", REPRESENTATIVES),
+        ("many_well32", REPRESENTATIVES),
+        ("lj13", ("adjoint_matching", "adjoint_sampling")),
+    )
+    chunk_size: int = 10
+    num_chunks: int = 2
+    num_samples: int = 512
+    sample_repeats: int = 3
+    ratio_steps: int = 3
+    ratio_repeats: int = 5
+    accuracy_targets: tuple[str, ...] = ("funnel10", "many_well32")
+    tol: float = 0.1
+    accuracy_max_evals: float = 5e6
+    accuracy_max_wall_s: float = 15.0
+    budgets_s: tuple[tuple[str, float], ...] = (
+        ("throughput", 220.0),
+        ("overhead", 150.0),
+        ("accuracy", 180.0),
+    )
+
+
+def _budgeted(name: str, cells: list[tuple[str, Callable[[], dict]]], budget_s: float, log) -> dict:
+    start = time.perf_counter()
+    rows, skipped, errors = [], [], []
+    for label, fn in cells:
+        if time.perf_counter() - start > budget_s:
+            skipped.append(label)
+            continue
+        try:
+            row = fn()
+            rows.append(row)
+            log(f"[{name}] {label}: {json.dumps(_brief(row))}")
+        except Exception as err:  # noqa: BLE001 - recorded, the report goes on
+            errors.append(
+                {"cell": label, "error": f"{type(err).__name__}: {err}", "tb": traceback.format_exc(limit=4)}
+            )
+            log(f"[{name}] {label}: ERROR {type(err).__name__}: {err}")
+    return {
+        "rows": rows,
+        "skipped": skipped,
+        "errors": errors,
+        "wall_s": time.perf_counter() - start,
+        "budget_s": budget_s,
+    }
+
+
+def _brief(row: dict) -> dict:
+    keys = ("step_s", "samples_per_s", "train_compile_s", "ratio", "reached", "evals", "error")
+    return {k: (row[k]["median"] if k == "ratio" else row[k]) for k in keys if k in row}
+
+
+def applicable(method: str, target: str) -> bool:
+    """Whether `method` supports the base the hyper-parameter table gives `(method, target)`."""
+    from benchmarks import hyperparams
+
+    return samplers.get(method).supports(hyperparams.resolve(method, target).problem["base"])
+
+
+def _accuracy_cell(method: str, target: str, config: PerfConfig) -> Callable[[], dict]:
+    from benchmarks.perf.cost_to_accuracy import learned_cost_to_accuracy, particles_cost_to_accuracy
+
+    fn = learned_cost_to_accuracy if samplers.get(method).train_steps is None else particles_cost_to_accuracy
+    return lambda: fn(
+        method,
+        target,
+        tol=config.tol,
+        max_evals=config.accuracy_max_evals,
+        max_wall_s=config.accuracy_max_wall_s,
+    )
+
+
+def run_perf(config: PerfConfig = PerfConfig(), log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every section; returns the record of this backend (see the module docstring)."""
+    from benchmarks.perf.flops import matmul_peak
+    from benchmarks.perf.overhead import harness_ratio
+    from benchmarks.perf.throughput import cell_throughput
+
+    t0 = time.perf_counter()
+    budgets = dict(config.budgets_s)
+    peak = matmul_peak()
+    log(f"matmul peak: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s")
+    ref = config.reference_target
+    pairs = [(m, ref) for m in samplers.names() if applicable(m, ref)]
+    pairs += [(m, t) for t, methods in config.extra_targets for m in methods if applicable(m, t)]
+    tp = lambda m, t: (
+        lambda: cell_throughput(
+            m,
+            t,
+            chunk_size=config.chunk_size,
+            num_chunks=config.num_chunks,
+            num_samples=config.num_samples,
+            repeats=config.sample_repeats,
+        )
+    )
+    throughput = _budgeted(
+        "throughput", [(f"{m}/{t}", tp(m, t)) for m, t in pairs], budgets["throughput"], log
+    )
+    for row in throughput["rows"]:
+        if "network_flop_per_s" in row:
+            row["network_peak_fraction"] = row["network_flop_per_s"] / peak["flops_per_s"]
+    hr = lambda m: lambda: harness_ratio(m, ref, steps=config.ratio_steps, repeats=config.ratio_repeats)
+    overhead = _budgeted("overhead", [(m, hr(m)) for m in REPRESENTATIVES], budgets["overhead"], log)
+    # priority order (the section is budget-capped): SMC and the four representatives on every
+    # target first, then AIS and the other learned methods
+    first = [("smc", t) for t in config.accuracy_targets]
+    first += [(m, t) for t in config.accuracy_targets for m in REPRESENTATIVES]
+    rest = [("ais", t) for t in config.accuracy_targets]
+    rest += [
+        (m, t)
+        for t in config.accuracy_targets
+        for m in samplers.names()
+        if samplers.get(m).train_steps is None and m not in REPRESENTATIVES
+    ]
+    acc_cells = [(f"{m}/{t}", _accuracy_cell(m, t, config)) for m, t in first + rest if applicable(m, t)]
+    accuracy = _budgeted("accuracy", acc_cells, budgets["accuracy"], log)
+    return {
+        "backend": jax.default_backend(),
+        "commit": git_commit(),
+        "hardware": environment(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": dataclasses.asdict(config),
+        "matmul_peak": peak,
+        "throughput": throughput,
+        "overhead": overhead,
+        "accuracy": accuracy,
+        "wall_s": time.perf_counter() - t0,
+    }
+
+
+def write_report(record: dict[str, Any], json_path: Path, md_path: Path) -> None:
+    """Merge `record` into the per-backend JSON file and re-render the Markdown report."""
+    records = json.loads(json_path.read_text()) if json_path.exists() else {}
+    records[record["backend"]] = record
+    atomic_write_json(json_path, records)
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text(render_markdown(records))
+
+
+def _f(v, fmt=".3g", missing="—"):
+    return missing if v is None else format(v, fmt)
+
+
+def render_markdown(records: dict[str, dict]) -> str:
+    """The report of every backend in `records`."""
+    out = ["# Performance report (`make perf`)", ""]
+    out.append(
+        "Generated by `tiltbench perf` (`benchmarks/perf/`). Timings are wall-clock on a shared machine:"
+        " read ratios, not absolute values. Steady-state times exclude compilation (ahead-of-time)."
+    )
+    for backend, rec in records.items():
+        hw = rec["hardware"]
+        out += [
+            "",
+            f"## {backend}: {hw.get('device_kind')} ({hw.get('cpu')}, {hw.get('cpu_count')} cores)",
+            "",
+        ]
+        out.append(
+            f"Commit `{rec['commit']}`, started {rec['started']}, total wall {rec['wall_s']:.0f} s; jax "
+            f"{hw['versions'].get('jax')}, diffrax {hw['versions'].get('diffrax')}, "
+            f"flax {hw['versions'].get('flax')}. float32 matmul peak ({rec['matmul_peak']['n']}²): "
+            f"{rec['matmul_peak']['flops_per_s'] / 1e9:.1f} GFLOP/s."
+        )
+        out += _throughput_table(rec) + _overhead_table(rec) + _accuracy_table(rec)
+    return "\n".join(out) + "\n"
+
+
+def _skipped(section: dict) -> list[str]:
+    lines = []
+    if section["skipped"]:
+        lines.append(
+            f"Skipped (section budget {section['budget_s']:.0f} s spent): {', '.join(section['skipped'])}."
+        )
+    for e in section["errors"]:
+        lines.append(f"Error in `{e['cell']}`: {e['error'][:200]}")
+    return ["", *lines] if lines else []
+
+
+def _throughput_table(rec) -> list[str]:
+    sec = rec["throughput"]
+    out = [
+        "",
+        "### Throughput, compile time, recompilation, network FLOP/s",
+        "",
+        "Training: steps/s of `samplers.train` chunks (steady state); MCMC: warm-up rounds/s. Sampling: "
+        f"samples/s of `method.sample` ({rec['config']['num_samples']} samples). Compile: ahead-of-time "
+        "compilation of the training chunk (the first step) and of the sampler. Recompiles: XLA backend "
+        "compilations after the first chunk (jax.monitoring; must be 0). Network: FLOP/s of the control "
+        "network during sampling (FLOPs per evaluation × network evaluations / call time) and its "
+        "fraction of the matmul peak; FLOPs from XLA's cost_analysis unless marked (a).",
+        "",
+        "| method | target | train steps/s | samples/s | compile train s | compile sample s | recompiles | "
+        "network GFLOP/s | % of peak |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sec["rows"]:
+        src = "" if r.get("network_flops_source", "xla").startswith("xla") else " (a)"
+        frac = r.get("network_peak_fraction")
+        out.append(
+            f"| {r['method']} | {r['target']} | {_f(r.get('train_steps_per_s'))} | "
+            f"{_f(r['samples_per_s'])} | "
+            f"{_f(r.get('train_compile_s'), '.1f')} | {_f(r['sample_compile_s'], '.1f')} | "
+            f"{r.get('recompilations_after_first_chunk', '—')} | "
+            f"{_f(r['network_flop_per_s'] / 1e9 if 'network_flop_per_s' in r else None)}{src} | "
+            f"{_f(100 * frac if frac is not None else None, '.2f')} |"
+        )
+    return out + _skipped(sec)
+
+
+def _overhead_table(rec) -> list[str]:
+    sec = rec["overhead"]
+    out = [
+        "",
+        "### Harness overhead against hand-fused `lax.scan` references",
+        "",
+        "ratio = t_reference / t_method per A/B round (≥ 0.9 is the goal: harness, diffrax and flax add no "
+        "measurable overhead); median and [min, max] over interleaved rounds. The references "
+        "(`benchmarks/perf/references.py`) compute the same loss, gradient and update "
+        "(`tests/benchmarks/test_perf.py`).",
+        "",
+        "| method (code path) | target | steps/call | batch | method s | reference s | ratio median "
+        "| [min, max] |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sec["rows"]:
+        q = r["ratio"]
+        out.append(
+            f"| {r['method']} | {r['target']} | {r['steps_per_call']} | {r['batch_size']} | "
+            f"{r['method_s']:.3f} | "
+            f"{r['reference_s']:.3f} | {q['median']:.3f} | [{q['min']:.3f}, {q['max']:.3f}] |"
+        )
+    return out + _skipped(sec)
+
+
+def _accuracy_table(rec) -> list[str]:
+    sec = rec["accuracy"]
+    c = rec["config"]
+    out = [
+        "",
+        f"### Cost to reach |log Ẑ − log Z| ≤ {c['tol']}",
+        "",
+        f"Budget-capped to fit `make perf`: per cell at most {c['accuracy_max_evals']:.0e} energy+gradient "
+        f"evaluations or {c['accuracy_max_wall_s']:.0f} s, and "
+        f"{dict(c['budgets_s'])['accuracy']:.0f} s for the "
+        "whole table (cells beyond it are listed as skipped). One seed; learned methods: training evals "
+        "+ the 256 samples of the estimate, checked after every chunk of 25 steps; SMC/AIS: particles "
+        "doubled from 128. Wall excludes compilation.",
+        "",
+        "| target | method | reached | energy+grad evals | wall s | |error| | detail |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(sec["rows"], key=lambda r: (r["target"], not r["reached"], r["evals"])):
+        detail = f"{r['particles']} particles" if "particles" in r else f"{r['train_steps']} steps"
+        reached = "yes" if r["reached"] else f"not reached at {r['evals']:.3g} evals"
+        out.append(
+            f"| {r['target']} | {r['method']} | {reached} | {r['evals']:.3g} | {r['wall_s']:.2f} | "
+            f"{r['error']:.3f} | {detail} |"
+        )
+    return out + _skipped(sec)
