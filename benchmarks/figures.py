@@ -62,7 +62,9 @@ def _cost_figure(target: str, rows: list[tuple[str, dict]], path: Path) -> bool:
         color = cmap(i % 20)
         for j, tr in enumerate(agg["traces"]):
             pts = [
-                (p["evals"], p["logZ_error"]) for p in tr if math.isfinite(p["logZ_error"]) and p["evals"] > 0
+                (p["evals"], float(p["logZ_error"]))
+                for p in tr
+                if math.isfinite(float(p["logZ_error"])) and p["evals"] > 0  # JSON keeps NaN as "nan"
             ]
             if pts:
                 xs, ys = zip(*pts, strict=True)
@@ -132,9 +134,9 @@ def _budget_figure(target: str, methods: dict[str, list[tuple[str, dict]]], path
                 budgets.add(b[0])
             for tr in agg["traces"]:
                 pts = [
-                    (p["evals"] + p.get("evals_sample", 0.0), p["logZ_error"])
+                    (p["evals"] + p.get("evals_sample", 0.0), float(p["logZ_error"]))
                     for p in tr
-                    if math.isfinite(p["logZ_error"]) and p["evals"] > 0
+                    if math.isfinite(float(p["logZ_error"])) and p["evals"] > 0  # JSON keeps NaN as "nan"
                 ]
                 if pts:
                     xs, ys = zip(*pts, strict=True)

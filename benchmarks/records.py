@@ -116,14 +116,20 @@ def atomic_write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
 
 
 def read_record(path: str | os.PathLike) -> dict[str, Any]:
-    """Load one record; metric strings "nan"/"inf" are turned back into floats."""
+    """Load one record; the strings "nan"/"inf"/"-inf" of the metrics and of the training trace
+    (JSON has no NaN) are turned back into floats."""
     with open(path) as fh:
         rec = json.load(fh)
-    rec["metrics"] = {
-        k: (float(v) if isinstance(v, str) and v in ("nan", "inf", "-inf") else v)
-        for k, v in rec.get("metrics", {}).items()
-    }
+    rec["metrics"] = {k: _float_back(v) for k, v in rec.get("metrics", {}).items()}
+    if isinstance(rec.get("trace"), list):
+        rec["trace"] = [
+            {k: _float_back(v) for k, v in p.items()} if isinstance(p, dict) else p for p in rec["trace"]
+        ]
     return rec
+
+
+def _float_back(v: Any) -> Any:
+    return float(v) if isinstance(v, str) and v in ("nan", "inf", "-inf") else v
 
 
 def iter_records(directory: str | os.PathLike) -> Iterator[dict[str, Any]]:

@@ -37,9 +37,12 @@ def test_bootstrap_ci_covers_the_mean_and_shrinks_with_more_data():
 
 def test_atomic_json_round_trips_non_finite_values(tmp_path):
     path = tmp_path / "a" / "r.json"
-    atomic_write_json(path, _record("m", "t", 0, **{"logZ/error": float("nan"), "x": float("inf")}))
+    rec = _record("m", "t", 0, **{"logZ/error": float("nan"), "x": float("inf")})
+    rec["trace"] = [{"evals": 10.0, "logZ_error": float("nan")}]  # a NaN trace point (seen in a real run)
+    atomic_write_json(path, rec)
     rec = read_record(path)
     assert math.isnan(rec["metrics"]["logZ/error"]) and rec["metrics"]["x"] == math.inf
+    assert math.isnan(rec["trace"][0]["logZ_error"])
     json.loads(path.read_text())  # strict JSON on disk
     assert not list(tmp_path.rglob("*.tmp"))
 
