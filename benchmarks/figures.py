@@ -52,6 +52,16 @@ def _end_points(agg: dict[str, Any], metric: str) -> tuple[float, float] | None:
     return (max(evals, 1.0), s[metric][0])
 
 
+def _trace_points(trace: list[dict], with_sampling: bool = False) -> list[tuple[float, float]]:
+    """`(evaluations, |log Ẑ − log Z|)` of a training trace, finite points only; `with_sampling` adds
+    the cost the final sampling would have had at that point (`evals_sample`)."""
+    return [
+        (p["evals"] + (p.get("evals_sample", 0.0) if with_sampling else 0.0), float(p["logZ_error"]))
+        for p in trace
+        if math.isfinite(float(p["logZ_error"])) and p["evals"] > 0
+    ]
+
+
 def _cost_figure(target: str, rows: list[tuple[str, dict]], path: Path) -> bool:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -61,11 +71,7 @@ def _cost_figure(target: str, rows: list[tuple[str, dict]], path: Path) -> bool:
     for i, (method, agg) in enumerate(sorted(rows)):
         color = cmap(i % 20)
         for j, tr in enumerate(agg["traces"]):
-            pts = [
-                (p["evals"], float(p["logZ_error"]))
-                for p in tr
-                if math.isfinite(float(p["logZ_error"])) and p["evals"] > 0  # JSON keeps NaN as "nan"
-            ]
+            pts = _trace_points(tr)
             if pts:
                 xs, ys = zip(*pts, strict=True)
                 axes[0].plot(
@@ -133,11 +139,7 @@ def _budget_figure(target: str, methods: dict[str, list[tuple[str, dict]]], path
             if b and math.isfinite(b[0]):
                 budgets.add(b[0])
             for tr in agg["traces"]:
-                pts = [
-                    (p["evals"] + p.get("evals_sample", 0.0), float(p["logZ_error"]))
-                    for p in tr
-                    if math.isfinite(float(p["logZ_error"])) and p["evals"] > 0  # JSON keeps NaN as "nan"
-                ]
+                pts = _trace_points(tr, with_sampling=True)
                 if pts:
                     xs, ys = zip(*pts, strict=True)
                     axes[0].plot(xs, np.maximum(ys, 1e-4), color=color, alpha=0.3, lw=0.8)
