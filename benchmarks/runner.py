@@ -92,10 +92,6 @@ def _finite(x: Any) -> bool:
     return bool(np.all(np.isfinite(np.asarray(x))))
 
 
-def _total_evals(cost: Cost) -> float:
-    return float(cost.energy_evals) + float(cost.grad_evals)
-
-
 def _reference_sets(target: targets.Target, key: jax.Array, n: int) -> tuple[Any, Any, int]:
     """Two independent reference sets of equal size (exact draws, or disjoint halves of the shipped set)."""
     if target.exact_samples:
@@ -130,8 +126,8 @@ def _trace_fn(
         est = float(log_z_estimate(s.log_w).value) if weighted else float("nan")
         err = abs(est - log_z) if log_z is not None else float("nan")
         return {
-            "evals": _total_evals(state.cost),
-            "evals_sample": _total_evals(s.cost) * num_samples / num,
+            "evals": state.cost.budget_evals(),
+            "evals_sample": s.cost.budget_evals() * num_samples / num,
             "logZ": est,
             "logZ_error": err,
         }
@@ -151,7 +147,7 @@ def _plan_baseline(spec, problem, config, key, max_evals, num_samples, record):
 
 
 def _budget_spent(max_evals: float | None, cost: Cost) -> dict[str, Any]:
-    spent = _total_evals(cost)
+    spent = cost.budget_evals()
     return {
         "max_evals": max_evals,
         "spent_evals": spent,

@@ -56,6 +56,11 @@ class Cost(NamedTuple):
     def as_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in self._asdict().items()}
 
+    def budget_evals(self) -> float:
+        """Budget units (host float): energy + gradient evaluations, the fair cost axis between learned
+        samplers and MCMC/SMC (network evaluations and SDE steps are reported but not counted)."""
+        return float(self.energy_evals) + float(self.grad_evals)
+
 
 class Samples(NamedTuple):
     """What `Method.sample` returns.

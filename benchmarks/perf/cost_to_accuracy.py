@@ -29,10 +29,6 @@ from samplers.train import train
 __all__ = ["learned_cost_to_accuracy", "particles_cost_to_accuracy"]
 
 
-def _evals(cost) -> float:
-    return float(cost.energy_evals) + float(cost.grad_evals)
-
-
 def learned_cost_to_accuracy(
     method: str,
     target: str,
@@ -58,14 +54,15 @@ def learned_cost_to_accuracy(
         s = jax.block_until_ready(sample(jax.random.fold_in(key_trace, i), state, num_trace))
         sample_s = time.perf_counter() - t0 if i > 0 else float("nan")  # the first call compiles
         err = abs(float(log_z_estimate(s.log_w).value) - log_z)
-        trace.append({"evals": _evals(state.cost) + _evals(s.cost), "error": err, "sample_s": sample_s})
+        evals = state.cost.budget_evals() + s.cost.budget_evals()
+        trace.append({"evals": evals, "error": err, "sample_s": sample_s})
         return None
 
     start = time.perf_counter()
 
     def stop(state):
         elapsed = time.perf_counter() - start  # includes the first chunk's compilation
-        return trace[-1]["error"] <= tol or _evals(state.cost) >= max_evals or elapsed >= max_wall_s
+        return trace[-1]["error"] <= tol or state.cost.budget_evals() >= max_evals or elapsed >= max_wall_s
 
     result = train(
         key_train, built.method, num_steps=100_000, chunk_size=chunk_size, eval_fn=eval_fn, stop_fn=stop
@@ -117,7 +114,7 @@ def particles_cost_to_accuracy(
         wall = time.perf_counter() - t0
         spent += wall
         err = abs(float(log_z_estimate(s.log_w).value) - built.problem.log_Z)
-        last = {"particles": n, "evals": _evals(s.cost), "wall_s": wall, "error": err}
+        last = {"particles": n, "evals": s.cost.budget_evals(), "wall_s": wall, "error": err}
         if err <= tol or last["evals"] >= max_evals or spent >= max_wall_s:
             break
     return {

@@ -80,8 +80,8 @@ class BudgetPlan(NamedTuple):
 
 
 def evals(cost: Cost) -> float:
-    """Budget units of a cost: energy + gradient evaluations."""
-    return float(cost.energy_evals) + float(cost.grad_evals)
+    """Budget units of a cost: energy + gradient evaluations (`Cost.budget_evals`)."""
+    return cost.budget_evals()
 
 
 def _check(max_evals: float, num_samples: int) -> None:
