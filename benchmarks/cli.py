@@ -320,11 +320,23 @@ def _merge(args: argparse.Namespace) -> int:
 def _perf_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results/perf", help="output directory (default results/perf)")
     p.add_argument("--report", default="results/perf.md", help="Markdown report (default results/perf.md)")
-    p.add_argument("--repeats", type=int, default=7, help="--integrator: timed side-by-side repeats")
+    p.add_argument(
+        "--repeats", type=int, default=7, help="--integrator, --before-after: timed side-by-side repeats"
+    )
     p.add_argument(
         "--integrator", action="store_true", help="only the diffrax-vs-lax.scan integrator comparison"
     )
-    p.add_argument("--budget-scale", type=float, default=1.0, help="multiply every section's time budget")
+    p.add_argument(
+        "--before-after",
+        action="store_true",
+        help="only the before/after ratios of the speed optimisations (results/perf/before_after.md)",
+    )
+    p.add_argument(
+        "--budget-scale",
+        type=float,
+        default=1.0,
+        help="multiply every time budget: sections and each learned cell's training (default 1)",
+    )
 
 
 @command(
@@ -335,17 +347,16 @@ def _perf_args(p: argparse.ArgumentParser) -> None:
 def _perf(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if args.before_after:
+        from benchmarks.perf.before_after import run_before_after
+
+        print(f"wrote {run_before_after(Path(args.out), repeats=args.repeats)}")
+        return 0
     if not args.integrator:
-        import dataclasses
 
         from benchmarks.perf.report import PerfConfig, run_perf, write_report
 
-        if not args.budget_scale > 0:
-            raise ValueError(f"--budget-scale must be positive, got {args.budget_scale}")
-        config = PerfConfig()
-        config = dataclasses.replace(
-            config, budgets_s=tuple((k, v * args.budget_scale) for k, v in config.budgets_s)
-        )
+        config = PerfConfig().scaled(args.budget_scale)
         record = run_perf(config)
         write_report(record, Path(args.out) / "perf.json", Path(args.report))
         print(f"wrote {args.report} and {Path(args.out) / 'perf.json'} ({record['wall_s']:.0f} s)")

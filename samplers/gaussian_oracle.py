@@ -1,4 +1,4 @@
-"""Closed-form optimal control and tilted marginals for a Gaussian target under the Brownian base.
+"""Closed-form optimal controls for a Gaussian target: Brownian base, and any linear-Gaussian EM chain.
 
 Target `π = N(m, S)` (unnormalised `γ = Z·π`), base: Brownian motion from the Dirac at 0 with
 schedule `σ(t)`, `ν_t = ∫_0^t σ²` (`samplers.base_processes.BrownianBase`), tilt
@@ -26,21 +26,63 @@ mean `x + (I + c_k² Q_{k+1})^{-1} c_k² ∇log h_{k+1}(x)` (`Q_{k+1} = -∇²lo
 control `u_k(x) = σ(t_k)(I + c_k² Q_{k+1})^{-1} ∇log h_{k+1}(x)` leaves only the covariance mismatch:
 per-step log-weight fluctuations of order `c_k² |Q|`, so `std(log w) = O(sqrt(h))` over the path (the
 continuous `u*` evaluated at `t_k` behaves the same to leading order).
+
+**Any linear-Gaussian base** (`DiscreteChainOracle`: the VP/OU base of DDS as well as the Brownian
+one). The simulated chain is `x_{k+1} = a_k x_k + h_k σ_k u_k + c_k ε_k` (`samplers.sde`, Euler–Maruyama;
+`DiscreteChain`: `a_k = 1 + h_k ℓ(t_k)`, `c_k² = σ_k² h_k`) from `x_0 ~ p_0 = N(0, s_0 I)` (`s_0 = 0`:
+Dirac), tilted by `r = log γ - log N(0, s_K I)`. The discrete value function
+`h_k(x) = E^base[e^{r(X_K)} | X_k = x]` is the exponential of a quadratic form,
+
+    log h_k(x) = -½ xᵀ P_k x + q_kᵀ x + κ_k,
+
+with `P_K = S^{-1} - I/s_K`, `q_K = S^{-1} m`,
+`κ_K = log Z - ½ mᵀS^{-1}m - ½ log det(2πS) + (d/2) log(2π s_K)`, and one Gaussian integral
+`h_k(x) = ∫ N(y; a_k x, c_k² I) h_{k+1}(y) dy` per step backwards
+(`G_k := (I + c_k² P_{k+1})^{-1}`, which must be positive definite):
+
+    P_k = a_k² G_k P_{k+1},   q_k = a_k G_k q_{k+1},
+    κ_k = κ_{k+1} + ½ c_k² q_{k+1}ᵀ G_k q_{k+1} + ½ log det G_k,
+
+and `log E_{p_0}[h_0] = κ_0 + ½ s_0 q_0ᵀ G_{-1} q_0 + ½ log det G_{-1}` (`G_{-1} = (I + s_0 P_0)^{-1}`)
+must be `log Z` (a check of the recursion). The optimal (h-transformed) kernel
+`F*_k(y | x) = N(y; a_k x, c_k² I) h_{k+1}(y)/h_k(x)` is `N(a_k x + c_k² G_k ∇log h_{k+1}(a_k x), c_k² G_k)`;
+matching its mean with the EM step gives the control
+
+    u_k(x) = σ_k G_k ∇log h_{k+1}(a_k x) = σ_k G_k (q_{k+1} - a_k P_{k+1} x),
+
+which is `GaussianOracle.discrete_control` when `a_k = 1`, `s_0 = 0` (tests check it). Path weight under
+it: the kernel-form `log w = r(x_K) + Σ_k log(F^base_k/F^u_k)` telescopes to
+
+    log w = log h_0(x_0) + Σ_k g_k(ε_k),   g_k(ε) = -½ c_k² εᵀ P_{k+1} ε - ½ log det G_k,
+
+(`g_k` = log F*_k - log F^u_k, the EM covariance mismatch, a function of the step's noise only), so
+
+    E[log w] = κ_0 - ½ s_0 tr P_0 + Σ_k (-½ c_k² tr P_{k+1} - ½ log det G_k),
+    Var[log w] = ½ s_0² tr P_0² + s_0 |q_0|² + Σ_k ½ c_k⁴ tr P_{k+1}².
+
+`log w` is *not* constant even as `h → 0` when the start is random: the optimally tilted path law starts
+from `p_0 h_0 / Z ≠ p_0` (the VP base is not memoryless, `Corr(X_0, X_1) = φ_{0,1} > 0`), and the
+control cannot change `p_0`; the term `Var_{p_0}[log h_0]` is the floor. The mean-matching control is
+nonetheless the exact minimiser of `KL(P^u || P*)` over EM controls (each conditional KL
+`KL(F^u_k(·|x) || F*_k(·|x))` is minimised by matching the mean, and its minimum does not depend on x),
+and the gradients of the log-variance and trajectory-balance losses vanish there in expectation
+(`∂_θ log w = -Σ_k ε_k·∂_θ(mean_k)/c_k` is uncorrelated with `log h_0(x_0)` and with every even `g_j`).
+[DERIVED here; checked by tests/samplers/methods/test_path_kl.py.]
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplers.base_processes import BrownianBase
+from samplers.base_processes import AbstractLinearGaussianBase, BrownianBase
 
-__all__ = ["GaussianOracle"]
+__all__ = ["DiscreteChainOracle", "GaussianOracle", "QuadraticValue"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -169,3 +211,166 @@ class GaussianOracle:
             return sigmas[k] * gains[k] @ self._grad_log_h(x, s[k + 1], s_end)
 
         return control
+
+
+# ---------------------------------------------------------------------------------------------
+# any linear-Gaussian base, exact on its EM chain
+# ---------------------------------------------------------------------------------------------
+
+
+class QuadraticValue(NamedTuple):
+    """`log h_k(x) = -½ xᵀ P_k x + q_kᵀ x + κ_k` for `k = 0, …, K`.
+
+    Attributes:
+        precision: `P_k`, `(K+1, dim, dim)`.
+        linear: `q_k`, `(K+1, dim)`.
+        const: `κ_k`, `(K+1,)`.
+    """
+
+    precision: np.ndarray
+    linear: np.ndarray
+    const: np.ndarray
+
+
+def _psd_inverse(matrix: np.ndarray, what: str) -> np.ndarray:
+    eigenvalues = np.linalg.eigvalsh(matrix)
+    if not np.all(eigenvalues > 0):
+        raise ValueError(
+            f"{what} is not positive definite (eigenvalues {eigenvalues}): the discrete value function is "
+            "not integrable on this grid (target too broad for the base's noise)"
+        )
+    return np.linalg.inv(matrix)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DiscreteChainOracle:
+    """Exact discrete value function and mean-matching optimal control of a linear-Gaussian base's EM chain
+    for `π = N(mean, cov)` (the maths is in the module docstring, "Any linear-Gaussian base").
+
+    Works for `VPBase` (DDS) and `BrownianBase`; computed once, in float64, from the same float32
+    chain constants (`base.discretise(ts)`) that `samplers.sde` simulates.
+
+    Args:
+        mean: target mean `m`, `(dim,)`.
+        cov: target covariance `S`, `(dim, dim)`, or its diagonal `(dim,)`.
+        base: a linear-Gaussian base (`AbstractLinearGaussianBase`; no particles).
+        ts: the problem's grid `t_0 < … < t_K` (`Problem.ts`).
+        log_Z: log normaliser of the unnormalised target `γ = Z·N(m, S)`.
+
+    Attributes (derived):
+        value: the quadratic forms of `log h_k` (float64 numpy).
+        log_Z_chain: `log E_{p_0}[h_0]`, equal to `log_Z` up to rounding (a check of the recursion).
+        log_weight_mean: `E[log w]` under `control` (the ELBO of the optimal EM control).
+        log_weight_var: `Var[log w]` under `control`.
+        initial_log_weight_var: its part `Var_{p_0}[log h_0(X_0)]` due to the fixed initial law (0 for a
+            Dirac start).
+    """
+
+    mean: Any
+    cov: Any
+    base: AbstractLinearGaussianBase
+    ts: Any
+    log_Z: float = 0.0
+    # derived in __post_init__ (see the module docstring)
+    value: QuadraticValue = dataclasses.field(init=False, repr=False)
+    log_Z_chain: float = dataclasses.field(init=False)
+    log_weight_mean: float = dataclasses.field(init=False)
+    log_weight_var: float = dataclasses.field(init=False)
+    initial_log_weight_var: float = dataclasses.field(init=False)
+    _grid: jax.Array = dataclasses.field(init=False, repr=False)
+    _offsets: jax.Array = dataclasses.field(init=False, repr=False)
+    _slopes: jax.Array = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self):
+        if not isinstance(self.base, AbstractLinearGaussianBase):
+            raise TypeError(
+                f"DiscreteChainOracle needs a linear-Gaussian base ('brownian' or 'vp'), got "
+                f"{type(self.base).__name__}"
+            )
+        if self.base.particles is not None:
+            raise ValueError("DiscreteChainOracle does not handle particle systems")
+        d = self.base.dim
+        mean = np.asarray(self.mean, np.float64).reshape(-1)
+        cov = np.asarray(self.cov, np.float64)
+        cov = np.diag(cov) if cov.ndim == 1 else cov
+        if mean.shape != (d,) or cov.shape != (d, d):
+            raise ValueError(
+                f"mean must be ({d},) and cov ({d}, {d}) or ({d},), got {mean.shape}, {cov.shape}"
+            )
+        if not (np.allclose(cov, cov.T) and np.all(np.linalg.eigvalsh(cov) > 0)):
+            raise ValueError("cov must be symmetric positive definite")
+        chain = self.base.discretise(np.asarray(self.ts, np.float64))
+        a, c2, s = (np.asarray(v, np.float64) for v in (chain.decays, chain.noise_vars, chain.marginal_vars))
+        num_steps, eye = a.shape[0], np.eye(d)
+
+        s_inv = np.linalg.inv(cov)
+        precision = np.empty((num_steps + 1, d, d))
+        linear = np.empty((num_steps + 1, d))
+        const = np.empty(num_steps + 1)
+        gains = np.empty((num_steps, d, d))
+        precision[-1], linear[-1] = s_inv - eye / s[-1], s_inv @ mean
+        const[-1] = (
+            self.log_Z
+            - 0.5 * mean @ s_inv @ mean
+            - 0.5 * np.linalg.slogdet(2 * np.pi * cov)[1]
+            + 0.5 * d * np.log(2 * np.pi * s[-1])
+        )
+        for k in range(num_steps - 1, -1, -1):
+            p_next, q_next = precision[k + 1], linear[k + 1]
+            gain = _psd_inverse(eye + c2[k] * p_next, f"I + c_k² P_(k+1) at k = {k}")
+            gains[k] = gain
+            precision[k] = a[k] ** 2 * gain @ p_next
+            precision[k] = 0.5 * (precision[k] + precision[k].T)
+            linear[k] = a[k] * gain @ q_next
+            const[k] = const[k + 1] + 0.5 * c2[k] * q_next @ gain @ q_next + 0.5 * np.linalg.slogdet(gain)[1]
+        s0 = s[0]
+        gain0 = _psd_inverse(eye + s0 * precision[0], "I + s_0 P_0")
+        log_z_chain = const[0] + 0.5 * s0 * linear[0] @ gain0 @ linear[0] + 0.5 * np.linalg.slogdet(gain0)[1]
+
+        mismatch_mean = sum(
+            -0.5 * c2[k] * np.trace(precision[k + 1]) - 0.5 * np.linalg.slogdet(gains[k])[1]
+            for k in range(num_steps)
+        )
+        mismatch_var = sum(0.5 * c2[k] ** 2 * np.sum(precision[k + 1] ** 2) for k in range(num_steps))
+        initial_mean = const[0] - 0.5 * s0 * np.trace(precision[0])
+        initial_var = 0.5 * s0**2 * np.sum(precision[0] ** 2) + s0 * linear[0] @ linear[0]
+
+        sigmas = np.asarray(chain.sigmas, np.float64)[:, None, None]
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        set_("mean", jnp.asarray(mean, jnp.float32))
+        set_("cov", jnp.asarray(cov, jnp.float32))
+        set_("value", QuadraticValue(precision, linear, const))
+        set_("log_Z_chain", float(log_z_chain))
+        set_("log_weight_mean", float(initial_mean + mismatch_mean))
+        set_("log_weight_var", float(initial_var + mismatch_var))
+        set_("initial_log_weight_var", float(initial_var))
+        # u_k(x) = σ_k G_k q_{k+1} - σ_k a_k G_k P_{k+1} x
+        set_("_grid", jnp.asarray(np.asarray(chain.ts)[:-1], jnp.float32))
+        offsets = sigmas[:, :, 0] * np.einsum("kij,kj->ki", gains, linear[1:])
+        set_("_offsets", jnp.asarray(offsets, jnp.float32))
+        set_("_slopes", jnp.asarray(sigmas * a[:, None, None] * gains @ precision[1:], jnp.float32))
+
+    @property
+    def dim(self) -> int:
+        return self.base.dim
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.value.const.shape[0]) - 1
+
+    def log_h(self, x: jax.Array, k: int) -> jax.Array:
+        """`log h_k(x) = -½ xᵀ P_k x + q_kᵀ x + κ_k` of ONE point (`k` a Python int)."""
+        p, q, c = (jnp.asarray(v[k], jnp.float32) for v in self.value)
+        return -0.5 * x @ p @ x + q @ x + c
+
+    def grad_log_h(self, x: jax.Array, k: int) -> jax.Array:
+        """`∇log h_k(x) = q_k - P_k x` of ONE point."""
+        p, q = (jnp.asarray(v[k], jnp.float32) for v in (self.value.precision, self.value.linear))
+        return q - p @ x
+
+    def control(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
+        """`u_k(x) = σ_k G_k (q_{k+1} - a_k P_{k+1} x)` at the grid time `t = t_k` (`k < K`), with the
+        `control(params, x, t)` signature of `samplers.sde` (`params` is ignored)."""
+        del params
+        k = jnp.argmin(jnp.abs(self._grid - t))  # t is a grid time; nearest index is exact
+        return self._offsets[k] - self._slopes[k] @ x

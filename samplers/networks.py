@@ -79,6 +79,10 @@ class ControlNet(NamedTuple):
         out_dim: output dimension.
         grad_evals_per_apply: evaluations of `∇log γ` spent by one `apply` (1 with the
             grad-log-target feature, else 0), for the methods' `Cost` accounting.
+        apply_with_grad: with the grad-log-target feature only (else None): `(params, x, t, g) -> u`,
+            the same network fed a `∇log γ(x)` the caller has already computed (clipped and
+            stop-gradient inside, as in `apply`), so a method whose drift needs `∇log γ(x)` anyway
+            does not evaluate it twice. Costs no `∇log γ` evaluation.
     """
 
     init: Callable[[jax.Array], PyTree]
@@ -86,6 +90,7 @@ class ControlNet(NamedTuple):
     dim: int
     out_dim: int
     grad_evals_per_apply: int = 0
+    apply_with_grad: Callable[[PyTree, jax.Array, jax.Array, jax.Array], jax.Array] | None = None
 
 
 class ScalarNet(NamedTuple):
@@ -344,13 +349,14 @@ def mlp_control(
     )
     clip = float(grad_clip)
 
-    def grad_feature(x):
-        if not use_grad:
-            return None
-        grad = jnp.asarray(grad_log_target(x))
+    def clipped(grad):
+        grad = jnp.asarray(grad)
         if grad.shape != (dim,):
-            raise ValueError(f"mlp_control: grad_log_target must return shape ({dim},), got {grad.shape}")
+            raise ValueError(f"mlp_control: the ∇log γ feature must have shape ({dim},), got {grad.shape}")
         return jax.lax.stop_gradient(jnp.clip(grad, -clip, clip))
+
+    def grad_feature(x):
+        return clipped(grad_log_target(x)) if use_grad else None
 
     @jax.jit
     def init(key: jax.Array) -> PyTree:
@@ -363,7 +369,18 @@ def mlp_control(
         t = _check_time(t, "mlp_control")
         return module.apply(params, x, t, grad_feature(x))
 
-    return ControlNet(init=init, apply=apply, dim=dim, out_dim=out_dim, grad_evals_per_apply=int(use_grad))
+    def apply_with_grad(params: PyTree, x: jax.Array, t: jax.Array, grad: jax.Array) -> jax.Array:
+        x = _check_point(x, dim, "mlp_control")
+        return module.apply(params, x, _check_time(t, "mlp_control"), clipped(grad))
+
+    return ControlNet(
+        init=init,
+        apply=apply,
+        dim=dim,
+        out_dim=out_dim,
+        grad_evals_per_apply=int(use_grad),
+        apply_with_grad=apply_with_grad if use_grad else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -88,6 +88,7 @@ FIXED_POINTS = {
         name: ("Gaussian oracle u*, Brownian base", (lambda n: lambda: t_pkl.fixed_point_z_scores(n))(name))
         for name in ("pis", "log_variance", "trajectory_balance")
     },
+    "dds": ("discrete-chain Gaussian oracle u*, VP base", lambda: t_pkl.fixed_point_z_scores("dds")),
     "cmcd_kl": ("u = 0 with p_0 = π", lambda: t_cmcd.fixed_point_z_scores("cmcd_kl")[:2]),
     "cmcd_lv": ("u = 0 with p_0 = π", lambda: t_cmcd.fixed_point_z_scores("cmcd_lv")[:2]),
     "nets_pinn": ("closed-form Gaussian transport (float64)", _nets_pinn),
@@ -97,7 +98,7 @@ FIXED_POINTS = {
 
 def _fixed_point(name: str) -> dict:
     if name not in FIXED_POINTS:
-        return {"kind": "none (no closed-form optimum for the VP base yet)", "optimum": "—", "perturbed": "—"}
+        return {"kind": "none (no closed-form optimum)", "optimum": "—", "perturbed": "—"}
     kind, fn = FIXED_POINTS[name]
     out = fn()
     optimum, perturbed = (out["optimum"], out["perturbed"]) if isinstance(out, dict) else out[:2]

@@ -26,10 +26,15 @@ __all__ = ["harness_ratio"]
 def harness_ratio(
     method: str, target: str, *, steps: int = 3, repeats: int = 5, seed: int = 0, **overrides: Any
 ) -> dict[str, Any]:
-    """Time `steps` training steps of `method` and of its reference, interleaved `repeats` times."""
+    """Time `steps` training steps of `method` and of its reference, interleaved `repeats` times.
+
+    A buffer method (one with `refresh_every`) is timed over one whole refresh period instead
+    (`max(steps, refresh_every)` steps, starting with a refresh), so that refresh and regression
+    steps weigh as they do in training."""
     from samplers.train import _make_chunk  # the exact chunk program of samplers.train.train
 
     built = build_cell(method, target, **overrides)
+    steps = max(steps, int(getattr(built.config, "refresh_every", 0) or 0))
     state = jax.jit(built.method.init)(jax.random.key(seed))
     key = jax.random.key(seed + 1)
     chunk = jax.jit(_make_chunk(built.method.step, steps))

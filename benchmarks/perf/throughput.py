@@ -28,7 +28,7 @@ from benchmarks.perf.compile import train_with_compile_count
 from benchmarks.perf.flops import network_flops
 from benchmarks.perf.timing import time_call
 
-__all__ = ["cell_throughput", "control_network"]
+__all__ = ["cell_throughput", "control_network", "network_rate"]
 
 
 def _network_params(params: Any) -> Any:
@@ -113,12 +113,21 @@ def cell_throughput(
     row["num_samples"] = num_samples
     row["samples_per_s"] = num_samples / row["sample_s"]
     row["sample_cost"] = out.cost.as_dict()
-    network = control_network(built)
-    if network is not None and float(out.cost.network_evals) > 0:
-        apply, params_of = network
-        flops = network_flops(apply, params_of(state), built.problem.dim)
-        row["network_flops_per_eval"] = flops["flops"]
-        row["network_flops_source"] = flops["source"]
-        row["network_flop_per_s"] = flops["flops"] * float(out.cost.network_evals) / row["sample_s"]
+    row.update(network_rate(built, state, float(out.cost.network_evals), row["sample_s"]))
     row["wall_s"] = time.perf_counter() - t_cell
     return row
+
+
+def network_rate(built, state: Any, network_evals: float, seconds: float) -> dict[str, Any]:
+    """`{network_flops_per_eval, network_flops_source, network_flop_per_s}` of a sampling call that
+    made `network_evals` control-network evaluations in `seconds`; empty without a control network."""
+    network = control_network(built)
+    if network is None or network_evals <= 0:
+        return {}
+    apply, params_of = network
+    flops = network_flops(apply, params_of(state), built.problem.dim)
+    return {
+        "network_flops_per_eval": flops["flops"],
+        "network_flops_source": flops["source"],
+        "network_flop_per_s": flops["flops"] * network_evals / seconds,
+    }

@@ -29,8 +29,10 @@ the official code's `NN` has the opposite sign (`fk_mean = z - ε∇U - ε NN`).
 per-step diffusion scale (initialised to `diffusion_scale`) unless `learn_diffusion_scale=False`.
 `∇log γ` is clipped element-wise at `grad_target_clip` (CMCD's `gradU` clipping, methods.md §10.6;
 the weights stay exact for the clipped kernels). The network sees `sg[clip(∇log γ(x))]` through
-`mlp_control`'s grad-log-target feature; with `x` and `t` as inputs this carries the same
-information as the detached `∇log π̃_β = β ∇log γ + (1 - β)∇log p_0` (the second term is affine in x).
+`mlp_control`'s grad-log-target feature, fed the gradient the drift computes at that point anyway
+(`FeatureControl`: one `∇log γ` evaluation per point, not two); with `x` and `t` as inputs this
+carries the same information as the detached `∇log π̃_β = β ∇log γ + (1 - β)∇log p_0` (the second
+term is affine in x).
 
 **Weights** (an exact Crooks-type ratio of the discrete chain, methods.md §5.2, §7.1):
 
@@ -77,6 +79,7 @@ from samplers.parallel import shard_batch
 from samplers.problem import Problem
 
 __all__ = [
+    "FeatureControl",
     "CMCD_DETACH_MODES",
     "Annealing",
     "CMCDConfig",
@@ -116,6 +119,9 @@ class CMCDConfig:
         time_embedding_dim: number of sinusoidal time features.
         grad_log_target_feature: feed `sg[clip(∇log γ)]` to the MLP (PISGRADNet feature).
         grad_target_clip: element-wise clip of `∇log γ` in the drifts and the feature (100, CMCD `gradU`).
+        reuse_drift_gradient: feed the feature the `∇log γ(x)` the drifts compute anyway
+            (`FeatureControl`); False makes the network evaluate it a second time (the same numbers
+            at twice the gradient cost: kept for the before/after measurement of `make perf`).
         grad_clip: global-norm clip of the parameter gradient, or None.
         initial_std: initial standard deviation `s` of `p_0` (and the centre-of-mass scale for particles).
         learn_initial: learn the mean and diagonal std of `p_0`; False fixes `p_0 = N(0, initial_std² I)`.
@@ -131,6 +137,7 @@ class CMCDConfig:
     time_embedding_dim: int = 32
     grad_log_target_feature: bool = True
     grad_target_clip: float = 100.0
+    reuse_drift_gradient: bool = True
     grad_clip: float | None = 10.0
     initial_std: float = 1.0
     learn_initial: bool = True
@@ -323,11 +330,22 @@ class _Pieces(NamedTuple):
     control: jax.Array
 
 
-def _pieces_fn(target: _Target, control: Control, a: Annealing):
+class FeatureControl(NamedTuple):
+    """A control fed the drift's own clipped `∇log γ(x)`: `apply(params, x, t, grad) -> u` (e.g.
+    `ControlNet.apply_with_grad`). The grad-log-target feature then reuses the gradient the CMCD
+    drifts compute at every point anyway: one `∇log γ` evaluation per point instead of two."""
+
+    apply: Callable[[PyTree, jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def _pieces_fn(target: _Target, control: Control | FeatureControl, a: Annealing):
     def pieces(params, x, t):
         grad_target = jax.vmap(target.grad_log_prob)(x)
         grad_initial = -(x - a.initial_mean) / a.initial_std**2
-        u = jax.vmap(control, in_axes=(None, 0, None))(params, x, t)
+        if isinstance(control, FeatureControl):
+            u = jax.vmap(control.apply, in_axes=(None, 0, None, 0))(params, x, t, grad_target)
+        else:
+            u = jax.vmap(control, in_axes=(None, 0, None))(params, x, t)
         return _Pieces(grad_target, grad_initial, u)
 
     return pieces
@@ -549,7 +567,10 @@ def _build(problem: Problem, config: CMCDConfig, loss_fn: Callable, name: str) -
         grad_log_target=jax.grad(target.log_prob) if config.grad_log_target_feature else None,
         grad_target_clip=config.grad_target_clip,
     )
-    per_control = float(net.grad_evals_per_apply)
+    # the feature reuses the drift's clipped ∇log γ(x) (same clip): no second evaluation per point
+    reuse = config.reuse_drift_gradient and net.apply_with_grad is not None
+    control = FeatureControl(net.apply_with_grad) if reuse else net.apply
+    per_control = 0.0 if reuse else float(net.grad_evals_per_apply)
     optimizer = make_optimizer(config.learning_rate, config.grad_clip)
 
     def init(key: jax.Array) -> CMCDState:
@@ -558,7 +579,7 @@ def _build(problem: Problem, config: CMCDConfig, loss_fn: Callable, name: str) -
 
     def objective(params, key):
         return loss_fn(
-            key, problem, net.apply, params, config.batch_size, config, grad_evals_per_control=per_control
+            key, problem, control, params, config.batch_size, config, grad_evals_per_control=per_control
         )
 
     def step(key: jax.Array, state: CMCDState) -> tuple[CMCDState, CMCDInfo]:
@@ -581,13 +602,13 @@ def _build(problem: Problem, config: CMCDConfig, loss_fn: Callable, name: str) -
 
     def sample(key: jax.Array, state: CMCDState, num_samples: int) -> Samples:
         path = simulate_cmcd(
-            key, problem, net.apply, state.params, num_samples, config, grad_evals_per_control=per_control
+            key, problem, control, state.params, num_samples, config, grad_evals_per_control=per_control
         )
         return Samples(x=path.x, log_w=path.log_w, cost=path.cost)
 
     def backward(key: jax.Array, state: CMCDState, x_target: jax.Array) -> jax.Array:
         path = simulate_cmcd_backward(
-            key, problem, net.apply, state.params, x_target, config, grad_evals_per_control=per_control
+            key, problem, control, state.params, x_target, config, grad_evals_per_control=per_control
         )
         return path.log_w
 
@@ -605,7 +626,7 @@ def build_cmcd_lv(problem: Problem, config: CMCDConfig) -> Method:
 
 
 _COST = (
-    "per step and path: 1 energy eval, K+1 grad evals (drifts) [+K+1 grad-feature], "
+    "per step and path: 1 energy eval, K+1 grad evals (drifts; the grad feature reuses them), "
     "K+1 network evals, K SDE steps"
 )
 

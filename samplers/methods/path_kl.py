@@ -37,7 +37,10 @@ is a log *weight* (large is good); the generalised work is `W = -log w`. The los
 
 At the optimal control the path weight is constant, `log w ≡ log Z` (continuous time; on a finite
 grid only up to the EM covariance mismatch, see `samplers.gaussian_oracle`), so the KL, LV and TB
-losses are all minimised there; LV and TB additionally vanish with their gradients.
+losses are all minimised there; LV and TB additionally vanish with their gradients. For `dds` the
+start `p_0 = N(0, σ_0² I)` is fixed and the VP base is not memoryless, so even the optimal control
+leaves `log w = log h_0(x_0) + …` (a small floor `Var_{p_0}[log h_0]`); the gradients still vanish
+there (`samplers.gaussian_oracle.DiscreteChainOracle`, which gives the exact optimum of the EM chain).
 
 Every loss is a pure function of any control callable `control(params, x, t)` (`path_kl_loss`,
 `log_variance_loss`, `trajectory_balance_loss`), so the tests can plug in the closed-form optimal

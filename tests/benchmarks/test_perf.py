@@ -136,7 +136,7 @@ def test_report_keeps_backends_apart(tmp_path):
                     }
                 ],
             },
-            "accuracy": section,
+            "cells": section,
         }
 
     json_path, md_path = tmp_path / "perf.json", tmp_path / "perf.md"
@@ -145,3 +145,50 @@ def test_report_keeps_backends_apart(tmp_path):
     text = md_path.read_text()
     assert "## cpu" in text and "## gpu" in text and "| pis | t | 1 | 2 | 1.000 | 0.900 | 0.900 |" in text
     assert text.count("Skipped (section budget") == 6
+
+
+def test_learned_cell_gives_accuracy_and_throughput_from_one_run():
+    """One training run: the cost-to-accuracy row (crossing or last point, evals counted) and the
+    throughput row (steps/s, samples/s, compile times, no recompilation between chunks)."""
+    from benchmarks.perf.cost_to_accuracy import learned_cell
+
+    row = learned_cell(
+        "adjoint_sampling",
+        "gaussian_correlated",
+        tol=1e-6,  # unreachable: the budget decides
+        max_train_s=0.0,
+        chunk_size=5,
+        min_chunks=3,
+        num_trace=64,
+        batch_size=32,
+        hidden=(8,),
+        resample_size=32,
+        buffer_size=64,
+    )
+    assert not row["reached"] and row["train_steps"] == 15 and row["train_steps_timed"] == 15
+    assert len(row["backend_compiles_per_chunk"]) == 3 and row["recompilations_after_first_chunk"] == 0
+    assert row["evals"] > 0 and np.isfinite(row["error"]) and row["train_steps_per_s"] > 0
+    assert row["samples_per_s"] > 0 and row["train_compile_s"] > 0 and row["sample_compile_s"] > 0
+    assert row["network_flop_per_s"] > 0
+
+
+def test_before_after_report_and_bad_name():
+    """The before/after table renders each optimisation's ratios and saved evaluations; an unknown
+    optimisation names the valid ones."""
+    from benchmarks.perf.before_after import OPTIMISATIONS, before_after, render_markdown
+
+    with pytest.raises(ValueError, match="cmcd_reuse_drift_gradient"):
+        before_after("nope", "funnel10")
+    ratio = ratio_summary([2.0, 2.2], [1.0, 1.0])
+    row = {
+        "optimisation": "cmcd_reuse_drift_gradient",
+        "method": "cmcd_lv",
+        "target": "many_well32",
+        "train_ratio": ratio,
+        "sample_ratio": ratio,
+        "cost_per_sample": {"before": {"grad_evals": 202.0}, "after": {"grad_evals": 101.0}},
+    }
+    record = {"commit": "abc", "hardware": {"cpu": "c", "backend": "cpu"}, "wall_s": 1.0, "repeats": 2}
+    text = render_markdown({**record, "rows": [row]})
+    assert "| cmcd_reuse_drift_gradient | cmcd_lv | many_well32 | 2.100 [2.000, 2.200] |" in text
+    assert "202 → 101" in text and all(f"`{k}`" in text for k in OPTIMISATIONS)

@@ -1,9 +1,12 @@
 """Tests of the path-space divergence losses: `pis`, `log_variance`, `trajectory_balance`, `dds`.
 
-- Fixed point: with the (mean-matching, discrete-grid) optimal control of a Gaussian target under the
-  Brownian base plugged in, the batch gradient of each loss w.r.t. an affine perturbation
-  `u = u* + A x + c` vanishes within 3 standard errors (over independent batches), and is many
-  standard errors away from zero at a perturbed control.
+- Fixed point: with the (mean-matching, discrete-grid) optimal control of a Gaussian target plugged in
+  (Brownian base: `GaussianOracle.discrete_control`; VP base of `dds`: `DiscreteChainOracle`), the batch
+  gradient of each loss w.r.t. an affine perturbation `u = u* + A x + c` vanishes within 3 standard
+  errors (over independent batches), and is many standard errors away from zero at a perturbed control.
+- Oracles: the discrete-chain oracle reproduces the Brownian one and `log Z`; under it the simulated
+  `log w` has the closed-form mean and variance (EM covariance mismatch, plus the VP start's
+  `Var_{p_0}[log h_0]`), within standard errors.
 - Conformance: jit, one compilation across chunks, finite outputs, honest cost counters, bad config.
 - Determinism: same key, identical history and samples.
 - Training: a 2-D correlated Gaussian and a 1-D bimodal mixture reach `|log Ẑ - log Z| < 0.05` and
@@ -23,7 +26,7 @@ import samplers
 import targets
 from samplers import estimators, sde
 from samplers.base_processes import BrownianBase, LinearSchedule, VPBase
-from samplers.gaussian_oracle import GaussianOracle
+from samplers.gaussian_oracle import DiscreteChainOracle, GaussianOracle
 from samplers.methods import path_kl
 from samplers.problem import sampling_problem
 from samplers.train import train
@@ -49,13 +52,23 @@ def _z_scores(grads: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def _oracle_problem():
+def _discrete_chain_oracle(truth, base, ts, log_Z):
+    return DiscreteChainOracle(truth["mean"], truth["covariance"], base, ts, log_Z=log_Z).control
+
+
+def _brownian_oracle(truth, base, ts, log_Z):
+    return GaussianOracle(truth["mean"], truth["covariance"], base, log_Z=log_Z).discrete_control(ts)
+
+
+# the optimal EM control of each base: u(params, x, t) at the grid times
+ORACLES = {"brownian": _brownian_oracle, "vp": _discrete_chain_oracle}
+
+
+def _oracle_problem(kind: str = "brownian"):
     target = targets.get("gaussian_correlated")  # mean 1, stds 0.5..2, rotated; log Z = log 2π
-    base = BrownianBase(2, LinearSchedule(1.5))
-    problem = sampling_problem(target, base, num_steps=32)
-    truth = target.ground_truth
-    oracle = GaussianOracle(truth["mean"], truth["covariance"], base, log_Z=target.log_Z)
-    return problem, oracle.discrete_control(problem.ts), target.log_Z
+    problem = sampling_problem(target, _base(kind, 2), num_steps=32)
+    optimal = ORACLES[kind](target.ground_truth, problem.base, problem.ts, target.log_Z)
+    return problem, optimal, target.log_Z
 
 
 def _loss_call(name, log_Z):
@@ -63,18 +76,30 @@ def _loss_call(name, log_Z):
         return lambda key, problem, control, theta, n, config: path_kl.trajectory_balance_loss(
             key, problem, control, theta, jnp.float32(log_Z), n, config
         )
-    return {"pis": path_kl.path_kl_loss, "log_variance": path_kl.log_variance_loss}[name]
+    return {
+        "pis": path_kl.path_kl_loss,
+        "dds": path_kl.path_kl_loss,
+        "log_variance": path_kl.log_variance_loss,
+    }[name]
 
 
 @pytest.fixture(scope="module")
-def oracle_problem():
-    return _oracle_problem()
+def oracle_problems():
+    """`get(kind)` -> `(problem, optimal control, log Z)`, built once per base kind."""
+    cache = {}
+
+    def get(kind):
+        if kind not in cache:
+            cache[kind] = _oracle_problem(kind)
+        return cache[kind]
+
+    return get
 
 
 def fixed_point_z_scores(name: str, oracle_problem=None) -> tuple[np.ndarray, np.ndarray]:
     """Mean / SE (16 batches of 256) of the loss gradient w.r.t. an affine perturbation of `u*`, at the
-    optimum and at a perturbed control (also used by scripts/analytic_checks.py)."""
-    problem, optimal, log_Z = oracle_problem or _oracle_problem()
+    optimum and at a perturbed control, on the method's base (also used by scripts/analytic_checks.py)."""
+    problem, optimal, log_Z = oracle_problem or _oracle_problem(METHOD_BASES[name])
     loss = _loss_call(name, log_Z)
     config = sde.SDEConfig(integrator="scan")
     num_batches, batch_size = 16, 256
@@ -103,16 +128,45 @@ def fixed_point_z_scores(name: str, oracle_problem=None) -> tuple[np.ndarray, np
     return _z_scores(grads[0]), _z_scores(grads[1])
 
 
-@pytest.mark.parametrize("name", ["pis", "log_variance", "trajectory_balance"])
-def test_loss_gradient_vanishes_at_optimal_control(oracle_problem, name):
-    z_optimal, z_perturbed = fixed_point_z_scores(name, oracle_problem)
+@pytest.mark.parametrize("name", ["pis", "log_variance", "trajectory_balance", "dds"])
+def test_loss_gradient_vanishes_at_optimal_control(oracle_problems, name):
+    z_optimal, z_perturbed = fixed_point_z_scores(name, oracle_problems(METHOD_BASES[name]))
     assert np.max(np.abs(z_optimal)) < 3.0, z_optimal
     assert np.max(np.abs(z_perturbed)) > 6.0, z_perturbed
 
 
-def test_optimal_control_log_weights_nearly_constant(oracle_problem):
-    """At u* the LV loss itself is small and the batch log Ẑ is right (log w ≈ log Z up to EM mismatch)."""
-    problem, optimal, log_Z = oracle_problem
+@pytest.mark.parametrize("kind", ["brownian", "vp"])
+def test_discrete_chain_oracle_reproduces_brownian_oracle_and_log_Z(kind):
+    """On the Brownian base (a_k = 1, Dirac start) the backward recursion gives the discrete control of
+    `GaussianOracle`; on both bases `log E_{p_0}[h_0] = log Z`, `log h_K = r`, and only the VP start
+    (not memoryless) adds a variance floor `Var_{p_0}[log h_0] > 0`."""
+    target = targets.get("gaussian_correlated")
+    truth = target.ground_truth
+    problem = sampling_problem(target, _base(kind, 2), num_steps=16)
+    oracle = DiscreteChainOracle(truth["mean"], truth["covariance"], problem.base, problem.ts, target.log_Z)
+    assert oracle.log_Z_chain == pytest.approx(target.log_Z, abs=1e-6)
+    assert oracle.log_weight_mean < target.log_Z  # the ELBO of the best EM control
+    assert (oracle.initial_log_weight_var > 0) == (kind == "vp")
+    x = 2.0 * jax.random.normal(jax.random.key(0), (8, 2))
+    np.testing.assert_allclose(
+        jax.vmap(lambda y: oracle.log_h(y, problem.num_steps))(x), jax.vmap(problem.tilt)(x), rtol=1e-4
+    )
+    if kind == "brownian":
+        reference = _brownian_oracle(truth, problem.base, problem.ts, target.log_Z)
+        controls = jax.jit(jax.vmap(jax.vmap(oracle.control, (None, 0, None)), (None, None, 0)))
+        expected = jax.jit(jax.vmap(jax.vmap(reference, (None, 0, None)), (None, None, 0)))
+        np.testing.assert_allclose(
+            controls(None, x, problem.times[:-1]), expected(None, x, problem.times[:-1]), rtol=1e-5, atol=1e-5
+        )
+    with pytest.raises(TypeError, match="brownian"):
+        DiscreteChainOracle(truth["mean"], truth["covariance"], kind, problem.ts)
+
+
+@pytest.mark.parametrize("kind", ["brownian", "vp"])
+def test_optimal_control_log_weights_nearly_constant(oracle_problems, kind):
+    """At u* the LV loss itself is small and the batch log Ẑ is right (log w ≈ log Z up to EM mismatch);
+    the mean and variance of log w are the closed forms of `DiscreteChainOracle` within 4 SE."""
+    problem, optimal, log_Z = oracle_problems(kind)
     path = sde.simulate(
         jax.random.key(1), problem, optimal, None, 4096, sde.SDEConfig(integrator="scan", detach="all")
     )
@@ -127,6 +181,12 @@ def test_optimal_control_log_weights_nearly_constant(oracle_problem):
     estimate = estimators.log_Z(path.log_w)
     assert abs(float(estimate.value) - log_Z) < 4.0 * float(estimate.se) + 0.01
     assert float(jnp.std(path.log_w)) < 0.5 * float(jnp.std(zero.log_w))
+    truth = problem.target.ground_truth
+    oracle = DiscreteChainOracle(truth["mean"], truth["covariance"], problem.base, problem.ts, log_Z)
+    log_w = np.asarray(path.log_w, np.float64)
+    n, centred = log_w.size, log_w - log_w.mean()
+    assert abs(log_w.mean() - oracle.log_weight_mean) < 4.0 * log_w.std() / np.sqrt(n)
+    assert abs(log_w.var() - oracle.log_weight_var) < 4.0 * np.std(centred**2) / np.sqrt(n)
 
 
 # ---------------------------------------------------------------------------------------------
