@@ -74,7 +74,13 @@ import optax
 import samplers
 from samplers.baselines.common import complete_centre_of_mass, working_density
 from samplers.method import Cost, Method, MethodSpec, Samples
-from samplers.methods.common import NETWORKS, batch_log_Z, build_control_network, make_optimizer
+from samplers.methods.common import (
+    NETWORKS,
+    batch_log_Z,
+    build_control_network,
+    check_learning_rate_decay,
+    make_optimizer,
+)
 from samplers.parallel import shard_batch
 from samplers.problem import Problem
 
@@ -113,6 +119,10 @@ class CMCDConfig:
 
     Attributes:
         learning_rate: Adam learning rate (all parameters: control, `p_0`, schedule, `σ_k`).
+        learning_rate_decay_steps: if set, the learning rate follows a cosine decay from `learning_rate`
+            to `learning_rate_final_fraction · learning_rate` over this many steps, then stays there
+            (reduces the final-iterate noise of small budgets; `None`: constant, the default).
+        learning_rate_final_fraction: see `learning_rate_decay_steps`.
         batch_size: trajectories per training step.
         hidden: hidden widths of the control MLP (for `egnn`: width `hidden[0]`, `len(hidden)` layers).
         network: `"auto"`, `"mlp"` or `"egnn"` (`samplers.methods.common.NETWORKS`).
@@ -131,6 +141,8 @@ class CMCDConfig:
     """
 
     learning_rate: float = 1e-3
+    learning_rate_decay_steps: int | None = None
+    learning_rate_final_fraction: float = 0.1
     batch_size: int = 256
     hidden: tuple[int, ...] = (64, 64)
     network: str = "auto"
@@ -156,6 +168,7 @@ class CMCDConfig:
         for name in ("learning_rate", "grad_target_clip", "initial_std", "diffusion_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{who}: {name} must be positive, got {getattr(self, name)!r}")
+        check_learning_rate_decay(self.learning_rate_decay_steps, self.learning_rate_final_fraction, who)
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"{who}: grad_clip must be positive or None, got {self.grad_clip!r}")
         if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
@@ -571,7 +584,12 @@ def _build(problem: Problem, config: CMCDConfig, loss_fn: Callable, name: str) -
     reuse = config.reuse_drift_gradient and net.apply_with_grad is not None
     control = FeatureControl(net.apply_with_grad) if reuse else net.apply
     per_control = 0.0 if reuse else float(net.grad_evals_per_apply)
-    optimizer = make_optimizer(config.learning_rate, config.grad_clip)
+    optimizer = make_optimizer(
+        config.learning_rate,
+        config.grad_clip,
+        config.learning_rate_decay_steps,
+        config.learning_rate_final_fraction,
+    )
 
     def init(key: jax.Array) -> CMCDState:
         params = {"control": net.init(key), "annealing": init_annealing_params(problem, config)}

@@ -1,5 +1,6 @@
-"""Building blocks shared by the loss modules: the control network by name, the optimizer, the
-batch estimate of log Z, the score used as a network feature, and norm clipping of gradient data.
+"""Building blocks shared by the loss modules: the control network by name, the optimizer (with an
+optional learning-rate decay), the batch estimate of log Z, the score used as a network feature, and norm
+clipping of gradient data.
 
 Every learned method builds its control and optimizer here, so a change of network or optimizer
 applies to the whole family at once (one code path, one set of defaults, the same in every record).
@@ -20,6 +21,7 @@ __all__ = [
     "NETWORKS",
     "batch_log_Z",
     "build_control_network",
+    "check_learning_rate_decay",
     "check_network",
     "clip_norm",
     "grad_log_target_fn",
@@ -87,10 +89,36 @@ def build_control_network(
     )
 
 
-def make_optimizer(learning_rate: float, grad_clip: float | None) -> optax.GradientTransformation:
-    """Adam with an optional global-norm gradient clip (applied first)."""
+def make_optimizer(
+    learning_rate: float,
+    grad_clip: float | None,
+    decay_steps: int | None = None,
+    final_fraction: float = 0.1,
+) -> optax.GradientTransformation:
+    """Adam with an optional global-norm gradient clip (applied first) and learning-rate decay.
+
+    With `decay_steps = S` the learning rate of step `s` is the cosine decay
+    `η_s = η·(f + (1 - f)·½(1 + cos(π·min(s, S)/S)))` from `η = learning_rate` to `f·η`
+    (`f = final_fraction`), constant after `S` steps (`optax.cosine_decay_schedule`); it shrinks the
+    final-iterate SGD noise of small budgets. `None` keeps `η` constant.
+    """
+    if decay_steps is not None:
+        learning_rate = optax.cosine_decay_schedule(learning_rate, decay_steps, alpha=final_fraction)
     adam = optax.adam(learning_rate)
     return adam if grad_clip is None else optax.chain(optax.clip_by_global_norm(grad_clip), adam)
+
+
+def check_learning_rate_decay(decay_steps: int | None, final_fraction: float, who: str) -> None:
+    """Raise a ValueError unless `decay_steps` is a positive integer or None and `final_fraction` lies
+    in [0, 1]."""
+    if decay_steps is not None and (
+        isinstance(decay_steps, bool) or not isinstance(decay_steps, int) or decay_steps < 1
+    ):
+        raise ValueError(
+            f"{who}: learning_rate_decay_steps must be a positive integer or None, got {decay_steps!r}"
+        )
+    if not 0.0 <= final_fraction <= 1.0:
+        raise ValueError(f"{who}: learning_rate_final_fraction must lie in [0, 1], got {final_fraction!r}")
 
 
 def batch_log_Z(log_w: jax.Array) -> jax.Array:
