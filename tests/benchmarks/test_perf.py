@@ -187,8 +187,9 @@ def test_before_after_report_and_bad_name():
         "train_ratio": ratio,
         "sample_ratio": ratio,
         "cost_per_sample": {"before": {"grad_evals": 202.0}, "after": {"grad_evals": 101.0}},
+        "train_temp_gb": {"before": 2.0, "after": 0.5},
     }
     record = {"commit": "abc", "hardware": {"cpu": "c", "backend": "cpu"}, "wall_s": 1.0, "repeats": 2}
     text = render_markdown({**record, "rows": [row]})
     assert "| cmcd_reuse_drift_gradient | cmcd_lv | many_well32 | 2.100 [2.000, 2.200] |" in text
-    assert "202 → 101" in text and all(f"`{k}`" in text for k in OPTIMISATIONS)
+    assert "| 202 → 101 | 2.000 → 0.500 |" in text and all(f"`{k}`" in text for k in OPTIMISATIONS)
