@@ -115,7 +115,7 @@ def run_before_after(out: Path, *, repeats: int = 7, log=print) -> Path:
 
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
     rows = []
     for name, opt in OPTIMISATIONS.items():
         for target in opt.targets:
@@ -126,7 +126,7 @@ def run_before_after(out: Path, *, repeats: int = 7, log=print) -> Path:
         "benchmark": "before_after",
         "commit": git_commit(),
         "hardware": environment(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "started": started,
         "repeats": repeats,
         "rows": rows,
         "wall_s": time.perf_counter() - t0,

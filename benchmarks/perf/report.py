@@ -158,7 +158,7 @@ def run_perf(config: PerfConfig = PerfConfig(), log: Callable[[str], None] = pri
     from benchmarks.perf.overhead import harness_ratio
     from benchmarks.perf.throughput import cell_throughput
 
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
     budgets = dict(config.budgets_s)
     peak = matmul_peak()
     log(f"matmul peak: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s")
@@ -198,7 +198,7 @@ def run_perf(config: PerfConfig = PerfConfig(), log: Callable[[str], None] = pri
         "backend": jax.default_backend(),
         "commit": git_commit(),
         "hardware": environment(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "started": started,
         "config": dataclasses.asdict(config),
         "matmul_peak": peak,
         "cells": cells,
@@ -325,7 +325,7 @@ def _accuracy_table(rec) -> list[str]:
         "",
         f"Every method with a log-Z estimate, on {', '.join(c['cell_targets'])}, one seed. Budget-capped "
         f"to fit `make perf`: a learned method trains until the error is reached, or for at most "
-        f"{c['accuracy_max_train_s']:.0f} s after its first (compiling) chunk or "
+        f"{c['accuracy_max_train_s']:.3g} s after its first (compiling) chunk or "
         f"{c['accuracy_max_evals']:.0e} energy+gradient evaluations; the error is checked after every "
         f"chunk of {c['accuracy_chunk_size']} steps on {c['num_samples']} fresh samples, whose "
         "evaluations are counted. SMC/AIS: particles × 4 from 128. Wall excludes compilation. "
