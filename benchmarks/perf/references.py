@@ -228,10 +228,7 @@ def adjoint_sampling_step(problem, config) -> Callable:
     )
     ts, _, sigmas, _, _, marginal_vars = _chain(problem)
     n, m = config.batch_size, config.resample_size
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(config.grad_clip) if config.grad_clip is not None else optax.identity(),
-        optax.adam(config.learning_rate),
-    )
+    optimizer = _optimizer(config)
     net = lambda p, x, t: mlp(p, x, t, num_hidden=len(config.hidden), num_features=32)
     t_lo, t_hi = config.t_min, 1.0 - config.t_min
 

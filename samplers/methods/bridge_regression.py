@@ -96,7 +96,13 @@ import samplers
 from samplers import sde
 from samplers.buffer import BufferState, buffer_add, buffer_init
 from samplers.method import Cost, Method, MethodSpec, Samples
-from samplers.methods.common import NETWORKS, build_control_network, clip_norm
+from samplers.methods.common import (
+    NETWORKS,
+    build_control_network,
+    check_learning_rate_decay,
+    clip_norm,
+    make_optimizer,
+)
 from samplers.problem import Problem
 
 __all__ = [
@@ -456,13 +462,9 @@ class BridgeRegressionConfig:
             )
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
-        decay = self.learning_rate_decay_steps
-        if decay is not None and (isinstance(decay, bool) or not isinstance(decay, int) or decay < 1):
-            raise ValueError(f"learning_rate_decay_steps must be a positive integer or None, got {decay!r}")
-        if not 0.0 <= self.learning_rate_final_fraction <= 1.0:
-            raise ValueError(
-                f"learning_rate_final_fraction must lie in [0, 1], got {self.learning_rate_final_fraction!r}"
-            )
+        check_learning_rate_decay(
+            self.learning_rate_decay_steps, self.learning_rate_final_fraction, type(self).__name__
+        )
         if not 0.0 <= self.t_min < 0.5:
             raise ValueError(f"t_min must lie in [0, 0.5), got {self.t_min!r}")
         for name in ("grad_clip", "max_grad_norm_target"):
@@ -611,14 +613,11 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
     needs_gradient = REGRESSION_TARGETS[kind].gradient != "none"
     sde_config = sde.SDEConfig(integrator=config.integrator, detach="all")
     time_window = (config.t_min, 1.0 - config.t_min)
-    learning_rate = config.learning_rate
-    if config.learning_rate_decay_steps is not None:
-        learning_rate = optax.cosine_decay_schedule(
-            config.learning_rate, config.learning_rate_decay_steps, alpha=config.learning_rate_final_fraction
-        )
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(config.grad_clip) if config.grad_clip is not None else optax.identity(),
-        optax.adam(learning_rate),
+    optimizer = make_optimizer(
+        config.learning_rate,
+        config.grad_clip,
+        config.learning_rate_decay_steps,
+        config.learning_rate_final_fraction,
     )
     resample_size, batch_size = config.resample_size, config.batch_size
 
