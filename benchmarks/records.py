@@ -132,6 +132,15 @@ def _float_back(v: Any) -> Any:
     return float(v) if isinstance(v, str) and v in ("nan", "inf", "-inf") else v
 
 
+def nonfinite_back(value: Any) -> Any:
+    """Every "nan"/"inf"/"-inf" string of a JSON tree (as `atomic_write_json` writes them) back to a float."""
+    if isinstance(value, dict):
+        return {k: nonfinite_back(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [nonfinite_back(v) for v in value]
+    return _float_back(value)
+
+
 def iter_records(directory: str | os.PathLike) -> Iterator[dict[str, Any]]:
     """All records under `directory` (recursively), in sorted path order."""
     for path in sorted(Path(directory).rglob("*.json")):

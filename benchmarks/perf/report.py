@@ -26,7 +26,7 @@ from typing import Any
 import jax
 
 import samplers
-from benchmarks.records import atomic_write_json, environment, git_commit
+from benchmarks.records import atomic_write_json, environment, git_commit, nonfinite_back
 
 __all__ = ["PerfConfig", "render_markdown", "run_perf"]
 
@@ -210,7 +210,7 @@ def run_perf(config: PerfConfig = PerfConfig(), log: Callable[[str], None] = pri
 
 def write_report(record: dict[str, Any], json_path: Path, md_path: Path) -> None:
     """Merge `record` into the per-backend JSON file and re-render the Markdown report."""
-    records = json.loads(json_path.read_text()) if json_path.exists() else {}
+    records = nonfinite_back(json.loads(json_path.read_text())) if json_path.exists() else {}
     records[record["backend"]] = record
     atomic_write_json(json_path, records)
     md_path.parent.mkdir(parents=True, exist_ok=True)
@@ -218,7 +218,7 @@ def write_report(record: dict[str, Any], json_path: Path, md_path: Path) -> None
 
 
 def _f(v, fmt=".3g", missing="—"):
-    return missing if v is None else format(v, fmt)
+    return missing if v is None or v != v else format(v, fmt)  # None or NaN: not measured
 
 
 def render_markdown(records: dict[str, dict]) -> str:

@@ -136,15 +136,33 @@ def test_report_keeps_backends_apart(tmp_path):
                     }
                 ],
             },
-            "cells": section,
+            "cells": {**section, "rows": [diverged_cell]},
         }
 
+    # a learned cell that diverged: no compile time (NaN), an infinite error (JSON stores both as strings)
+    diverged_cell = {
+        "method": "adjoint_sampling",
+        "target": "t",
+        "reached": False,
+        "evals": 10.0,
+        "wall_s": 1.0,
+        "error": float("inf"),
+        "train_steps": 20,
+        "diverged_at_step": 25,
+        "diverged_reason": "non-finite loss",
+        "train_compile_s": float("nan"),
+        "train_steps_per_s": 5.0,
+        "samples_per_s": 100.0,
+        "sample_compile_s": 1.0,
+    }
     json_path, md_path = tmp_path / "perf.json", tmp_path / "perf.md"
     write_report(record("cpu"), json_path, md_path)
-    write_report(record("gpu"), json_path, md_path)
+    write_report(record("gpu"), json_path, md_path)  # the cpu record is re-read from strict JSON
     text = md_path.read_text()
     assert "## cpu" in text and "## gpu" in text and "| pis | t | 1 | 2 | 1.000 | 0.900 | 0.900 |" in text
     assert text.count("Skipped (section budget") == 6
+    assert text.count("| adjoint_sampling | t | 5 | 100 | — | 1.0 |") == 2  # NaN compile time: not measured
+    assert text.count("| t | adjoint_sampling | no | 10 | 1.00 | inf | 20 steps; diverged at step 25") == 2
 
 
 def test_learned_cell_gives_accuracy_and_throughput_from_one_run():
