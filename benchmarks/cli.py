@@ -8,11 +8,12 @@ message that names the valid choices.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 
-__all__ = ["COMMANDS", "import_plugins", "main"]
+from benchmarks.grid.plugins import import_plugins
+
+__all__ = ["COMMANDS", "main"]
 
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 COMMANDS: dict[str, Command] = {}
@@ -28,54 +29,16 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
     return _add
 
 
-def _fmt_logz(row: dict) -> str:
-    if row["log_Z"] is None:
-        return "unknown"
-    if row["log_Z_se"]:
-        return f"{row['log_Z']:.4f} ± {row['log_Z_se']:.2g}"
-    return f"{row['log_Z']:.7g}"
-
-
-def targets_table(markdown: bool = True) -> str:
-    """The registry as a table (used by `tiltbench targets` and to generate the README)."""
-    import targets
-
-    rows = [targets.get(n).summary() for n in targets.names()]
-    if not markdown:
-        return json.dumps(rows, indent=2)
-    lines = ["| name | dim | log Z | log Z source | capabilities |", "|---|---|---|---|---|"]
-    for r in rows:
-        caps = ", ".join(r["capabilities"])
-        lines.append(f"| `{r['name']}` | {r['dim']} | {_fmt_logz(r)} | {r['log_Z_source']} | {caps} |")
-    return "\n".join(lines)
-
-
 def _targets_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
 
 
 @command("targets", "list the target registry with dim, log Z and capabilities", _targets_args)
 def _targets(args: argparse.Namespace) -> int:
+    from benchmarks.reports.tables import targets_table
+
     print(targets_table(markdown=not args.json))
     return 0
-
-
-def import_plugins(modules: list[str]) -> None:
-    """Import user modules that register targets / methods / metrics (`--import MODULE`).
-
-    The current directory is put first on `sys.path` (as `python -m` does), so a module next to the
-    user's suite file is found. A module that cannot be imported raises a ValueError naming it.
-    """
-    import importlib
-    import os
-
-    if modules and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError as err:
-            raise ValueError(f"--import {module}: cannot import it ({err})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,53 +71,18 @@ def _methods_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
 
 
-def methods_table(markdown: bool = True) -> str:
-    """The method registry as a table (family, supported bases, weights, cost model)."""
-    import samplers
-
-    rows = []
-    for name in samplers.names():
-        spec = samplers.get(name)
-        rows.append(
-            {
-                "name": name,
-                "family": spec.family,
-                "bases": list(spec.bases),
-                "weighted": spec.weighted,
-                "cost_model": spec.cost_model,
-            }
-        )
-    if not markdown:
-        return json.dumps(rows, indent=2)
-    lines = ["| name | family | bases | weighted | cost model |", "|---|---|---|---|---|"]
-    for r in rows:
-        weighted = "yes" if r["weighted"] else "no"
-        lines.append(
-            f"| `{r['name']}` | {r['family']} | {', '.join(r['bases'])} | {weighted} | {r['cost_model']} |"
-        )
-    return "\n".join(lines)
-
-
-def metrics_table() -> str:
-    """The metric registry: name, requirements and the one-line definition."""
-    from benchmarks.metrics import METRICS
-
-    lines = ["| metric | needs | definition |", "|---|---|---|"]
-    for name in METRICS.names():
-        meta = METRICS.meta(name)
-        needs = ", ".join(meta.get("requires", ())) or "—"
-        lines.append(f"| `{name}` | {needs} | {meta.get('description', '')} |")
-    return "\n".join(lines)
-
-
 @command("methods", "list the method registry with family, supported bases and cost model", _methods_args)
 def _methods(args: argparse.Namespace) -> int:
+    from benchmarks.reports.tables import methods_table
+
     print(methods_table(markdown=not args.json))
     return 0
 
 
 @command("metrics", "list the metric registry with requirements and definitions")
 def _metrics(args: argparse.Namespace) -> int:
+    from benchmarks.reports.tables import metrics_table
+
     print(metrics_table())
     return 0
 
@@ -185,7 +113,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 
 def _launcher_args(p: argparse.ArgumentParser) -> None:
-    from benchmarks.launchers import LAUNCHERS
+    from benchmarks.grid.launchers import LAUNCHERS
 
     g = p.add_argument_group("launcher (docs/cluster.md)")
     g.add_argument(
@@ -216,10 +144,10 @@ def _launcher_args(p: argparse.ArgumentParser) -> None:
 def _benchmark(args: argparse.Namespace) -> int:
     import time
 
-    from benchmarks.launchers import SubmititOptions, launch
-    from benchmarks.leaderboard import build_leaderboard
-    from benchmarks.runner import parse_only, parse_shard
-    from benchmarks.suites import load_suite
+    from benchmarks.grid.launchers import SubmititOptions, launch
+    from benchmarks.grid.runner import parse_only, parse_shard
+    from benchmarks.grid.suites import load_suite
+    from benchmarks.reports.leaderboard import build_leaderboard
 
     suite = load_suite(args.suite)
     shard, only = parse_shard(args.shard), parse_only(args.only)
@@ -279,7 +207,7 @@ def _leaderboard_args(p: argparse.ArgumentParser) -> None:
     "leaderboard", "rebuild results/leaderboard.md, .csv and figures from the records", _leaderboard_args
 )
 def _leaderboard(args: argparse.Namespace) -> int:
-    from benchmarks.leaderboard import build_leaderboard
+    from benchmarks.reports.leaderboard import build_leaderboard
 
     summary = build_leaderboard(args.runs, args.out, suite=args.suite, figures=not args.no_figures)
     counts = ", ".join(f"{k}: {v['records']} records" for k, v in summary["suites"].items()) or "no records"
@@ -307,8 +235,8 @@ def _merge_args(p: argparse.ArgumentParser) -> None:
     _merge_args,
 )
 def _merge(args: argparse.Namespace) -> int:
-    from benchmarks.leaderboard import build_leaderboard
-    from benchmarks.merge import merge_records
+    from benchmarks.grid.merge import merge_records
+    from benchmarks.reports.leaderboard import build_leaderboard
 
     summary = merge_records(args.dirs, args.out, allow_mixed=args.allow_mixed, overwrite=args.overwrite)
     if not args.no_leaderboard:
@@ -361,46 +289,12 @@ def _perf(args: argparse.Namespace) -> int:
         write_report(record, Path(args.out) / "perf.json", Path(args.report))
         print(f"wrote {args.report} and {Path(args.out) / 'perf.json'} ({record['wall_s']:.0f} s)")
         return 0
-    from benchmarks.perf_integrator import benchmark
-    from benchmarks.records import atomic_write_json, environment, git_commit
+    from benchmarks.perf.integrator import integrator_report
 
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
-    config = {
-        "dims": [2, 10, 32],
-        "batch_size": 512,
-        "num_steps": 100,
-        "repeats": args.repeats,
-        "seed": 0,
-        "network": "3x128 MLP control",
-    }
-    results = benchmark(dims=config["dims"], batch_size=512, num_steps=100, repeats=args.repeats, seed=0)
-    out = Path(args.out)
-    record = {
-        "benchmark": "integrator",
-        "config": config,
-        "commit": git_commit(),
-        "hardware": environment(),
-        "results": {str(k): v for k, v in results.items()},
-    }
-    atomic_write_json(out / "integrator.json", record)
-    lines = [
-        "# diffrax integrator vs hand-written lax.scan (same Euler–Maruyama maths, same noise)",
-        "",
-        f"Generated by `make perf` at commit `{record['commit']}` on {environment()['cpu']} "
-        f"({environment()['backend']}). Batch 512, 100 steps, 3x128 MLP control; ratio = median over "
-        f"{args.repeats} interleaved side-by-side pairs of t_scan / t_diffrax (>= 1: diffrax no slower).",
-        "",
-        "| dim | diffrax ms | scan ms | ratio scan/diffrax | compile diffrax s | compile scan s |",
-        "|---|---|---|---|---|---|",
-    ]
-    for dim, r in results.items():
-        lines.append(
-            f"| {dim} | {1e3 * r['diffrax_s']:.2f} | {1e3 * r['scan_s']:.2f} | {r['ratio']:.3f} | "
-            f"{r['compile_diffrax_s']:.1f} | {r['compile_scan_s']:.1f} |"
-        )
-    (out / "integrator.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out / 'integrator.md'} and {out / 'integrator.json'}")
+    files = integrator_report(Path(args.out), repeats=args.repeats)
+    print(f"wrote {files['markdown']} and {files['record']}")
     return 0
 
 
@@ -414,7 +308,7 @@ def _claims_args(p: argparse.ArgumentParser) -> None:
     "claims", "measure the framework's claims: gradient variance per loss, lean-adjoint norms", _claims_args
 )
 def _claims(args: argparse.Namespace) -> int:
-    from benchmarks.claims import run_claims
+    from benchmarks.experiments.claims import run_claims
 
     records = run_claims(args.claims or None, args.out, quick=args.quick)
     for name, record in records.items():
@@ -441,6 +335,6 @@ def _digits_args(p: argparse.ArgumentParser) -> None:
     _digits_args,
 )
 def _digits(args: argparse.Namespace) -> int:
-    from benchmarks.digits import run_from_args
+    from benchmarks.experiments.digits import run_from_args
 
     return run_from_args(args)

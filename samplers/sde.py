@@ -39,7 +39,7 @@ returning the same `log w` on those paths (`E_B[1/w] = 1/Z`; EUBO, forward ESS, 
 
 Two integrators of the same maths: `simulate_diffrax` (diffrax `Euler` + `StepTo` + an
 `GridBrownianPath`, the default) and `simulate_scan` (a hand-written `lax.scan`, the reference,
-also used by `benchmarks/perf_integrator.py`). Both draw the Brownian increment of step k from the
+also used by `benchmarks/perf/integrator.py`). Both draw the Brownian increment of step k from the
 same `GridBrownianPath`, so they agree path by path for the same key.
 """
 

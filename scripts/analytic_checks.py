@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.records import atomic_write_json, environment, git_commit  # noqa: E402
+from benchmarks.grid.records import atomic_write_json, environment, git_commit  # noqa: E402
 from tests.samplers.methods import analytic  # noqa: E402
 from tests.samplers.methods import test_adjoint_matching as t_am  # noqa: E402
 from tests.samplers.methods import test_bridge_regression as t_br  # noqa: E402

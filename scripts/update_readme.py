@@ -15,7 +15,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def _tables() -> dict[str, str]:
-    from benchmarks.cli import methods_table, metrics_table, targets_table
+    from benchmarks.reports.tables import methods_table, metrics_table, targets_table
 
     return {"targets": targets_table(), "methods": methods_table(), "metrics": metrics_table()}
 

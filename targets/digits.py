@@ -4,7 +4,8 @@ A CPU-sized miniature of reward fine-tuning of an image generator (the Stable-Di
 of Adjoint Matching, `shared/reference/methods.md` §2): a small flow-matching model of scikit-learn's
 bundled 8×8 digits (`sklearn.datasets.load_digits`: 1797 images, 64 pixels with integer values
 0…16, no download) is the base, and the log-probability of one digit class under a small
-classifier is the reward. Both models are trained by this suite (`benchmarks/digits_models.py`) and
+classifier is the reward. Both models are trained by this suite
+(`benchmarks/experiments/digits_models.py`) and
 shipped as frozen parameter sets with their provenance under `targets/data/`; this module only
 loads them (it knows nothing of samplers).
 
@@ -23,7 +24,7 @@ end (the convention of `samplers.base_processes.MemorylessFlowBase`).
 is `r(x) = log p(c | x) = f_c(x) - LSE_j f_j(x) ≤ 0`. Tilting the base by `λ r` gives
 `p*(x) ∝ p_base(x) p(c | x)^λ`. For a calibrated classifier and a base equal to the data law,
 `λ = 1` gives the class-conditional law `p(x | c)` (Bayes). The shipped classifier is trained with
-label smoothing `α = 0.1` (`benchmarks/digits_models.py`), so `p(c | x)` saturates near
+label smoothing `α = 0.1` (`benchmarks/experiments/digits_models.py`), so `p(c | x)` saturates near
 `1 - α + α/10 = 0.91` on clear images of `c` and near `α/10 = 0.01` on clear images of other
 digits (reward ≈ -4.6 instead of -20): at `λ = 1` about `0.1·0.91/(0.1·0.91 + 0.9·0.01) ≈ 91%` of
 the tilted mass is on class `c` (ten balanced classes), and larger `λ` concentrates it further, on
@@ -288,7 +289,7 @@ def _load(path: Path) -> tuple[dict, dict]:
     if not path.exists() or not provenance_path.exists():
         raise FileNotFoundError(
             f"{path} (or its provenance {provenance_path.name}) is missing; train it with "
-            "`tiltbench digits --retrain` (benchmarks/digits_models.py)"
+            "`tiltbench digits --retrain` (benchmarks/experiments/digits_models.py)"
         )
     with np.load(path) as data:
         flat = {name: data[name] for name in data.files}

@@ -4,7 +4,7 @@
 shortest-augmenting-path form with row/column potentials, as in Jonker-Volgenant / the "e-maxx"
 formulation) written with `lax.fori_loop` / `lax.while_loop`. It returns the same optimum as
 `scipy.optimize.linear_sum_assignment` (the permutation itself can differ only when two
-assignments tie in cost); `tests/benchmarks/test_metrics_particles.py` checks this on random cases.
+assignments tie in cost); `tests/benchmarks/metrics/test_particles.py` checks this on random cases.
 Each of the n augmentations visits at most n columns, so the loops are bounded; non-finite costs
 are replaced by a large finite value so that the loops always terminate.
 

@@ -52,7 +52,7 @@ OPTIMISATIONS: dict[str, Optimisation] = {
         what=(
             "CMCD: each chain step is rematerialised in the backward pass (`jax.checkpoint`), so a "
             "training step keeps the K states instead of every step's network activations (a memory "
-            "change: on lj13 with the EGNN 32 GB -> 0.5 GB per step, `tests/benchmarks/test_memory.py`; "
+            "change: on lj13 with the EGNN 32 GB -> 0.5 GB per step, `tests/benchmarks/perf/test_memory.py`; "
             "the ratio shows what it costs in time)"
         ),
         targets=("many_well32",),
@@ -111,7 +111,7 @@ def before_after(
 
 def run_before_after(out: Path, *, repeats: int = 7, log=print) -> Path:
     """Measure every optimisation on its targets; write `out/before_after.json` and `.md` (returned)."""
-    from benchmarks.records import atomic_write_json, environment, git_commit
+    from benchmarks.grid.records import atomic_write_json, environment, git_commit
 
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 import samplers
 import targets
-from benchmarks import hyperparams
+from benchmarks.grid import hyperparams
 
 __all__ = ["Built", "build_cell"]
 

@@ -21,7 +21,7 @@ unless stated:
 - `nets_pinn`: detached Langevin + drift paths saving `U_1, ∇U_1`, time points drawn ∝ trapezoid
   weights, and the PINN residual `∂_tF̂ + ∇·b̂ - ∇U_t·b̂ - ∂_tU_t` with the exact divergence.
 
-`tests/benchmarks/test_perf.py` checks that each reference gives the method's loss, gradient norm
+`tests/benchmarks/perf/test_perf.py` checks that each reference gives the method's loss, gradient norm
 and updated parameters on the same state and key.
 """
 

@@ -26,7 +26,7 @@ from typing import Any
 import jax
 
 import samplers
-from benchmarks.records import atomic_write_json, environment, git_commit, nonfinite_back
+from benchmarks.grid.records import atomic_write_json, environment, git_commit, nonfinite_back
 
 __all__ = ["PerfConfig", "render_markdown", "run_perf"]
 
@@ -124,7 +124,7 @@ def _brief(row: dict) -> dict:
 
 def applicable(method: str, target: str) -> bool:
     """Whether `method` supports the base the hyper-parameter table gives `(method, target)`."""
-    from benchmarks import hyperparams
+    from benchmarks.grid import hyperparams
 
     return samplers.get(method).supports(hyperparams.resolve(method, target).problem["base"])
 
@@ -300,7 +300,7 @@ def _overhead_table(rec) -> list[str]:
         "ratio = t_reference / t_method per A/B round (≥ 0.9 is the goal: harness, diffrax and flax add no "
         "measurable overhead); median and [min, max] over interleaved rounds. The references "
         "(`benchmarks/perf/references.py`) compute the same loss, gradient and update "
-        "(`tests/benchmarks/test_perf.py`).",
+        "(`tests/benchmarks/perf/test_perf.py`).",
         "",
         "| method (code path) | target | steps/call | batch | method s | reference s | ratio median "
         "| [min, max] |",

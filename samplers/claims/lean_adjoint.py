@@ -34,7 +34,7 @@ step.
 chunk, evaluates the statistics on a fresh batch of on-policy trajectories (keys derived from the state's
 step counter). `run_lean_adjoint_report` does it for the default cases (Brownian and VP base; a correlated
 Gaussian and the 40-mode GMM) and returns plain, JSON-able data; `markdown_table` formats it.
-`benchmarks/claims.py` writes the files and the record (samplers never imports benchmarks).
+`benchmarks/experiments/claims.py` writes the files and the record (samplers never imports benchmarks).
 """
 
 from __future__ import annotations

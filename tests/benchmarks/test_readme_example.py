@@ -17,7 +17,7 @@ import pytest
 import samplers
 import targets
 from benchmarks import cli
-from benchmarks.records import iter_records
+from benchmarks.grid.records import iter_records
 
 ROOT = Path(__file__).resolve().parents[2]
 SECTION = "## Adding your own target or method"

@@ -26,7 +26,7 @@ _SCRIPT = r"""
 import json
 import jax, jax.numpy as jnp, numpy as np
 import samplers, targets
-from benchmarks import hyperparams
+from benchmarks.grid import hyperparams
 from benchmarks.metrics.mmd import mmd2_median
 from benchmarks.metrics.particles import eq_w2_squared
 from samplers import parallel

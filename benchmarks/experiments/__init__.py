@@ -1,0 +1,1 @@
+"""Stand-alone experiments: digits fine-tuning and the framework's measured claims."""

@@ -1,0 +1,1 @@
+"""The benchmark grid: suites, hyperparameters, the cell runner, launchers, records and merge."""

@@ -1,0 +1,282 @@
+"""Benchmark suites: small checked-in JSON files that expand into a grid of cells.
+
+A suite names methods, targets, seeds and one or more budgets; the grid is their product minus
+the listed exclusions. A cell is `(method, target, budget, seed)`; its record lives at
+`<out>/<suite>/<method>/<target>/<budget>/seed<seed>.json`.
+
+Suite file schema (all keys required unless marked optional):
+
+    name          str
+    description   str
+    methods       list of method names, or "all"
+    targets       list of target names
+    seeds         list of ints
+    budgets       {budget_name: {train_steps: int, chunk_size: int,
+                                 max_evals (optional): the equal-budget axis, see below}}
+    eval          {num_samples: int}  (samples drawn for every metric; also the reference size)
+    exclude       (optional) list of [method, target] pairs or [method, target, budget] triples;
+                  "*" matches anything (e.g. ["pis", "*", "low"]: no `pis` cell at budget `low`)
+
+Equal budgets (`max_evals`). The budget of a cell counts energy + gradient evaluations
+(`Cost.energy_evals + Cost.grad_evals`) of everything the cell spends: training (or MCMC warm-up,
+or a baseline's planning pilot) plus drawing the `eval.num_samples` samples that are scored.
+`max_evals` is `null` (no cap), one positive number for every target, or an object
+`{target: number, ..., "*": number}` giving a per-target budget (`"*"`, optional, covers the
+targets not named; without it every suite target must be named). Learned samplers stop training
+at the last chunk boundary before the predicted total (training so far + the cost of the final
+sampling) would exceed it (`train_steps` stays a cap); MCMC / SMC / AIS scale their work to it
+with the per-baseline rule `MethodSpec.plan_budget` (`samplers/baselines/budget.py`). The
+record states the budget and the evaluations actually spent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Budget", "Cell", "Suite", "load_suite", "suite_names"]
+
+_SUITE_KEYS = {"name", "description", "methods", "targets", "seeds", "budgets", "eval", "exclude"}
+_BUDGET_KEYS = {"train_steps", "chunk_size", "max_evals"}
+_EVAL_KEYS = {"num_samples"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """Training budget of a cell.
+
+    Attributes:
+        name: id used in paths and tables.
+        train_steps: maximum number of optimiser (or adaptation) steps.
+        chunk_size: steps per jitted chunk; metrics are traced between chunks.
+        max_evals: optional budget of energy + gradient evaluations (training + final sampling)
+            for every target not in `max_evals_per_target` (module docstring).
+        max_evals_per_target: `((target, budget), ...)`, per-target budgets that override
+            `max_evals`.
+    """
+
+    name: str
+    train_steps: int
+    chunk_size: int
+    max_evals: float | None = None
+    max_evals_per_target: tuple[tuple[str, float], ...] = ()
+
+    def evals_for(self, target: str) -> float | None:
+        """The evaluation budget of `target` under this budget (None: no cap)."""
+        return dict(self.max_evals_per_target).get(target, self.max_evals)
+
+    def for_target(self, target: str) -> dict[str, Any]:
+        """The budget as recorded in a cell's record: `max_evals` resolved for `target`."""
+        return {
+            "name": self.name,
+            "train_steps": self.train_steps,
+            "chunk_size": self.chunk_size,
+            "max_evals": self.evals_for(target),
+        }
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Cell:
+    method: str
+    target: str
+    budget: str
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.method}/{self.target}/{self.budget}/seed{self.seed}"
+
+    def path(self, out_dir: str | Path, suite: str) -> Path:
+        return Path(out_dir) / suite / self.method / self.target / self.budget / f"seed{self.seed}.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    methods: tuple[str, ...]
+    targets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    budgets: tuple[Budget, ...]
+    num_samples: int
+    exclude: frozenset[tuple[str, str, str]] = frozenset()
+    source: str = ""
+
+    def budget(self, name: str) -> Budget:
+        for b in self.budgets:
+            if b.name == name:
+                return b
+        raise ValueError(
+            f"suite {self.name!r} has no budget {name!r}; budgets: {[b.name for b in self.budgets]}"
+        )
+
+    def excluded(self, method: str, target: str, budget: str) -> bool:
+        """Whether an `exclude` entry matches the cell (`"*"` matches anything)."""
+        cell = (method, target, budget)
+        return any(all(p in ("*", c) for p, c in zip(e, cell, strict=True)) for e in self.exclude)
+
+    def cells(self) -> list[Cell]:
+        """The grid in a stable order (method-major), exclusions removed."""
+        return [
+            Cell(m, t, b.name, s)
+            for m in self.methods
+            for t in self.targets
+            for b in self.budgets
+            if not self.excluded(m, t, b.name)
+            for s in self.seeds
+        ]
+
+
+def _suite_dir():
+    return resources.files("benchmarks.grid") / "suites"
+
+
+def suite_names() -> list[str]:
+    """Names of the suites shipped in `benchmarks/grid/suites/`."""
+    return sorted(p.name[:-5] for p in _suite_dir().iterdir() if p.name.endswith(".json"))
+
+
+def _require(cond: bool, where: str, msg: str) -> None:
+    if not cond:
+        raise ValueError(f"suite {where}: {msg}")
+
+
+def _check_keys(got: dict, valid: set[str], where: str, required: set[str] | None = None) -> None:
+    unknown = sorted(set(got) - valid)
+    _require(not unknown, where, f"unknown key(s) {unknown}; valid keys: {sorted(valid)}")
+    missing = sorted((required if required is not None else valid) - set(got))
+    _require(not missing, where, f"missing key(s) {missing}")
+
+
+def _positive_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _parse_max_evals(
+    raw: Any, suite_targets: list[str], where: str
+) -> tuple[float | None, tuple[tuple[str, float], ...]]:
+    """`max_evals` -> (default budget, per-target budgets); see the module docstring."""
+    if raw is None:
+        return None, ()
+    if not isinstance(raw, dict):
+        _require(
+            _positive_number(raw),
+            where,
+            f"max_evals must be a positive number, null, or an object {{target: number}}; got {raw!r}",
+        )
+        return float(raw), ()
+    unknown = sorted(set(raw) - set(suite_targets) - {"*"})
+    _require(
+        not unknown,
+        where,
+        f"max_evals names target(s) {unknown} that are not in the suite; valid keys: "
+        f"{sorted(suite_targets)} and '*' (every other target)",
+    )
+    bad = sorted(k for k, v in raw.items() if not _positive_number(v))
+    _require(not bad, where, f"max_evals of {bad} must be positive numbers")
+    missing = sorted(set(suite_targets) - set(raw))
+    _require(
+        "*" in raw or not missing,
+        where,
+        f"max_evals has no budget for target(s) {missing}; name them or add a '*' default",
+    )
+    default = float(raw["*"]) if "*" in raw else None
+    return default, tuple(sorted((t, float(v)) for t, v in raw.items() if t != "*"))
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Load and validate a suite by shipped name (`quick`, `default`, `full`) or by file path.
+
+    Raises:
+        ValueError: with the list of valid suites / keys / names when anything is wrong.
+    """
+    import samplers
+    import targets
+
+    path = Path(name_or_path)
+    if path.suffix == ".json" or path.exists():
+        if not path.exists():
+            raise ValueError(f"suite file {str(path)!r} does not exist")
+        text, where = path.read_text(), str(path)
+    else:
+        entry = _suite_dir() / f"{name_or_path}.json"
+        if not entry.is_file():
+            raise ValueError(
+                f"unknown suite {name_or_path!r}; valid suites: {', '.join(suite_names())} "
+                "(or a path to a suite .json file)"
+            )
+        text, where = entry.read_text(), name_or_path
+    try:
+        raw: dict[str, Any] = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"suite {where}: not valid JSON ({err})") from None
+    _require(isinstance(raw, dict), where, "the file must hold a JSON object")
+    _check_keys(raw, _SUITE_KEYS, where, required=_SUITE_KEYS - {"exclude"})
+
+    methods = samplers.names() if raw["methods"] == "all" else list(raw["methods"])
+    _require(isinstance(methods, list) and methods, where, 'methods must be a non-empty list or "all"')
+    for m in methods:
+        samplers.get(m)  # raises with the valid names
+    tlist = raw["targets"]
+    _require(isinstance(tlist, list) and tlist, where, "targets must be a non-empty list")
+    for t in tlist:
+        targets.TARGETS.factory(t)
+    seeds = raw["seeds"]
+    _require(
+        isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds),
+        where,
+        "seeds must be a non-empty list of non-negative integers",
+    )
+    _require(isinstance(raw["budgets"], dict) and raw["budgets"], where, "budgets must be a non-empty object")
+    budgets = []
+    for bname, b in raw["budgets"].items():
+        _require(isinstance(b, dict), where, f"budget {bname!r} must be an object")
+        _check_keys(b, _BUDGET_KEYS, f"{where} budget {bname!r}", required={"train_steps", "chunk_size"})
+        _require(
+            isinstance(b["train_steps"], int) and b["train_steps"] >= 0,
+            where,
+            f"budget {bname!r}: train_steps must be an integer >= 0",
+        )
+        _require(
+            isinstance(b["chunk_size"], int) and b["chunk_size"] >= 1,
+            where,
+            f"budget {bname!r}: chunk_size must be an integer >= 1",
+        )
+        default, per_target = _parse_max_evals(b.get("max_evals"), tlist, f"{where} budget {bname!r}")
+        budgets.append(Budget(bname, b["train_steps"], b["chunk_size"], default, per_target))
+    _check_keys(raw["eval"], _EVAL_KEYS, f"{where} eval")
+    num_samples = raw["eval"]["num_samples"]
+    _require(
+        isinstance(num_samples, int) and num_samples >= 2, where, "eval.num_samples must be an integer >= 2"
+    )
+    exclude = raw.get("exclude", [])
+    _require(
+        isinstance(exclude, list)
+        and all(isinstance(p, list) and len(p) in (2, 3) for p in exclude)
+        and all(isinstance(v, str) for p in exclude for v in p),
+        where,
+        "exclude must be a list of [method, target] pairs or [method, target, budget] triples",
+    )
+    axes = ((methods, "method"), (tlist, "target"), ([b.name for b in budgets], "budget"))
+    for entry in exclude:
+        for value, (valid, what) in zip(entry, axes, strict=False):
+            _require(
+                value == "*" or value in valid,
+                where,
+                f"exclude entry {entry}: unknown {what} {value!r}; valid: {sorted(valid)} or '*'",
+            )
+    return Suite(
+        name=str(raw["name"]),
+        description=str(raw["description"]),
+        methods=tuple(methods),
+        targets=tuple(tlist),
+        seeds=tuple(seeds),
+        budgets=tuple(budgets),
+        num_samples=num_samples,
+        exclude=frozenset((*e, "*")[:3] for e in exclude),
+        source=where,
+    )

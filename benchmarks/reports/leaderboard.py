@@ -1,0 +1,311 @@
+"""Leaderboard tables and figures built from the per-cell records.
+
+`build_leaderboard(runs_dir, out_dir)` reads every record under `runs_dir/<suite>/`, aggregates
+over seeds (mean and a percentile-bootstrap 95% confidence interval of the mean, on `ok` cells),
+and writes
+
+- `<out>/leaderboard.md`: one table per target (methods sorted by log-Z error when known), with
+  the noise floors, the cost columns, status counts, and the hardware / commit of the records;
+- `<out>/leaderboard.csv`: the same numbers in long form (one row per method x target x budget x metric);
+- `<out>/figures/<suite>/`: sample scatter plots (2-D targets), energy histograms (particle targets),
+  and accuracy-versus-cost curves (log-Z error against energy + gradient evaluations; the training
+  trace of learned samplers and the end point of every cell).
+
+Records from different commits or suites are never silently pooled: the commit set is printed in
+the header, and a warning line is added when more than one commit contributed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.grid.records import iter_records
+
+__all__ = ["COLUMNS", "FINETUNE_COLUMNS", "aggregate", "bootstrap_ci", "build_leaderboard", "problem_kind"]
+
+# (metric key, column title, lower is better?)  -- the Markdown table columns, in order.
+COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    ("logZ/error", "abs log-Z error", True),
+    ("logZ/estimate", "log Ẑ", False),
+    ("logZ/elbo", "ELBO", False),
+    ("logZ/eubo", "EUBO", True),
+    ("ess/reverse", "reverse ESS", False),
+    ("ess/forward", "forward ESS", False),
+    ("mmd2/rbf_median", "MMD² (median bw)", True),
+    ("sinkhorn/divergence", "Sinkhorn", True),
+    ("modes/hit_fraction", "modes hit", False),
+    ("modes/emc", "EMC", False),
+    ("energy_w2", "energy W2", True),
+    ("dist_w2", "dist. W2", True),
+    ("eq_w2", "eq. W2", True),
+)
+# The fine-tuning table (records with problem_kind "finetuning"; never mixed into the sampling tables).
+FINETUNE_COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    ("finetune/objective_gap", "objective gap log Z − (λE[r] − KL)", True),
+    ("finetune/reward_mean", "reward E[r]", False),
+    ("finetune/reward_gap", "reward gap E*[r] − E[r]", True),
+    ("finetune/kl_path", "path KL", True),
+    ("logZ/error", "abs log-Z error", True),
+    ("ess/reverse", "reverse ESS", False),
+    ("mmd2/rbf_median", "MMD² (median bw)", True),
+    ("modes/weight_tv", "mode-weight TV", True),
+)
+FLOORS = {
+    "mmd2/rbf_median": "mmd2/rbf_median/noise_floor",
+    "sinkhorn/divergence": "sinkhorn/divergence/noise_floor",
+    "energy_w2": "energy_w2/noise_floor",
+    "dist_w2": "dist_w2/noise_floor",
+    "eq_w2": "eq_w2/noise_floor",
+}
+COST_COLUMNS = (
+    ("cost/energy_evals", "energy evals"),
+    ("cost/grad_evals", "grad evals"),
+    ("time/train_s", "train s"),
+    ("time/sample_s", "sample s"),
+)
+
+
+def bootstrap_ci(
+    values: Iterable[float], *, num_resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean and percentile-bootstrap CI of the mean; `(mean, lo, hi)` (lo = hi = mean for one value)."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], np.float64)
+    if v.size == 0:
+        return (math.nan, math.nan, math.nan)
+    if v.size == 1:
+        return (float(v[0]),) * 3
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(num_resamples, v.size))].mean(axis=1)
+    a = (1 - level) / 2
+    return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def problem_kind(record: dict[str, Any]) -> str:
+    """`"finetuning"` or `"sampling"`: the record's `problem_kind`, else its problem summary's kind."""
+    kind = record.get("problem_kind") or record.get("config", {}).get("problem_summary", {}).get("kind")
+    return kind or "sampling"
+
+
+def aggregate(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, str], dict[str, Any]]:
+    """Group records by (suite, target, method, budget) and aggregate every metric over ok seeds."""
+    groups: dict[tuple[str, str, str, str], list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r["suite"], r["target"], r["method"], r["budget"]["name"])].append(r)
+    out = {}
+    for key, recs in sorted(groups.items()):
+        ok = [r for r in recs if r["status"] == "ok"]
+        metric_names = sorted({k for r in ok for k in r["metrics"]})
+        stats = {m: bootstrap_ci(r["metrics"].get(m, math.nan) for r in ok) for m in metric_names}
+        out[key] = {
+            "n_seeds": len(recs),
+            "status": {
+                s: sum(r["status"] == s for r in recs) for s in ("ok", "diverged", "error", "not_applicable")
+            },
+            "messages": sorted({r.get("message", "") for r in recs if r["status"] != "ok"} - {""}),
+            "stats": stats,
+            "commits": sorted({r["commit"] for r in recs}),
+            "hardware": sorted({_hardware(r) for r in recs}),
+            "traces": [r.get("trace", []) for r in ok],
+            "paths": [r["_path"] for r in recs],
+            "family": recs[0].get("method_family", ""),
+            "kind": "finetuning" if any(problem_kind(r) == "finetuning" for r in recs) else "sampling",
+            "optimum": _optimum_of(recs),
+        }
+    return out
+
+
+def _optimum_of(recs: list[dict[str, Any]]) -> dict[str, float]:
+    """The exact optimum a fine-tuning record carries (reward, KL), for the table's header line."""
+    for r in recs:
+        m = r.get("metrics", {})
+        if "finetune/reward_optimum" in m:
+            names = ("reward_optimum", "kl_optimum", "reward_base")
+            return {k: m[f"finetune/{k}"] for k in names if f"finetune/{k}" in m}
+    return {}
+
+
+def _hardware(r: dict[str, Any]) -> str:
+    h = r.get("hardware", {})
+    cpu = f"{h.get('cpu', '?')}, {h.get('cpu_count', '?')} cores"
+    return f"{h.get('backend', '?')}: {h.get('device_kind', '?')} ({cpu})"
+
+
+def _fmt(stat: tuple[float, float, float] | None) -> str:
+    if stat is None or not math.isfinite(stat[0]):
+        return "—"
+    mean, lo, hi = stat
+    if lo == hi:
+        return f"{mean:.3g}"
+    return f"{mean:.3g} [{lo:.3g}, {hi:.3g}]"
+
+
+def _table_for(
+    target: str, rows: list[tuple[tuple, dict]], columns: tuple[tuple[str, str, bool], ...] = COLUMNS
+) -> str:
+    present = [c for c in columns if any(c[0] in agg["stats"] for _, agg in rows)]
+    sort_key = (
+        columns[0][0]
+        if any(columns[0][0] in a["stats"] for _, a in rows)
+        else (present[0][0] if present else None)
+    )
+
+    def order(item):
+        stat = item[1]["stats"].get(sort_key) if sort_key else None
+        return (math.inf if stat is None or not math.isfinite(stat[0]) else stat[0], item[0][2])
+
+    head = ["method", "budget", "ok/seeds"] + [t for _, t, _ in present]
+    floors = [FLOORS[k] for k, _, _ in present if k in FLOORS]
+    head += [f"floor: {f.rsplit('/', 1)[0]}" for f in floors]
+    head += [t for _, t in COST_COLUMNS]
+    lines = [f"### {target}", ""]
+    optimum = next((a["optimum"] for _, a in rows if a.get("optimum")), {})
+    if optimum:
+        lines += [
+            "Exact optimum of this λ: E*[r] = {:.4g}, KL(p*‖p_data) = {:.4g}; "
+            "pretrained model E_data[r] = {:.4g}. "
+            "Objective in tilting units (nats), J = λE[r] − KL_path = mean log w ≤ log Z.".format(
+                optimum.get("reward_optimum", math.nan),
+                optimum.get("kl_optimum", math.nan),
+                optimum.get("reward_base", math.nan),
+            ),
+            "",
+        ]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    notes = []
+    for (_suite, _t, method, budget), agg in sorted(rows, key=order):
+        st = agg["status"]
+        cells = [f"`{method}`", budget, f"{st['ok']}/{agg['n_seeds']}"]
+        cells += [_fmt(agg["stats"].get(k)) for k, _, _ in present]
+        cells += [_fmt(agg["stats"].get(f)) for f in floors]
+        cells += [_fmt(agg["stats"].get(k)) for k, _ in COST_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+        if st["ok"] < agg["n_seeds"]:
+            notes.append(
+                f"- `{method}`: "
+                + ", ".join(f"{v} {k}" for k, v in st.items() if v and k != "ok")
+                + (f" — {agg['messages'][0][:160]}" if agg["messages"] else "")
+            )
+    if notes:
+        lines += ["", "Cells that did not finish ok:", *notes]
+    return "\n".join(lines)
+
+
+def build_leaderboard(
+    runs_dir: str = "results/runs",
+    out_dir: str = "results",
+    *,
+    suite: str | None = None,
+    figures: bool = True,
+) -> dict[str, Any]:
+    """Write `leaderboard.md`, `leaderboard.csv` and figures from the records; returns a summary."""
+    runs = Path(runs_dir)
+    suites = (
+        [suite] if suite else sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.exists() else []
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = [
+        "# tiltbench leaderboard",
+        "",
+        "Generated by `make leaderboard` from the per-cell records under "
+        f"`{runs_dir}/`; do not edit by hand. Entries are the mean over seeds with a 95% "
+        "percentile-bootstrap interval of the mean in brackets (one seed: no interval). Noise floors are "
+        "the same metric between two independent reference sets of the evaluation size. Costs count "
+        "energy and energy-gradient evaluations spent in training plus sampling. Metric definitions: "
+        "`benchmarks/metrics/` and the README.",
+        "",
+    ]
+    csv_buf = io.StringIO()
+    writer = csv.writer(csv_buf)
+    writer.writerow(
+        [
+            "suite",
+            "target",
+            "method",
+            "budget",
+            "metric",
+            "mean",
+            "ci_low",
+            "ci_high",
+            "n_ok",
+            "n_seeds",
+            "commit",
+            "hardware",
+        ]
+    )
+    summary: dict[str, Any] = {"suites": {}}
+    for s in suites:
+        records = list(iter_records(runs / s))
+        if not records:
+            continue
+        agg = aggregate(records)
+        commits = sorted({c for a in agg.values() for c in a["commits"]})
+        hardware = sorted({h for a in agg.values() for h in a["hardware"]})
+        md += [
+            f"## Suite `{s}`",
+            "",
+            f"- records: {len(records)} cells; commit(s): {', '.join(commits)}",
+            f"- hardware: {'; '.join(hardware)}",
+        ]
+        if len(commits) > 1:
+            md.append("- **warning**: records come from more than one commit; compare rows with care.")
+        md.append("")
+        by_target: dict[str, list] = defaultdict(list)
+        for key, a in agg.items():
+            by_target[key[1]].append((key, a))
+            for metric, (mean, lo, hi) in sorted(a["stats"].items()):
+                writer.writerow(
+                    [
+                        *key[:1],
+                        key[1],
+                        key[2],
+                        key[3],
+                        metric,
+                        mean,
+                        lo,
+                        hi,
+                        a["status"]["ok"],
+                        a["n_seeds"],
+                        ";".join(a["commits"]),
+                        ";".join(a["hardware"]),
+                    ]
+                )
+        sampling = sorted(t for t, rows in by_target.items() if rows[0][1]["kind"] != "finetuning")
+        finetuning = sorted(t for t, rows in by_target.items() if rows[0][1]["kind"] == "finetuning")
+        for target in sampling:
+            md += [_table_for(target, by_target[target]), ""]
+        if finetuning:
+            md += [
+                "### Reward fine-tuning tasks",
+                "",
+                "Separate from the sampling tables: the base is a pretrained flow, the target its reward "
+                "tilt p* ∝ p_data e^{λr}. Columns: `benchmarks/metrics/finetune.py` "
+                "(path KL = mean(λr − log w), objective gap = log Z − mean log w ≥ 0, "
+                "reward gap to the exact E*[r]).",
+                "",
+            ]
+            for target in finetuning:
+                md += [_table_for(target, by_target[target], FINETUNE_COLUMNS), ""]
+        if figures:
+            from benchmarks.reports.figures import make_figures
+
+            figs = make_figures(s, agg, out / "figures" / s)
+            if figs:
+                md += [
+                    "Figures: " + ", ".join(f"[{Path(f).name}]({Path(f).relative_to(out)})" for f in figs),
+                    "",
+                ]
+        summary["suites"][s] = {"records": len(records), "commits": commits, "cells": len(agg)}
+    (out / "leaderboard.md").write_text("\n".join(md) + "\n")
+    (out / "leaderboard.csv").write_text(csv_buf.getvalue())
+    summary["markdown"] = str(out / "leaderboard.md")
+    summary["csv"] = str(out / "leaderboard.csv")
+    return summary

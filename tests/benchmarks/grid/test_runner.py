@@ -1,0 +1,165 @@
+"""The grid runner: records, resume after a kill, shards and filters, diverged / error cells, bad suites."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.grid.records import iter_records, read_record
+from benchmarks.grid.runner import parse_only, parse_shard, run_suite, select_cells
+from benchmarks.grid.suites import load_suite
+from tests.benchmarks import toy_method
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _toy_methods():
+    """Register the toy methods for this module only (the method registry is process-global)."""
+    toy_method.register()
+    yield
+    toy_method.unregister()
+
+
+def _suite_file(tmp_path: Path, **overrides) -> Path:
+    suite = {
+        "name": "t",
+        "description": "runner test",
+        "methods": ["toy_is"],
+        "targets": ["gaussian"],
+        "seeds": [0, 1],
+        "budgets": {"b": {"train_steps": 2, "chunk_size": 1}},
+        "eval": {"num_samples": 200},
+    }
+    suite.update(overrides)
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps(suite))
+    return path
+
+
+def test_records_written_with_provenance_and_resume_skips(tmp_path):
+    suite = load_suite(str(_suite_file(tmp_path)))
+    out = tmp_path / "runs"
+    first = run_suite(suite, out, progress=False, log=lambda s: None)
+    assert [r["status"] for r in first] == ["ok", "ok"]
+    recs = list(iter_records(out))
+    assert len(recs) == 2
+    rec = recs[0]
+    for field in ("config", "commit", "hardware", "target_fingerprint", "metrics", "wall_time_s", "seed"):
+        assert field in rec, field
+    assert rec["hardware"]["versions"]["jax"]
+    assert rec["metrics"]["logZ/error"] < 5 * rec["metrics"]["logZ/se"] + 1e-6
+    assert (Path(rec["_path"]).with_suffix(".samples.npz")).exists()
+    # resume: nothing re-run
+    assert run_suite(suite, out, progress=False, log=lambda s: None) == []
+    # --force re-runs
+    assert len(run_suite(suite, out, progress=False, force=True, log=lambda s: None)) == 2
+
+
+def test_diverged_and_error_cells_are_recorded_and_the_grid_goes_on(tmp_path):
+    suite = load_suite(str(_suite_file(tmp_path, methods=["toy_nan", "toy_error", "toy_is"], seeds=[0])))
+    recs = run_suite(suite, tmp_path / "runs", progress=False, log=lambda s: None)
+    status = {r["method"]: r for r in recs}
+    assert status["toy_nan"]["status"] == "diverged"
+    assert status["toy_error"]["status"] == "error"
+    assert "asked to fail" in status["toy_error"]["message"]
+    assert status["toy_is"]["status"] == "ok"
+
+
+def test_shard_and_only_partition_the_grid(tmp_path):
+    suite = load_suite(str(_suite_file(tmp_path, methods=["toy_is", "toy_nan"], seeds=[0, 1, 2])))
+    all_cells = select_cells(suite)
+    shards = [select_cells(suite, shard=(i, 4)) for i in range(4)]
+    assert sorted(c for s in shards for c in s) == sorted(all_cells)
+    assert sum(len(s) for s in shards) == len(all_cells)
+    only = select_cells(suite, only=parse_only(["method=toy_nan", "seed=0,2"]))
+    assert [(c.method, c.seed) for c in only] == [("toy_nan", 0), ("toy_nan", 2)]
+    with pytest.raises(ValueError, match="i/n"):
+        parse_shard("3")
+    with pytest.raises(ValueError, match="0 <= i < n"):
+        parse_shard("4/4")
+    with pytest.raises(ValueError, match="method"):
+        parse_only(["colour=red"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"methods": ["nope"]}, "unknown method 'nope'.*Valid methods"),
+        ({"targets": ["nope"]}, "unknown target 'nope'.*Valid targets"),
+        ({"seeds": [-1]}, "seeds"),
+        ({"budgets": {"b": {"train_steps": 2}}}, "missing key"),
+        ({"budgets": {"b": {"train_steps": 2, "chunk_size": 1, "colour": 3}}}, "unknown key.*colour"),
+        ({"colour": 1}, "unknown key.*colour"),
+    ],
+)
+def test_bad_suite_files_fail_clearly(tmp_path, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        load_suite(str(_suite_file(tmp_path, **overrides)))
+
+
+def test_unknown_suite_name_lists_valid_ones():
+    with pytest.raises(ValueError, match="valid suites: .*quick"):
+        load_suite("nope")
+
+
+def test_shipped_suites_load():
+    for name in ("quick", "default", "full"):
+        suite = load_suite(name)
+        assert suite.cells()
+
+
+def test_cli_exit_code_2_on_bad_input(tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    for argv in (["benchmark", "--suite", "nope"], ["benchmark", "--suite", "quick", "--shard", "9/2"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks", *argv],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert "error:" in proc.stderr
+
+
+def test_killed_grid_resumes_without_losing_or_repeating_cells(tmp_path):
+    seeds = list(range(8))
+    suite_path = _suite_file(tmp_path, seeds=seeds)
+    out = tmp_path / "runs"
+    code = (
+        "import sys, tests.benchmarks.toy_method as t; t.register(); from benchmarks.cli import main; "
+        f"sys.exit(main(['benchmark', '--suite', {str(suite_path)!r}, '--out', {str(out)!r}, "
+        f"'--results', {str(tmp_path / 'res')!r}, '--no-progress', '--no-leaderboard']))"
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(out.rglob("seed*.json"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = {p: p.read_bytes() for p in out.rglob("seed*.json")}
+    assert 2 <= len(done_before) < len(seeds), "the kill must land mid-grid"
+    for p in done_before:
+        read_record(p)  # every record on disk is complete JSON
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    after = sorted(out.rglob("seed*.json"))
+    assert len(after) == len(seeds)
+    for p, content in done_before.items():
+        assert p.read_bytes() == content, "a finished cell was re-run"
+    assert not list(out.rglob("*.tmp")), "partial files left behind"
+    assert sorted(r["seed"] for r in iter_records(out)) == seeds

@@ -1,0 +1,213 @@
+"""benchmarks/perf: the hand-fused references compute the methods' maths, training compiles once,
+and the timing / FLOP helpers are right. Tiny problems (2-D Gaussian, 4 grid steps, batch 4)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import samplers
+import targets
+from benchmarks.grid import hyperparams
+from benchmarks.perf.compile import train_with_compile_count
+from benchmarks.perf.flops import analytic_flops, network_flops
+from benchmarks.perf.references import REFERENCES, reference_step
+from benchmarks.perf.timing import interleaved, ratio_summary
+from samplers.networks import mlp_control
+
+TINY = {"batch_size": 4, "hidden": (8, 8)}
+EXTRA = {
+    "adjoint_sampling": {"resample_size": 8, "buffer_size": 16, "refresh_every": 2},
+    "nets_pinn": {"free_energy_hidden": (8,), "time_subsample": 3},
+}
+
+
+def _tiny(method: str):
+    settings = hyperparams.resolve(method, "gaussian")
+    problem = hyperparams.build_problem(targets.get("gaussian"), settings.problem | {"num_steps": 4})
+    spec = samplers.get(method)
+    config = dataclasses.replace(spec.make_config(**settings.method), **TINY, **EXTRA.get(method, {}))
+    return problem, config, spec.build(problem, config)
+
+
+def _perturbed(state, scale=0.1):
+    leaves, treedef = jax.tree.flatten(state.params)
+    keys = jax.random.split(jax.random.key(7), len(leaves))
+    noisy = [p + scale * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys, strict=True)]
+    return state._replace(params=jax.tree.unflatten(treedef, noisy))
+
+
+# One representative in `make test`; the other code paths (~20-30 s each, mostly compilation) are slow.
+_SLOW = pytest.mark.slow
+_METHODS = [m if m == "adjoint_sampling" else pytest.param(m, marks=_SLOW) for m in sorted(REFERENCES)]
+
+
+@pytest.mark.parametrize("method", _METHODS)
+def test_reference_matches_method_step(method):
+    """Same state and key: same loss, same gradient norm, same updated parameters, same cost (two steps,
+    so that the Adam update of step 2 depends on the gradient's magnitude, not only its sign)."""
+    problem, config, built = _tiny(method)
+    ref = reference_step(method, problem, config)
+    state = _perturbed(built.init(jax.random.key(0)))
+
+    def two(step):
+        step = jax.jit(step)  # compiled once, called twice
+        s1, i1 = step(jax.random.key(1), state)
+        s2, i2 = step(jax.random.key(2), s1)
+        return s2, (i1, i2)
+
+    (s_m, infos_m), (s_r, infos_r) = two(built.step), two(ref)
+    for i_m, i_r in zip(infos_m, infos_r, strict=True):
+        np.testing.assert_allclose(float(i_r.loss), float(i_m.loss), rtol=2e-4, atol=1e-6)
+        np.testing.assert_allclose(float(i_r.grad_norm), float(i_m.grad_norm), rtol=2e-4, atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5), s_m.params, s_r.params)
+    np.testing.assert_allclose(np.asarray(s_r.cost), np.asarray(s_m.cost))
+
+
+def test_reference_refuses_unsupported_config():
+    problem, config, _ = _tiny("adjoint_matching")
+    with pytest.raises(ValueError, match="covers only"):
+        reference_step("adjoint_matching", problem, dataclasses.replace(config, time_subsample=2))
+    with pytest.raises(ValueError, match="valid choices"):
+        reference_step("dds", problem, config)
+
+
+def test_training_does_not_recompile_between_chunks():
+    """A real method through samplers.train: one chunk program, no XLA compilation after chunk 1."""
+    _, _, built = _tiny("adjoint_matching")
+    result, counts = train_with_compile_count(jax.random.key(0), built, num_steps=7, chunk_size=3)
+    assert len(counts["backend_compiles_per_chunk"]) == 3  # 3 + 3 + a masked partial chunk of 1
+    assert counts["backend_compiles_per_chunk"][0] >= 1
+    assert counts["num_compilations"] == 1 and counts["recompilations_after_first_chunk"] == 0
+
+
+def test_ratio_summary_and_interleaving():
+    calls = []
+    times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3)
+    assert calls == ["a", "b", "b", "a", "a", "b"] and len(times["a"]) == 3
+    summary = ratio_summary([2.0, 3.0, 4.0], [1.0, 1.0, 2.0])
+    assert summary["median"] == 2.0 and summary["min"] == 2.0 and summary["max"] == 3.0
+
+
+def test_network_flops_match_dense_layer_count():
+    net = mlp_control(3, hidden=(16, 16), time_embedding_dim=8, zero_init_output=False)
+    params = net.init(jax.random.key(0))
+    # dense kernels: time encoder 8x16 + 16x16, hidden (3+16)x16 + 16x16, output 16x3
+    expected = 2.0 * (8 * 16 + 16 * 16 + 19 * 16 + 16 * 16 + 16 * 3)
+    assert analytic_flops(params) == expected
+    counted = network_flops(net.apply, params, 3, batch=8)
+    # XLA counts per batch: the time encoder runs once for the shared t (vmap keeps it unbatched), the
+    # rest once per example, plus element-wise work (bias, activations, sin/cos)
+    per_example = 2.0 * (19 * 16 + 16 * 16 + 16 * 3)
+    assert per_example <= counted["flops"] < 5 * expected
+    assert counted["source"] == "xla cost_analysis" and jnp.isfinite(counted["flops"])
+
+
+def test_report_keeps_backends_apart(tmp_path):
+    """write_report merges records by backend, and the Markdown renders every section of each."""
+    from benchmarks.perf.report import PerfConfig, write_report
+
+    def record(backend):
+        section = {"rows": [], "skipped": ["x/y"], "errors": [], "wall_s": 1.0, "budget_s": 2.0}
+        return {
+            "backend": backend,
+            "commit": "abc",
+            "started": "now",
+            "wall_s": 3.0,
+            "hardware": {"device_kind": backend, "cpu": "c", "cpu_count": 2, "versions": {}},
+            "config": dataclasses.asdict(PerfConfig()),
+            "matmul_peak": {"n": 8, "flops_per_s": 1e9},
+            "throughput": section,
+            "overhead": {
+                **section,
+                "rows": [
+                    {
+                        "method": "pis",
+                        "target": "t",
+                        "steps_per_call": 1,
+                        "batch_size": 2,
+                        "method_s": 1.0,
+                        "reference_s": 0.9,
+                        "ratio": ratio_summary([0.9], [1.0]),
+                    }
+                ],
+            },
+            "cells": {**section, "rows": [diverged_cell]},
+        }
+
+    # a learned cell that diverged: no compile time (NaN), an infinite error (JSON stores both as strings)
+    diverged_cell = {
+        "method": "adjoint_sampling",
+        "target": "t",
+        "reached": False,
+        "evals": 10.0,
+        "wall_s": 1.0,
+        "error": float("inf"),
+        "train_steps": 20,
+        "diverged_at_step": 25,
+        "diverged_reason": "non-finite loss",
+        "train_compile_s": float("nan"),
+        "train_steps_per_s": 5.0,
+        "samples_per_s": 100.0,
+        "sample_compile_s": 1.0,
+    }
+    json_path, md_path = tmp_path / "perf.json", tmp_path / "perf.md"
+    write_report(record("cpu"), json_path, md_path)
+    write_report(record("gpu"), json_path, md_path)  # the cpu record is re-read from strict JSON
+    text = md_path.read_text()
+    assert "## cpu" in text and "## gpu" in text and "| pis | t | 1 | 2 | 1.000 | 0.900 | 0.900 |" in text
+    assert text.count("Skipped (section budget") == 6
+    assert text.count("| adjoint_sampling | t | 5 | 100 | — | 1.0 |") == 2  # NaN compile time: not measured
+    assert text.count("| t | adjoint_sampling | no | 10 | 1.00 | inf | 20 steps; diverged at step 25") == 2
+
+
+def test_learned_cell_gives_accuracy_and_throughput_from_one_run():
+    """One training run: the cost-to-accuracy row (crossing or last point, evals counted) and the
+    throughput row (steps/s, samples/s, compile times, no recompilation between chunks)."""
+    from benchmarks.perf.cost_to_accuracy import learned_cell
+
+    row = learned_cell(
+        "adjoint_sampling",
+        "gaussian_correlated",
+        tol=1e-6,  # unreachable: the budget decides
+        max_train_s=0.0,
+        chunk_size=5,
+        min_chunks=3,
+        num_trace=64,
+        batch_size=32,
+        hidden=(8,),
+        resample_size=32,
+        buffer_size=64,
+    )
+    assert not row["reached"] and row["train_steps"] == 15 and row["train_steps_timed"] == 15
+    assert len(row["backend_compiles_per_chunk"]) == 3 and row["recompilations_after_first_chunk"] == 0
+    assert row["evals"] > 0 and np.isfinite(row["error"]) and row["train_steps_per_s"] > 0
+    assert row["samples_per_s"] > 0 and row["train_compile_s"] > 0 and row["sample_compile_s"] > 0
+    assert row["network_flop_per_s"] > 0
+
+
+def test_before_after_report_and_bad_name():
+    """The before/after table renders each optimisation's ratios and saved evaluations; an unknown
+    optimisation names the valid ones."""
+    from benchmarks.perf.before_after import OPTIMISATIONS, before_after, render_markdown
+
+    with pytest.raises(ValueError, match="cmcd_reuse_drift_gradient"):
+        before_after("nope", "funnel10")
+    ratio = ratio_summary([2.0, 2.2], [1.0, 1.0])
+    row = {
+        "optimisation": "cmcd_reuse_drift_gradient",
+        "method": "cmcd_lv",
+        "target": "many_well32",
+        "train_ratio": ratio,
+        "sample_ratio": ratio,
+        "cost_per_sample": {"before": {"grad_evals": 202.0}, "after": {"grad_evals": 101.0}},
+        "train_temp_gb": {"before": 2.0, "after": 0.5},
+    }
+    record = {"commit": "abc", "hardware": {"cpu": "c", "backend": "cpu"}, "wall_s": 1.0, "repeats": 2}
+    text = render_markdown({**record, "rows": [row]})
+    assert "| cmcd_reuse_drift_gradient | cmcd_lv | many_well32 | 2.100 [2.000, 2.200] |" in text
+    assert "| 202 → 101 | 2.000 → 0.500 |" in text and all(f"`{k}`" in text for k in OPTIMISATIONS)

@@ -1,0 +1,67 @@
+"""Leaderboard aggregation, bootstrap intervals, and the record files it reads."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks.grid.records import atomic_write_json, iter_records, read_record
+from benchmarks.reports.leaderboard import aggregate, bootstrap_ci, build_leaderboard
+
+
+def _record(method, target, seed, status="ok", **metrics):
+    return {
+        "suite": "s", "method": method, "target": target, "seed": seed, "status": status,
+        "budget": {"name": "b", "train_steps": 1, "chunk_size": 1, "max_evals": None},
+        "commit": "abc", "hardware": {"backend": "cpu", "device_kind": "cpu", "cpu": "x", "cpu_count": 2},
+        "metrics": metrics, "trace": [], "message": "boom" if status != "ok" else "",
+    }
+
+
+def test_bootstrap_ci_covers_the_mean_and_shrinks_with_more_data():
+    rng = np.random.default_rng(1)
+    small = rng.normal(3.0, 1.0, size=5)
+    big = rng.normal(3.0, 1.0, size=500)
+    m1, lo1, hi1 = bootstrap_ci(small)
+    m2, lo2, hi2 = bootstrap_ci(big)
+    assert lo1 <= m1 <= hi1 and lo2 <= m2 <= hi2
+    assert hi2 - lo2 < hi1 - lo1
+    # the 95% interval of the mean is about ±1.96 σ/√n
+    assert abs((hi2 - lo2) / 2 - 1.96 / math.sqrt(500)) < 0.03
+    assert bootstrap_ci([2.0]) == (2.0, 2.0, 2.0)
+    assert all(math.isnan(v) for v in bootstrap_ci([float("nan")]))
+
+
+def test_atomic_json_round_trips_non_finite_values(tmp_path):
+    path = tmp_path / "a" / "r.json"
+    rec = _record("m", "t", 0, **{"logZ/error": float("nan"), "x": float("inf")})
+    rec["trace"] = [{"evals": 10.0, "logZ_error": float("nan")}]  # a NaN trace point (seen in a real run)
+    atomic_write_json(path, rec)
+    rec = read_record(path)
+    assert math.isnan(rec["metrics"]["logZ/error"]) and rec["metrics"]["x"] == math.inf
+    assert math.isnan(rec["trace"][0]["logZ_error"])
+    json.loads(path.read_text())  # strict JSON on disk
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_aggregate_and_tables(tmp_path):
+    runs = tmp_path / "runs" / "s"
+    for seed, err in enumerate([0.1, 0.3]):
+        atomic_write_json(runs / f"good_{seed}.json", _record("good", "g", seed, **{"logZ/error": err}))
+        atomic_write_json(runs / f"bad_{seed}.json", _record("bad", "g", seed, **{"logZ/error": 5.0}))
+    atomic_write_json(runs / "div.json", _record("bad", "g", 2, status="diverged"))
+    agg = aggregate(list(iter_records(tmp_path / "runs")))
+    good = agg[("s", "g", "good", "b")]
+    assert good["stats"]["logZ/error"][0] == pytest.approx(0.2)
+    bad = agg[("s", "g", "bad", "b")]
+    assert bad["status"]["diverged"] == 1 and bad["n_seeds"] == 3
+    summary = build_leaderboard(str(tmp_path / "runs"), str(tmp_path / "out"), figures=False)
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert md.index("`good`") < md.index("`bad`"), "rows are sorted by log-Z error"
+    assert "1 diverged" in md
+    rows = (tmp_path / "out" / "leaderboard.csv").read_text().splitlines()
+    assert rows[0].startswith("suite,target,method") and len(rows) == 3
+    assert summary["suites"]["s"]["records"] == 5
