@@ -1,6 +1,6 @@
 """Noise schedules and base (reference) processes of the exponential-tilting framework.
 
-A base process is an SDE on `[t_start, 1]` (time convention of `shared/reference/methods.md` §0:
+A base process is an SDE on `[t_start, 1]` (time convention of `docs/methods.md` §0:
 `t = 0` is the noise end, `t = 1` the data end)
 
     dX = b(X, t) dt + σ(t) dB,        X_{t_start} ~ p_0,

@@ -1,6 +1,6 @@
 """A fixed-capacity FIFO replay buffer of PyTrees: NamedTuple state plus pure, jittable functions.
 
-Used by Adjoint Sampling (`shared/reference/methods.md` §3.3: keep the last `buffer_size`
+Used by Adjoint Sampling (`docs/methods.md` §3.3: keep the last `buffer_size`
 `(x0, x1, ∇E(x1))` triples, train on minibatches drawn from them) and by other score-matching
 losses that reuse expensive energy evaluations.
 

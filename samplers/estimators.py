@@ -1,6 +1,6 @@
 """Estimators of `log Z`, ELBO / EUBO and effective sample sizes from path log-weights.
 
-Every method reports through this module (`shared/reference/methods.md` §7.2). Inputs are
+Every method reports through this module (`docs/methods.md` §7.2). Inputs are
 path log-weights `log w` with
 
 - forward paths (simulated by the sampler): `E_F[w] = Z`;

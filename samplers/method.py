@@ -1,7 +1,7 @@
 """The Method contract shared by every loss and every MCMC/SMC baseline.
 
 A method is a NamedTuple of three pure functions, bound to one `Problem` and one config by its
-builder (blackjax / optax style, `shared/design.md`):
+builder (blackjax / optax style, `docs/design.md`):
 
     init(key) -> State
     step(key, state) -> (State, Info)          # one training / adaptation step

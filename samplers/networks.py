@@ -7,11 +7,11 @@ batch with `jax.vmap` outside. Networks are returned as NamedTuples of two pure 
     apply(params, x, t) -> (out_dim,)   # pure, jittable, differentiable in params, x and t
 
 so that parameters cross into method state as PyTrees and the module definition stays bound in
-the builder's closure (style rule R9 in `shared/reference/style-anchors.md`). We use flax linen
+the builder's closure (`docs/design.md`, "Style", item 5). We use flax linen
 rather than NNX: linen's `init`/`apply` already are pure functions over a parameter dict, so no
 `split`/`merge` boundary is needed inside `jit`, `vmap` or `lax.scan`.
 
-Time convention (`shared/reference/methods.md` §0): `t ∈ [0, 1]`, `t = 0` the source end and
+Time convention (`docs/methods.md` §0): `t ∈ [0, 1]`, `t = 0` the source end and
 `t = 1` the target end. Networks do not care about the convention, but the default time-feature
 frequencies are chosen for `t` of order one.
 

@@ -1,6 +1,6 @@
 """Problems: a base process, a time grid and a tilt `r`, i.e. the target `p* ∝ p^base_K exp(r)`.
 
-Every method sees only a `Problem` (shared/design.md). Two builders:
+Every method sees only a `Problem` (`docs/design.md`, "Contracts"). Two builders:
 
 - `sampling_problem(target, base, ...)`: sample `π = γ/Z`. The tilt is
   `r(x) = log γ(x) - log p^base_K(x)` with `p^base_K` the terminal law of the base's *discrete*

@@ -1,6 +1,6 @@
 """Controlled-SDE integration with exact discrete-time path weights (Euler–Maruyama).
 
-The controlled SDE in the paper form (P1) of `shared/reference/methods.md` §0,
+The controlled SDE in the paper form (P1) of `docs/methods.md` §0,
 
     dX = (b(X, t) + σ(t) u_θ(X, t)) dt + σ(t) dB,      X_{t_0} ~ p_0,
 

@@ -5,13 +5,13 @@
     state_0 = method.init(key_init)
     state_{s+1}, info_s = method.step(fold_in(key_steps, s), state_s),   s = 0, …, num_steps - 1
 
-as a Python loop over *chunks*: each chunk is one compiled `lax.scan` of `chunk_size` steps (style
-rule R3). Step `s` always uses the key `fold_in(key_steps, s)`, so the trajectory does not depend
-on `chunk_size`. The last, partial chunk runs the same compiled program with the surplus steps
-masked: a `lax.cond` per step skips them, so they cost neither compute nor `Cost` (on GPU, XLA reads
-a conditional's predicate on the host: one small synchronisation per step). The state's type
-is fixed by the first chunk (`lax.scan` and the `cond` join weak types), so a run compiles
-exactly once; `TrainResult.num_compilations` counts the compilations so that tests and the
+as a Python loop over *chunks*: each chunk is one compiled `lax.scan` of `chunk_size` steps
+(`docs/design.md`, "Style", item 2). Step `s` always uses the key `fold_in(key_steps, s)`, so the
+trajectory does not depend on `chunk_size`. The last, partial chunk runs the same compiled program
+with the surplus steps masked: a `lax.cond` per step skips them, so they cost neither compute nor
+`Cost` (on GPU, XLA reads a conditional's predicate on the host: one small synchronisation per step).
+The state's type is fixed by the first chunk (`lax.scan` and the `cond` join weak types), so a run
+compiles exactly once; `TrainResult.num_compilations` counts the compilations so that tests and the
 harness can assert it.
 
 Between chunks the loop (the only Python-level loop)

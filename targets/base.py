@@ -3,7 +3,7 @@
 A target is `γ(x) = exp(log_prob(x))` on R^dim with normaliser `Z = ∫ γ`. `log_prob` acts on ONE
 point of shape `(dim,)` (batch with `jax.vmap`) and is differentiable with `jax.grad`.
 Parameters are shipped as constants (never drawn from a PRNG at run time, see
-`shared/reference/targets.md` §7). Ground truth is either exact (`log_Z_se == 0`,
+`docs/targets.md` §7). Ground truth is either exact (`log_Z_se == 0`,
 `sample` available) or a reference value / reference set with a standard error and provenance.
 
 Particle systems (DW4, LJ) declare a `ParticleSpec`: `x` is `n_particles × spatial_dim`

@@ -1,7 +1,7 @@
 """8×8 digits: data, the frozen "pretrained" flow model and the reward classifier of the digits task.
 
 A CPU-sized miniature of reward fine-tuning of an image generator (the Stable-Diffusion experiments
-of Adjoint Matching, `shared/reference/methods.md` §2): a small flow-matching model of scikit-learn's
+of Adjoint Matching, `docs/methods.md` §2): a small flow-matching model of scikit-learn's
 bundled 8×8 digits (`sklearn.datasets.load_digits`: 1797 images, 64 pixels with integer values
 0…16, no download) is the base, and the log-probability of one digit class under a small
 classifier is the reward. Both models are trained by this suite

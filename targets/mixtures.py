@@ -22,7 +22,7 @@ Registered targets (all 2-D except `mog50`; uniform weights, `log Z = 0`, exact 
   recipe (Blessing et al. 2024), with parameters generated once by `scripts/generate_mog50.py` and
   shipped in `targets/data/mog50.npz`.
 
-Definitions, constants and test values: `shared/reference/targets.md` §1.
+Definitions, constants and test values: `docs/targets.md` §1.
 """
 
 from __future__ import annotations

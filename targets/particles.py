@@ -16,7 +16,7 @@ Energies (`d_ij = ‖x_i − x_j‖`, sums over the unordered pairs `i < j` unle
 - **LJ13 / LJ55** (n = 13 / 55, D = 3): `E = 2 Σ_{i<j} [d_ij⁻¹² − 2 d_ij⁻⁶] + ½ Σ_i ‖x_i − x̄‖²`.
   The factor 2 is DEM's ordered-pair sum `Σ_{i≠j}` (ε = r_m = 1, oscillator scale 1); it is the
   convention of the iDEM / AS / ASBS tables and of the EquiFM MCMC data (Stein-identity check in
-  `shared/reference/targets.md` §4.1). The harmonic term is about the particle mean `x̄`, so it is
+  `docs/targets.md` §4.1). The harmonic term is about the particle mean `x̄`, so it is
   translation invariant too: it confines the cluster's *shape*, not its position.
 
 Separately named variants (never the evaluation target):

@@ -15,6 +15,6 @@ def x64():
 
 @pytest.fixture
 def strict_promotion():
-    """Run one test with strict dtype promotion and rank promotion raising (style rule R11)."""
+    """Run one test with strict dtype promotion and rank promotion raising."""
     with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
         yield

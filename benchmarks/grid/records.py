@@ -1,6 +1,6 @@
 """Result records: one JSON file per cell, written atomically, with the run's full provenance.
 
-A record (see `shared/design.md`, "Result record") holds the method, target, seed, budget, the fully
+A record (see `docs/design.md`, "Result record") holds the method, target, seed, budget, the fully
 resolved config, the target fingerprint, the status (`ok` / `diverged` / `error` / `not_applicable`
 with a message), namespaced metrics, cost counters, wall and compile times, hardware, package
 versions and the commit. Files are written to a temporary name in the same directory, fsynced and

@@ -16,7 +16,7 @@ as in the peers' `find_rigid_alignment` (adjoint_samplers, DEM).
 particles of `y` to those of `x` by the assignment minimising `Σ_a ‖x_a − y_π(a)‖` on the
 UNALIGNED (centred) coordinates, then Kabsch-align. It is not the joint optimum over permutations
 and rotations (and it is not rotation invariant when the matching on raw coordinates goes wrong);
-it is what `eq_w2` is defined with in `shared/reference/targets.md` §4.4.
+it is what `eq_w2` is defined with in `docs/targets.md` §4.4.
 
 `frames="pca"` (not the peers' definition; opt-in) makes the matching step rotation-invariant: besides
 the peers' candidate it also matches in the principal-axes frames of the two configurations, under

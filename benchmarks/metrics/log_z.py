@@ -1,6 +1,6 @@
 """Normalising-constant metrics from path log-weights: IS log Ẑ, ELBO, EUBO, backward and BAR log Ẑ.
 
-Definitions (`shared/reference/methods.md` §7.2, `targets.md` §6); the estimators themselves are
+Definitions (`docs/methods.md` §7.2, `targets.md` §6); the estimators themselves are
 `samplers.estimators` (the one implementation every method reports through), evaluated here in
 float64 under a scoped `jax.enable_x64`. With `N` forward paths of the model (`E_F[w] = Z`) and
 `M` backward paths started at target samples (`E_B[1/w] = 1/Z`):

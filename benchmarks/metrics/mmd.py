@@ -6,7 +6,7 @@ For samples `x_1..x_n ~ P`, `y_1..y_m ~ Q` and a kernel `k`,
 
 an unbiased U-statistic of `MMD²(P, Q) = ‖μ_P − μ_Q‖²_H` (so it can be negative; its square root is
 not reported because `sqrt` of an unbiased estimate is biased and undefined below 0). Peers differ
-here (`shared/reference/peers.md` §3): Beyond-ELBOs reports sqrt of the diagonal-including
+here (`docs/targets.md` §8): Beyond-ELBOs reports sqrt of the diagonal-including
 (V-statistic) estimate, whose floor is ≈ 0.03 at N = 2000; DEM sums five fixed-bandwidth kernels.
 
 Kernel `k(x, y) = mean_b exp(−‖x − y‖² / (2 ℓ_b²))` with two named bandwidth rules:

@@ -11,7 +11,7 @@ Sinkhorn divergence (Feydy et al. 2019), via ott-jax:
 which is ≥ 0, is 0 iff μ = ν, and tends to W2² as ε → 0. ε is set RELATIVE TO THE COST SCALE OF
 THE TARGET, `ε = relative_epsilon · c̄_ref` with `c̄_ref = mean_{j,j'} ‖y_j − y_j'‖² = 2 tr Cov(y)`
 over the reference set, so the same ε is used for every method on a target (peers use an
-absolute ε = 1e-3, or normalise the cost by its maximum: `peers.md` §3). The ε used is recorded
+absolute ε = 1e-3, or normalise the cost by its maximum: `docs/targets.md` §8). The ε used is recorded
 (`sinkhorn/epsilon`), as is convergence of all the Sinkhorn solves (`sinkhorn/converged`, 1 or 0).
 
 Closed forms for tests: `gaussian_w2_squared` (Bures-Wasserstein) and

@@ -1,6 +1,6 @@
 """Metrics for particle systems (DW4, LJ13, LJ55): energy, interatomic-distance and equivariant W2.
 
-Definitions (`shared/reference/targets.md` §4.4, `methods.md` §3.5; peers disagree on square roots,
+Definitions (`docs/targets.md` §4.4, `methods.md` §3.5; peers disagree on square roots,
 so every key here says which it is). All 1-D W2 are exact (`ot.w2_squared_1d`, = POT `emd2_1d`).
 
 - `energy_w2_squared` = W2²(E_model, E_ref) between the 1-D empirical laws of the energies

@@ -17,7 +17,7 @@ for the discrete chain simulated, whatever `ε` and `K`:
   then `x_k ~ T_k(x_{k−1}, ·)`. Equivalently `log w = −W` with `W = −Σ_k Δβ_k ℓ(x_{k−1})` the
   discrete Jarzynski work, and `E[e^{−W}] = Z / Z_0 = Z`.
 - "ula": `F_β` alone (unadjusted Langevin, not invariant), weighted as MCD with a zero control
-  (`shared/reference/methods.md` §5.2, §7.1): with `B_β(x | x') = N(x; x' + ε ∇log π̃_β(x'), 2ε I)`,
+  (`docs/methods.md` §5.2, §7.1): with `B_β(x | x') = N(x; x' + ε ∇log π̃_β(x'), 2ε I)`,
 
       log w = log γ̃(x_K) − log p_0(x_0) + Σ_t [log B_{β(t)}(x_{t−1} | x_t) − log F_{β(t)}(x_t | x_{t−1})],
 

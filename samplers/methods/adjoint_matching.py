@@ -1,6 +1,6 @@
 """Adjoint Matching: regress the control on the lean adjoint of on-policy trajectories.
 
-Adjoint Matching (Domingo-Enrich, Drozdzal, Karrer, Chen; arXiv 2409.08861; `shared/reference/methods.md`
+Adjoint Matching (Domingo-Enrich, Drozdzal, Karrer, Chen; arXiv 2409.08861; `docs/methods.md`
 §2.3, §1.3). The controlled SDE is the paper form (P1) of `samplers.sde`,
 
     dX = (b(X, t) + σ(t) u_θ(X, t)) dt + σ(t) dB,      X_{t_0} ~ p_0,

@@ -1,6 +1,6 @@
 """Bridge-pair regression losses: Adjoint Sampling, Target / Conditional / Novel Score Matching.
 
-All four methods of this module share ONE loss skeleton (`shared/reference/methods.md` §1.3):
+All four methods of this module share ONE loss skeleton (`docs/methods.md` §1.3):
 
     L(u) = E_{t ~ U[t_lo, t_hi], X_1 ~ D, X_t ~ p^base(· | X_0 = 0, X_1)} [ w(t) |u_θ(X_t, t) - Y_t|² ],
 

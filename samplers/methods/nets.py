@@ -1,7 +1,7 @@
 """NETS, the Non-Equilibrium Transport Sampler: `nets_pinn` and `nets_action`.
 
 Albergo & Vanden-Eijnden, "NETS: A Non-Equilibrium Transport Sampler", arXiv 2410.02711 (ICML 2025);
-`shared/reference/methods.md` §6 and §1.4. **No code exists for NETS: everything here is a
+`docs/methods.md` §6 and §1.4. **No code exists for NETS: everything here is a
 [RECON]struction from the paper's equations, with the signs re-derived [DERIVED]** (methods.md §6,
 §11: the loss normalisations, the weighting of the action-matching expectations and the training
 schedule are not verified against the paper).

@@ -1,7 +1,7 @@
 """Path-space divergence losses: PIS (path KL), log-variance, trajectory balance and DDS.
 
 All four train a control `u_θ(x, t)` of the controlled SDE of `samplers.sde` (paper form P1,
-`shared/reference/methods.md` §0):
+`docs/methods.md` §0):
 
     dX = (b(X, t) + σ(t) u_θ(X, t)) dt + σ(t) dB,    X_{t_0} ~ p_0,
 

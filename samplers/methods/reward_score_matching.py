@@ -1,7 +1,7 @@
 """Reward Score Matching: regress the control on a value-guidance estimate, with a trust region.
 
 **RECONSTRUCTION.** Reward Score Matching (Lee, Chang, Kim, Ye; arXiv 2604.17415, 2026;
-`shared/reference/methods.md` §12). Only the paper's project page was available: the displayed loss
+`docs/methods.md` §12). Only the paper's project page was available: the displayed loss
 below is the published one; every estimator, weight shape and default in this module is a
 reconstruction from that loss and the tilting framework of methods.md §1, NOT the authors' code
 (`jaylee2000/rsm` was not read).

@@ -1,4 +1,4 @@
-"""Conformance of every registered target to the `Target` contract (style rule R14, tier 2).
+"""Conformance of every registered target to the `Target` contract, one parametrised case per target.
 
 Parametrised over `targets.names()`, so targets added later (the particle systems, user targets
 registered at import) are covered automatically. Statistical checks use the exact sampler where

@@ -1,4 +1,4 @@
-"""Training every learned method on the two analytic targets of issue #4, with small budgets.
+"""Training every learned method on the two analytic targets, with small budgets.
 
 One table (`SETTINGS`) holds, per (method, target), the problem (base, σ, grid) and the method config
 of a small CPU budget; `train_and_evaluate` trains it with ONE compiled program per (method, target)
@@ -54,8 +54,8 @@ __all__ = [
     "train_and_evaluate",
 ]
 
-LOG_Z_TOLERANCE = 0.05  # |log Ẑ - log Z| (issue #4)
-MIN_ESS = 0.8  # reverse ESS / N (issue #4)
+LOG_Z_TOLERANCE = 0.05  # |log Ẑ - log Z|
+MIN_ESS = 0.8  # reverse ESS / N
 NUM_SAMPLES = 4000  # evaluation samples: SE of log Ẑ ≈ sqrt((1/ESS - 1)/N) ≈ 0.008 at ESS 0.8
 
 
@@ -268,7 +268,7 @@ def setting_steps(name: str, target_name: str) -> int:
 
 
 def assert_deterministic(name: str, target_name: str, num_steps: int = 3) -> None:
-    """Same key, same result (issue #4): `num_steps` training steps and the evaluation samples of the
+    """Same key, same result: `num_steps` training steps and the evaluation samples of the
     compiled training program, twice with one key (bit-identical parameters, optimiser state and
     log-weights) and once with another (different log-weights: the check has power)."""
     _, run = _program(name, target_name, NUM_SAMPLES)

@@ -208,7 +208,7 @@ def test_fixed_point_at_optimal_control(kind, weighting, window, schedule):
 
 
 # ---------------------------------------------------------------------------------------------
-# training to the analytic answer (issue #4): budgets in tests/samplers/methods/analytic.py
+# training to the analytic answer: budgets in tests/samplers/methods/analytic.py
 # ---------------------------------------------------------------------------------------------
 
 
@@ -271,7 +271,7 @@ def tiny_runs():
 
 
 # Two compilations of the whole training step per method (~3-6 s each on 2 busy cores), every method in
-# `make test` (issue #4: determinism of each method).
+# `make test` (determinism of each method).
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_train_is_deterministic_compiles_once_and_counts_cost(tiny_runs, name):
     """Same key: identical history, parameters, optimiser state and replay buffer (the model's samples

@@ -312,7 +312,7 @@ def test_bad_configs_and_bases_raise():
 
 
 # ---------------------------------------------------------------------------------------------
-# training on analytic targets (issue #4): budgets in tests/samplers/methods/analytic.py
+# training on analytic targets: budgets in tests/samplers/methods/analytic.py
 # ---------------------------------------------------------------------------------------------
 
 
