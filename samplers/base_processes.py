@@ -304,11 +304,6 @@ class AbstractBaseProcess(abc.ABC):
         """True when `discretise` (exact discrete marginals and reversal) is available."""
         return False
 
-    def discrete_terminal_log_prob(self, x: jax.Array, ts) -> jax.Array:
-        """`log p^base_K(x)`: the terminal law of the EM chain on the grid `ts` (exact, not `p^base_1`)."""
-        chain = self.discretise(ts)
-        return gaussian_log_prob(x, 0.0, chain.marginal_vars[-1], self.dof)
-
     # -- conditionals ------------------------------------------------------------------------
     def bridge(self, t, x0: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Gaussian bridge `p(x_t | X_{t_start} = x0, X_1 = x1) = N(mean, var·I)`: returns `(mean, var)`."""
@@ -472,10 +467,6 @@ class BrownianBase(AbstractLinearGaussianBase):
 
     def terminal_log_prob(self, x):
         return gaussian_log_prob(x, 0.0, self.nu(1.0), self.dof)
-
-    def marginal_log_prob(self, x, t):
-        """`log p^base_t(x) = log N(x; 0, ν_t I)` (t > 0)."""
-        return gaussian_log_prob(x, 0.0, self.nu(t), self.dof)
 
     def bridge(self, t, x0, x1):
         nu1 = self.nu(1.0)

@@ -178,11 +178,6 @@ class GaussianOracle:
         del params
         return self.base.sigma(t) * self.grad_log_h(x, t)
 
-    def sample_marginal(self, key: jax.Array, t, num_samples: int) -> jax.Array:
-        """`num_samples` draws of `p*_t`, `(num_samples, dim)`."""
-        mean_t, cov_t = self.marginal(t)
-        return jax.random.multivariate_normal(key, mean_t, cov_t, (int(num_samples),))
-
     # -- discrete grid ------------------------------------------------------------------------
     def discrete_marginal(self, ts, k: int) -> tuple[jax.Array, jax.Array]:
         """Marginal of the exactly tilted EM chain at step `k`: `N(α_k m, s_k I + α_k² (S - s_K I))`."""

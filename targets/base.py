@@ -123,11 +123,6 @@ class Target:
         return self.particles is not None
 
     @property
-    def has_reference(self) -> bool:
-        """True when target samples exist (exact or a shipped reference set)."""
-        return self.sample_fn is not None or self.reference is not None
-
-    @property
     def capabilities(self) -> tuple[str, ...]:
         caps = []
         if self.exact_samples:

@@ -73,7 +73,6 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import logsumexp
 
 from targets import register
 from targets.base import Target
@@ -264,12 +263,6 @@ def flow_score(c: FlowConstants, x: jax.Array, t: jax.Array) -> jax.Array:
     log_joint, white, _ = _posterior_terms(c, x, t)
     resp = jax.nn.softmax(log_joint)
     return -resp @ jnp.einsum("kde,ke->kd", c.eigvecs, white)
-
-
-def flow_log_prob(c: FlowConstants, x: jax.Array, t: jax.Array) -> jax.Array:
-    """`log p_t(x)` of ONE point (normalised when the weights are)."""
-    log_joint, _, _ = _posterior_terms(c, x, t)
-    return logsumexp(log_joint)
 
 
 # ---------------------------------------------------------------------------------------------

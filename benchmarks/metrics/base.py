@@ -13,8 +13,8 @@ metric never changes the randomness of the others.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -186,7 +186,3 @@ def evaluate(ctx: EvalContext, names: Iterable[str] | None = None, *,
         values.update({k: float(v) for k, v in out.items()})
     return values, skipped
 
-
-def as_floats(values: Mapping[str, Any]) -> dict[str, float]:
-    """Convert a dict of scalars (Python, NumPy or JAX) to plain floats."""
-    return {k: float(v) for k, v in values.items()}
