@@ -59,22 +59,35 @@ _MCMC_COST = (
 )
 
 
-
 def _mcmc_diagnostics(x, config, target) -> dict[str, float]:
     """MCMC ESS / R-hat of the draws (draw-major layout over `config.num_chains` chains)."""
     return diagnostics(x, config.num_chains, target)
 
 
-samplers.register(MethodSpec(
-    name="nuts",
-    train_steps=1,
-    family="mcmc",
-    config_cls=NUTSConfig,
-    build=build_nuts,
-    cost_model=_MCMC_COST.format(per_iteration="number of leapfrog steps (NUTSInfo.num_integration_steps)"),
-    weighted=False,
-    diagnostics=_mcmc_diagnostics,
-    plan_budget=functools.partial(plan_mcmc, build=build_nuts, pilot=True, reinit_per_round=1),
+def _mcmc_spec(name, config_cls, build, *, per_iteration, pilot, reinit_per_round, description) -> MethodSpec:
+    """The spec of a multi-chain MCMC baseline: one warm-up round per `step`, unweighted draws, ESS /
+    R-hat diagnostics and the MCMC budget rule; only the cost per iteration and the budget pilot differ."""
+    return MethodSpec(
+        name=name,
+        train_steps=1,
+        family="mcmc",
+        config_cls=config_cls,
+        build=build,
+        cost_model=_MCMC_COST.format(per_iteration=per_iteration),
+        weighted=False,
+        diagnostics=_mcmc_diagnostics,
+        plan_budget=functools.partial(plan_mcmc, build=build, pilot=pilot, reinit_per_round=reinit_per_round),
+        description=description,
+    )
+
+
+samplers.register(_mcmc_spec(
+    "nuts",
+    NUTSConfig,
+    build_nuts,
+    per_iteration="number of leapfrog steps (NUTSInfo.num_integration_steps)",
+    pilot=True,
+    reinit_per_round=1,
     description=(
         "No-U-Turn Sampler (Hoffman & Gelman 2014) from blackjax, num_chains independent chains from "
         "N(0, init_scale² I); each step runs one Stan window adaptation (dual averaging towards "
@@ -83,16 +96,13 @@ samplers.register(MethodSpec(
     ),
 ))
 
-samplers.register(MethodSpec(
-    name="mala",
-    train_steps=1,
-    family="mcmc",
-    config_cls=MALAConfig,
-    build=build_mala,
-    cost_model=_MCMC_COST.format(per_iteration="single MALA proposal (1)"),
-    weighted=False,
-    diagnostics=_mcmc_diagnostics,
-    plan_budget=functools.partial(plan_mcmc, build=build_mala, pilot=False, reinit_per_round=0),
+samplers.register(_mcmc_spec(
+    "mala",
+    MALAConfig,
+    build_mala,
+    per_iteration="single MALA proposal (1)",
+    pilot=False,
+    reinit_per_round=0,
     description=(
         "Metropolis-adjusted Langevin algorithm from blackjax (proposal x + ε ∇log γ + sqrt(2ε) ξ), "
         "num_chains chains; each step runs num_warmup iterations of dual averaging of ε towards the "
@@ -100,16 +110,13 @@ samplers.register(MethodSpec(
     ),
 ))
 
-samplers.register(MethodSpec(
-    name="numpyro_nuts",
-    train_steps=1,
-    family="mcmc",
-    config_cls=NumpyroNUTSConfig,
-    build=build_numpyro_nuts,
-    cost_model=_MCMC_COST.format(per_iteration="number of leapfrog steps (HMCState.num_steps)"),
-    weighted=False,
-    diagnostics=_mcmc_diagnostics,
-    plan_budget=functools.partial(plan_mcmc, build=build_numpyro_nuts, pilot=True, reinit_per_round=0),
+samplers.register(_mcmc_spec(
+    "numpyro_nuts",
+    NumpyroNUTSConfig,
+    build_numpyro_nuts,
+    per_iteration="number of leapfrog steps (HMCState.num_steps)",
+    pilot=True,
+    reinit_per_round=0,
     description=(
         "NUTS from numpyro on the potential U = -log γ, through numpyro.infer.hmc.hmc (the functional "
         "kernel numpyro.infer.MCMC drives), so it runs inside jit/scan; each step is one numpyro "

@@ -52,12 +52,11 @@ import jax
 import jax.numpy as jnp
 
 from samplers.baselines.common import (
-    NoTrainingInfo,
-    NoTrainingState,
     check_choice,
     check_positive,
     complete_centre_of_mass,
     gaussian_log_prob,
+    no_training_method,
     working_density,
 )
 from samplers.method import Cost, Method, Samples
@@ -290,21 +289,7 @@ def run_ais_backward(key: jax.Array, target: Any, config: AISConfig, x_target: j
 def build_ais(problem: Any, config: AISConfig) -> Method:
     """AIS on `problem.target` as a Method (no training; see the module docstring)."""
     target = problem.target
-
-    def init(key: jax.Array) -> NoTrainingState:
-        del key
-        return NoTrainingState(Cost.zero())
-
-    def step(key: jax.Array, state: NoTrainingState) -> tuple[NoTrainingState, NoTrainingInfo]:
-        del key
-        return state, NoTrainingInfo()
-
-    def sample(key: jax.Array, state: NoTrainingState, num_samples: int) -> Samples:
-        del state
-        return run_ais(key, target, config, num_samples)
-
-    def backward(key: jax.Array, state: NoTrainingState, x_target: jax.Array) -> jax.Array:
-        del state
-        return run_ais_backward(key, target, config, x_target)
-
-    return Method(init, step, sample, backward)
+    return no_training_method(
+        lambda key, num_samples: run_ais(key, target, config, num_samples),
+        lambda key, x_target: run_ais_backward(key, target, config, x_target),
+    )

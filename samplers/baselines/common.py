@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplers.method import Cost, Method, Samples
 from targets.base import remove_mean
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "diagnostics",
     "gaussian_log_prob",
     "monte_carlo_standard_error",
+    "no_training_method",
     "working_density",
 ]
 
@@ -65,6 +67,33 @@ class NoTrainingState(NamedTuple):
 
 class NoTrainingInfo(NamedTuple):
     """Info of a no-op training step (SMC, AIS): empty."""
+
+
+def no_training_method(
+    sample: Callable[[jax.Array, int], Samples],
+    backward: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+) -> Method:
+    """A Method with nothing to train (SMC, AIS): `init` gives a zero-cost `NoTrainingState`, `step` is
+    a no-op, and all the work is done by `sample(key, num_samples)` and, when given,
+    `backward(key, x_target)`; both ignore the state."""
+
+    def init(key: jax.Array) -> NoTrainingState:
+        del key
+        return NoTrainingState(Cost.zero())
+
+    def step(key: jax.Array, state: NoTrainingState) -> tuple[NoTrainingState, NoTrainingInfo]:
+        del key
+        return state, NoTrainingInfo()
+
+    def sample_method(key: jax.Array, state: NoTrainingState, num_samples: int) -> Samples:
+        del state
+        return sample(key, num_samples)
+
+    def backward_method(key: jax.Array, state: NoTrainingState, x_target: jax.Array) -> jax.Array:
+        del state
+        return backward(key, x_target)
+
+    return Method(init, step, sample_method, None if backward is None else backward_method)
 
 
 def check_choice(kind: str, value: str, choices: Mapping[str, T]) -> T:

@@ -36,8 +36,9 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import blackjax
 import jax
@@ -50,6 +51,7 @@ from samplers.method import Cost, Method, Samples
 from samplers.parallel import shard_batch
 
 __all__ = [
+    "ChainConfig",
     "ChainKernel",
     "ChainStats",
     "MALAConfig",
@@ -122,26 +124,57 @@ class ChainKernel(NamedTuple):
             warm-up round with adaptation.
         transition: `(key, chain_state, parameters) -> (chain_state, ChainStats)`: one
             iteration with fixed parameters.
-        position: `chain_state -> (dim,)`.
+        position: `chain_state -> (dim,)`; by default the state's `position` field (blackjax and
+            numpyro chain states alike).
     """
 
     init: Callable[[jax.Array], Any]
     initial_parameters: dict[str, jax.Array]
     warmup: Callable[[jax.Array, Any, dict], tuple[Any, dict, ChainStats]]
     transition: Callable[[jax.Array, Any, dict], tuple[Any, ChainStats]]
-    position: Callable[[Any], jax.Array]
+    position: Callable[[Any], jax.Array] = operator.attrgetter("position")
 
 
-def _check_chain_config(owner: str, config: Any) -> None:
-    for name in ("num_chains", "num_warmup", "thinning"):
-        value = getattr(config, name)
+def _check_positive_int(owner: str, **values: Any) -> None:
+    for name, value in values.items():
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
-    check_positive(owner, initial_step_size=config.initial_step_size, init_scale=config.init_scale)
-    if not 0.0 < config.target_acceptance_rate < 1.0:
-        raise ValueError(
-            f"{owner}: target_acceptance_rate must be in (0, 1), got {config.target_acceptance_rate!r}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainConfig:
+    """The fields every multi-chain MCMC baseline shares, with their checks. A subclass names its
+    method (`method_name`, used in error messages), adds its own fields and may change defaults.
+
+    Attributes:
+        num_chains: independent chains, each adapted on its own.
+        num_warmup: warm-up iterations per `step` (one adaptation round).
+        thinning: keep every `thinning`-th iteration in `sample`.
+        initial_step_size: step size the first round starts dual averaging from.
+        target_acceptance_rate: dual-averaging target, in (0, 1).
+        init_scale: chains start from `N(0, init_scale² I)`; also the scale of the
+            centre-of-mass factor for particle systems (`common.working_density`).
+    """
+
+    method_name: ClassVar[str] = "mcmc"
+
+    num_chains: int = 4
+    num_warmup: int = 500
+    thinning: int = 1
+    initial_step_size: float = 0.1
+    target_acceptance_rate: float = 0.8
+    init_scale: float = 1.0
+
+    def __post_init__(self):
+        owner = self.method_name
+        _check_positive_int(
+            owner, num_chains=self.num_chains, num_warmup=self.num_warmup, thinning=self.thinning
         )
+        check_positive(owner, initial_step_size=self.initial_step_size, init_scale=self.init_scale)
+        if not 0.0 < self.target_acceptance_rate < 1.0:
+            raise ValueError(
+                f"{owner}: target_acceptance_rate must be in (0, 1), got {self.target_acceptance_rate!r}"
+            )
 
 
 def _cast_like(new: dict, old: dict) -> dict:
@@ -213,38 +246,25 @@ def build_chain_method(target: Any, config: Any, make_kernel: Callable[..., Chai
 
 
 @dataclasses.dataclass(frozen=True)
-class NUTSConfig:
-    """blackjax NUTS with Stan window adaptation.
+class NUTSConfig(ChainConfig):
+    """blackjax NUTS with Stan window adaptation. The shared chain fields are `ChainConfig`'s (Stan's
+    default warm-up is 1000 iterations, 500 is ample in low dimension; the acceptance target 0.8 is
+    Stan's default).
 
     Attributes:
-        num_chains: independent chains, each adapted on its own.
-        num_warmup: warm-up iterations per `step` (one window-adaptation round; Stan's default
-            is 1000, 500 is ample in low dimension).
-        thinning: keep every `thinning`-th iteration in `sample`.
-        initial_step_size: leapfrog step size the first round starts dual averaging from.
-        target_acceptance_rate: dual-averaging target (Stan's default 0.8).
         max_num_doublings: maximum tree depth (trajectories of at most `2**10 - 1` leapfrog
             steps, Stan's default).
         diagonal_mass_matrix: adapt a diagonal (True) or dense inverse mass matrix.
-        init_scale: chains start from `N(0, init_scale² I)`; also the scale of the
-            centre-of-mass factor for particle systems (`common.working_density`).
     """
 
-    num_chains: int = 4
-    num_warmup: int = 500
-    thinning: int = 1
-    initial_step_size: float = 0.1
-    target_acceptance_rate: float = 0.8
+    method_name: ClassVar[str] = "nuts"
+
     max_num_doublings: int = 10
     diagonal_mass_matrix: bool = True
-    init_scale: float = 1.0
 
     def __post_init__(self):
-        _check_chain_config("nuts", self)
-        if not isinstance(self.max_num_doublings, int) or self.max_num_doublings < 1:
-            raise ValueError(
-                f"nuts: max_num_doublings must be a positive integer, got {self.max_num_doublings!r}"
-            )
+        super().__post_init__()
+        _check_positive_int(self.method_name, max_num_doublings=self.max_num_doublings)
 
 
 def _nuts_kernel(log_prob: Callable, dim: int, config: NUTSConfig) -> ChainKernel:
@@ -284,13 +304,7 @@ def _nuts_kernel(log_prob: Callable, dim: int, config: NUTSConfig) -> ChainKerne
         steps = info.num_integration_steps
         return chain, ChainStats(info.acceptance_rate, steps, steps, info.is_divergent)
 
-    return ChainKernel(
-        init=lambda position: blackjax.nuts.init(position, log_prob),
-        initial_parameters=initial,
-        warmup=warmup,
-        transition=transition,
-        position=lambda chain: chain.position,
-    )
+    return ChainKernel(lambda position: blackjax.nuts.init(position, log_prob), initial, warmup, transition)
 
 
 def build_nuts(problem: Any, config: NUTSConfig) -> Method:
@@ -304,32 +318,20 @@ def build_nuts(problem: Any, config: NUTSConfig) -> Method:
 
 
 @dataclasses.dataclass(frozen=True)
-class MALAConfig:
-    """blackjax MALA with dual-averaging step-size adaptation.
+class MALAConfig(ChainConfig):
+    """blackjax MALA with dual-averaging step-size adaptation; the fields are `ChainConfig`'s.
 
     The proposal is blackjax's `x' = x + ε ∇log γ̃(x) + sqrt(2ε) ξ`, `ξ ~ N(0, I)` (so `ε` is half
-    the variance of the Gaussian increment), followed by a Metropolis–Hastings correction.
-
-    Attributes:
-        num_chains: independent chains, each adapted on its own.
-        num_warmup: warm-up iterations per `step` (one dual-averaging round).
-        thinning: keep every `thinning`-th iteration in `sample`.
-        initial_step_size: `ε` the first round starts dual averaging from.
-        target_acceptance_rate: dual-averaging target; 0.574 is the optimal MALA acceptance
-            rate for product targets in high dimension (Roberts & Rosenthal 1998).
-        init_scale: chains start from `N(0, init_scale² I)`; also the scale of the
-            centre-of-mass factor for particle systems.
+    the variance of the Gaussian increment), followed by a Metropolis–Hastings correction; the
+    first round starts dual averaging of `ε` from `initial_step_size`. The default acceptance
+    target 0.574 is the optimal MALA acceptance rate for product targets in high dimension
+    (Roberts & Rosenthal 1998).
     """
 
-    num_chains: int = 4
-    num_warmup: int = 1000
-    thinning: int = 1
-    initial_step_size: float = 0.1
-    target_acceptance_rate: float = 0.574
-    init_scale: float = 1.0
+    method_name: ClassVar[str] = "mala"
 
-    def __post_init__(self):
-        _check_chain_config("mala", self)
+    num_warmup: int = 1000
+    target_acceptance_rate: float = 0.574
 
 
 def _mala_kernel(log_prob: Callable, dim: int, config: MALAConfig) -> ChainKernel:
@@ -355,13 +357,7 @@ def _mala_kernel(log_prob: Callable, dim: int, config: MALAConfig) -> ChainKerne
         one = jnp.ones((), jnp.int32)
         return chain, ChainStats(info.acceptance_rate, one, one, jnp.zeros((), jnp.int32))
 
-    return ChainKernel(
-        init=lambda position: blackjax.mala.init(position, log_prob),
-        initial_parameters=initial,
-        warmup=warmup,
-        transition=transition,
-        position=lambda chain: chain.position,
-    )
+    return ChainKernel(lambda position: blackjax.mala.init(position, log_prob), initial, warmup, transition)
 
 
 def build_mala(problem: Any, config: MALAConfig) -> Method:

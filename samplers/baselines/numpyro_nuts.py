@@ -29,50 +29,44 @@ Reference:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import ParamInfo
 
-from samplers.baselines.mcmc import ChainKernel, ChainStats, _check_chain_config, build_chain_method
+from samplers.baselines.mcmc import (
+    ChainConfig,
+    ChainKernel,
+    ChainStats,
+    _check_positive_int,
+    build_chain_method,
+)
 from samplers.method import Method
 
 __all__ = ["NumpyroChain", "NumpyroNUTSConfig", "build_numpyro_nuts"]
 
 
 @dataclasses.dataclass(frozen=True)
-class NumpyroNUTSConfig:
-    """numpyro NUTS with numpyro's windowed warm-up.
+class NumpyroNUTSConfig(ChainConfig):
+    """numpyro NUTS with numpyro's windowed warm-up. The shared chain fields are `ChainConfig`'s
+    (numpyro's and Stan's default warm-up is 1000 iterations; `target_acceptance_rate` is numpyro's
+    `target_accept_prob`, default 0.8).
 
     Attributes:
-        num_chains: independent chains, each adapted on its own.
-        num_warmup: warm-up iterations per `step` (numpyro's and Stan's default is 1000).
-        thinning: keep every `thinning`-th iteration in `sample`.
-        initial_step_size: step size the first round starts dual averaging from.
-        target_acceptance_rate: numpyro's `target_accept_prob` (default 0.8).
         max_tree_depth: maximum tree depth (numpyro's default 10).
         dense_mass: adapt a dense (True) or diagonal inverse mass matrix.
-        init_scale: chains start from `N(0, init_scale² I)`; also the scale of the
-            centre-of-mass factor for particle systems.
     """
 
-    num_chains: int = 4
-    num_warmup: int = 500
-    thinning: int = 1
-    initial_step_size: float = 0.1
-    target_acceptance_rate: float = 0.8
+    method_name: ClassVar[str] = "numpyro_nuts"
+
     max_tree_depth: int = 10
     dense_mass: bool = False
-    init_scale: float = 1.0
 
     def __post_init__(self):
-        _check_chain_config("numpyro_nuts", self)
-        if not isinstance(self.max_tree_depth, int) or self.max_tree_depth < 1:
-            raise ValueError(
-                f"numpyro_nuts: max_tree_depth must be a positive integer, got {self.max_tree_depth!r}"
-            )
+        super().__post_init__()
+        _check_positive_int(self.method_name, max_tree_depth=self.max_tree_depth)
 
 
 class NumpyroChain(NamedTuple):
@@ -130,7 +124,7 @@ def _numpyro_kernel(log_prob, dim: int, config: NumpyroNUTSConfig) -> ChainKerne
         chain, _, stats = run(key, chain, parameters, 1, adapt=False)
         return chain, stats
 
-    return ChainKernel(init, initial, warmup, transition, position=lambda chain: chain.position)
+    return ChainKernel(init, initial, warmup, transition)
 
 
 def build_numpyro_nuts(problem: Any, config: NumpyroNUTSConfig) -> Method:

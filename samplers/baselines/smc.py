@@ -73,11 +73,10 @@ from blackjax.smc.tempered import TemperedSMCState
 from blackjax.smc.tuning.from_kernel_info import update_scale_from_acceptance_rate
 
 from samplers.baselines.common import (
-    NoTrainingInfo,
-    NoTrainingState,
     check_choice,
     check_positive,
     gaussian_log_prob,
+    no_training_method,
     working_density,
 )
 from samplers.method import Cost, Method, Samples
@@ -309,17 +308,8 @@ def build_smc(problem: Any, config: SMCConfig) -> Method:
     """Adaptive tempered SMC on `problem.target` as a Method (no training; see module docstring)."""
     target = problem.target
 
-    def init(key: jax.Array) -> NoTrainingState:
-        del key
-        return NoTrainingState(Cost.zero())
-
-    def step(key: jax.Array, state: NoTrainingState) -> tuple[NoTrainingState, NoTrainingInfo]:
-        del key
-        return state, NoTrainingInfo()
-
-    def sample(key: jax.Array, state: NoTrainingState, num_samples: int) -> Samples:
-        del state
+    def sample(key: jax.Array, num_samples: int) -> Samples:
         out = run_smc(key, target, config, num_samples)
         return Samples(out.x, out.log_w, out.cost)
 
-    return Method(init, step, sample)
+    return no_training_method(sample)
