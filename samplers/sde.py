@@ -372,6 +372,35 @@ def _noise(brownian: GridBrownianPath, grid: _Grid, project) -> jax.Array:
     return jax.vmap(lambda k: project(brownian.standard_increment(k)))(jnp.arange(grid.step_sizes.shape[0]))
 
 
+class _Start(NamedTuple):
+    """What both integrators start from (`_start`)."""
+
+    config: SDEConfig
+    num_samples: int
+    form: str
+    grid: _Grid
+    x0: jax.Array
+    brownian: GridBrownianPath
+    params: Any
+
+
+def _start(
+    key: jax.Array, problem: Problem, params: Any, num_samples: int, config: SDEConfig | None
+) -> _Start:
+    """The common set-up of `simulate_diffrax` and `simulate_scan`: resolve the config, pick the weight
+    form and its grid, split `key` into the initial draw (sharded over the devices) and the Brownian
+    path, and detach the parameters when `config.detach == "all"`."""
+    config = SDEConfig() if config is None else config
+    num_samples = _check_num_samples(num_samples)
+    form = _weight_form(problem, config)
+    grid = _grid(problem, form)
+    key_init, key_noise = jax.random.split(key)
+    x0 = shard_batch(problem.base.sample_initial(key_init, num_samples))
+    brownian = brownian_path(key_noise, grid.ts, num_samples, problem.dim)
+    params_used = sg(params) if config.detach == "all" else params
+    return _Start(config, num_samples, form, grid, x0, brownian, params_used)
+
+
 def simulate_diffrax(
     key: jax.Array,
     problem: Problem,
@@ -397,15 +426,10 @@ def simulate_diffrax(
         `PathOutput`; cost: `n·K` network evaluations and SDE steps (+`n·K` network evaluations when
         `save_controls`), `n` energy evaluations (the tilt at `x_K`).
     """
-    config = SDEConfig() if config is None else config
-    num_samples = _check_num_samples(num_samples)
-    form = _weight_form(problem, config)
-    grid = _grid(problem, form)
+    config, num_samples, form, grid, x0, brownian, params_used = _start(
+        key, problem, params, num_samples, config
+    )
     k_steps = problem.num_steps
-    key_init, key_noise = jax.random.split(key)
-    x0 = shard_batch(problem.base.sample_initial(key_init, num_samples))
-    brownian = brownian_path(key_noise, grid.ts, num_samples, problem.dim)
-    params_used = sg(params) if config.detach == "all" else params
     transition = lambda p, k, x, d_w: _step(problem, control, form, config.detach, grid, p, k, x, d_w)
     drift = lambda p, k, x: _controlled_drift(problem, control, grid, p, k, x)
     term = _EMKernelTerm(brownian=brownian, transition=transition, drift=drift)
@@ -468,14 +492,9 @@ def simulate_scan(
 
     Arguments and returns as `simulate_diffrax`; `save_controls` costs no extra network evaluation.
     """
-    config = SDEConfig() if config is None else config
-    num_samples = _check_num_samples(num_samples)
-    form = _weight_form(problem, config)
-    grid = _grid(problem, form)
-    key_init, key_noise = jax.random.split(key)
-    x0 = shard_batch(problem.base.sample_initial(key_init, num_samples))
-    brownian = brownian_path(key_noise, grid.ts, num_samples, problem.dim)
-    params_used = sg(params) if config.detach == "all" else params
+    config, num_samples, form, grid, x0, brownian, params_used = _start(
+        key, problem, params, num_samples, config
+    )
 
     def body(carry, k):
         x, log_w = carry
