@@ -41,7 +41,23 @@ def _targets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shard_values_joined(argv: list[str]) -> list[str]:
+    """`--shard -1/2` as `--shard=-1/2`: argparse would read "-1/2" as an option and fail before
+    the shard parser can say what a shard must be."""
+    out: list[str] = []
+    it = iter(argv)
+    for item in it:
+        if item == "--shard":
+            value = next(it, None)
+            out.append(item if value is None else f"--shard={value}")
+        else:
+            out.append(item)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. Exit codes: 0 done, 1 a failure the command reports (unwritable output,
+    merge found nothing, doctor found bad records), 2 bad input, 130 interrupted (Ctrl-C)."""
     parser = argparse.ArgumentParser(prog="tiltbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, add_arguments, _) in COMMANDS.items():
@@ -55,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             metavar="MODULE",
             help="import MODULE first (it registers your own targets / methods); repeatable",
         )
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_shard_values_joined(list(sys.argv[1:] if argv is None else argv)))
     if args.command is None:
         parser.print_help()
         return 2
@@ -65,6 +81,24 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError) as err:  # unknown names / bad values: clear message, exit 2
         print(f"tiltbench {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # unwritable output, full disk: one line naming the path
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"tiltbench {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as err:
+        print(f"\ntiltbench {args.command}: {_interrupted_message(err)}", file=sys.stderr)
+        return 130
+
+
+def _interrupted_message(err: KeyboardInterrupt) -> str:
+    from benchmarks.grid.runner import GridInterrupted
+
+    if isinstance(err, GridInterrupted):
+        return (
+            f"interrupted: {err.saved} cells saved under {err.directory} ({err.written} written by this "
+            "run); run the same command to resume"
+        )
+    return "interrupted; nothing half-written is kept (files are written atomically)"
 
 
 def _methods_args(p: argparse.ArgumentParser) -> None:
@@ -88,8 +122,13 @@ def _metrics(args: argparse.Namespace) -> int:
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
+    from benchmarks.grid.records import RETRY
+    from benchmarks.grid.suites import suite_names
+
     p.add_argument(
-        "--suite", default="quick", help="suite name (quick, default, full) or a path to a suite .json"
+        "--suite",
+        default="quick",
+        help=f"a shipped suite ({', '.join(suite_names())}) or a path to a suite .json (default quick)",
     )
     p.add_argument(
         "--out", default="results/runs", help="directory of the per-cell records (default results/runs)"
@@ -106,7 +145,16 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="filter cells, e.g. --only method=pis,cmcd_lv target=gmm25 (keys: method target budget seed)",
     )
-    p.add_argument("--force", action="store_true", help="re-run cells whose record exists")
+    p.add_argument(
+        "--force", action="store_true", help="re-run every selected cell, even those with a valid record"
+    )
+    p.add_argument(
+        "--retry",
+        action="append",
+        default=[],
+        choices=sorted(RETRY),
+        help="failed: re-run the cells recorded as error or diverged (kept by default)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-leaderboard", action="store_true", help="do not rebuild the leaderboard afterwards")
     _launcher_args(p)
@@ -143,8 +191,10 @@ def _launcher_args(p: argparse.ArgumentParser) -> None:
 @command("benchmark", "run a suite (resumable) and rebuild the leaderboard", _run_args)
 def _benchmark(args: argparse.Namespace) -> int:
     import time
+    from pathlib import Path
 
     from benchmarks.grid.launchers import SubmititOptions, launch
+    from benchmarks.grid.records import RETRY, ensure_writable
     from benchmarks.grid.runner import parse_only, parse_shard
     from benchmarks.grid.suites import load_suite
     from benchmarks.reports.leaderboard import build_leaderboard
@@ -167,6 +217,10 @@ def _benchmark(args: argparse.Namespace) -> int:
             wait=not args.no_wait,
             imports=tuple(getattr(args, "imports", ()) or ()),
         )
+    ensure_writable(Path(args.out) / suite.name)
+    if not args.no_leaderboard:
+        ensure_writable(args.results)
+    retry = frozenset().union(*(RETRY[r] for r in args.retry))
     t0 = time.perf_counter()
     records = launch(
         args.launcher,
@@ -175,6 +229,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         shard=shard,
         only=only,
         force=args.force,
+        retry=retry,
         progress=not args.no_progress,
         options=options,
     )
@@ -187,32 +242,68 @@ def _benchmark(args: argparse.Namespace) -> int:
         f"ran {len(records)} cells in {time.perf_counter() - t0:.0f} s: "
         + ", ".join(f"{v} {k}" for k, v in counts.items())
     )
-    if not args.no_leaderboard:
-        summary = build_leaderboard(args.out, args.results, suite=suite.name)
-        print(
-            f"leaderboard: {summary['markdown']} and {summary['csv']}; figures under {args.results}/figures/"
-            f"{suite.name}/"
-        )
+    if args.no_leaderboard:
+        return 0
+    if not records:
+        print(f"no cell ran: {args.results}/leaderboard.md left as it is")
+        return 0
+    summary = build_leaderboard(args.out, args.results, figures={suite.name})
+    print(
+        f"leaderboard: {summary['markdown']} and {summary['csv']} "
+        f"(sections: {', '.join(summary['suites'])}); figures under {args.results}/figures/{suite.name}/"
+    )
     return 0
 
 
 def _leaderboard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", default="results/runs", help="directory of the per-cell records")
     p.add_argument("--out", default="results", help="output directory (leaderboard.md/.csv, figures/)")
-    p.add_argument("--suite", default=None, help="only this suite (default: every suite found)")
+    p.add_argument(
+        "--suite",
+        default=None,
+        help="redraw only this suite's figures (the tables always cover every suite under --runs)",
+    )
     p.add_argument("--no-figures", action="store_true")
 
 
 @command(
-    "leaderboard", "rebuild results/leaderboard.md, .csv and figures from the records", _leaderboard_args
+    "leaderboard",
+    "rebuild results/leaderboard.md, .csv and figures from the records of every suite",
+    _leaderboard_args,
 )
 def _leaderboard(args: argparse.Namespace) -> int:
     from benchmarks.reports.leaderboard import build_leaderboard
 
-    summary = build_leaderboard(args.runs, args.out, suite=args.suite, figures=not args.no_figures)
+    figures = False if args.no_figures else ({args.suite} if args.suite else True)
+    summary = build_leaderboard(args.runs, args.out, figures=figures)
     counts = ", ".join(f"{k}: {v['records']} records" for k, v in summary["suites"].items()) or "no records"
     print(f"leaderboard: {summary['markdown']} and {summary['csv']} ({counts})")
+    if summary["skipped"]:
+        print(f"{len(summary['skipped'])} file(s) skipped; `tiltbench doctor --runs {args.runs}` lists them")
     return 0
+
+
+def _doctor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", default="results/runs", help="directory of the per-cell records")
+    p.add_argument(
+        "--quarantine",
+        action="store_true",
+        help="move each bad record aside to <name>.corrupt (its cell then runs again on resume)",
+    )
+
+
+@command(
+    "doctor",
+    "check every record under --runs: list the corrupt or foreign ones (exit 1 if any)",
+    _doctor_args,
+)
+def _doctor(args: argparse.Namespace) -> int:
+    from benchmarks.grid.doctor import check_runs
+
+    report = check_runs(args.runs, quarantine=args.quarantine)
+    for line in report.lines():
+        print(line)
+    return 1 if report.problems else 0
 
 
 def _merge_args(p: argparse.ArgumentParser) -> None:
@@ -236,13 +327,21 @@ def _merge_args(p: argparse.ArgumentParser) -> None:
 )
 def _merge(args: argparse.Namespace) -> int:
     from benchmarks.grid.merge import merge_records
+    from benchmarks.grid.records import ensure_writable
     from benchmarks.reports.leaderboard import build_leaderboard
 
-    summary = merge_records(args.dirs, args.out, allow_mixed=args.allow_mixed, overwrite=args.overwrite)
+    ensure_writable(args.out)
     if not args.no_leaderboard:
-        board = build_leaderboard(args.out, args.results, figures=not args.no_figures)
+        ensure_writable(args.results)
+    summary = merge_records(args.dirs, args.out, allow_mixed=args.allow_mixed, overwrite=args.overwrite)
+    if not (summary.copied or summary.skipped):
+        return 1
+    if not args.no_leaderboard:
+        board = build_leaderboard(
+            args.out, args.results, figures=set() if args.no_figures else set(summary.copied)
+        )
         print(f"leaderboard: {board['markdown']} and {board['csv']} (sections: {', '.join(board['suites'])})")
-    return 1 if not (summary.copied or summary.skipped) else 0
+    return 0
 
 
 def _perf_args(p: argparse.ArgumentParser) -> None:
@@ -281,7 +380,6 @@ def _perf(args: argparse.Namespace) -> int:
         print(f"wrote {run_before_after(Path(args.out), repeats=args.repeats)}")
         return 0
     if not args.integrator:
-
         from benchmarks.perf.report import PerfConfig, run_perf, write_report
 
         config = PerfConfig().scaled(args.budget_scale)

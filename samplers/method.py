@@ -92,6 +92,16 @@ class Method(NamedTuple):
     backward: Callable[[jax.Array, Any, jax.Array], jax.Array] | None = None
 
 
+# Why a method that does not list a base kind cannot run on it (`MethodSpec.applicable`).
+_BASE_NOTES = {
+    "brownian": "Brownian motion from a Dirac at 0",
+    "vp": "the variance-preserving OU process started at its stationary Gaussian",
+    "flow": "a pretrained flow run with the memoryless schedule from t0 > 0, started at the flow marginal "
+    "p_t0 (no Dirac start, no closed-form discrete chain or reversal kernels, terminal law known only "
+    "through the model)",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
     """Registry entry of a method.
@@ -129,6 +139,29 @@ class MethodSpec:
 
     def supports(self, base_kind: str) -> bool:
         return "any" in self.bases or base_kind in self.bases
+
+    def applicable(self, problem: Any) -> str | None:
+        """Why this method cannot run on `problem` (a one-line reason), or None when it can.
+
+        - the method does not support the base kind (e.g. Adjoint Sampling assumes a Dirac start);
+        - a fine-tuning problem and a method that ignores the base (`bases == ("any",)`: the MCMC /
+          SMC / AIS baselines sample `problem.target` from its log-density). For a fine-tuning task
+          that density is `log p_data + λ r`, i.e. it uses the data law's density, which a
+          fine-tuning method never sees (it only has the pretrained velocity and the reward).
+        """
+        kind = problem.base.kind
+        if not self.supports(kind):
+            return (
+                f"{self.name} supports bases {list(self.bases)}; this {problem.kind} problem uses the "
+                f"{kind!r} base ({_BASE_NOTES.get(kind, kind)})"
+            )
+        if problem.kind == "finetuning" and tuple(self.bases) == ("any",):
+            return (
+                f"{self.name} samples the tilted target from its log-density log p_data + λ r, which "
+                "needs the data law's density; a fine-tuning method only sees the pretrained model and "
+                "the reward"
+            )
+        return None
 
     def make_config(self, **overrides: Any) -> Any:
         """The config with `overrides`; unknown keys raise with the list of valid fields."""

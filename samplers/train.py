@@ -231,6 +231,7 @@ def train(
     progress: bool = False,
     on_nonfinite: str = "raise",
     jit: bool = True,
+    on_chunk: Callable[[int, int, float | None], None] | None = None,
 ) -> TrainResult:
     """Train a learned method for `num_steps` steps, in jitted chunks of `lax.scan`.
 
@@ -252,6 +253,8 @@ def train(
             `"ignore"`.
         jit: `False` runs the very same chunk function under `jax.disable_jit()` (debugging; no
             compilation is counted).
+        on_chunk: `(steps done, num_steps, last chunk's mean loss or None) -> None`, called after
+            every chunk (a caller's own progress line).
 
     Returns:
         A `TrainResult`.
@@ -354,11 +357,15 @@ def train(
                 for name in names:
                     columns[f"eval/{name}"].append(np.asarray(jax.device_get(results[name])))
 
-            if bar is not None:
+            if bar is not None or on_chunk is not None:
                 loss = _loss_of(out.summary)
-                bar.update(num_valid)
-                if loss is not None and np.ndim(loss) == 0:
-                    bar.set_postfix(loss=f"{float(loss):.4g}")
+                loss = float(loss) if loss is not None and np.ndim(loss) == 0 else None
+                if bar is not None:
+                    bar.update(num_valid)
+                    if loss is not None:
+                        bar.set_postfix(loss=f"{loss:.4g}")
+                if on_chunk is not None:
+                    on_chunk(start + num_valid, num_steps, loss)
             if stop_fn is not None and bool(stop_fn(state)):
                 break
     finally:

@@ -1,4 +1,4 @@
-"""Regenerate the registry tables of README.md (targets, methods, metrics) from the registries.
+"""Regenerate the registry tables of README.md (targets, methods, metrics, suites) from the code.
 
 Usage: `.venv/bin/python scripts/update_readme.py` (or `--check` to fail when the README is stale;
 `tests/benchmarks/test_readme.py` runs the check, so the tables can never drift from the code).
@@ -15,9 +15,14 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def _tables() -> dict[str, str]:
-    from benchmarks.reports.tables import methods_table, metrics_table, targets_table
+    from benchmarks.reports.tables import methods_table, metrics_table, suites_table, targets_table
 
-    return {"targets": targets_table(), "methods": methods_table(), "metrics": metrics_table()}
+    return {
+        "targets": targets_table(),
+        "methods": methods_table(),
+        "metrics": metrics_table(),
+        "suites": suites_table(),
+    }
 
 
 def render(text: str) -> str:

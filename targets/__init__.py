@@ -23,6 +23,7 @@ __all__ = [
     "ReferenceSet",
     "Target",
     "UnknownNameError",
+    "check_log_prob",
     "get",
     "names",
     "register",
@@ -65,7 +66,14 @@ def register_target(
 
     Optional `sample(key, n) -> (n, dim)` (exact samples) and `log_Z` unlock the metrics that need
     them. Returns the built `Target`; every later part of the suite accepts it by `name`.
+
+    `log_prob` is checked once here (`check_log_prob`), so that a wrong one fails at registration
+    with its name, not later inside a benchmark cell.
+
+    Raises:
+        ValueError: naming the target, when `dim` is not a positive integer or `log_prob` fails the check.
     """
+    check_log_prob(name, log_prob, dim)
     target = Target(
         name=name,
         dim=dim,
@@ -78,6 +86,47 @@ def register_target(
     )
     TARGETS.register(name, lambda: target, overwrite=overwrite, family="user")
     return target
+
+
+def check_log_prob(name: str, log_prob: Callable, dim: int) -> None:
+    """Evaluate `log_prob` once at a fixed test point `x` of shape `(dim,)` and check it.
+
+    - it runs, and returns a scalar of shape `()` that is finite or ±inf (log 0), not NaN;
+    - it reads no coordinate beyond `dim`: the same point as a NumPy array, whose indexing raises
+      on an out-of-range index where JAX's clamps silently (`x[2]` with `dim=2` would read `x[1]`).
+      A function that cannot take a NumPy array (e.g. uses `x.at[...]`) skips this part.
+
+    Raises:
+        ValueError: naming the target and what is wrong.
+    """
+    import jax.numpy as jnp
+    import numpy as np
+
+    where = f"target {name!r}"
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise ValueError(f"{where}: dim must be a positive integer, got {dim!r}")
+    point = (0.5 * np.random.default_rng(0).standard_normal(dim)).astype(np.float32)
+    try:
+        value = jnp.asarray(log_prob(jnp.asarray(point)))
+    except Exception as err:  # noqa: BLE001 - reported with the target's name
+        raise ValueError(
+            f"{where}: log_prob fails on a point of shape ({dim},): {type(err).__name__}: {err}"
+        ) from err
+    if value.shape != ():
+        raise ValueError(
+            f"{where}: log_prob must return a scalar of shape () for one point of shape ({dim},), "
+            f"got shape {value.shape} (sum over coordinates, or check that it takes ONE point)"
+        )
+    if bool(jnp.isnan(value)):
+        raise ValueError(f"{where}: log_prob returns NaN at the test point {point.tolist()}")
+    try:
+        log_prob(point)
+    except IndexError as err:
+        raise ValueError(
+            f"{where}: log_prob reads a coordinate beyond dim={dim} ({err}); is dim right?"
+        ) from None
+    except Exception:  # noqa: BLE001 - not NumPy-compatible: this part cannot be checked
+        pass
 
 
 # Built-in targets register themselves on import.

@@ -49,11 +49,13 @@ import jax.numpy as jnp
 import numpy as np
 
 import samplers
+from benchmarks.grid.cell import draw_samples, train_cell
 from benchmarks.grid.records import atomic_write_json, environment, git_commit
+from benchmarks.grid.suites import Budget
 from samplers import sde
 from samplers.base_processes import MemorylessFlowBase
 from samplers.problem import Problem, finetuning_problem
-from samplers.train import Diverged, train
+from samplers.train import Diverged
 from targets import digits
 
 __all__ = [
@@ -290,23 +292,22 @@ def _run_cell(
     record: dict[str, Any] = {"method": method_name, "config": dataclasses.asdict(method_config)}
     method = spec.build(problem, method_config)
     key_train, key_sample = jax.random.split(key)
+    budget = Budget("digits", train_steps=config.train_steps, chunk_size=max(1, min(50, config.train_steps)))
     tic = time.perf_counter()
-    try:
-        result = train(
-            key_train, method, num_steps=config.train_steps, chunk_size=min(50, config.train_steps)
-        )
+    try:  # the grid's train and sample steps (`benchmarks.grid.cell`), without the log-Z probe
+        trained = train_cell(key_train, method, problem, budget, key_train, trace=False)
     except Diverged as err:
         record.update(status="diverged", message=str(err), wall_time_s=time.perf_counter() - tic)
         return record, None, None
-    samples = jax.jit(method.sample, static_argnums=2)(key_sample, result.state, config.num_samples)
+    samples = draw_samples(method, trained.state, key_sample, config.num_samples).samples
     x, log_w = np.asarray(samples.x), np.asarray(samples.log_w)
     record.update(
         status="ok" if np.all(np.isfinite(x)) and np.all(np.isfinite(log_w)) else "diverged",
         wall_time_s=time.perf_counter() - tic,
-        train_time_s=result.train_time_s,
-        compile_time_s=result.compile_time_s,
-        cost=result.state.cost.as_dict(),
-        history=_history_summary(result.history),
+        train_time_s=trained.train_time_s,
+        compile_time_s=trained.compile_time_s,
+        cost=trained.state.cost.as_dict(),
+        history=_history_summary(trained.history),
     )
     return record, x, log_w
 

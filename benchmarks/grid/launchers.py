@@ -93,7 +93,12 @@ class SubmititOptions:
 
 
 def run_one_cell(
-    suite: Suite, out_dir: str, cell: Cell, force: bool, imports: tuple[str, ...] = ()
+    suite: Suite,
+    out_dir: str,
+    cell: Cell,
+    force: bool,
+    imports: tuple[str, ...] = (),
+    retry: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """The body of one array task: `run_suite` restricted to `cell` (writes its record atomically)."""
     if imports:
@@ -108,14 +113,14 @@ def run_one_cell(
         "budget": {cell.budget},
         "seed": {str(cell.seed)},
     }
-    return run_suite(suite, out_dir, only=only, force=force, progress=False, log=print)
+    return run_suite(suite, out_dir, only=only, force=force, retry=retry, progress=False, log=print)
 
 
-def _todo(suite: Suite, out: Path, shard, only, force) -> list[Cell]:
-    from benchmarks.grid.runner import select_cells
+def _todo(suite: Suite, out: Path, shard, only, force, retry=(), log=print) -> list[Cell]:
+    from benchmarks.grid.runner import plan_cells, select_cells
 
     cells = select_cells(suite, shard=shard, only=only)
-    return [c for c in cells if force or not c.path(out, suite.name).exists()]
+    return [p.cell for p in plan_cells(suite, out, cells, force=force, retry=retry, log=log)]
 
 
 def _run_submitit(cluster: str) -> Callable[..., list[dict[str, Any]]]:
@@ -126,6 +131,7 @@ def _run_submitit(cluster: str) -> Callable[..., list[dict[str, Any]]]:
         shard=(0, 1),
         only=None,
         force: bool = False,
+        retry=(),
         progress: bool = True,
         log: Callable[[str], None] = print,
         options: SubmititOptions | None = None,
@@ -134,7 +140,7 @@ def _run_submitit(cluster: str) -> Callable[..., list[dict[str, Any]]]:
 
         options = options or SubmititOptions()
         out = Path(out_dir).resolve()  # tasks may start in another working directory
-        todo = _todo(suite, out, shard, only, force)
+        todo = _todo(suite, out, shard, only, force, retry, log)
         total = len(_todo(suite, out, shard, only, True))
         log(
             f"suite {suite.name!r}: {total} cells selected, {len(todo)} to submit ({cluster}) "
@@ -146,7 +152,13 @@ def _run_submitit(cluster: str) -> Callable[..., list[dict[str, Any]]]:
         executor.update_parameters(**options.executor_parameters(cluster))
         n = len(todo)
         jobs = executor.map_array(
-            run_one_cell, [suite] * n, [str(out)] * n, todo, [force] * n, [options.imports] * n
+            run_one_cell,
+            [suite] * n,
+            [str(out)] * n,
+            todo,
+            [force] * n,
+            [options.imports] * n,
+            [tuple(retry)] * n,
         )
         log(f"submitted {n} task(s): job {jobs[0].job_id.split('_')[0]}; logs under {options.log_dir}")
         if not (options.wait or cluster == "local"):
@@ -170,12 +182,14 @@ def _run_submitit(cluster: str) -> Callable[..., list[dict[str, Any]]]:
 
 
 def _run_local(
-    suite, out_dir, *, shard=(0, 1), only=None, force=False, progress=True, log=print, options=None
+    suite, out_dir, *, shard=(0, 1), only=None, force=False, retry=(), progress=True, log=print, options=None
 ):
     del options  # nothing to configure
     from benchmarks.grid.runner import run_suite
 
-    return run_suite(suite, out_dir, shard=shard, only=only, force=force, progress=progress, log=log)
+    return run_suite(
+        suite, out_dir, shard=shard, only=only, force=force, retry=retry, progress=progress, log=log
+    )
 
 
 LAUNCHERS: dict[str, Callable[..., list[dict[str, Any]]]] = {

@@ -90,7 +90,7 @@ def merge_records(
     out_resolved = out.resolve()
     incoming: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for source in sources:
-        for rec in iter_records(source):
+        for rec in iter_records(source, on_bad=lambda err: warn(f"skipped {err}")):
             if Path(rec["_path"]).resolve().is_relative_to(out_resolved):
                 continue  # already in the destination (a source inside `out`)
             incoming[str(rec.get("suite", "unknown"))].append(rec)
@@ -103,7 +103,11 @@ def merge_records(
     groups: dict[str, list[str]] = {}
     skipped = 0
     for suite, recs in sorted(incoming.items()):
-        existing = list(iter_records(out / suite)) if (out / suite).is_dir() else []
+        existing = (
+            list(iter_records(out / suite, on_bad=lambda err: warn(f"skipped {err}")))
+            if (out / suite).is_dir()
+            else []
+        )
         home = {str(r.get("commit", "unknown")) for r in existing}  # commits already in <out>/<suite>
         commits = sorted({str(r.get("commit", "unknown")) for r in recs} | home)
         mixed = len(commits) > 1

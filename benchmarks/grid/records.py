@@ -5,6 +5,10 @@ resolved config, the target fingerprint, the status (`ok` / `diverged` / `error`
 with a message), namespaced metrics, cost counters, wall and compile times, hardware, package
 versions and the commit. Files are written to a temporary name in the same directory, fsynced and
 renamed, so a killed run never leaves a partial record; a re-run skips cells whose record exists.
+
+Every read validates the schema (`validate_record`) and names the file when it fails
+(`RecordError`); readers of many records (`iter_records`) skip a bad file with a warning instead of
+stopping, and the runner moves it aside (`quarantine`) and re-runs its cell.
 """
 
 from __future__ import annotations
@@ -17,25 +21,41 @@ import platform
 import re
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "RETRY",
+    "SAFE_NAME",
     "STATUSES",
+    "RecordError",
     "atomic_write_json",
+    "atomic_write_text",
+    "code_commit",
+    "ensure_writable",
     "environment",
     "git_commit",
     "is_stale_temp",
+    "is_safe_name",
     "iter_records",
+    "misfiled",
+    "quarantine",
     "read_record",
+    "record_paths",
+    "scan_records",
+    "section_records",
     "temp_prefix",
+    "validate_record",
 ]
 
 STATUSES = ("ok", "diverged", "error", "not_applicable")
+# `tiltbench benchmark --retry` choices -> the statuses of the finished cells they re-run.
+RETRY: dict[str, frozenset[str]] = {"failed": frozenset({"error", "diverged"})}
 _PACKAGES = (
     "jax",
     "jaxlib",
@@ -94,18 +114,17 @@ def is_stale_temp(path: Path, max_age_s: float = 3600.0) -> bool:
         return False
 
 
-def atomic_write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write `payload` to `path` atomically (temp file in the same directory, fsync, rename)."""
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` atomically (temp file in the same directory, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; records are ordinary readable files
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(_jsonable(payload), fh, indent=1, sort_keys=True, allow_nan=False)
-            fh.write("\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -115,11 +134,100 @@ def atomic_write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
         raise
 
 
+def atomic_write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write `payload` to `path` atomically as strict JSON (NaN / Inf as strings, `_jsonable`)."""
+    atomic_write_text(path, json.dumps(_jsonable(payload), indent=1, sort_keys=True, allow_nan=False) + "\n")
+
+
+def ensure_writable(directory: str | os.PathLike) -> Path:
+    """Create `directory` if needed and check that a file can be written in it (before any cell runs).
+
+    Raises:
+        OSError: with `filename` = the directory and a one-line reason.
+    """
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=directory)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write there ({err.strerror or err})", str(directory)) from None
+    return directory
+
+
+class RecordError(ValueError):
+    """A record file that cannot be used: unreadable, not JSON, or not a record. The message names it."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+# Names that become path components (suite, method, target, budget, commit labels): one safe
+# component, never "..", never hidden.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def is_safe_name(value: Any) -> bool:
+    """Whether `value` can be used as one path component (`SAFE_NAME`, no "..")."""
+    return isinstance(value, str) and bool(SAFE_NAME.match(value)) and ".." not in value
+
+
+_NAME = (is_safe_name, "one safe path component (letters, digits, _ . + -)")
+# key -> (check, what it must be): the schema every cell record satisfies.
+_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "suite": _NAME,
+    "method": _NAME,
+    "target": _NAME,
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
+    "status": (lambda v: v in STATUSES, f"one of {list(STATUSES)}"),
+    "budget": (
+        lambda v: isinstance(v, dict) and is_safe_name(v.get("name")),
+        'an object whose "name" is one safe path component',
+    ),
+    "commit": _NAME,
+}
+_OPTIONAL: dict[str, tuple[type, str]] = {
+    "metrics": (dict, "an object"),
+    "trace": (list, "a list"),
+    "config": (dict, "an object"),
+    "hardware": (dict, "an object"),
+}
+
+
+def validate_record(rec: Any, path: str | os.PathLike = "<record>") -> dict[str, Any]:
+    """Check `rec` against the record schema; returns it, or raises `RecordError` naming `path`
+    and the first key that is missing or of the wrong type."""
+    if not isinstance(rec, dict):
+        raise RecordError(path, f"holds {type(rec).__name__} {json.dumps(rec)[:40]}, not a record object")
+    missing = [k for k in _SCHEMA if k not in rec]
+    if missing:
+        raise RecordError(path, f"not a cell record: missing key(s) {missing}")
+    for key, (check, what) in _SCHEMA.items():
+        if not check(rec[key]):
+            raise RecordError(path, f"{key!r} must be {what}, got {rec[key]!r}")
+    for key, (kind, what) in _OPTIONAL.items():
+        if key in rec and not isinstance(rec[key], kind):
+            raise RecordError(path, f"{key!r} must be {what}, got {type(rec[key]).__name__}")
+    return rec
+
+
 def read_record(path: str | os.PathLike) -> dict[str, Any]:
-    """Load one record; the strings "nan"/"inf"/"-inf" of the metrics and of the training trace
-    (JSON has no NaN) are turned back into floats."""
-    with open(path) as fh:
-        rec = json.load(fh)
+    """Load and validate one record; the strings "nan"/"inf"/"-inf" of the metrics and of the
+    training trace (JSON has no NaN) are turned back into floats.
+
+    Raises:
+        RecordError: naming the file, when it cannot be read, is not JSON or fails the schema.
+    """
+    try:
+        with open(path) as fh:
+            rec = json.load(fh)
+    except OSError as err:
+        raise RecordError(path, f"cannot be read ({err.strerror or err})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RecordError(path, f"not valid JSON ({err}); truncated or corrupt") from None
+    validate_record(rec, path)
     rec["metrics"] = {k: _float_back(v) for k, v in rec.get("metrics", {}).items()}
     if isinstance(rec.get("trace"), list):
         rec["trace"] = [
@@ -141,28 +249,94 @@ def nonfinite_back(value: Any) -> Any:
     return _float_back(value)
 
 
-def iter_records(directory: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """All records under `directory` (recursively), in sorted path order."""
-    for path in sorted(Path(directory).rglob("*.json")):
-        if path.name.startswith("."):
+def record_paths(directory: str | os.PathLike) -> list[Path]:
+    """The record files under `directory` (recursively, sorted; hidden temp files excluded)."""
+    return [p for p in sorted(Path(directory).rglob("*.json")) if not p.name.startswith(".")]
+
+
+def _warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr)
+
+
+def iter_records(
+    directory: str | os.PathLike, *, on_bad: Callable[[RecordError], None] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The valid records under `directory` (recursively), in sorted path order, each with `_path`.
+
+    A file that is not a valid record (truncated, not JSON, wrong schema) is never yielded and
+    never stops the others: it goes to `on_bad` (default: one warning line on stderr naming the
+    file and the reason; `tiltbench doctor` lists them all).
+    """
+    report = on_bad or (lambda err: _warn(f"skipped {err}"))
+    for path in record_paths(directory):
+        try:
+            rec = read_record(path)
+        except RecordError as err:
+            report(err)
             continue
-        rec = read_record(path)
-        if "method" in rec and "target" in rec and "status" in rec:
-            rec["_path"] = str(path)
-            yield rec
+        rec["_path"] = str(path)
+        yield rec
 
 
-@functools.cache
-def git_commit() -> str:
-    """The commit of the working tree (with `-dirty` when it has uncommitted changes)."""
-    root = Path(__file__).resolve().parents[2]
+def scan_records(directory: str | os.PathLike) -> tuple[list[dict[str, Any]], list[RecordError]]:
+    """`(valid records, problems)` under `directory`: `iter_records` with the bad files collected."""
+    bad: list[RecordError] = []
+    return list(iter_records(directory, on_bad=bad.append)), bad
+
+
+def misfiled(rec: dict[str, Any], section: str) -> RecordError | None:
+    """A `RecordError` when the record's suite is not the section directory it sits in (`<suite>/`,
+    or merge's `<suite>@<commit>/`): a foreign record, which no section may count."""
+    if section == rec["suite"] or section.startswith(f"{rec['suite']}@"):
+        return None
+    return RecordError(rec["_path"], f"a record of suite {rec['suite']!r} filed under section {section!r}")
+
+
+def section_records(
+    runs_dir: str | os.PathLike, section: str, on_bad: Callable[[RecordError], None] | None = None
+) -> list[dict[str, Any]]:
+    """The valid records of one section directory `runs_dir/section`; bad or foreign files go to
+    `on_bad` (default: a warning line naming the file)."""
+    report = on_bad or (lambda err: _warn(f"skipped {err}"))
+    out = []
+    for rec in iter_records(Path(runs_dir) / section, on_bad=report):
+        err = misfiled(rec, section)
+        if err is None:
+            out.append(rec)
+        else:
+            report(err)
+    return out
+
+
+def quarantine(path: str | os.PathLike) -> Path:
+    """Move a bad record aside to `<name>.corrupt` (`.corrupt.1`, ... if taken); returns the new path.
+
+    The file is kept for inspection, no longer read as a record, and its cell counts as not done.
+    """
+    path = Path(path)
+    dest, n = path.with_name(path.name + ".corrupt"), 0
+    while dest.exists():
+        n += 1
+        dest = path.with_name(f"{path.name}.corrupt.{n}")
+    os.replace(path, dest)
+    return dest
+
+
+# Generated outputs under these top-level directories do not make the code tree dirty.
+_EXCLUDE_OUTPUTS = (":!results",)
+
+
+def code_commit(root: str | os.PathLike) -> str:
+    """The commit checked out at `root`, with `-dirty` when tracked files outside `results/` have
+    uncommitted changes (regenerated leaderboards and records are outputs, not code: they do not
+    flip the stamp of later records); "unknown" outside a git checkout."""
+    git = ("git", "-C", str(root))
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
+            [*git, "status", "--porcelain", "--untracked-files=no", "--", ".", *_EXCLUDE_OUTPUTS],
             capture_output=True,
             text=True,
             check=True,
@@ -170,6 +344,12 @@ def git_commit() -> str:
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+@functools.cache
+def git_commit() -> str:
+    """The commit of this code tree (`code_commit` of the repository holding the package)."""
+    return code_commit(Path(__file__).resolve().parents[2])
 
 
 @functools.cache

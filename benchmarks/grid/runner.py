@@ -1,57 +1,56 @@
-"""The grid runner: run cells, write one atomic record per cell, resume, shard, filter.
+"""The grid runner: select cells, resume, run each through the cell pipeline, write its record.
 
-One cell = (method, target, budget, seed):
+`run_suite` runs the selected cells of a suite (`shard=(i, n)`: every n-th cell from i; `only`:
+filters by method / target / budget / seed, each value checked against the suite) one by one
+through `benchmarks.grid.cell.run_cell`, and writes each record atomically as soon as the cell ends
+(with its samples beside it, `<record>.samples.npz`). The grid goes on after a diverged or failed
+cell.
 
-1. resolve the (method, target) settings (`benchmarks.grid.hyperparams`), build the Problem and the
-   method; a method that does not support the base (or, on a fine-tuning task, a baseline that
-   samples the tilted density directly) is recorded as `not_applicable` with the reason;
-2. train with `samplers.train.train` in jitted chunks; between chunks a cheap trace (log Ẑ error,
-   training cost so far and the cost the final sampling would add) is recorded for the
-   accuracy-versus-cost plots. Under an evaluation budget (`max_evals`, energy + gradient
-   evaluations of training + final sampling; `benchmarks.grid.suites`) a learned sampler stops at the
-   last chunk boundary before the predicted total would exceed it, and a fixed-work baseline
-   (MCMC / SMC / AIS) is re-configured by its `plan_budget` rule first (its pilot cost counted
-   as training cost); the record's `budget_spent` states the budget and what was spent;
-3. draw `num_samples` samples, the backward path weights from target samples where the method has
-   a backward process, and run every applicable metric (`benchmarks.metrics.evaluate`);
-4. write the record atomically. `Diverged` or non-finite samples give status `diverged`; any other
-   exception gives `error` with its message; the grid goes on either way.
+Resume (`plan_cells`). A selected cell is run again only when
 
-A re-run skips cells whose record exists (resume); `shard=(i, n)` runs every n-th cell starting at
-i; `only` filters by method / target / budget / seed.
+- it has no record (new), or `force`;
+- its record is not a valid record (truncated, not JSON, wrong schema): the file is moved aside
+  to `<name>.corrupt` (`records.quarantine`) with a warning, and the cell counts as not done;
+- its inputs changed since the record was written: the target fingerprint, the resolved problem
+  and method settings, the budget or the sample size (`cell.changed_inputs`);
+- its status is in `retry` (`tiltbench benchmark --retry failed`: `error` and `diverged`).
+  Otherwise a finished cell, whatever its status, is kept: failed cells are not retried by default.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-import samplers
-import targets
-from benchmarks.grid import hyperparams
-from benchmarks.grid.records import atomic_write_json, environment, git_commit, is_stale_temp, temp_prefix
+from benchmarks.grid.cell import cell_inputs, changed_inputs, resolve_cell, run_cell
+from benchmarks.grid.records import (
+    RecordError,
+    atomic_write_json,
+    is_stale_temp,
+    quarantine,
+    read_record,
+    record_paths,
+    temp_prefix,
+)
 from benchmarks.grid.suites import Cell, Suite
-from benchmarks.metrics import EvalContext, evaluate
-from benchmarks.metrics.cost import cost_metrics
-from samplers import parallel
-from samplers.estimators import log_Z as log_z_estimate
-from samplers.method import Cost
-from samplers.train import Diverged, train
 
-__all__ = ["not_applicable_reason", "parse_only", "parse_shard", "run_cell", "run_suite", "select_cells"]
+__all__ = [
+    "GridInterrupted",
+    "Pending",
+    "parse_only",
+    "parse_shard",
+    "plan_cells",
+    "run_suite",
+    "select_cells",
+]
 
 _ONLY_KEYS = ("method", "target", "budget", "seed")
-SAMPLE_FILE_ROWS = 1000  # model samples kept beside each record for figures
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -78,337 +77,134 @@ def parse_only(items: Iterable[str] | None) -> dict[str, set[str]]:
     return out
 
 
+def _axes(suite: Suite) -> dict[str, list[str]]:
+    return {
+        "method": list(suite.methods),
+        "target": list(suite.targets),
+        "budget": [b.name for b in suite.budgets],
+        "seed": [str(s) for s in suite.seeds],
+    }
+
+
 def select_cells(
     suite: Suite, *, shard: tuple[int, int] = (0, 1), only: dict[str, set[str]] | None = None
 ) -> list[Cell]:
-    """The suite's cells after the `only` filters, then the shard slice (stable order)."""
+    """The suite's cells after the `only` filters, then the shard slice (stable order).
+
+    Raises:
+        ValueError: when an `only` value names nothing in the suite (the message lists the valid
+            values), or when the filters together select no cell.
+    """
     only = only or {}
+    axes = _axes(suite)
+    for key, values in sorted(only.items()):
+        unknown = sorted(set(values) - set(axes[key]))
+        if unknown:
+            raise ValueError(
+                f"--only {key}={','.join(unknown)} matches no {key} of suite {suite.name!r}; "
+                f"valid {key}s: {', '.join(axes[key])}"
+            )
     cells = [c for c in suite.cells() if all(str(getattr(c, k)) in v for k, v in only.items())]
+    if only and not cells:
+        raise ValueError(
+            f"the --only filters {sorted((k, sorted(v)) for k, v in only.items())} select no cell of "
+            f"suite {suite.name!r} (the suite excludes those combinations)"
+        )
     i, n = shard
     return cells[i::n]
 
 
-def _finite(x: Any) -> bool:
-    return bool(np.all(np.isfinite(np.asarray(x))))
+class Pending(NamedTuple):
+    """A cell to run and why (`new`, `forced`, `inputs changed: ...`, `corrupt record`, `retry ...`)."""
+
+    cell: Cell
+    why: str
 
 
-def _reference_sets(target: targets.Target, key: jax.Array, n: int) -> tuple[Any, Any, int]:
-    """Two independent reference sets of equal size (exact draws, or disjoint halves of the shipped set)."""
-    if target.exact_samples:
-        both = target.sample(key, 2 * n)
-        return both[:n], both[n:], n
-    if target.reference is None:
-        return None, None, 0
-    data = jnp.asarray(target.reference.load(), jnp.float32)
-    m = min(n, data.shape[0] // 2)
-    perm = jax.random.permutation(key, data.shape[0])
-    return data[perm[:m]], data[perm[m : 2 * m]], m
+class _Inputs:
+    """The present inputs of cells (resolved once per method and target); None where they cannot be
+    resolved (the cell then runs, and its record says why it failed)."""
+
+    def __init__(self, suite: Suite):
+        self.suite, self._resolved, self._fingerprints = suite, {}, {}
+
+    def __call__(self, cell: Cell) -> dict[str, Any] | None:
+        key = (cell.method, cell.target)
+        if key not in self._resolved:
+            try:
+                resolved = resolve_cell(cell.method, cell.target)
+                if cell.target not in self._fingerprints:
+                    self._fingerprints[cell.target] = resolved.target.fingerprint()
+            except Exception:  # noqa: BLE001 - the run records the error
+                resolved = None
+            self._resolved[key] = resolved
+        resolved = self._resolved[key]
+        if resolved is None:
+            return None
+        budget = self.suite.budget(cell.budget).for_target(cell.target)
+        return cell_inputs(resolved, budget, self.suite.num_samples, self._fingerprints[cell.target])
 
 
-def _trace_fn(
-    method: samplers.Method, problem, key: jax.Array, num: int, num_samples: int, weighted: bool = True
-) -> Callable:
-    """Between chunks: cost so far and log Ẑ (and its error) from `num` fresh weighted samples.
+def plan_cells(
+    suite: Suite,
+    out_dir: str | os.PathLike,
+    cells: Iterable[Cell],
+    *,
+    force: bool = False,
+    retry: Iterable[str] = (),
+    log: Callable[[str], None] = print,
+) -> list[Pending]:
+    """The cells of `cells` that must run, with the reason (see the module docstring).
 
-    `evals` is the training cost so far; `evals_sample` the cost of drawing the `num_samples`
-    evaluation samples from the current state (the probe's cost scaled by `num_samples / num`;
-    exact for samplers whose cost is linear in the number of samples, as every learned one is).
-    The probe's own draws are monitoring, not counted in the cell's cost. Unweighted samplers
-    (`weighted=False`) report NaN log Ẑ.
+    A corrupt record is moved aside here (`records.quarantine`), with a warning naming it.
     """
-    sample = jax.jit(method.sample, static_argnums=2)
-    counter = {"i": 0}
-    log_z = problem.log_Z
-
-    def fn(state) -> dict[str, Any]:
-        counter["i"] += 1
-        s = sample(jax.random.fold_in(key, counter["i"]), state, num)
-        est = float(log_z_estimate(s.log_w).value) if weighted else float("nan")
-        err = abs(est - log_z) if log_z is not None else float("nan")
-        return {
-            "evals": state.cost.budget_evals(),
-            "evals_sample": s.cost.budget_evals() * num_samples / num,
-            "logZ": est,
-            "logZ_error": err,
-        }
-
-    return fn
-
-
-def _plan_baseline(spec, problem, config, key, max_evals, num_samples, record):
-    """Re-configure a fixed-work baseline for the budget; returns `(config, pilot cost)`."""
-    if spec.plan_budget is None:
-        record["budget_plan"] = {"note": f"{spec.name} has no budget rule; it ran its own configuration"}
-        return config, Cost.zero()
-    plan = spec.plan_budget(key, problem, config, max_evals, num_samples)
-    record["budget_plan"] = dict(plan.notes)
-    record["config"]["method"] = _config_dict(plan.config)
-    return plan.config, plan.cost
+    retry = frozenset(retry)
+    inputs = _Inputs(suite)
+    todo = []
+    for cell in cells:
+        path = cell.path(out_dir, suite.name)
+        if force:
+            todo.append(Pending(cell, "forced"))
+            continue
+        if not path.exists():
+            todo.append(Pending(cell, "new"))
+            continue
+        try:
+            record = read_record(path)
+        except RecordError as err:
+            moved = quarantine(path)
+            log(f"warning: {err}; moved to {moved.name}, the cell will run again")
+            todo.append(Pending(cell, "corrupt record"))
+            continue
+        if record["status"] in retry:
+            todo.append(Pending(cell, f"retry {record['status']}"))
+            continue
+        current = inputs(cell)
+        changed = changed_inputs(record, current) if current is not None else ["unresolvable"]
+        if changed:
+            todo.append(Pending(cell, f"inputs changed: {', '.join(changed)}"))
+    return todo
 
 
-def _budget_spent(max_evals: float | None, cost: Cost) -> dict[str, Any]:
-    spent = cost.budget_evals()
-    return {
-        "max_evals": max_evals,
-        "spent_evals": spent,
-        "spent_ratio": spent / max_evals if max_evals else None,
-    }
+def _plan_summary(selected: int, todo: list[Pending]) -> str:
+    reasons: dict[str, int] = {}
+    for p in todo:
+        reasons[p.why.split(":")[0]] = reasons.get(p.why.split(":")[0], 0) + 1
+    detail = f" ({', '.join(f'{n} {why}' for why, n in sorted(reasons.items()))})" if todo else ""
+    return f"{selected} cells selected, {selected - len(todo)} already done, {len(todo)} to run{detail}"
 
 
-# Why a method that does not list a base kind cannot run on it (the not_applicable message).
-_BASE_NOTES = {
-    "brownian": "Brownian motion from a Dirac at 0",
-    "vp": "the variance-preserving OU process started at its stationary Gaussian",
-    "flow": "a pretrained flow run with the memoryless schedule from t0 > 0, started at the flow marginal "
-    "p_t0 (no Dirac start, no closed-form discrete chain or reversal kernels, terminal law known only "
-    "through the model)",
-}
+class GridInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `run_suite`: how many records this run wrote and where the suite's records are."""
 
+    def __init__(self, written: int, directory: Path):
+        super().__init__(f"{written} cells written under {directory}")
+        self.written, self.directory = written, directory
 
-def not_applicable_reason(spec: samplers.MethodSpec, problem) -> str | None:
-    """Why `spec` cannot run on `problem` (the record's message), or None when it can.
-
-    - the method does not support the base kind (e.g. Adjoint Sampling assumes a Dirac start);
-    - a fine-tuning problem and a method that ignores the base (`bases == ("any",)`: the MCMC / SMC /
-      AIS baselines sample `problem.target` from its log-density). For a fine-tuning task that
-      density is `log p_data + λ r`, i.e. it uses the data law's density, which a fine-tuning method
-      never sees (it only has the pretrained velocity and the reward). They are recorded as not
-      applicable rather than as a reference row, so that no fine-tuning table mixes the two settings.
-    """
-    kind = problem.base.kind
-    if not spec.supports(kind):
-        return (
-            f"{spec.name} supports bases {list(spec.bases)}; this {problem.kind} problem uses the "
-            f"{kind!r} base ({_BASE_NOTES.get(kind, kind)})"
-        )
-    if problem.kind == "finetuning" and tuple(spec.bases) == ("any",):
-        return (
-            f"{spec.name} samples the tilted target from its log-density log p_data + λ r, which needs the "
-            "data law's density; a fine-tuning method only sees the pretrained model and the reward"
-        )
-    return None
-
-
-def run_cell(cell: Cell, suite: Suite, *, progress: bool = False, trace: bool = True) -> dict[str, Any]:
-    """Run one cell and return its record (nothing is written here)."""
-    budget = suite.budget(cell.budget)
-    record: dict[str, Any] = {
-        "suite": suite.name,
-        "method": cell.method,
-        "target": cell.target,
-        "budget": budget.for_target(cell.target),
-        "seed": cell.seed,
-        "num_samples": suite.num_samples,
-        "commit": git_commit(),
-        "hardware": environment(),
-        "data_parallel_devices": parallel.num_shards(),  # devices the particle batch is split over
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "metrics": {},
-        "skipped_metrics": {},
-        "trace": [],
-    }
-    t_cell = time.perf_counter()
-    try:
-        spec = samplers.get(cell.method)
-        target = targets.get(cell.target)
-        record["target_fingerprint"] = target.fingerprint()
-        settings = hyperparams.resolve(cell.method, cell.target)
-        problem = hyperparams.build_problem(target, settings.problem)
-        config = spec.make_config(**settings.method)
-        record["config"] = {
-            "problem": settings.problem,
-            "problem_summary": problem.summary(),
-            "method": _config_dict(config),
-        }
-        record["method_family"] = spec.family
-        record["problem_kind"] = problem.kind
-        reason = not_applicable_reason(spec, problem)
-        if reason is not None:
-            record.update(status="not_applicable", message=reason)
-            return record
-        key = jax.random.key(cell.seed)
-        k_train, k_trace, k_sample, k_ref, k_bwd, k_metric = jax.random.split(key, 6)
-        max_evals = budget.evals_for(cell.target)
-        pilot_cost = Cost.zero()
-        if spec.train_steps is not None:  # MCMC warm-up rounds / no-op steps replace the training budget
-            if max_evals is not None:
-                k_plan = jax.random.fold_in(k_train, 1)
-                config, pilot_cost = _plan_baseline(
-                    spec, problem, config, k_plan, max_evals, suite.num_samples, record
-                )
-            budget = dataclasses.replace(
-                budget, train_steps=spec.train_steps, chunk_size=max(spec.train_steps, 1)
-            )
-            max_evals_train = None
-        else:
-            max_evals_train = max_evals
-        method = spec.build(problem, config)
-        state, train_info = _train(
-            k_train,
-            method,
-            problem,
-            budget,
-            k_trace,
-            progress,
-            trace and spec.weighted,
-            record,
-            max_evals=max_evals_train,
-            num_samples=suite.num_samples,
-        )
-        state = state._replace(cost=state.cost + pilot_cost)
-        record["cost_train"] = state.cost._asdict()
-
-        sample = jax.jit(method.sample, static_argnums=2)
-        t0 = time.perf_counter()
-        compiled = sample.lower(k_sample, state, suite.num_samples).compile()
-        sample_compile = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        samples = jax.block_until_ready(compiled(k_sample, state))
-        sample_time = time.perf_counter() - t0
-        record["cost_sample"] = samples.cost._asdict()
-        _save_samples(record, samples.x)
-        if not _finite(samples.x) or bool(np.any(np.isnan(np.asarray(samples.log_w)))):
-            record.update(status="diverged", message="non-finite samples or NaN log-weights after training")
-            return record
-
-        ref, ref2, _ = _reference_sets(target, k_ref, suite.num_samples)
-        bwd = None
-        if method.backward is not None and ref is not None and spec.weighted:
-            bwd = jax.jit(method.backward)(k_bwd, state, ref)
-        ctx = EvalContext(
-            key=k_metric,
-            target=target,
-            x=samples.x,
-            log_w=samples.log_w if spec.weighted else None,
-            reference=ref,
-            reference2=ref2,
-            backward_log_w=bwd,
-        )
-        values, skipped = evaluate(ctx, on_error="report")
-        if spec.diagnostics is not None:
-            values.update({k: float(v) for k, v in spec.diagnostics(samples.x, config, target).items()})
-        values.update(
-            cost_metrics(
-                state.cost + samples.cost,
-                train_info["train_time_s"],
-                sample_time,
-                train_info["compile_time_s"] + sample_compile,
-            )
-        )
-        values["cost/train_steps"] = float(train_info["steps"])
-        if max_evals is not None:
-            record["budget_spent"] = _budget_spent(max_evals, state.cost + samples.cost)
-            values["budget/max_evals"] = float(max_evals)
-            values["budget/spent_evals"] = record["budget_spent"]["spent_evals"]
-        record["metrics"] = values
-        record["skipped_metrics"] = skipped
-        record["status"] = "ok"
-    except Diverged as err:
-        record.update(status="diverged", message=f"diverged at step {err.step}: {err.reason}")
-    except Exception as err:  # noqa: BLE001 - recorded; the grid goes on
-        record.update(
-            status="error", message=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=8)
-        )
-    finally:
-        record["wall_time_s"] = time.perf_counter() - t_cell
-    return record
-
-
-def _config_dict(config: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(config):
-        return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
-    return {"repr": repr(config)}
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, int | float | str | bool) or v is None:
-        return v
-    if isinstance(v, list | tuple):
-        return [_plain(x) for x in v]
-    if dataclasses.is_dataclass(v):
-        return _config_dict(v)
-    return repr(v)
-
-
-def _save_samples(record: dict[str, Any], x: jax.Array) -> None:
-    # Kept in memory here; `run_suite` writes them beside the record for the figures.
-    record["_samples"] = np.asarray(x[:SAMPLE_FILE_ROWS], np.float32)
-
-
-def _budget_stop(trace_fn: Callable, max_evals: float) -> tuple[Callable, Callable]:
-    """`(eval_fn, stop_fn)` for `train`: stop at the last chunk boundary before the budget.
-
-    After every chunk, with `E` the training cost so far, `ΔE` the last chunk's cost and `S` the
-    cost of the final sampling (from the trace probe), training stops when `E + ΔE + S > max_evals`,
-    i.e. when one more chunk would break the budget. The first chunk always runs.
-    """
-    last: dict[str, float] = {"evals": 0.0, "delta": 0.0, "sample": 0.0}
-
-    def eval_fn(state):
-        out = trace_fn(state)
-        last["delta"] = out["evals"] - last["evals"]
-        last["evals"], last["sample"] = out["evals"], out["evals_sample"]
-        return out
-
-    def stop_fn(state):
-        return last["evals"] + last["delta"] + last["sample"] > max_evals
-
-    return eval_fn, stop_fn
-
-
-def _train(key, method, problem, budget, k_trace, progress, trace, record, *, max_evals=None, num_samples=0):
-    """Train in budget-sized pieces: whole budget at once unless `max_evals` needs a check."""
-    probe = trace and problem.log_Z is not None
-    trace_fn = _trace_fn(method, problem, k_trace, 256, num_samples, trace) if (probe or max_evals) else None
-    stop_fn = None
-    train_steps = budget.train_steps
-    if max_evals is not None and train_steps > 0:
-        first = trace_fn(method.init(jax.random.split(key)[0]))  # the final sampling's cost, untrained
-        if first["evals"] + first["evals_sample"] >= max_evals:
-            record["budget_plan"] = {"note": "the budget covers no more than the final sampling: no training"}
-            train_steps = 0
-        trace_fn, stop_fn = _budget_stop(trace_fn, max_evals)
-    if train_steps == 0:
-        state = jax.jit(method.init)(jax.random.split(key)[0])
-        return state, {"train_time_s": 0.0, "compile_time_s": 0.0, "steps": 0}
-    result = train(
-        key,
-        method,
-        num_steps=train_steps,
-        chunk_size=budget.chunk_size,
-        eval_fn=trace_fn,
-        progress=progress,
-        stop_fn=stop_fn,
-    )
-    hist = result.history
-    if trace_fn is not None and "eval/evals" in hist:
-        record["trace"] = [
-            {
-                "step": int(s),
-                "evals": float(e),
-                "evals_sample": float(es),
-                "logZ": float(z),
-                "logZ_error": float(err),
-            }
-            for s, e, es, z, err in zip(
-                hist["step"],
-                hist["eval/evals"],
-                hist["eval/evals_sample"],
-                hist["eval/logZ"],
-                hist["eval/logZ_error"],
-                strict=False,
-            )
-        ]
-    record["train"] = {
-        "num_compilations": int(result.num_compilations),
-        "final_loss": float(np.asarray(hist["loss"])[-1]) if len(hist.get("loss", [])) else None,
-    }
-    steps = int(np.asarray(hist["step"])[-1]) if len(hist.get("step", [])) else budget.train_steps
-    return result.state, {
-        "train_time_s": result.train_time_s,
-        "compile_time_s": result.compile_time_s,
-        "steps": steps,
-    }
+    @property
+    def saved(self) -> int:
+        """Valid records of the suite on disk (finished before the interrupt, by any run)."""
+        return len(record_paths(self.directory)) if self.directory.exists() else 0
 
 
 def _clean_stale(out: Path) -> int:
@@ -438,6 +234,22 @@ def _summary_line(cell: Cell, rec: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def _progress_reporter(bar: Any, cell: Cell) -> Callable[[int, int, float | None], None]:
+    """The cell's progress line after every training chunk: step, loss and ETA (tqdm postfix)."""
+    start = time.perf_counter()
+
+    def report(step: int, num_steps: int, loss: float | None) -> None:
+        elapsed = time.perf_counter() - start
+        eta = elapsed / max(step, 1) * (num_steps - step)
+        parts = [f"step {step}/{num_steps}"]
+        if loss is not None:
+            parts.append(f"loss {loss:.4g}")
+        parts.append(f"ETA {eta:.0f}s")
+        bar.set_postfix_str(" ".join(parts), refresh=True)
+
+    return report
+
+
 def run_suite(
     suite: Suite,
     out_dir: str | os.PathLike = "results/runs",
@@ -445,10 +257,15 @@ def run_suite(
     shard=(0, 1),
     only=None,
     force: bool = False,
+    retry: Iterable[str] = (),
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
-    """Run the suite's selected cells, skipping finished ones; returns the records written now."""
+    """Run the suite's selected cells that `plan_cells` says must run; returns the records written.
+
+    Raises:
+        GridInterrupted: on Ctrl-C (a KeyboardInterrupt); every record finished before it is on disk.
+    """
     from tqdm import tqdm
 
     out = Path(out_dir)
@@ -456,23 +273,26 @@ def run_suite(
     if stale:
         log(f"removed {stale} partial file(s) left by an interrupted run")
     cells = select_cells(suite, shard=shard, only=only)
-    todo = [c for c in cells if force or not c.path(out, suite.name).exists()]
-    log(
-        f"suite {suite.name!r}: {len(cells)} cells selected, {len(cells) - len(todo)} already done, "
-        f"{len(todo)} to run -> {out / suite.name}"
-    )
-    written = []
+    todo = plan_cells(suite, out, cells, force=force, retry=retry, log=log)
+    log(f"suite {suite.name!r}: {_plan_summary(len(cells), todo)} -> {out / suite.name}")
+    written: list[dict] = []
     bar = tqdm(todo, disable=not progress, unit="cell", dynamic_ncols=True)
-    for cell in bar:
-        bar.set_description(cell.id)
-        rec = run_cell(cell, suite)
-        samples = rec.pop("_samples", None)
-        path = cell.path(out, suite.name)
-        if samples is not None:
-            _atomic_npz(path.with_suffix(".samples.npz"), samples)
-        atomic_write_json(path, rec)
-        written.append(rec)
-        (bar.write if progress else log)(_summary_line(cell, rec))
+    try:
+        for cell, why in bar:
+            bar.set_description(cell.id)
+            if why not in ("new", "forced"):
+                (bar.write if progress else log)(f"  re-running {cell.id}: {why}")
+            result = run_cell(cell, suite, report=_progress_reporter(bar, cell) if progress else None)
+            rec = result.record.to_dict()
+            path = cell.path(out, suite.name)
+            if result.samples is not None:
+                _atomic_npz(path.with_suffix(".samples.npz"), result.samples)
+            atomic_write_json(path, rec)
+            written.append(rec)
+            (bar.write if progress else log)(_summary_line(cell, rec))
+    except KeyboardInterrupt:
+        bar.close()
+        raise GridInterrupted(len(written), out / suite.name) from None
     return written
 
 

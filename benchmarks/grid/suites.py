@@ -6,7 +6,8 @@ the listed exclusions. A cell is `(method, target, budget, seed)`; its record li
 
 Suite file schema (all keys required unless marked optional):
 
-    name          str
+    name          str, one safe path component (the records' directory); not a shipped suite's
+                  name unless the file is that suite
     description   str
     methods       list of method names, or "all"
     targets       list of target names
@@ -37,6 +38,8 @@ import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from benchmarks.grid.records import is_safe_name
 
 __all__ = ["Budget", "Cell", "Suite", "load_suite", "suite_names"]
 
@@ -217,12 +220,33 @@ def load_suite(name_or_path: str) -> Suite:
     _require(isinstance(raw, dict), where, "the file must hold a JSON object")
     _check_keys(raw, _SUITE_KEYS, where, required=_SUITE_KEYS - {"exclude"})
 
-    methods = samplers.names() if raw["methods"] == "all" else list(raw["methods"])
-    _require(isinstance(methods, list) and methods, where, 'methods must be a non-empty list or "all"')
+    name = raw["name"]
+    _require(
+        is_safe_name(name),
+        where,
+        f"name must be one safe path component (letters, digits, _ . + -; no '/' or '..'), got {name!r}",
+    )
+    shipped = _suite_dir() / f"{name}.json"
+    _require(
+        where == name or not shipped.is_file() or json.loads(shipped.read_text()) == raw,
+        where,
+        f"name {name!r} is a shipped suite's; records would land in its section. Give your suite its "
+        f"own name (shipped suites: {', '.join(suite_names())})",
+    )
+    methods = samplers.names() if raw["methods"] == "all" else raw["methods"]
+    _require(
+        isinstance(methods, list) and bool(methods) and all(isinstance(m, str) for m in methods),
+        where,
+        f'methods must be a non-empty list of method names or "all", got {methods!r}',
+    )
     for m in methods:
         samplers.get(m)  # raises with the valid names
     tlist = raw["targets"]
-    _require(isinstance(tlist, list) and tlist, where, "targets must be a non-empty list")
+    _require(
+        isinstance(tlist, list) and bool(tlist) and all(isinstance(t, str) for t in tlist),
+        where,
+        f"targets must be a non-empty list of target names, got {tlist!r}",
+    )
     for t in tlist:
         targets.TARGETS.factory(t)
     seeds = raw["seeds"]
@@ -270,7 +294,7 @@ def load_suite(name_or_path: str) -> Suite:
                 f"exclude entry {entry}: unknown {what} {value!r}; valid: {sorted(valid)} or '*'",
             )
     return Suite(
-        name=str(raw["name"]),
+        name=name,
         description=str(raw["description"]),
         methods=tuple(methods),
         targets=tuple(tlist),

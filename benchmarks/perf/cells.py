@@ -1,13 +1,11 @@
-"""Build a benchmark cell's method exactly as the runner does (the hyper-parameter table)."""
+"""Build a benchmark cell's method exactly as the grid does (`benchmarks.grid.cell`: the
+hyper-parameter table, then the applicability check)."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, NamedTuple
 
-import samplers
-import targets
-from benchmarks.grid import hyperparams
+from benchmarks.grid.cell import resolve_cell
 
 __all__ = ["Built", "build_cell"]
 
@@ -20,13 +18,18 @@ class Built(NamedTuple):
 
 
 def build_cell(method: str, target: str, **config_overrides: Any) -> Built:
-    """`(spec, problem, config, method)` of `(method, target)` with the suite's resolved settings."""
-    spec = samplers.get(method)
-    settings = hyperparams.resolve(method, target)
-    problem = hyperparams.build_problem(targets.get(target), settings.problem)
-    config = spec.make_config(**settings.method)
-    if config_overrides:
-        config = dataclasses.replace(config, **config_overrides)
-    if not spec.supports(problem.base.kind):
-        raise ValueError(f"{method} does not support the {problem.base.kind!r} base of {target}")
-    return Built(spec, problem, config, spec.build(problem, config))
+    """`(spec, problem, config, method)` of `(method, target)` with the suite's resolved settings.
+
+    Raises:
+        ValueError: with `MethodSpec.applicable`'s reason when the method cannot run on the problem.
+    """
+    resolved = resolve_cell(method, target, **config_overrides)
+    reason = resolved.spec.applicable(resolved.problem)
+    if reason is not None:
+        raise ValueError(f"{method} on {target}: {reason}")
+    return Built(
+        resolved.spec,
+        resolved.problem,
+        resolved.config,
+        resolved.spec.build(resolved.problem, resolved.config),
+    )

@@ -70,17 +70,18 @@ def _cost_figure(target: str, rows: list[tuple[str, dict]], path: Path) -> bool:
     floor = None
     for i, (method, agg) in enumerate(sorted(rows)):
         color = cmap(i % 20)
-        for j, tr in enumerate(agg["traces"]):
+        traced = False  # a method without a training trace (MCMC / SMC / AIS) is labelled at its dot
+        for tr in agg["traces"]:
             pts = _trace_points(tr)
             if pts:
                 xs, ys = zip(*pts, strict=True)
                 axes[0].plot(
-                    xs, np.maximum(ys, 1e-4), color=color, alpha=0.6, lw=1, label=method if j == 0 else None
+                    xs, np.maximum(ys, 1e-4), color=color, alpha=0.6, lw=1, label=None if traced else method
                 )
-                drawn = True
+                traced = drawn = True
         end = _end_points(agg, "logZ/error")
         if end:
-            axes[0].plot(end[0], max(end[1], 1e-4), "o", color=color, label=None if agg["traces"] else method)
+            axes[0].plot(end[0], max(end[1], 1e-4), "o", color=color, label=None if traced else method)
             drawn = True
         end = _end_points(agg, "mmd2/rbf_median")
         if end:
@@ -106,13 +107,31 @@ def _cost_figure(target: str, rows: list[tuple[str, dict]], path: Path) -> bool:
     )
     if floor is not None and math.isfinite(floor):
         axes[1].axhline(floor, ls="--", color="grey", label="noise floor")
-    for ax in axes:
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _outside_legend(fig, axes)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
+
+
+def _outside_legend(fig, axes, rect=(0, 0, 1, 1)) -> None:
+    """One legend for all panels (a method has one colour everywhere), right of the plots, so that
+    it never covers data."""
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.tight_layout(rect=rect)
+    if handles:
+        ncol = 1 + len(handles) // 25
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            fontsize=7,
+            ncol=ncol,
+            frameon=False,
+        )
 
 
 _BASELINE_FAMILIES = ("mcmc", "smc", "ais")
@@ -180,13 +199,10 @@ def _budget_figure(target: str, methods: dict[str, list[tuple[str, dict]]], path
     )
     if floor is not None and math.isfinite(floor):
         axes[1].axhline(floor, ls="-.", color="grey", label="noise floor")
-    for ax in axes:
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, ncol=2)
     note = "solid: learned samplers; dashed: MCMC/SMC/AIS; dotted verticals: budgets"
     fig.text(0.01, 0.01, note, fontsize=7)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=110)
+    _outside_legend(fig, axes, rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
 

@@ -1,6 +1,6 @@
 """Leaderboard tables and figures built from the per-cell records.
 
-`build_leaderboard(runs_dir, out_dir)` reads every record under `runs_dir/<suite>/`, aggregates
+`build_leaderboard(runs_dir, out_dir)` reads every record under every `runs_dir/<suite>/`, aggregates
 over seeds (mean and a percentile-bootstrap 95% confidence interval of the mean, on `ok` cells),
 and writes
 
@@ -20,14 +20,20 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.grid.records import iter_records
+from benchmarks.grid.records import (
+    RecordError,
+    atomic_write_text,
+    ensure_writable,
+    section_records,
+)
 
 __all__ = ["COLUMNS", "FINETUNE_COLUMNS", "aggregate", "bootstrap_ci", "build_leaderboard", "problem_kind"]
 
@@ -198,20 +204,38 @@ def _table_for(
     return "\n".join(lines)
 
 
+def _existing_figures(figure_dir: Path, targets: Iterable[str]) -> list[str]:
+    """The figures already under `figure_dir` for `targets`, in `make_figures`' order."""
+    return [
+        str(figure_dir / f"{t}_{suffix}.png")
+        for t in sorted(targets)
+        for suffix in ("budget", "cost", "samples", "energy")
+        if (figure_dir / f"{t}_{suffix}.png").is_file()
+    ]
+
+
 def build_leaderboard(
     runs_dir: str = "results/runs",
     out_dir: str = "results",
     *,
-    suite: str | None = None,
-    figures: bool = True,
+    figures: bool | Iterable[str] = True,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Write `leaderboard.md`, `leaderboard.csv` and figures from the records; returns a summary."""
+    """Write `leaderboard.md`, `leaderboard.csv` and figures from the records; returns a summary.
+
+    The tables always cover every suite directory under `runs_dir` (a run of one suite never drops
+    the other sections). `figures`: True redraws every suite's figures, False none, a collection of
+    suite names only those (the others keep their figures on disk and their links). A file under
+    `runs_dir` that is not a valid record of its section is skipped with a warning naming it
+    (`log`, default stderr); the summary lists them under `"skipped"`. Both tables are written
+    atomically, and not at all when no valid record is found (ValueError: nothing would replace them).
+    """
     runs = Path(runs_dir)
-    suites = (
-        [suite] if suite else sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.exists() else []
-    )
+    warn = log or (lambda text: print(f"warning: {text}", file=sys.stderr))
+    suites = sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.exists() else []
+    redraw = (set(suites) if figures else set()) if isinstance(figures, bool) else set(figures)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable(out)
     md = [
         "# tiltbench leaderboard",
         "",
@@ -241,9 +265,14 @@ def build_leaderboard(
             "hardware",
         ]
     )
-    summary: dict[str, Any] = {"suites": {}}
+    summary: dict[str, Any] = {"suites": {}, "skipped": []}
+
+    def skip(err: RecordError) -> None:
+        summary["skipped"].append(str(err))
+        warn(f"skipped {err}")
+
     for s in suites:
-        records = list(iter_records(runs / s))
+        records = section_records(runs, s, on_bad=skip)
         if not records:
             continue
         agg = aggregate(records)
@@ -294,18 +323,25 @@ def build_leaderboard(
             ]
             for target in finetuning:
                 md += [_table_for(target, by_target[target], FINETUNE_COLUMNS), ""]
-        if figures:
+        if s in redraw:
             from benchmarks.reports.figures import make_figures
 
             figs = make_figures(s, agg, out / "figures" / s)
-            if figs:
-                md += [
-                    "Figures: " + ", ".join(f"[{Path(f).name}]({Path(f).relative_to(out)})" for f in figs),
-                    "",
-                ]
+        else:
+            figs = _existing_figures(out / "figures" / s, by_target)
+        if figs:
+            md += [
+                "Figures: " + ", ".join(f"[{Path(f).name}]({Path(f).relative_to(out)})" for f in figs),
+                "",
+            ]
         summary["suites"][s] = {"records": len(records), "commits": commits, "cells": len(agg)}
-    (out / "leaderboard.md").write_text("\n".join(md) + "\n")
-    (out / "leaderboard.csv").write_text(csv_buf.getvalue())
+    if not summary["suites"]:
+        raise ValueError(
+            f"no valid records under {runs_dir}/ (suite directories: {suites or 'none'}): "
+            f"{out / 'leaderboard.md'} left as it is"
+        )
+    atomic_write_text(out / "leaderboard.md", "\n".join(md) + "\n")
+    atomic_write_text(out / "leaderboard.csv", csv_buf.getvalue())
     summary["markdown"] = str(out / "leaderboard.md")
     summary["csv"] = str(out / "leaderboard.csv")
     return summary

@@ -31,9 +31,10 @@ def test_readme_tables_match_the_registries():
 
 def test_readme_renderer_replaces_marked_blocks():
     text = "<!-- targets:start -->\nold\n<!-- targets:end -->\n<!-- methods:start -->\n<!-- methods:end -->\n"
-    text += "<!-- metrics:start -->\n<!-- metrics:end -->\n"
+    text += "<!-- metrics:start -->\n<!-- metrics:end -->\n<!-- suites:start -->\n<!-- suites:end -->\n"
     out = _update_readme().render(text)
     assert "old" not in out and "| `gmm40` |" in out and "| `pis` |" in out and "| `log_z` |" in out
+    assert "| `quick` |" in out
 
 
 def test_readme_states_the_two_setup_commands():

@@ -1,6 +1,6 @@
 """The README's "Adding your own target or method" code runs as printed, and its method goes through
 the harness: `tiltbench benchmark --import <module>` (the CLI route the README promises) on a tiny
-suite, whose cells go through `runner.run_cell` (log Ẑ checked against the exact value).
+suite, whose cells go through `benchmarks.grid.cell.run_cell` (log Ẑ checked against the exact value).
 
 The blocks are extracted from README.md at test time, so the README cannot silently rot.
 """
@@ -104,7 +104,7 @@ def test_readme_example_runs_through_the_cli_and_the_harness(user_module, tmp_pa
         assert record["method_family"] == "user"
         assert record["metrics"]["cost/train_steps"] == 150
 
-    # `tiltbench benchmark` runs each cell through `runner.run_cell`: on the Gaussian (exact log Z)
+    # `tiltbench benchmark` runs each cell through `cell.run_cell`: on the Gaussian (exact log Z)
     # the fitted proposal is exact, so log Ẑ is within its standard error and the ESS near 1.
     metrics = records["gaussian"]["metrics"]
     assert metrics["logZ/error"] < max(5 * metrics["logZ/se"], 0.02), metrics

@@ -110,3 +110,28 @@ def test_wrong_shape_raises_with_the_expected_shape():
         target.log_prob(np.zeros((4, 10)))
     with pytest.raises(ValueError, match="snake_case"):
         targets.register_target("Bad Name", lambda x: -x @ x, dim=2)
+
+
+@pytest.mark.parametrize(
+    ("log_prob", "dim", "match"),
+    [
+        (lambda x: -0.5 * x**2, 2, r"scalar of shape \(\) .* got shape \(2,\)"),
+        (lambda x: -0.5 * (x[0] ** 2 + x[2] ** 2), 2, "reads a coordinate beyond dim=2"),
+        (lambda x: jnp.nan * x[0], 2, "returns NaN"),
+        (lambda x: x["a"], 2, "log_prob fails on a point of shape \\(2,\\)"),
+        (lambda x: -x @ x, 0, "dim must be a positive integer"),
+    ],
+)
+def test_register_target_checks_log_prob_once_and_names_the_target(log_prob, dim, match):
+    with pytest.raises(ValueError, match=f"target 'user_bad'.*{match}"):
+        targets.register_target("user_bad", log_prob, dim=dim)
+    assert "user_bad" not in targets.names()
+
+
+def test_register_target_accepts_log_zero_and_jax_only_code():
+    name = "user_ok_checks"
+    try:
+        targets.register_target(name, lambda x: jnp.where(x[0] > 5.0, 0.0, -jnp.inf), dim=2)  # log 0 is fine
+        targets.register_target(name, lambda x: -jnp.sum(x.at[0].set(0.0) ** 2), dim=2, overwrite=True)
+    finally:
+        targets.TARGETS.unregister(name)

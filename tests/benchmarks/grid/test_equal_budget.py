@@ -14,8 +14,8 @@ import pytest
 
 import samplers
 import targets
+from benchmarks.grid.cell import train_cell
 from benchmarks.grid.records import atomic_write_json
-from benchmarks.grid.runner import _train
 from benchmarks.grid.suites import Budget, load_suite
 from benchmarks.reports.leaderboard import build_leaderboard
 from samplers.baselines import budget as budget_rules
@@ -206,17 +206,13 @@ def test_learned_method_stops_before_the_budget():
     problem = _problem()
     method = _build(problem, _Config())
     budget = Budget("b", train_steps=1000, chunk_size=3, max_evals_per_target=(("gaussian", 5000.0),))
-    record: dict = {}
     key, k_trace = jax.random.split(jax.random.key(0))
-    state, info = _train(key, method, problem, budget, k_trace, False, True, record, max_evals=5000.0,
-                         num_samples=200)
-    assert info["steps"] == 48 and float(state.cost.energy_evals) == 4800.0
-    assert record["trace"][-1]["evals"] == 4800.0 and record["trace"][-1]["evals_sample"] == 200.0
+    trained = train_cell(key, method, problem, budget, k_trace, max_evals=5000.0, num_samples=200)
+    assert trained.steps == 48 and float(trained.state.cost.energy_evals) == 4800.0
+    assert trained.trace[-1]["evals"] == 4800.0 and trained.trace[-1]["evals_sample"] == 200.0
     # a budget that only pays for the final sampling trains nothing
-    record = {}
-    state, info = _train(key, method, problem, budget, k_trace, False, True, record, max_evals=150.0,
-                         num_samples=200)
-    assert info["steps"] == 0 and "no training" in record["budget_plan"]["note"]
+    trained = train_cell(key, method, problem, budget, k_trace, max_evals=150.0, num_samples=200)
+    assert trained.steps == 0 and "no training" in trained.note
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ import pytest
 import samplers
 import targets
 from benchmarks.grid import hyperparams
-from benchmarks.grid.runner import not_applicable_reason
 from benchmarks.metrics import EvalContext, evaluate
 from benchmarks.reports.leaderboard import build_leaderboard
 from samplers import estimators, sde
@@ -46,13 +45,13 @@ def test_build_problem_gives_the_flow_finetuning_problem():
 def test_applicability_reasons_are_informative():
     problem = _problem()
     for name in ("adjoint_matching", "log_variance", "trajectory_balance"):
-        assert not_applicable_reason(samplers.get(name), problem) is None
-    reason = not_applicable_reason(samplers.get("adjoint_sampling"), problem)
+        assert samplers.get(name).applicable(problem) is None
+    reason = samplers.get("adjoint_sampling").applicable(problem)
     assert "'flow'" in reason and "no Dirac start" in reason
     for name in ("nuts", "smc", "ais"):
-        assert "data law's density" in not_applicable_reason(samplers.get(name), problem)
+        assert "data law's density" in samplers.get(name).applicable(problem)
     sampling = hyperparams.build_problem(targets.get("gmm9"), hyperparams.resolve("nuts", "gmm9").problem)
-    assert not_applicable_reason(samplers.get("nuts"), sampling) is None
+    assert samplers.get("nuts").applicable(sampling) is None
 
 
 def test_finetune_metrics_on_known_answers():

@@ -33,8 +33,8 @@ def test_submitit_local_runs_only_unfinished_cells_and_writes_records(tmp_path, 
     suite = load_suite(str(_suite(tmp_path)))
     out = tmp_path / "runs"
     done = out / "launch" / "ais" / "gaussian" / "b" / "seed0.json"
-    done.parent.mkdir(parents=True)
-    done.write_text('{"marker": "finished before"}\n')
+    launch("local", suite, out, only={"seed": {"0"}}, progress=False, log=lambda s: None)
+    before = done.read_text()
     lines: list[str] = []
     options = SubmititOptions(log_dir=str(tmp_path / "logs"), time_min=10, gpus_per_task=0)
     records = launch(
@@ -48,9 +48,9 @@ def test_submitit_local_runs_only_unfinished_cells_and_writes_records(tmp_path, 
     )
     assert "2 cells selected, 1 to submit" in lines[0]
     assert [(r["seed"], r["status"]) for r in records] == [(1, "ok")], lines
-    assert done.read_text() == '{"marker": "finished before"}\n'  # finished cell not re-run
+    assert done.read_text() == before  # finished cell not re-run
     on_disk = {r["seed"]: r for r in iter_records(out)}
-    assert sorted(on_disk) == [1]  # (seed 0's marker is not a record; seed 2 was filtered out)
+    assert sorted(on_disk) == [0, 1]  # (seed 2 was filtered out)
     rec = read_record(out / "launch" / "ais" / "gaussian" / "b" / "seed1.json")
     assert rec["status"] == "ok" and rec["suite"] == "launch" and "logZ/error" in rec["metrics"]
     assert (out / "launch" / "ais" / "gaussian" / "b" / "seed1.samples.npz").exists()

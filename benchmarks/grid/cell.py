@@ -1,0 +1,556 @@
+"""One benchmark cell, from its names to its record: the single pipeline every harness uses.
+
+A cell is `(method, target, budget, seed)` of a suite. `run_cell` takes it through
+
+1. **resolve** (`resolve_cell`): the (method, target) settings of `benchmarks.grid.hyperparams`,
+   the target, the Problem and the method's typed config; `cell_inputs` is what a resumed grid
+   compares with a finished record (target fingerprint, resolved settings, budget, sample size);
+2. **applicability**: `MethodSpec.applicable(problem)`; a method that cannot run on the problem is
+   recorded as `not_applicable` with the reason;
+3. **train** (`train_cell`) with `samplers.train.train` in jitted chunks. Between chunks a cheap
+   probe records log Ẑ (and its error), the training cost so far and the cost the final sampling
+   would add, for the accuracy-versus-cost plots. Under an evaluation budget (`max_evals`, energy +
+   gradient evaluations of training + final sampling; `benchmarks.grid.suites`) a learned sampler
+   stops at the last chunk boundary before the predicted total would exceed it, and a fixed-work
+   baseline (MCMC / SMC / AIS) is re-configured by its `plan_budget` rule first (its pilot cost
+   counted as training cost);
+4. **sample** `num_samples` points, plus the backward path weights from target samples where the
+   method has a backward process;
+5. **score** with every applicable metric (`benchmarks.metrics.evaluate`) and the cost counters;
+
+and returns a `CellResult`: the typed `CellRecord` and, beside it, the first `SAMPLE_FILE_ROWS`
+samples for the figures. `Diverged` or non-finite samples give status `diverged`; any other
+exception gives `error` with its message. Nothing is written here (`benchmarks.grid.runner` does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import samplers
+import targets
+from benchmarks.grid import hyperparams
+from benchmarks.grid.records import environment, git_commit
+from benchmarks.grid.suites import Budget, Cell, Suite
+from benchmarks.metrics import EvalContext, evaluate
+from benchmarks.metrics.cost import cost_metrics
+from samplers import parallel
+from samplers.estimators import log_Z as log_z_estimate
+from samplers.method import Cost
+from samplers.train import Diverged, train
+
+__all__ = [
+    "SAMPLE_FILE_ROWS",
+    "CellRecord",
+    "CellResult",
+    "Drawn",
+    "Resolved",
+    "Trained",
+    "cell_inputs",
+    "changed_inputs",
+    "config_dict",
+    "draw_samples",
+    "resolve_cell",
+    "run_cell",
+    "train_cell",
+]
+
+SAMPLE_FILE_ROWS = 1000  # model samples kept beside each record for the figures
+PROBE_SAMPLES = 256  # fresh weighted samples drawn by the between-chunk probe
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. resolve
+# ---------------------------------------------------------------------------------------------
+
+
+class Resolved(NamedTuple):
+    """A cell's method and target with the suite's resolved settings (nothing trained yet)."""
+
+    spec: samplers.MethodSpec
+    target: targets.Target
+    settings: hyperparams.Resolved
+    problem: Any
+    config: Any
+
+
+def resolve_cell(method: str, target: str, **config_overrides: Any) -> Resolved:
+    """Resolve `(method, target)` as the grid runs it; `config_overrides` replace config fields."""
+    spec = samplers.get(method)
+    tgt = targets.get(target)
+    settings = hyperparams.resolve(method, target)
+    problem = hyperparams.build_problem(tgt, settings.problem)
+    config = spec.make_config(**settings.method)
+    if config_overrides:
+        config = dataclasses.replace(config, **config_overrides)
+    return Resolved(spec, tgt, settings, problem, config)
+
+
+def _canonical(value: Any) -> Any:
+    """`value` as it reads back from a record (tuples become lists, keys strings)."""
+    return json.loads(json.dumps(value, default=repr))
+
+
+def cell_inputs(
+    resolved: Resolved, budget: dict[str, Any], num_samples: int, fingerprint: str | None = None
+) -> dict[str, Any]:
+    """What determines a cell's result besides the code: compared on resume with the record's.
+
+    `fingerprint`: the target's, when already computed (`Target.fingerprint` evaluates log_prob).
+    """
+    return _canonical(
+        {
+            "target_fingerprint": fingerprint or resolved.target.fingerprint(),
+            "problem": resolved.settings.problem,
+            "method": config_dict(resolved.config),
+            "budget": budget,
+            "num_samples": num_samples,
+        }
+    )
+
+
+def _recorded_inputs(record: dict[str, Any]) -> dict[str, Any]:
+    """The inputs of a finished record; records written before `inputs` existed give them from
+    their fields (their method config is left out when a budget plan replaced it)."""
+    if isinstance(record.get("inputs"), dict):
+        return record["inputs"]
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    out = {
+        "target_fingerprint": record.get("target_fingerprint"),
+        "problem": config.get("problem"),
+        "budget": record.get("budget"),
+        "num_samples": record.get("num_samples"),
+    }
+    if "budget_plan" not in record and "method" in config:
+        out["method"] = config["method"]
+    return out
+
+
+def changed_inputs(record: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The names of the inputs whose recorded value differs from `current` (empty: unchanged).
+
+    Settings are compared on the keys both sides have (`_differ`). A record without a target
+    fingerprint (it failed before the target was built) always counts as changed: nothing says it
+    was run on the present target.
+    """
+    stored = _recorded_inputs(record)
+    if not stored.get("target_fingerprint"):
+        return ["target_fingerprint"]
+    return [k for k, v in current.items() if k in stored and stored[k] is not None and _differ(stored[k], v)]
+
+
+def _differ(stored: Any, current: Any) -> bool:
+    """Whether a recorded input differs from the present one. Settings objects are compared on the
+    keys both have: a config field added to the code after the record was written is a code change,
+    which resume does not compare (the record's `commit` says which code ran; `--force` re-runs)."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        return any(_differ(stored[k], current[k]) for k in stored.keys() & current.keys())
+    return stored != current
+
+
+# ---------------------------------------------------------------------------------------------
+# the typed record
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class CellRecord:
+    """The record of one cell (`benchmarks.grid.records` writes `to_dict()` as JSON).
+
+    Attributes:
+        suite, method, target, seed: the cell.
+        budget: the budget resolved for the target (`Budget.for_target`).
+        num_samples: samples drawn and scored.
+        commit, hardware, data_parallel_devices, started: provenance.
+        status: "ok", "diverged", "error" or "not_applicable"; `message` says why when not ok.
+        inputs: `cell_inputs` (compared on resume); `target_fingerprint` also at top level.
+        config: {"problem", "problem_summary", "method"} as run (after a budget plan).
+        metrics, skipped_metrics: metric values and the reasons of those not computed.
+        trace: the between-chunk probe points (accuracy-versus-cost curves).
+        cost_train, cost_sample: `Cost` counters of training (with pilots) and of sampling.
+        budget_plan, budget_spent: the budget rule's notes and what was spent (equal budgets).
+        train: compilations and final loss; traceback: of an `error`; wall_time_s: the whole cell.
+    """
+
+    suite: str
+    method: str
+    target: str
+    budget: dict[str, Any]
+    seed: int
+    num_samples: int
+    commit: str
+    hardware: dict[str, Any]
+    data_parallel_devices: int
+    started: str
+    status: str = "error"
+    message: str = ""
+    inputs: dict[str, Any] | None = None
+    target_fingerprint: str | None = None
+    config: dict[str, Any] | None = None
+    method_family: str | None = None
+    problem_kind: str | None = None
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    skipped_metrics: dict[str, str] = dataclasses.field(default_factory=dict)
+    trace: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    cost_train: dict[str, float] | None = None
+    cost_sample: dict[str, float] | None = None
+    budget_plan: dict[str, Any] | None = None
+    budget_spent: dict[str, Any] | None = None
+    train: dict[str, Any] | None = None
+    traceback: str | None = None
+    wall_time_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record: every field, except unset optional ones and an empty message."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {k: v for k, v in out.items() if v is not None and not (k == "message" and not v)}
+
+
+class CellResult(NamedTuple):
+    """What `run_cell` returns: the record and, beside it, the samples kept for the figures."""
+
+    record: CellRecord
+    samples: np.ndarray | None
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. train
+# ---------------------------------------------------------------------------------------------
+
+
+class Trained(NamedTuple):
+    """`train_cell`'s result: the state, its timings and the probe's trace."""
+
+    state: Any
+    train_time_s: float
+    compile_time_s: float
+    steps: int
+    trace: list[dict[str, float]]
+    summary: dict[str, Any] | None  # {"num_compilations", "final_loss"} when training ran
+    note: str | None  # why nothing was trained, when the budget left no room
+    history: dict[str, np.ndarray]  # `TrainResult.history` ({} when nothing was trained)
+
+
+def _probe(
+    method: samplers.Method, problem, key: jax.Array, num: int, num_samples: int, weighted: bool = True
+) -> Callable:
+    """Between chunks: cost so far and log Ẑ (and its error) from `num` fresh weighted samples.
+
+    `evals` is the training cost so far; `evals_sample` the cost of drawing the `num_samples`
+    evaluation samples from the current state (the probe's cost scaled by `num_samples / num`;
+    exact for samplers whose cost is linear in the number of samples, as every learned one is).
+    The probe's own draws are monitoring, not counted in the cell's cost. Unweighted samplers
+    (`weighted=False`) report NaN log Ẑ.
+    """
+    sample = jax.jit(method.sample, static_argnums=2)
+    counter = {"i": 0}
+    log_z = problem.log_Z
+
+    def fn(state) -> dict[str, Any]:
+        counter["i"] += 1
+        s = sample(jax.random.fold_in(key, counter["i"]), state, num)
+        est = float(log_z_estimate(s.log_w).value) if weighted else float("nan")
+        err = abs(est - log_z) if log_z is not None else float("nan")
+        return {
+            "evals": state.cost.budget_evals(),
+            "evals_sample": s.cost.budget_evals() * num_samples / num,
+            "logZ": est,
+            "logZ_error": err,
+        }
+
+    return fn
+
+
+def _budget_stop(probe: Callable, max_evals: float) -> tuple[Callable, Callable]:
+    """`(eval_fn, stop_fn)` for `train`: stop at the last chunk boundary before the budget.
+
+    After every chunk, with `E` the training cost so far, `ΔE` the last chunk's cost and `S` the
+    cost of the final sampling (from the probe), training stops when `E + ΔE + S > max_evals`,
+    i.e. when one more chunk would break the budget. The first chunk always runs.
+    """
+    last: dict[str, float] = {"evals": 0.0, "delta": 0.0, "sample": 0.0}
+
+    def eval_fn(state):
+        out = probe(state)
+        last["delta"] = out["evals"] - last["evals"]
+        last["evals"], last["sample"] = out["evals"], out["evals_sample"]
+        return out
+
+    def stop_fn(state):
+        return last["evals"] + last["delta"] + last["sample"] > max_evals
+
+    return eval_fn, stop_fn
+
+
+def train_cell(
+    key: jax.Array,
+    method: samplers.Method,
+    problem,
+    budget: Budget,
+    k_trace: jax.Array,
+    *,
+    trace: bool = True,
+    max_evals: float | None = None,
+    num_samples: int = 0,
+    report: Callable[[int, int, float | None], None] | None = None,
+) -> Trained:
+    """Train in budget-sized chunks, with the probe (`trace`, on a problem with a known log Z) and the
+    budget stop (`max_evals`); `report(step, num_steps, loss)` is called after every chunk."""
+    probe_on = trace and problem.log_Z is not None
+    probe = (
+        _probe(method, problem, k_trace, PROBE_SAMPLES, num_samples, trace)
+        if (probe_on or max_evals)
+        else None
+    )
+    stop_fn, note = None, None
+    train_steps = budget.train_steps
+    if max_evals is not None and train_steps > 0:
+        first = probe(method.init(jax.random.split(key)[0]))  # the final sampling's cost, untrained
+        if first["evals"] + first["evals_sample"] >= max_evals:
+            note = "the budget covers no more than the final sampling: no training"
+            train_steps = 0
+        probe, stop_fn = _budget_stop(probe, max_evals)
+    if train_steps == 0:
+        state = jax.jit(method.init)(jax.random.split(key)[0])
+        return Trained(state, 0.0, 0.0, 0, [], None, note, {})
+    result = train(
+        key,
+        method,
+        num_steps=train_steps,
+        chunk_size=budget.chunk_size,
+        eval_fn=probe,
+        stop_fn=stop_fn,
+        on_chunk=report,
+    )
+    hist = result.history
+    points: list[dict[str, float]] = []
+    if probe is not None and "eval/evals" in hist:
+        columns = ("evals", "evals_sample", "logZ", "logZ_error")
+        points = [
+            {"step": int(s), **{c: float(v) for c, v in zip(columns, row, strict=True)}}
+            for s, *row in zip(hist["step"], *(hist[f"eval/{c}"] for c in columns), strict=True)
+        ]
+    summary = {
+        "num_compilations": int(result.num_compilations),
+        "final_loss": float(np.asarray(hist["loss"])[-1]) if len(hist.get("loss", [])) else None,
+    }
+    steps = int(np.asarray(hist["step"])[-1]) if len(hist.get("step", [])) else budget.train_steps
+    return Trained(
+        result.state, result.train_time_s, result.compile_time_s, steps, points, summary, note, hist
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. sample
+# ---------------------------------------------------------------------------------------------
+
+
+class Drawn(NamedTuple):
+    """`draw_samples`' result: the `Samples` and the compile and run times of drawing them."""
+
+    samples: Any
+    compile_time_s: float
+    sample_time_s: float
+
+
+def draw_samples(method: samplers.Method, state: Any, key: jax.Array, num_samples: int) -> Drawn:
+    """Draw `num_samples` from the trained `state` (compiled first, so the timing excludes it)."""
+    sample = jax.jit(method.sample, static_argnums=2)
+    t0 = time.perf_counter()
+    compiled = sample.lower(key, state, num_samples).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    samples = jax.block_until_ready(compiled(key, state))
+    return Drawn(samples, compile_s, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------
+# the pipeline
+# ---------------------------------------------------------------------------------------------
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A (nested) config dataclass as plain JSON values (anything else as its repr)."""
+    if dataclasses.is_dataclass(config):
+        return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    return {"repr": repr(config)}
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, int | float | str | bool) or v is None:
+        return v
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    if dataclasses.is_dataclass(v):
+        return config_dict(v)
+    return repr(v)
+
+
+def _finite(x: Any) -> bool:
+    return bool(np.all(np.isfinite(np.asarray(x))))
+
+
+def _reference_sets(target: targets.Target, key: jax.Array, n: int) -> tuple[Any, Any, int]:
+    """Two independent reference sets of equal size (exact draws, or disjoint halves of the shipped set)."""
+    if target.exact_samples:
+        both = target.sample(key, 2 * n)
+        return both[:n], both[n:], n
+    if target.reference is None:
+        return None, None, 0
+    data = jnp.asarray(target.reference.load(), jnp.float32)
+    m = min(n, data.shape[0] // 2)
+    perm = jax.random.permutation(key, data.shape[0])
+    return data[perm[:m]], data[perm[m : 2 * m]], m
+
+
+def _budget_spent(max_evals: float | None, cost: Cost) -> dict[str, Any]:
+    spent = cost.budget_evals()
+    return {
+        "max_evals": max_evals,
+        "spent_evals": spent,
+        "spent_ratio": spent / max_evals if max_evals else None,
+    }
+
+
+def _plan_baseline(spec, problem, config, key, max_evals, num_samples, record: CellRecord):
+    """Re-configure a fixed-work baseline for the budget; returns `(config, pilot cost)`."""
+    if spec.plan_budget is None:
+        record.budget_plan = {"note": f"{spec.name} has no budget rule; it ran its own configuration"}
+        return config, Cost.zero()
+    plan = spec.plan_budget(key, problem, config, max_evals, num_samples)
+    record.budget_plan = dict(plan.notes)
+    record.config["method"] = config_dict(plan.config)
+    return plan.config, plan.cost
+
+
+def run_cell(
+    cell: Cell,
+    suite: Suite,
+    *,
+    trace: bool = True,
+    report: Callable[[int, int, float | None], None] | None = None,
+) -> CellResult:
+    """Run one cell through the pipeline of the module docstring (nothing is written here).
+
+    `report(step, num_steps, loss)` is called after every training chunk (progress lines).
+    """
+    budget = suite.budget(cell.budget)
+    record = CellRecord(
+        suite=suite.name,
+        method=cell.method,
+        target=cell.target,
+        budget=budget.for_target(cell.target),
+        seed=cell.seed,
+        num_samples=suite.num_samples,
+        commit=git_commit(),
+        hardware=environment(),
+        data_parallel_devices=parallel.num_shards(),  # devices the particle batch is split over
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    samples_kept = None
+    t_cell = time.perf_counter()
+    try:
+        resolved = resolve_cell(cell.method, cell.target)
+        spec, target, problem, config = resolved.spec, resolved.target, resolved.problem, resolved.config
+        record.inputs = cell_inputs(resolved, record.budget, suite.num_samples)
+        record.target_fingerprint = record.inputs["target_fingerprint"]
+        record.config = {
+            "problem": resolved.settings.problem,
+            "problem_summary": problem.summary(),
+            "method": config_dict(config),
+        }
+        record.method_family = spec.family
+        record.problem_kind = problem.kind
+        reason = spec.applicable(problem)
+        if reason is not None:
+            record.status, record.message = "not_applicable", reason
+            return CellResult(record, None)
+        key = jax.random.key(cell.seed)
+        k_train, k_trace, k_sample, k_ref, k_bwd, k_metric = jax.random.split(key, 6)
+        max_evals = budget.evals_for(cell.target)
+        pilot_cost = Cost.zero()
+        if spec.train_steps is not None:  # MCMC warm-up rounds / no-op steps replace the training budget
+            if max_evals is not None:
+                k_plan = jax.random.fold_in(k_train, 1)
+                config, pilot_cost = _plan_baseline(
+                    spec, problem, config, k_plan, max_evals, suite.num_samples, record
+                )
+            budget = dataclasses.replace(
+                budget, train_steps=spec.train_steps, chunk_size=max(spec.train_steps, 1)
+            )
+            max_evals_train = None
+        else:
+            max_evals_train = max_evals
+        method = spec.build(problem, config)
+        trained = train_cell(
+            k_train,
+            method,
+            problem,
+            budget,
+            k_trace,
+            trace=trace and spec.weighted,
+            max_evals=max_evals_train,
+            num_samples=suite.num_samples,
+            report=report,
+        )
+        record.trace, record.train = trained.trace, trained.summary
+        if trained.note is not None:
+            record.budget_plan = {"note": trained.note}
+        state = trained.state._replace(cost=trained.state.cost + pilot_cost)
+        record.cost_train = state.cost._asdict()
+
+        samples, sample_compile, sample_time = draw_samples(method, state, k_sample, suite.num_samples)
+        record.cost_sample = samples.cost._asdict()
+        samples_kept = np.asarray(samples.x[:SAMPLE_FILE_ROWS], np.float32)
+        if not _finite(samples.x) or bool(np.any(np.isnan(np.asarray(samples.log_w)))):
+            record.status = "diverged"
+            record.message = "non-finite samples or NaN log-weights after training"
+            return CellResult(record, samples_kept)
+
+        ref, ref2, _ = _reference_sets(target, k_ref, suite.num_samples)
+        bwd = None
+        if method.backward is not None and ref is not None and spec.weighted:
+            bwd = jax.jit(method.backward)(k_bwd, state, ref)
+        ctx = EvalContext(
+            key=k_metric,
+            target=target,
+            x=samples.x,
+            log_w=samples.log_w if spec.weighted else None,
+            reference=ref,
+            reference2=ref2,
+            backward_log_w=bwd,
+        )
+        values, skipped = evaluate(ctx, on_error="report")
+        if spec.diagnostics is not None:
+            values.update({k: float(v) for k, v in spec.diagnostics(samples.x, config, target).items()})
+        values.update(
+            cost_metrics(
+                state.cost + samples.cost,
+                trained.train_time_s,
+                sample_time,
+                trained.compile_time_s + sample_compile,
+            )
+        )
+        values["cost/train_steps"] = float(trained.steps)
+        if max_evals is not None:
+            record.budget_spent = _budget_spent(max_evals, state.cost + samples.cost)
+            values["budget/max_evals"] = float(max_evals)
+            values["budget/spent_evals"] = record.budget_spent["spent_evals"]
+        record.metrics, record.skipped_metrics, record.status = values, skipped, "ok"
+    except Diverged as err:
+        record.status, record.message = "diverged", f"diverged at step {err.step}: {err.reason}"
+    except Exception as err:  # noqa: BLE001 - recorded; the grid goes on
+        record.status, record.message = "error", f"{type(err).__name__}: {err}"
+        record.traceback = traceback.format_exc(limit=8)
+    finally:
+        record.wall_time_s = time.perf_counter() - t_cell
+    return CellResult(record, samples_kept)

@@ -1,0 +1,57 @@
+"""The cell pipeline: a typed record that passes the record schema, samples returned beside it,
+progress reported after every training chunk, and the applicability check of the method spec."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.grid.cell import CellRecord, resolve_cell, run_cell
+from benchmarks.grid.records import validate_record
+from benchmarks.grid.suites import Cell, load_suite
+from benchmarks.perf.cells import build_cell
+from tests.benchmarks import toy_method
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _toy_methods():
+    toy_method.register()
+    yield
+    toy_method.unregister()
+
+
+def test_run_cell_returns_a_typed_record_and_the_samples_beside_it(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(
+        json.dumps(
+            {
+                "name": "cell",
+                "description": "cell test",
+                "methods": ["toy_is"],
+                "targets": ["gaussian"],
+                "seeds": [0],
+                "budgets": {"b": {"train_steps": 3, "chunk_size": 1}},
+                "eval": {"num_samples": 64},
+            }
+        )
+    )
+    calls: list[tuple] = []
+    result = run_cell(
+        Cell("toy_is", "gaussian", "b", 0), load_suite(str(path)), report=lambda *a: calls.append(a)
+    )
+    assert isinstance(result.record, CellRecord) and result.record.status == "ok", result.record.message
+    assert [(step, total) for step, total, _ in calls] == [(1, 3), (2, 3), (3, 3)]
+    assert all(loss == 0.0 for *_, loss in calls)  # the toy method's loss
+    assert result.samples.shape == (64, 2)
+    record = result.record.to_dict()
+    validate_record(record)
+    assert "_samples" not in record and "message" not in record
+    assert record["inputs"]["target_fingerprint"] == record["target_fingerprint"]
+
+
+def test_applicability_is_the_method_specs_answer():
+    resolved = resolve_cell("nuts", "ft_gmm2d_linear")
+    assert "data law's density" in resolved.spec.applicable(resolved.problem)
+    with pytest.raises(ValueError, match="nuts on ft_gmm2d_linear: .*data law's density"):
+        build_cell("nuts", "ft_gmm2d_linear")
