@@ -23,27 +23,11 @@ from tests.benchmarks import toy_method
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _toy_methods():
-    toy_method.register()
-    yield
-    toy_method.unregister()
+pytestmark = pytest.mark.usefixtures("toy_methods")
 
 
 def _suite_file(tmp_path: Path, **overrides) -> Path:
-    suite = {
-        "name": "t",
-        "description": "cli test",
-        "methods": ["toy_is"],
-        "targets": ["gaussian"],
-        "seeds": [0],
-        "budgets": {"b": {"train_steps": 1, "chunk_size": 1}},
-        "eval": {"num_samples": 64},
-    }
-    suite.update(overrides)
-    path = tmp_path / "suite.json"
-    path.write_text(json.dumps(suite))
-    return path
+    return toy_method.write_suite(tmp_path, **overrides)
 
 
 def _benchmark(tmp_path: Path, *extra: str, suite: Path | None = None) -> int:

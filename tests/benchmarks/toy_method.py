@@ -8,7 +8,9 @@ runner must record the cell as diverged), `raise_in_build=True` raises (recorded
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+import json
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -84,3 +86,21 @@ def unregister() -> None:
     for name, _ in TOY_METHODS:
         if name in samplers.METHODS:
             samplers.METHODS.unregister(name)
+
+
+def write_suite(directory: Path, name: str = "t", **overrides: Any) -> Path:
+    """Write a tiny suite file for harness tests (`toy_is` on the Gaussian, one seed, one 1-step
+    budget `b`, 64 samples; `overrides` replace keys) to `directory/<name>.json`."""
+    suite = {
+        "name": name,
+        "description": "harness test",
+        "methods": ["toy_is"],
+        "targets": ["gaussian"],
+        "seeds": [0],
+        "budgets": {"b": {"train_steps": 1, "chunk_size": 1}},
+        "eval": {"num_samples": 64},
+        **overrides,
+    }
+    path = Path(directory) / f"{name}.json"
+    path.write_text(json.dumps(suite))
+    return path

@@ -3,8 +3,6 @@ progress reported after every training chunk, and the applicability check of the
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from benchmarks.grid.cell import CellRecord, resolve_cell, run_cell
@@ -13,29 +11,11 @@ from benchmarks.grid.suites import Cell, load_suite
 from benchmarks.perf.cells import build_cell
 from tests.benchmarks import toy_method
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _toy_methods():
-    toy_method.register()
-    yield
-    toy_method.unregister()
+pytestmark = pytest.mark.usefixtures("toy_methods")
 
 
 def test_run_cell_returns_a_typed_record_and_the_samples_beside_it(tmp_path):
-    path = tmp_path / "s.json"
-    path.write_text(
-        json.dumps(
-            {
-                "name": "cell",
-                "description": "cell test",
-                "methods": ["toy_is"],
-                "targets": ["gaussian"],
-                "seeds": [0],
-                "budgets": {"b": {"train_steps": 3, "chunk_size": 1}},
-                "eval": {"num_samples": 64},
-            }
-        )
-    )
+    path = toy_method.write_suite(tmp_path, budgets={"b": {"train_steps": 3, "chunk_size": 1}})
     calls: list[tuple] = []
     result = run_cell(
         Cell("toy_is", "gaussian", "b", 0), load_suite(str(path)), report=lambda *a: calls.append(a)

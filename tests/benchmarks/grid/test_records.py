@@ -28,29 +28,11 @@ from tests.benchmarks import toy_method
 RECORD = Path("t") / "toy_is" / "gaussian" / "b" / "seed0.json"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _toy_methods():
-    toy_method.register()
-    yield
-    toy_method.unregister()
+pytestmark = pytest.mark.usefixtures("toy_methods")
 
 
 def _suite(tmp_path: Path, name: str = "t"):
-    path = tmp_path / f"{name}.json"
-    path.write_text(
-        json.dumps(
-            {
-                "name": name,
-                "description": "records test",
-                "methods": ["toy_is"],
-                "targets": ["gaussian"],
-                "seeds": [0],
-                "budgets": {"b": {"train_steps": 1, "chunk_size": 1}},
-                "eval": {"num_samples": 64},
-            }
-        )
-    )
-    return load_suite(str(path))
+    return load_suite(str(toy_method.write_suite(tmp_path, name)))
 
 
 @pytest.fixture(scope="module")

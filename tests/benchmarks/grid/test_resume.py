@@ -3,7 +3,6 @@ re-runs failed ones; the `only` filters name what they select or fail listing th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -20,30 +19,16 @@ TARGET = "resume_user_target"
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _toy_methods():
-    toy_method.register()
+def _user_target(toy_methods):
     yield
-    toy_method.unregister()
     if TARGET in targets.TARGETS:
         targets.TARGETS.unregister(TARGET)
 
 
-def _suite(tmp_path: Path, methods=("toy_is",), target=TARGET):
-    path = tmp_path / "suite.json"
-    path.write_text(
-        json.dumps(
-            {
-                "name": "resume",
-                "description": "resume test",
-                "methods": list(methods),
-                "targets": [target],
-                "seeds": [0],
-                "budgets": {"b": {"train_steps": 1, "chunk_size": 1}},
-                "eval": {"num_samples": 64},
-            }
-        )
+def _suite(tmp_path: Path, methods=("toy_is",)):
+    return load_suite(
+        str(toy_method.write_suite(tmp_path, "resume", methods=list(methods), targets=[TARGET]))
     )
-    return load_suite(str(path))
 
 
 def _register(scale: float) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -20,28 +19,17 @@ from tests.benchmarks import toy_method
 ROOT = Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _toy_methods():
-    """Register the toy methods for this module only (the method registry is process-global)."""
-    toy_method.register()
-    yield
-    toy_method.unregister()
+pytestmark = pytest.mark.usefixtures("toy_methods")
 
 
 def _suite_file(tmp_path: Path, **overrides) -> Path:
     suite = {
-        "name": "t",
         "description": "runner test",
-        "methods": ["toy_is"],
-        "targets": ["gaussian"],
         "seeds": [0, 1],
         "budgets": {"b": {"train_steps": 2, "chunk_size": 1}},
         "eval": {"num_samples": 200},
     }
-    suite.update(overrides)
-    path = tmp_path / "suite.json"
-    path.write_text(json.dumps(suite))
-    return path
+    return toy_method.write_suite(tmp_path, **{**suite, **overrides})
 
 
 def test_records_written_with_provenance_and_resume_skips(tmp_path):
