@@ -191,6 +191,20 @@ def _check_time(t: jax.Array, who: str) -> jax.Array:
     return t
 
 
+def _point_time_functions(module: nn.Module, dim: int, owner: str):
+    """`init(key)` (jitted, on a zero point and time) and `apply(params, x, t)` (with `x`, `t` shape
+    checks naming `owner`) of a module acting on ONE point `(dim,)` and one time."""
+
+    @jax.jit
+    def init(key: jax.Array) -> PyTree:
+        return module.init(key, jnp.zeros((dim,), jnp.float32), jnp.zeros((), jnp.float32))
+
+    def apply(params: PyTree, x: jax.Array, t: jax.Array) -> jax.Array:
+        return module.apply(params, _check_point(x, dim, owner), _check_time(t, owner))
+
+    return init, apply
+
+
 def _output_init(zero: bool):
     return nn.initializers.zeros if zero else nn.initializers.lecun_normal()
 
@@ -528,13 +542,7 @@ def egnn_control(
         distance_epsilon=float(distance_epsilon),
     )
 
-    @jax.jit
-    def init(key: jax.Array) -> PyTree:
-        return module.init(key, jnp.zeros((dim,), jnp.float32), jnp.zeros((), jnp.float32))
-
-    def apply(params: PyTree, x: jax.Array, t: jax.Array) -> jax.Array:
-        return module.apply(params, _check_point(x, dim, "egnn_control"), _check_time(t, "egnn_control"))
-
+    init, apply = _point_time_functions(module, dim, "egnn_control")
     return ControlNet(init=init, apply=apply, dim=dim, out_dim=dim)
 
 
@@ -626,12 +634,6 @@ def scalar_net(
             return module.apply(params, None, _check_time(t, "scalar_net"))
 
     else:
-
-        @jax.jit
-        def init(key: jax.Array) -> PyTree:
-            return module.init(key, jnp.zeros((dim,), jnp.float32), jnp.zeros((), jnp.float32))
-
-        def apply(params: PyTree, x: jax.Array, t: jax.Array) -> jax.Array:
-            return module.apply(params, _check_point(x, dim, "scalar_net"), _check_time(t, "scalar_net"))
+        init, apply = _point_time_functions(module, dim, "scalar_net")
 
     return ScalarNet(init=init, apply=apply, input=input, dim=dim)

@@ -110,6 +110,12 @@ class _Components(NamedTuple):
     covariances: np.ndarray
 
 
+def _check_vector(owner: str, name: str, value: tuple[float, ...]) -> None:
+    v = np.asarray(value, np.float64)
+    if v.ndim != 1 or v.size == 0 or not np.all(np.isfinite(v)):
+        raise ValueError(f"{owner}: {name} must be a finite non-empty vector, got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class LinearReward:
     """`r(x) = a·x` (`a = direction`). Tilting: mean shift `λ Σ a`, log-weight `+ λ a·μ + ½λ² aᵀΣa`."""
@@ -118,11 +124,7 @@ class LinearReward:
     kind: ClassVar[str] = "linear"
 
     def __post_init__(self):
-        a = np.asarray(self.direction, np.float64)
-        if a.ndim != 1 or a.size == 0 or not np.all(np.isfinite(a)):
-            raise ValueError(
-                f"LinearReward: direction must be a finite non-empty vector, got {self.direction!r}"
-            )
+        _check_vector("LinearReward", "direction", self.direction)
 
     @property
     def dim(self) -> int:
@@ -154,11 +156,7 @@ class QuadraticReward:
     kind: ClassVar[str] = "quadratic"
 
     def __post_init__(self):
-        c = np.asarray(self.centre, np.float64)
-        if c.ndim != 1 or c.size == 0 or not np.all(np.isfinite(c)):
-            raise ValueError(
-                f"QuadraticReward: centre must be a finite non-empty vector, got {self.centre!r}"
-            )
+        _check_vector("QuadraticReward", "centre", self.centre)
         if not self.scale > 0:
             raise ValueError(f"QuadraticReward: scale must be positive, got {self.scale!r}")
 

@@ -343,26 +343,26 @@ def dw4() -> Target:
     )
 
 
-@register("lj13", family="particles")
-def lj13() -> Target:
-    """LJ13: 13 particles in 3-D, iDEM-convention LJ + harmonic, T = 1 (dim 39, 36 mean-free dof)."""
+def _lennard_jones(n: int, energy: Callable[[jax.Array], jax.Array]) -> Target:
+    """The registered LJ`n` target (iDEM convention, with its shipped reference set)."""
     return _particle_target(
-        "lj13", "LJ13", lj13_energy,
-        "13-particle Lennard-Jones cluster in 3-D, E = 2 sum_{i<j} (d^-12 - 2 d^-6) + 1/2 sum_i |x_i - "
+        f"lj{n}", f"LJ{n}", energy,
+        f"{n}-particle Lennard-Jones cluster in 3-D, E = 2 sum_{{i<j}} (d^-12 - 2 d^-6) + 1/2 sum_i |x_i - "
         "mean|^2 at T = 1 (DEM / Adjoint Sampling convention, ordered-pair sum); zero-CoM subspace.",
         with_reference=True,
     )
+
+
+@register("lj13", family="particles")
+def lj13() -> Target:
+    """LJ13: 13 particles in 3-D, iDEM-convention LJ + harmonic, T = 1 (dim 39, 36 mean-free dof)."""
+    return _lennard_jones(13, lj13_energy)
 
 
 @register("lj55", family="particles")
 def lj55() -> Target:
     """LJ55: 55 particles in 3-D, iDEM-convention LJ + harmonic, T = 1 (dim 165, 162 mean-free dof)."""
-    return _particle_target(
-        "lj55", "LJ55", lj55_energy,
-        "55-particle Lennard-Jones cluster in 3-D, E = 2 sum_{i<j} (d^-12 - 2 d^-6) + 1/2 sum_i |x_i - "
-        "mean|^2 at T = 1 (DEM / Adjoint Sampling convention, ordered-pair sum); zero-CoM subspace.",
-        with_reference=True,
-    )
+    return _lennard_jones(55, lj55_energy)
 
 
 def _softcore(base: str, cutoff: float) -> Target:

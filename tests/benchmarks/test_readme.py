@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _update_readme():
-    spec = importlib.util.spec_from_file_location("update_readme", ROOT / "scripts" / "update_readme.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_readme_tables_match_the_registries():
@@ -32,7 +26,7 @@ def test_readme_tables_match_the_registries():
 def test_readme_renderer_replaces_marked_blocks():
     text = "<!-- targets:start -->\nold\n<!-- targets:end -->\n<!-- methods:start -->\n<!-- methods:end -->\n"
     text += "<!-- metrics:start -->\n<!-- metrics:end -->\n<!-- suites:start -->\n<!-- suites:end -->\n"
-    out = _update_readme().render(text)
+    out = load_script("update_readme").render(text)
     assert "old" not in out and "| `gmm40` |" in out and "| `pis` |" in out and "| `log_z` |" in out
     assert "| `quick` |" in out
 

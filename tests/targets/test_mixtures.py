@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +26,7 @@ from target_checks import (
 
 import targets
 from targets.mixtures import GMM40_MEANS, GMM40_STD, MOG_DATA_PATH, GaussianMixture, load_mog_parameters
+from tests.scripts import load_script
 
 pytestmark = pytest.mark.usefixtures("strict_promotion")
 
@@ -39,7 +38,6 @@ BOX = {
     "mog2": ((-30.0, 30.0), (-30.0, 30.0)),
 }
 BINS = 40
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _random_mixture_parameters(seed: int, num_components: int, dim: int):
@@ -267,15 +265,8 @@ def test_mixture_samples_match_an_independent_numpy_draw(name):
 # -- shipped MoG data ---------------------------------------------------------------------------
 
 
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("generate_mog50", REPO / "scripts" / "generate_mog50.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_mog_data_matches_its_provenance_record():
-    generator = _load_generator()
+    generator = load_script("generate_mog50")
     record = json.loads(MOG_DATA_PATH.with_suffix(".json").read_text())
     with np.load(MOG_DATA_PATH) as data:
         arrays = {key: data[key] for key in data.files}
@@ -295,5 +286,5 @@ def test_mog_generator_reproduces_the_shipped_arrays():
     record = json.loads(MOG_DATA_PATH.with_suffix(".json").read_text())
     if (record["versions"]["numpy"], record["versions"]["scipy"]) != (np.__version__, scipy.__version__):
         pytest.skip("installed numpy/scipy differ from the versions that generated the shipped file")
-    generator = _load_generator()
+    generator = load_script("generate_mog50")
     assert generator.content_sha256(generator.build(record["seed"])) == record["content_sha256"]

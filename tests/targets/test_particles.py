@@ -19,6 +19,7 @@ import scipy.stats
 
 import targets
 from targets import ParticleSpec, particles
+from tests.scripts import load_script
 
 EVALUATION_TARGETS = ["dw4", "lj13", "lj55"]
 MIN_REFERENCE_SIZE = {"dw4": 10_000, "lj13": 10_000, "lj55": 2_000}
@@ -322,15 +323,11 @@ def test_reference_set_halves_agree(name, reference_energies):
 def test_generation_script_is_deterministic(tmp_path, monkeypatch):
     """A tiny DW4 run of scripts/generate_reference_sets.py twice gives byte-identical files."""
     import dataclasses
-    import importlib.util
     import sys
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "scripts" / "generate_reference_sets.py"
-    spec = importlib.util.spec_from_file_location("generate_reference_sets", path)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
+    # dataclasses resolve their module by name
+    register = lambda name, module: monkeypatch.setitem(sys.modules, name, module)
+    module = load_script("generate_reference_sets", register)
     config = dataclasses.replace(module.CONFIGS["dw4"], num_chains=4, num_warmup_steps=20,
                                  num_burnin_steps=10, thinning=2, num_samples_per_chain=8)
     for run in ("a", "b"):

@@ -16,17 +16,10 @@ import pytest
 
 import targets
 from samplers import sde
-from samplers.base_processes import BrownianBase, LinearSchedule, MemorylessFlowBase, VPBase
+from samplers.base_processes import BrownianBase, LinearSchedule, VPBase
 from samplers.claims import lean_adjoint as la
-from samplers.problem import finetuning_problem, sampling_problem
-
-
-def _flow_problem(num_steps: int = 12):
-    matrix = jnp.array([[1.0, 0.7], [-0.4, 1.3]])
-    velocity = lambda x, t: jnp.tanh(matrix @ x) * (1.0 + t) - 0.3 * x
-    base = MemorylessFlowBase(dim=2, velocity=velocity, t0=0.2)
-    reward = lambda x: -0.5 * jnp.sum((x - 1.0) ** 2) + jnp.sin(2.0 * x[0]) * x[1]
-    return finetuning_problem(base, reward, 1.0, num_steps=num_steps)
+from samplers.problem import sampling_problem
+from tests.samplers.methods.test_adjoint_matching import _flow_problem  # non-linear base drift
 
 
 def _gaussian_problem(base, num_steps: int = 12):

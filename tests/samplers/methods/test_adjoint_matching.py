@@ -266,78 +266,10 @@ def test_loss_gradient_vanishes_at_optimal_control(time_subsample):
 
 
 # ---------------------------------------------------------------------------------------------
-# conformance and determinism
+# one step on a fixed batch, configs (the Method contract: tests/samplers/test_method_contract.py)
 # ---------------------------------------------------------------------------------------------
 
 TINY = dict(batch_size=16, hidden=(8,), time_embedding_dim=4, integrator="scan")
-OPTIONS = {
-    "plain": ("brownian", {}),
-    "options": (
-        "vp",
-        dict(
-            time_subsample=3,
-            passes_per_batch=2,
-            loss_clip_quantile=0.5,
-            max_grad_norm_target=1.0,
-            adjoint_evaluation="right",
-            time_weighting="uniform",
-            grad_log_target_feature=True,
-        ),
-    ),
-    "flow": ("flow", dict(time_subsample=4, integrator="diffrax")),
-}
-
-
-@pytest.mark.parametrize("variant", sorted(OPTIONS))
-def test_conformance_and_determinism(variant):
-    kind, overrides = OPTIONS[variant]
-    k_steps = 8
-    problem = _problem(kind, k_steps)
-    spec = samplers.get("adjoint_matching")
-    assert spec.family == "soc-regression" and spec.supports(problem.base.kind)
-    config = spec.make_config(**{**TINY, **overrides})
-    method = spec.build(problem, config)
-    # Determinism is checked on one variant (each extra run costs a compilation on a shared CPU).
-    runs = [
-        train(jax.random.key(3), method, num_steps=5, chunk_size=2)
-        for _ in range(2 if variant == "plain" else 1)
-    ]
-    first, second = runs[0], runs[-1]
-    assert first.num_compilations == 1
-    for name, values in first.history.items():
-        if name != "train_time_s":
-            np.testing.assert_array_equal(values, second.history[name], err_msg=name)
-            assert np.all(np.isfinite(values)), name
-    assert set(first.history) >= {"loss", "grad_norm", "elbo", "log_Z", "adjoint_max", "kept_fraction"}
-    assert int(first.state.step) == 5
-
-    n = config.batch_size
-    m = config.time_subsample or k_steps
-    per_control = 1 if config.grad_log_target_feature else 0
-    loss_evals = config.passes_per_batch * n * m
-    cost = first.state.cost
-    assert float(cost.sde_steps) == 5 * n * k_steps
-    assert float(cost.network_evals) == 5 * (n * k_steps + loss_evals)
-    assert float(cost.energy_evals) == 5 * n
-    assert float(cost.grad_evals) == 5 * (n + per_control * (n * k_steps + loss_evals))
-    if config.loss_clip_quantile is not None:
-        assert np.all(first.history["kept_fraction"] <= 0.5 + 1.0 / n)
-    else:
-        np.testing.assert_array_equal(first.history["kept_fraction"], 1.0)
-
-    sample = jax.jit(method.sample, static_argnums=2)
-    draws = [sample(jax.random.key(4), run.state, 64) for run in (first, second)]
-    np.testing.assert_array_equal(draws[0].x, draws[1].x)
-    np.testing.assert_array_equal(draws[0].log_w, draws[1].log_w)
-    assert draws[0].x.shape == (64, problem.dim) and draws[0].log_w.shape == (64,)
-    assert np.all(np.isfinite(draws[0].x)) and np.all(np.isfinite(draws[0].log_w))
-    assert float(draws[0].cost.sde_steps) == 64 * k_steps
-    if problem.has_log_target:
-        x_target = problem.target.sample(jax.random.key(5), 64)
-        log_w_backward = jax.jit(method.backward)(jax.random.key(6), first.state, x_target)
-        assert log_w_backward.shape == (64,) and np.all(np.isfinite(log_w_backward))
-    else:
-        assert method.backward is None
 
 
 def test_training_step_decreases_the_loss_on_a_fixed_batch():

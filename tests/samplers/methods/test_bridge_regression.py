@@ -24,7 +24,6 @@ from samplers.gaussian_oracle import GaussianOracle
 from samplers.methods import bridge_regression as br
 from samplers.methods.common import clip_norm
 from samplers.problem import sampling_problem
-from samplers.train import train
 from targets.base import ParticleSpec
 from tests.samplers.methods import analytic
 
@@ -234,90 +233,3 @@ def test_training_reaches_log_Z_and_ess(name, target_name):
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_training_reaches_log_Z_and_ess_more_seeds(name, target_name):
     analytic.check_slow(name, target_name)
-
-
-# ---------------------------------------------------------------------------------------------
-# conformance, determinism, cost
-# ---------------------------------------------------------------------------------------------
-
-TINY_CONFIG = dict(
-    hidden=(8,), batch_size=16, buffer_size=64, resample_size=32, refresh_every=3, integrator="scan"
-)
-
-
-def _tiny_train(name):
-    """Build a tiny method and train it twice with the same key (7 steps in chunks of 3): each `train`
-    compiles its own program, so the second run also checks that compilation is deterministic."""
-    problem = _gaussian_problem(num_steps=8)
-    spec = samplers.get(name)
-    config = spec.make_config(**TINY_CONFIG)
-    method = spec.build(problem, config)
-    first = train(jax.random.key(3), method, num_steps=7, chunk_size=3)
-    second = train(jax.random.key(3), method, num_steps=7, chunk_size=3)
-    return problem, config, method, first, second
-
-
-@pytest.fixture(scope="module")
-def tiny_runs():
-    """One pair of tiny runs per method, shared by the tests below (each compile costs seconds)."""
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = _tiny_train(name)
-        return cache[name]
-
-    return get
-
-
-# Two compilations of the whole training step per method (~3-6 s each on 2 busy cores), every method in
-# `make test` (determinism of each method).
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_train_is_deterministic_compiles_once_and_counts_cost(tiny_runs, name):
-    """Same key: identical history, parameters, optimiser state and replay buffer (the model's samples
-    `x1` and their path log-weights); one compilation per run; exact cost counters."""
-    problem, config, _, first, second = tiny_runs(name)
-    assert isinstance(config, type(samplers.get(name).make_config()))
-    assert first.num_compilations == 1 and second.num_compilations == 1
-    assert set(first.history) == set(second.history)
-    for key, values in first.history.items():
-        if key != "train_time_s":
-            np.testing.assert_array_equal(values, second.history[key], err_msg=key)
-    for state in (first.state, second.state):
-        jax.tree.map(np.testing.assert_array_equal, state.params, first.state.params)
-        jax.tree.map(np.testing.assert_array_equal, state.opt_state, first.state.opt_state)
-        jax.tree.map(np.testing.assert_array_equal, state.buffer, first.state.buffer)
-    assert np.all(np.isfinite(first.history["loss"])) and np.all(np.isfinite(first.history["grad_norm"]))
-    assert np.all(np.isfinite(np.asarray(first.state.buffer.data.log_w)))
-    # Refreshes happen at steps 0, 3, 6; the buffer then holds 64 end points (capacity).
-    np.testing.assert_allclose(first.history["refreshed"], [1 / 3, 1 / 3, 1.0], rtol=1e-6)
-    assert int(first.state.buffer.size) == 64 and int(first.state.step) == 7
-    # Cost: refreshes at steps 0, 3, 6 (32 new end points each, K = 8 steps), 16 regression targets per
-    # step; ∇log γ once per new end point except for CSM (its regression target needs no gradient).
-    cost = first.state.cost
-    new_points = 3 * config.resample_size
-    assert float(cost.energy_evals) == new_points
-    assert float(cost.grad_evals) == (0 if name == "conditional_score_matching" else new_points)
-    assert float(cost.sde_steps) == new_points * problem.num_steps
-    assert float(cost.network_evals) == new_points * problem.num_steps + 7 * config.batch_size
-
-
-@pytest.mark.parametrize(
-    "name",
-    # sampling and the backward pass are the same `samplers.sde` code for all four (only the trained
-    # parameters differ): checked in `make test` for adjoint_sampling, the others in the slow tier.
-    [n if n == "adjoint_sampling" else pytest.param(n, marks=pytest.mark.slow) for n in sorted(METHODS)],
-)
-def test_sample_and_backward_are_deterministic(tiny_runs, name):
-    problem, _, method, first, second = tiny_runs(name)
-    sample = jax.jit(method.sample, static_argnums=2)
-    samples_first = sample(jax.random.key(4), first.state, 64)
-    samples_second = sample(jax.random.key(4), second.state, 64)
-    np.testing.assert_array_equal(samples_first.x, samples_second.x)
-    np.testing.assert_array_equal(samples_first.log_w, samples_second.log_w)
-    assert np.all(np.isfinite(np.asarray(samples_first.log_w)))
-    x_target = problem.target.sample(jax.random.key(6), 64)
-    backward = jax.jit(method.backward)
-    backward_first = backward(jax.random.key(5), first.state, x_target)
-    assert backward_first.shape == (64,) and np.all(np.isfinite(np.asarray(backward_first)))
-    np.testing.assert_array_equal(backward_first, backward(jax.random.key(5), second.state, x_target))

@@ -23,7 +23,6 @@ import targets
 from samplers.base_processes import BrownianBase, LinearSchedule, MemorylessFlowBase, VPBase
 from samplers.methods import cmcd
 from samplers.problem import finetuning_problem, sampling_problem
-from samplers.train import train
 from targets.base import Target
 from tests.samplers.methods import analytic
 
@@ -186,71 +185,8 @@ def test_loss_gradient_vanishes_when_initial_law_is_the_target(loss_name):
 
 
 # ---------------------------------------------------------------------------------------------
-# conformance and determinism
+# configs (the Method contract: tests/samplers/test_method_contract.py)
 # ---------------------------------------------------------------------------------------------
-
-TINY = dict(batch_size=16, hidden=(8,), time_embedding_dim=4)
-TINY_STEPS = 8
-
-
-def _tiny_run(name):
-    target = targets.get("gaussian_correlated")
-    problem = _problem(target, num_steps=TINY_STEPS)
-    spec = samplers.get(name)
-    method = spec.build(problem, spec.make_config(**TINY))
-    result = train(jax.random.key(3), method, num_steps=5, chunk_size=2)
-    draws = jax.jit(method.sample, static_argnums=2)(jax.random.key(4), result.state, 64)
-    return spec, problem, method, result, draws
-
-
-@pytest.fixture(scope="module")
-def tiny_runs():
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = _tiny_run(name)
-        return cache[name]
-
-    return get
-
-
-@pytest.mark.parametrize("name", ["cmcd_lv", pytest.param("cmcd_kl", marks=pytest.mark.slow)])
-def test_conformance(tiny_runs, name):
-    spec, problem, method, result, draws = tiny_runs(name)
-    assert spec.family == "thermodynamic" and spec.supports(problem.base.kind)
-    assert result.num_compilations == 1
-    assert set(result.history) >= {"loss", "grad_norm", "elbo", "log_Z", "mean_diffusion_scale"}
-    for key, values in result.history.items():
-        assert np.all(np.isfinite(values)), key
-    assert set(result.state.params) == {"control", "annealing"}
-
-    n, k = TINY["batch_size"], TINY_STEPS
-    points = n * (k + 1)
-    cost = result.state.cost
-    assert float(cost.sde_steps) == 5 * n * k
-    assert float(cost.network_evals) == 5 * points
-    assert float(cost.energy_evals) == 5 * n
-    extra = points + n if name == "cmcd_kl" else 0  # Hessian-vector products of the reparametrised loss
-    # one ∇log γ per point: the grad-log-target feature reuses the drift's (cmcd.FeatureControl)
-    assert float(cost.grad_evals) == 5 * (points + extra)
-
-    assert draws.x.shape == (64, 2) and np.all(np.isfinite(draws.x)) and np.all(np.isfinite(draws.log_w))
-    assert float(draws.cost.sde_steps) == 64 * k
-    x_target = problem.target.sample(jax.random.key(5), 64)
-    log_w_backward = jax.jit(method.backward)(jax.random.key(6), result.state, x_target)
-    assert log_w_backward.shape == (64,) and np.all(np.isfinite(log_w_backward))
-
-
-@pytest.mark.parametrize("name", ["cmcd_lv", pytest.param("cmcd_kl", marks=pytest.mark.slow)])
-def test_determinism(tiny_runs, name):
-    *_, first, first_draws = tiny_runs(name)
-    *_, second, second_draws = _tiny_run(name)
-    for key, values in first.history.items():
-        if key != "train_time_s":
-            np.testing.assert_array_equal(values, second.history[key], err_msg=key)
-    np.testing.assert_array_equal(first_draws.x, second_draws.x)
-    np.testing.assert_array_equal(first_draws.log_w, second_draws.log_w)
 
 
 def test_bad_configs_and_problems_raise():

@@ -266,47 +266,11 @@ def test_epsilon_retuning_changes_samples_not_log_Z():
 
 
 # ---------------------------------------------------------------------------------------------
-# conformance, determinism, configs
+# fine-tuning problems, configs (the Method contract: tests/samplers/test_method_contract.py)
 # ---------------------------------------------------------------------------------------------
 
 TINY = dict(batch_size=8, hidden=(8,), time_embedding_dim=4, free_energy_hidden=(4,), time_subsample=3)
 TINY_STEPS = 6
-
-
-@pytest.mark.parametrize("name, divergence", [("nets_pinn", "hutchinson"), ("nets_action", "exact")])
-def test_conformance_and_determinism(name, divergence):
-    target = targets.get("gaussian_correlated")
-    problem = _problem(target, TINY_STEPS)
-    spec = samplers.get(name)
-    assert spec.family == "thermodynamic" and spec.supports("brownian") and spec.supports("vp")
-    exact_div_max_dim = 2 if divergence == "exact" else 1  # Hutchinson above exact_div_max_dim
-    method = spec.build(problem, spec.make_config(**TINY, exact_div_max_dim=exact_div_max_dim))
-    runs = [train(jax.random.key(3), method, num_steps=5, chunk_size=2) for _ in range(2)]
-    first, second = runs
-    assert first.num_compilations == 1
-    for key, values in first.history.items():
-        if key != "train_time_s":
-            np.testing.assert_array_equal(values, second.history[key], err_msg=key)
-            assert np.all(np.isfinite(values)), key
-    assert {"loss", "grad_norm"} <= set(first.history)
-
-    n, k, d, m = TINY["batch_size"], TINY_STEPS, 2, TINY["time_subsample"]
-    cost = first.state.cost
-    assert float(cost.sde_steps) == 5 * n * k
-    assert float(cost.energy_evals) == float(cost.grad_evals) == 5 * n * (k + 1)
-    if name == "nets_pinn":  # simulation without weights (K+1 drift calls) + m points × (1 JVP + F̂)
-        assert float(cost.network_evals) == 5 * (n * (k + 1) + n * m * 2)
-    else:  # Jarzynski simulation, exact divergence: (K+1)·d, + m times × n potential evals
-        assert float(cost.network_evals) == 5 * (n * (k + 1) * d + m * n)
-
-    sample = jax.jit(method.sample, static_argnums=2)
-    draws = [sample(jax.random.key(4), run.state, 64) for run in runs]
-    np.testing.assert_array_equal(draws[0].x, draws[1].x)
-    np.testing.assert_array_equal(draws[0].log_w, draws[1].log_w)
-    assert draws[0].x.shape == (64, 2) and draws[0].log_w.shape == (64,)
-    assert np.all(np.isfinite(draws[0].x)) and np.all(np.isfinite(draws[0].log_w))
-    assert float(draws[0].cost.sde_steps) == 64 * k
-    assert method.backward is None  # left-point Jarzynski weights have no exact backward identity
 
 
 def test_finetuning_problem():

@@ -29,7 +29,6 @@ from samplers.base_processes import BrownianBase, LinearSchedule, VPBase
 from samplers.gaussian_oracle import DiscreteChainOracle, GaussianOracle
 from samplers.methods import path_kl
 from samplers.problem import sampling_problem
-from samplers.train import train
 from tests.samplers.methods import analytic
 
 METHOD_BASES = {"pis": "brownian", "log_variance": "brownian", "trajectory_balance": "brownian", "dds": "vp"}
@@ -190,7 +189,7 @@ def test_optimal_control_log_weights_nearly_constant(oracle_problems, kind):
 
 
 # ---------------------------------------------------------------------------------------------
-# conformance and determinism
+# trajectory balance's log Z, configs (the Method contract: tests/samplers/test_method_contract.py)
 # ---------------------------------------------------------------------------------------------
 
 TINY = dict(batch_size=16, hidden=(8,), time_embedding_dim=4)
@@ -202,76 +201,6 @@ def _tiny_method(name):
     problem = sampling_problem(target, _base(METHOD_BASES[name], 2), num_steps=TINY_STEPS)
     spec = samplers.get(name)
     return spec, problem, spec.build(problem, spec.make_config(**TINY))
-
-
-def _tiny_run(name):
-    """Build and train a tiny method (5 steps in chunks of 2) and draw 64 samples from it."""
-    spec, problem, method = _tiny_method(name)
-    result = train(jax.random.key(3), method, num_steps=5, chunk_size=2)
-    draws = jax.jit(method.sample, static_argnums=2)(jax.random.key(4), result.state, 64)
-    return spec, problem, method, result, draws
-
-
-@pytest.fixture(scope="module")
-def tiny_runs():
-    """One tiny run per method, shared by the conformance and determinism tests (compiles are slow)."""
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = _tiny_run(name)
-        return cache[name]
-
-    return get
-
-
-@pytest.mark.parametrize(
-    "name",
-    # dds shares pis's code path on another base, trajectory_balance's step is also covered below:
-    # both are in the slow tier to keep this file fast (each compile costs seconds).
-    [
-        n if n in ("pis", "log_variance") else pytest.param(n, marks=pytest.mark.slow)
-        for n in sorted(METHOD_BASES)
-    ],
-)
-def test_conformance(tiny_runs, name):
-    spec, problem, method, result, draws = tiny_runs(name)
-    assert spec.family == "path-kl" and spec.supports(problem.base.kind)
-    assert result.num_compilations == 1  # 3 chunks (2, 2, 1 masked) share one program
-    assert set(result.history) >= {"loss", "grad_norm", "elbo", "log_Z"}
-    for key, values in result.history.items():
-        assert np.all(np.isfinite(values)), key
-
-    n, k = TINY["batch_size"], TINY_STEPS
-    cost = result.state.cost
-    assert float(cost.sde_steps) == 5 * n * k
-    assert float(cost.network_evals) == 5 * n * k
-    assert float(cost.energy_evals) == 5 * n
-    reparametrised = name in ("pis", "dds")
-    assert float(cost.grad_evals) == 5 * (n * k + (n if reparametrised else 0))  # grad feature + backprop
-
-    assert draws.x.shape == (64, 2) and draws.log_w.shape == (64,)
-    assert np.all(np.isfinite(draws.x)) and np.all(np.isfinite(draws.log_w))
-    assert float(draws.cost.sde_steps) == 64 * k and float(draws.cost.energy_evals) == 64
-
-    x_target = problem.target.sample(jax.random.key(5), 64)
-    log_w_backward = jax.jit(method.backward)(jax.random.key(6), result.state, x_target)
-    assert log_w_backward.shape == (64,) and np.all(np.isfinite(log_w_backward))
-
-
-@pytest.mark.parametrize(
-    "name",
-    [name if name == "pis" else pytest.param(name, marks=pytest.mark.slow) for name in sorted(METHOD_BASES)],
-)
-def test_determinism(tiny_runs, name):
-    """A second, independently built and compiled run with the same key gives identical results."""
-    _, _, _, first, first_draws = tiny_runs(name)
-    _, _, _, second, second_draws = _tiny_run(name)
-    for key, values in first.history.items():
-        if key != "train_time_s":
-            np.testing.assert_array_equal(values, second.history[key], err_msg=key)
-    np.testing.assert_array_equal(first_draws.x, second_draws.x)
-    np.testing.assert_array_equal(first_draws.log_w, second_draws.log_w)
 
 
 def test_trajectory_balance_learns_log_Z_parameter():
