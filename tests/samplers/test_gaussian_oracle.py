@@ -12,8 +12,9 @@ from samplers import estimators as est
 from samplers.base_processes import BrownianBase, GeometricSchedule, LinearSchedule
 from samplers.gaussian_oracle import GaussianOracle
 from samplers.problem import sampling_problem
-from samplers.sde import SDEConfig, simulate, simulate_backward
+from samplers.sde import SDEConfig, simulate
 from targets.base import Target
+from tests.samplers.test_sde import forward_backward_summary
 
 MEAN = jnp.asarray([0.6, -0.4], jnp.float32)
 COV = jnp.asarray([[0.7, 0.25], [0.25, 1.2]], jnp.float32)
@@ -153,16 +154,7 @@ def test_crooks_bar_and_jarzynski_agree_on_the_gaussian(one_dim):
     target, oracle, base = one_dim
     problem = sampling_problem(target, base, num_steps=30)
     half = lambda params, x, t: 0.5 * oracle.control(params, x, t)  # deliberately sub-optimal
-    n = 20000
-
-    @jax.jit
-    def run(key):
-        key_f, key_b, key_x = jax.random.split(key, 3)
-        forward = simulate(key_f, problem, half, None, n, SDEConfig(integrator="scan"))
-        backward = simulate_backward(key_b, problem, half, None, target.sample(key_x, n))
-        return est.summary(forward.log_w, backward.log_w)
-
-    out = run(jax.random.key(11))
+    out = forward_backward_summary(jax.random.key(11), problem, half, None, 20000)
     jarzynski, bar = out["log_Z"], out["bar_log_Z"]
     assert float(out["elbo"].value) + 0.01 < LOG_Z < float(out["eubo"].value) - 0.01  # a real gap
     for name in ("log_Z", "log_Z_backward", "bar_log_Z"):

@@ -136,20 +136,25 @@ def test_zero_control_is_unbiased_only_with_the_discrete_terminal_law():
     assert abs(w_cont.mean() - z) > 10 * w_cont.std() / np.sqrt(n)  # the continuous ν_1 is biased
 
 
-@pytest.mark.parametrize("base_name", ["brownian", pytest.param("vp", marks=pytest.mark.slow)])
-def test_forward_backward_and_bar_recover_log_Z(base_name):
-    target = gaussian_target()
-    problem = sampling_problem(target, BASES[base_name], num_steps=20)
-    n = 20000
+def forward_backward_summary(key, problem, control, params, num_samples: int) -> dict:
+    """`estimators.summary` of `num_samples` forward paths (scan integrator) and as many backward paths
+    started at exact target samples, in one jitted program."""
 
     @jax.jit
     def run(key):
         key_f, key_b, key_x = jax.random.split(key, 3)
-        forward = simulate(key_f, problem, control, PARAMS, n, SDEConfig(integrator="scan"))
-        backward = simulate_backward(key_b, problem, control, PARAMS, target.sample(key_x, n))
+        forward = simulate(key_f, problem, control, params, num_samples, SDEConfig(integrator="scan"))
+        x_target = problem.target.sample(key_x, num_samples)
+        backward = simulate_backward(key_b, problem, control, params, x_target)
         return est.summary(forward.log_w, backward.log_w)
 
-    out = run(jax.random.key(2))
+    return run(key)
+
+
+@pytest.mark.parametrize("base_name", ["brownian", pytest.param("vp", marks=pytest.mark.slow)])
+def test_forward_backward_and_bar_recover_log_Z(base_name):
+    problem = sampling_problem(gaussian_target(), BASES[base_name], num_steps=20)
+    out = forward_backward_summary(jax.random.key(2), problem, control, PARAMS, 20000)
     for name in ("log_Z", "log_Z_backward", "bar_log_Z"):
         value, se = (float(v) for v in out[name])
         assert abs(value - 0.7) < 5 * se + 1e-3, name
