@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplers.method import Cost, Method, Samples
+from samplers.promotion import standard_promotion
 from targets.base import remove_mean
 
 __all__ = [
@@ -186,6 +187,7 @@ def monte_carlo_standard_error(values: jax.Array) -> jax.Array:
 
 
 @jax.jit
+@standard_promotion  # blackjax's rank normalisation divides int32 ranks by Python floats
 def _ess_and_rhat(values: jax.Array) -> tuple[jax.Array, jax.Array]:
     # One compiled program: blackjax's rank-normalised diagnostics are many small ops, slow eagerly.
     ess = bjd.ess_bulk(values, chain_axis=0, sample_axis=1)

@@ -49,6 +49,7 @@ from blackjax.adaptation.step_size import dual_averaging_adaptation
 from samplers.baselines.common import check_positive, working_density
 from samplers.method import Cost, Method, Samples
 from samplers.parallel import shard_batch
+from samplers.promotion import standard_promotion
 
 __all__ = [
     "ChainConfig",
@@ -285,7 +286,8 @@ def _nuts_kernel(log_prob: Callable, dim: int, config: NUTSConfig) -> ChainKerne
             adaptation_info_fn=keep,
             max_num_doublings=config.max_num_doublings,
         )
-        (chain, tuned), trace = adaptation.run(key, chain.position, num_steps=config.num_warmup)
+        run = standard_promotion(adaptation.run)  # blackjax's adaptation promotes implicitly
+        (chain, tuned), trace = run(key, chain.position, num_steps=config.num_warmup)
         leapfrogs = jnp.sum(trace.info.num_integration_steps)
         stats = ChainStats(
             acceptance_rate=jnp.mean(trace.info.acceptance_rate),

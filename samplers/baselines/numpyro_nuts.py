@@ -44,6 +44,7 @@ from samplers.baselines.mcmc import (
     build_chain_method,
 )
 from samplers.method import Method
+from samplers.promotion import standard_promotion
 
 __all__ = ["NumpyroChain", "NumpyroNUTSConfig", "build_numpyro_nuts"]
 
@@ -89,7 +90,8 @@ def _numpyro_kernel(log_prob, dim: int, config: NumpyroNUTSConfig) -> ChainKerne
 
     def run(key, chain, parameters, num_iterations, adapt):
         # A fresh `hmc()` per phase: numpyro binds the warm-up length in `init_kernel`'s closure.
-        init_kernel, sample_kernel = hmc(potential_fn=potential, algo="NUTS")
+        # numpyro's kernels promote dtypes implicitly inside (see samplers.promotion)
+        init_kernel, sample_kernel = map(standard_promotion, hmc(potential_fn=potential, algo="NUTS"))
         state = init_kernel(
             ParamInfo(chain.position, chain.potential_energy, chain.potential_grad),
             num_warmup=num_iterations if adapt else 0,

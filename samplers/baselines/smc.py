@@ -298,7 +298,7 @@ def run_smc(key: jax.Array, target: Any, config: SMCConfig, num_particles: int) 
         log_w=log_w,
         log_Z=log_Z,
         num_stages=num_stages,
-        acceptance_rate=carry.acceptance_sum / jnp.maximum(num_stages, 1),
+        acceptance_rate=carry.acceptance_sum / jnp.maximum(num_stages, 1).astype(dtype),
         step_size=carry.step_size,
         cost=cost,
     )
