@@ -33,7 +33,7 @@ from samplers.gaussian_oracle import GaussianOracle
 from samplers.methods import adjoint_matching as am
 from samplers.problem import finetuning_problem, sampling_problem
 from samplers.train import train
-from tests.samplers.methods import analytic
+from tests.samplers.methods import analytic, fixed_point
 
 
 def _flow_problem(num_steps: int = 12):
@@ -51,11 +51,6 @@ def _problem(kind: str, num_steps: int, dim: int = 2):
     target = targets.get("gaussian_correlated", dim=dim)
     base = VPBase(dim, sigma0=2.0) if kind == "vp" else BrownianBase(dim, LinearSchedule(1.5))
     return sampling_problem(target, base, num_steps=num_steps)
-
-
-def _z_scores(grads: np.ndarray) -> np.ndarray:
-    grads = np.asarray(grads, np.float64)
-    return grads.mean(0) / (grads.std(0, ddof=1) / np.sqrt(grads.shape[0]))
 
 
 def _wiggly_control(params, x, t):
@@ -218,44 +213,19 @@ def fixed_point_z_scores(time_subsample=None) -> tuple[np.ndarray, np.ndarray]:
         problem.ts
     )
     config = sde.SDEConfig(integrator="scan")
-    num_batches, batch_size = 16, 256
+    control = fixed_point.affine_control(optimal)
 
-    def control(theta, x, t):
-        return optimal(None, x, t) + theta["A"] @ x + theta["c"]
+    def gradient(theta, key):
+        key_sim, key_loss = jax.random.split(key)
+        path, adjoints = am.simulate_with_adjoint(key_sim, problem, control, theta, 256, config)
+        return jax.grad(
+            lambda th: am.adjoint_matching_loss(
+                key_loss, problem, control, th, path.trajectory, adjoints, time_subsample=time_subsample
+            )[0]
+        )(theta)
 
-    thetas = {
-        "A": jnp.stack([jnp.zeros((2, 2)), 0.2 * jnp.eye(2)]),
-        "c": jnp.stack([jnp.zeros(2), jnp.array([0.2, -0.1])]),
-    }
-
-    @jax.jit
-    def gradients(thetas):
-        def per_theta(theta):
-            def per_batch(key):
-                key_sim, key_loss = jax.random.split(key)
-                path, adjoints = am.simulate_with_adjoint(
-                    key_sim, problem, control, theta, batch_size, config
-                )
-                g = jax.grad(
-                    lambda th: am.adjoint_matching_loss(
-                        key_loss,
-                        problem,
-                        control,
-                        th,
-                        path.trajectory,
-                        adjoints,
-                        time_subsample=time_subsample,
-                    )[0]
-                )(theta)
-                return jnp.concatenate([g["A"].ravel(), g["c"]])
-
-            return jax.lax.map(per_batch, jax.random.split(jax.random.key(0), num_batches))
-
-        return jax.lax.map(per_theta, thetas)
-
-    grads = np.asarray(gradients(thetas))
-    assert np.all(np.isfinite(grads))
-    return _z_scores(grads[0]), _z_scores(grads[1])
+    grads, _ = fixed_point.perturbation_gradients(gradient, num_batches=16)
+    return fixed_point.z_scores(grads[0]), fixed_point.z_scores(grads[1])
 
 
 @pytest.mark.parametrize("time_subsample", [None, 8])

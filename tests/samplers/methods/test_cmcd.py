@@ -24,17 +24,12 @@ from samplers.base_processes import BrownianBase, LinearSchedule, MemorylessFlow
 from samplers.methods import cmcd
 from samplers.problem import finetuning_problem, sampling_problem
 from targets.base import Target
-from tests.samplers.methods import analytic
+from tests.samplers.methods import analytic, fixed_point
 
 
 def _problem(target: Target, num_steps: int):
     # CMCD uses only the grid and log γ of the problem; the base is irrelevant to it.
     return sampling_problem(target, BrownianBase(target.dim, LinearSchedule(1.0)), num_steps=num_steps)
-
-
-def _z_scores(grads: np.ndarray) -> np.ndarray:
-    grads = np.asarray(grads, np.float64)
-    return grads.mean(0) / (grads.std(0, ddof=1) / np.sqrt(grads.shape[0]))
 
 
 def _ratio_mean_and_se(log_ratio) -> tuple[float, float]:
@@ -140,39 +135,19 @@ def fixed_point_z_scores(loss_name: str) -> tuple[np.ndarray, np.ndarray, np.nda
     annealing["initial_mean"] = jnp.full((2,), 1.0)
     annealing["initial_log_std"] = jnp.full((2,), math.log(1.5))
     loss = {"cmcd_lv": cmcd.cmcd_lv_loss, "cmcd_kl": cmcd.cmcd_kl_loss}[loss_name]
-    num_batches, batch_size = 16, 512
+    control = fixed_point.affine_control(lambda params, x, t: jnp.zeros_like(x))  # u* = 0
+    params_of = lambda theta: {"control": theta, "annealing": annealing}
 
-    def control(theta, x, t):
-        return theta["A"] @ x + theta["c"]
+    def gradient(theta, key):
+        objective = lambda p: loss(key, problem, control, p, 512, config)[0]
+        return jax.grad(objective)(params_of(theta))["control"]
 
-    thetas = {
-        "A": jnp.stack([jnp.zeros((2, 2)), 0.2 * jnp.eye(2)]),
-        "c": jnp.stack([jnp.zeros(2), jnp.array([0.2, -0.1])]),
-    }
+    def spread(theta):
+        path = cmcd.simulate_cmcd(jax.random.key(9), problem, control, params_of(theta), 4096, config)
+        return jnp.std(path.log_w)
 
-    @jax.jit
-    def gradients_and_spread(thetas):
-        def per_theta(theta):
-            def per_batch(key):
-                params = {"control": theta, "annealing": annealing}
-                g = jax.grad(lambda p: loss(key, problem, control, p, batch_size, config)[0])(params)[
-                    "control"
-                ]
-                return jnp.concatenate([g["A"].ravel(), g["c"]])
-
-            path = cmcd.simulate_cmcd(
-                jax.random.key(9), problem, control, {"control": theta, "annealing": annealing}, 4096, config
-            )
-            return jax.lax.map(per_batch, jax.random.split(jax.random.key(0), num_batches)), jnp.std(
-                path.log_w
-            )
-
-        return jax.lax.map(per_theta, thetas)
-
-    grads, spread = gradients_and_spread(thetas)
-    grads = np.asarray(grads)
-    assert np.all(np.isfinite(grads))
-    return _z_scores(grads[0]), _z_scores(grads[1]), np.asarray(spread)
+    grads, spreads = fixed_point.perturbation_gradients(gradient, num_batches=16, extra=spread)
+    return fixed_point.z_scores(grads[0]), fixed_point.z_scores(grads[1]), np.asarray(spreads)
 
 
 @pytest.mark.parametrize("loss_name", ["cmcd_lv", pytest.param("cmcd_kl", marks=pytest.mark.slow)])

@@ -29,7 +29,7 @@ from samplers.base_processes import BrownianBase, LinearSchedule, VPBase
 from samplers.gaussian_oracle import DiscreteChainOracle, GaussianOracle
 from samplers.methods import path_kl
 from samplers.problem import sampling_problem
-from tests.samplers.methods import analytic
+from tests.samplers.methods import analytic, fixed_point
 
 METHOD_BASES = {"pis": "brownian", "log_variance": "brownian", "trajectory_balance": "brownian", "dds": "vp"}
 
@@ -38,12 +38,6 @@ def _base(kind: str, dim: int):
     # σ = 1.5: wide enough to reach both modes of the bimodal target, small enough that the EM
     # covariance mismatch (the floor of the ESS on a finite grid) stays small on 32 steps.
     return VPBase(dim, sigma0=1.5) if kind == "vp" else BrownianBase(dim, LinearSchedule(1.5))
-
-
-def _z_scores(grads: np.ndarray) -> np.ndarray:
-    """Mean over independent batches divided by its standard error, per component."""
-    grads = np.asarray(grads, np.float64)
-    return grads.mean(0) / (grads.std(0, ddof=1) / np.sqrt(grads.shape[0]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,30 +95,10 @@ def fixed_point_z_scores(name: str, oracle_problem=None) -> tuple[np.ndarray, np
     problem, optimal, log_Z = oracle_problem or _oracle_problem(METHOD_BASES[name])
     loss = _loss_call(name, log_Z)
     config = sde.SDEConfig(integrator="scan")
-    num_batches, batch_size = 16, 256
-
-    def control(theta, x, t):
-        return optimal(None, x, t) + theta["A"] @ x + theta["c"]
-
-    thetas = {
-        "A": jnp.stack([jnp.zeros((2, 2)), 0.2 * jnp.eye(2)]),
-        "c": jnp.stack([jnp.zeros(2), jnp.array([0.2, -0.1])]),
-    }
-
-    @jax.jit
-    def gradients(thetas):
-        def per_theta(theta):
-            def per_batch(key):
-                g = jax.grad(lambda th: loss(key, problem, control, th, batch_size, config)[0])(theta)
-                return jnp.concatenate([g["A"].ravel(), g["c"]])
-
-            return jax.lax.map(per_batch, jax.random.split(jax.random.key(0), num_batches))
-
-        return jax.lax.map(per_theta, thetas)
-
-    grads = np.asarray(gradients(thetas))
-    assert np.all(np.isfinite(grads))
-    return _z_scores(grads[0]), _z_scores(grads[1])
+    control = fixed_point.affine_control(optimal)
+    gradient = lambda theta, key: jax.grad(lambda th: loss(key, problem, control, th, 256, config)[0])(theta)
+    grads, _ = fixed_point.perturbation_gradients(gradient, num_batches=16)
+    return fixed_point.z_scores(grads[0]), fixed_point.z_scores(grads[1])
 
 
 @pytest.mark.parametrize("name", ["pis", "log_variance", "trajectory_balance", "dds"])
