@@ -30,7 +30,7 @@ import json
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +50,7 @@ from samplers.train import Diverged, train
 
 __all__ = [
     "SAMPLE_FILE_ROWS",
+    "CellProgress",
     "CellRecord",
     "CellResult",
     "Drawn",
@@ -213,6 +214,16 @@ class CellRecord:
         """The JSON record: every field, except unset optional ones and an empty message."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return {k: v for k, v in out.items() if v is not None and not (k == "message" and not v)}
+
+
+class CellProgress(Protocol):
+    """Where `run_cell` reports what it is doing (the runner shows it on the cell's progress line)."""
+
+    def phase(self, name: str) -> None:
+        """A new stage began: "resolving", "training", "sampling", "scoring"."""
+
+    def chunk(self, step: int, num_steps: int, loss: float | None) -> None:
+        """A training chunk ended: steps done, the step budget, the chunk's mean loss (if scalar)."""
 
 
 class CellResult(NamedTuple):
@@ -437,12 +448,10 @@ def run_cell(
     suite: Suite,
     *,
     trace: bool = True,
-    report: Callable[[int, int, float | None], None] | None = None,
+    progress: CellProgress | None = None,
 ) -> CellResult:
-    """Run one cell through the pipeline of the module docstring (nothing is written here).
-
-    `report(step, num_steps, loss)` is called after every training chunk (progress lines).
-    """
+    """Run one cell through the pipeline of the module docstring (nothing is written here);
+    `progress` hears each stage and each training chunk."""
     budget = suite.budget(cell.budget)
     record = CellRecord(
         suite=suite.name,
@@ -458,7 +467,9 @@ def run_cell(
     )
     samples_kept = None
     t_cell = time.perf_counter()
+    phase = progress.phase if progress is not None else (lambda name: None)
     try:
+        phase("resolving")
         resolved = resolve_cell(cell.method, cell.target)
         spec, target, problem, config = resolved.spec, resolved.target, resolved.problem, resolved.config
         record.inputs = cell_inputs(resolved, record.budget, suite.num_samples)
@@ -491,6 +502,7 @@ def run_cell(
         else:
             max_evals_train = max_evals
         method = spec.build(problem, config)
+        phase("training")
         trained = train_cell(
             k_train,
             method,
@@ -500,7 +512,7 @@ def run_cell(
             trace=trace and spec.weighted,
             max_evals=max_evals_train,
             num_samples=suite.num_samples,
-            report=report,
+            report=progress.chunk if progress is not None else None,
         )
         record.trace, record.train = trained.trace, trained.summary
         if trained.note is not None:
@@ -508,6 +520,7 @@ def run_cell(
         state = trained.state._replace(cost=trained.state.cost + pilot_cost)
         record.cost_train = state.cost._asdict()
 
+        phase("sampling")
         samples, sample_compile, sample_time = draw_samples(method, state, k_sample, suite.num_samples)
         record.cost_sample = samples.cost._asdict()
         samples_kept = np.asarray(samples.x[:SAMPLE_FILE_ROWS], np.float32)
@@ -516,6 +529,7 @@ def run_cell(
             record.message = "non-finite samples or NaN log-weights after training"
             return CellResult(record, samples_kept)
 
+        phase("scoring")
         ref, ref2, _ = _reference_sets(target, k_ref, suite.num_samples)
         bwd = None
         if method.backward is not None and ref is not None and spec.weighted:

@@ -234,20 +234,31 @@ def _summary_line(cell: Cell, rec: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def _progress_reporter(bar: Any, cell: Cell) -> Callable[[int, int, float | None], None]:
-    """The cell's progress line after every training chunk: step, loss and ETA (tqdm postfix)."""
-    start = time.perf_counter()
+class _BarProgress:
+    """A cell's progress on the grid's tqdm line (postfix): the stage, then after each training
+    chunk the step, the loss and an ETA. The ETA is timed from the end of the first chunk, which
+    includes the compilation."""
 
-    def report(step: int, num_steps: int, loss: float | None) -> None:
-        elapsed = time.perf_counter() - start
-        eta = elapsed / max(step, 1) * (num_steps - step)
+    def __init__(self, bar: Any):
+        self.bar, self.first = bar, None
+
+    def _show(self, text: str) -> None:
+        self.bar.set_postfix_str(text, refresh=True)
+
+    def phase(self, name: str) -> None:
+        self._show(f"{name} (compiling)" if name == "training" else name)
+
+    def chunk(self, step: int, num_steps: int, loss: float | None) -> None:
+        now = time.perf_counter()
         parts = [f"step {step}/{num_steps}"]
         if loss is not None:
             parts.append(f"loss {loss:.4g}")
-        parts.append(f"ETA {eta:.0f}s")
-        bar.set_postfix_str(" ".join(parts), refresh=True)
-
-    return report
+        if self.first is None:
+            self.first = (step, now)
+        elif step > self.first[0]:
+            rate = (now - self.first[1]) / (step - self.first[0])
+            parts.append(f"ETA {rate * (num_steps - step):.0f}s")
+        self._show(" ".join(parts))
 
 
 def run_suite(
@@ -282,7 +293,7 @@ def run_suite(
             bar.set_description(cell.id)
             if why not in ("new", "forced"):
                 (bar.write if progress else log)(f"  re-running {cell.id}: {why}")
-            result = run_cell(cell, suite, report=_progress_reporter(bar, cell) if progress else None)
+            result = run_cell(cell, suite, progress=_BarProgress(bar) if progress else None)
             rec = result.record.to_dict()
             path = cell.path(out, suite.name)
             if result.samples is not None:

@@ -151,3 +151,24 @@ def test_killed_grid_resumes_without_losing_or_repeating_cells(tmp_path):
         assert p.read_bytes() == content, "a finished cell was re-run"
     assert not list(out.rglob("*.tmp")), "partial files left behind"
     assert sorted(r["seed"] for r in iter_records(out)) == seeds
+
+
+def test_progress_line_shows_stage_step_loss_and_eta():
+    from benchmarks.grid.runner import _BarProgress
+
+    class Bar:
+        def __init__(self):
+            self.shown: list[str] = []
+
+        def set_postfix_str(self, text, refresh=True):
+            self.shown.append(text)
+
+    bar = Bar()
+    progress = _BarProgress(bar)
+    progress.phase("training")
+    progress.chunk(50, 150, 3.97)  # the first chunk includes the compilation: no ETA yet
+    progress.chunk(100, 150, None)
+    progress.phase("sampling")
+    assert bar.shown[:2] == ["training (compiling)", "step 50/150 loss 3.97"]
+    assert bar.shown[2].startswith("step 100/150 ETA ") and bar.shown[2].endswith("s")
+    assert bar.shown[3] == "sampling"
