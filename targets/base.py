@@ -197,6 +197,11 @@ class Target:
         if self.particles is not None:
             points = np.asarray(remove_mean(jnp.asarray(points), self.particles))
         values = np.asarray(jax.vmap(self.log_prob_fn)(jnp.asarray(points, dtype=jnp.float32)), np.float64)
+        if values.shape != (len(points),):
+            raise ValueError(
+                f"target {self.name!r}: log_prob must return a scalar for one point of shape ({self.dim},), "
+                f"got shape {values.shape[1:]}"
+            )
         text = f"{self.name}|{self.dim}|{self.log_Z}|" + ",".join(f"{v:.4g}" for v in values)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -135,3 +135,9 @@ def test_register_target_accepts_log_zero_and_jax_only_code():
         targets.register_target(name, lambda x: -jnp.sum(x.at[0].set(0.0) ** 2), dim=2, overwrite=True)
     finally:
         targets.TARGETS.unregister(name)
+
+
+def test_fingerprint_of_a_non_scalar_log_prob_says_so():
+    target = targets.Target(name="vector_out", dim=2, log_prob_fn=lambda x: -0.5 * x**2)
+    with pytest.raises(ValueError, match=r"target .vector_out.: log_prob must return a scalar .* \(2,\)"):
+        target.fingerprint()
