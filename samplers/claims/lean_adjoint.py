@@ -69,8 +69,7 @@ __all__ = [
     "run_lean_adjoint_report",
 ]
 
-PyTree = Any
-Control = Callable[[PyTree, jax.Array, jax.Array], jax.Array]
+Control = sde.Control
 RELATIVE_TOLERANCE = 1e-4  # float32 rounding and power-iteration error allowed when checking a bound
 
 
@@ -185,7 +184,7 @@ def lean_adjoint_statistics(
     key: jax.Array,
     problem: Problem,
     control: Control,
-    params: PyTree,
+    params: Any,
     num_samples: int,
     *,
     evaluation: str = "left",
