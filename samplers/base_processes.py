@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplers.promotion import float_dtype
 from targets.base import ParticleSpec, remove_mean
 from targets.registry import Registry
 
@@ -132,10 +133,10 @@ class LinearSchedule(AbstractNoiseSchedule):
             raise ValueError(f"LinearSchedule: sigma_value must be > 0, got {self.sigma_value!r}")
 
     def sigma(self, t):
-        return jnp.full_like(jnp.asarray(t, jnp.result_type(t, jnp.float32)), self.sigma_value)
+        return jnp.full_like(jnp.asarray(t, float_dtype(t)), self.sigma_value)
 
     def nu(self, t):
-        return self.sigma_value**2 * jnp.asarray(t, jnp.result_type(t, jnp.float32))
+        return self.sigma_value**2 * jnp.asarray(t, float_dtype(t))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,12 +174,12 @@ class GeometricSchedule(AbstractNoiseSchedule):
         return math.log(self.sigma_max / self.sigma_min)
 
     def sigma(self, t):
-        t = jnp.asarray(t, jnp.result_type(t, jnp.float32))
+        t = jnp.asarray(t, float_dtype(t))
         lr = self._log_ratio
         return self.sigma_min * jnp.exp((1.0 - t) * lr) * math.sqrt(2.0 * lr)
 
     def nu(self, t):
-        t = jnp.asarray(t, jnp.result_type(t, jnp.float32))
+        t = jnp.asarray(t, float_dtype(t))
         return self.sigma_max**2 * -jnp.expm1(-2.0 * t * self._log_ratio)
 
 
@@ -370,7 +371,7 @@ class AbstractLinearGaussianBase(AbstractBaseProcess):
         compilation); a traced grid goes through a `lax.scan` over the variance recursion."""
         if not isinstance(ts, jax.core.Tracer):
             return self._discretise_numpy(np.asarray(ts, np.float64))
-        ts = jnp.asarray(ts, jnp.result_type(ts, jnp.float32))
+        ts = jnp.asarray(ts, float_dtype(ts))
         if ts.ndim != 1 or ts.shape[0] < 2:
             raise ValueError(
                 f"the time grid must be one-dimensional with at least 2 points, got shape {ts.shape}"
@@ -457,7 +458,7 @@ class BrownianBase(AbstractLinearGaussianBase):
         return 0.0
 
     def linear_drift_coefficient(self, t):
-        return jnp.zeros_like(jnp.asarray(t, jnp.result_type(t, jnp.float32)))
+        return jnp.zeros_like(jnp.asarray(t, float_dtype(t)))
 
     def sigma(self, t):
         return self.schedule.sigma(t)
@@ -474,7 +475,7 @@ class BrownianBase(AbstractLinearGaussianBase):
         return x0 + alpha * (x1 - x0), nu1 * alpha * (1.0 - alpha)
 
     def conditional_mean_coefficient(self, t):
-        return jnp.ones_like(jnp.asarray(t, jnp.result_type(t, jnp.float32)))
+        return jnp.ones_like(jnp.asarray(t, float_dtype(t)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -523,12 +524,12 @@ class VPBase(AbstractLinearGaussianBase):
 
     def beta(self, t):
         """`β(t) = β_min + (β_max - β_min)(1 - t)`."""
-        t = jnp.asarray(t, jnp.result_type(t, jnp.float32))
+        t = jnp.asarray(t, float_dtype(t))
         return self.beta_min + (self.beta_max - self.beta_min) * (1.0 - t)
 
     def beta_integral(self, t):
         """`B(t) = ∫_0^t β = β_min t + (β_max - β_min)(t - t²/2)`."""
-        t = jnp.asarray(t, jnp.result_type(t, jnp.float32))
+        t = jnp.asarray(t, float_dtype(t))
         return self.beta_min * t + (self.beta_max - self.beta_min) * (t - 0.5 * t * t)
 
     def linear_drift_coefficient(self, t):
@@ -629,11 +630,11 @@ class MemorylessFlowBase(AbstractBaseProcess):
         return 2.0 * self.velocity(x, t) - x / t
 
     def sigma(self, t):
-        t = jnp.asarray(t, jnp.result_type(t, jnp.float32))
+        t = jnp.asarray(t, float_dtype(t))
         return jnp.sqrt(2.0 * (1.0 - t) / t)
 
     def nu(self, t):
-        t = jnp.asarray(t, jnp.result_type(t, jnp.float32))
+        t = jnp.asarray(t, float_dtype(t))
         return 2.0 * jnp.log(t / self.t0) - 2.0 * (t - self.t0)
 
     @property
@@ -658,7 +659,7 @@ class MemorylessFlowBase(AbstractBaseProcess):
 
     def bridge(self, t, x0, x1):
         s = self.t0
-        t = jnp.asarray(t, jnp.result_type(t, jnp.float32))
+        t = jnp.asarray(t, float_dtype(t))
         rho = s * (1.0 - t) ** 2 / (t * (1.0 - s) ** 2)
         mean = t * x1 + rho * (x0 - s * x1)
         var = (1.0 - t) ** 2 * (1.0 - (s * (1.0 - t) / (t * (1.0 - s))) ** 2)

@@ -20,6 +20,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from samplers.promotion import float_dtype
+
 __all__ = [
     "Estimate",
     "bar_log_Z",
@@ -42,7 +44,7 @@ class Estimate(NamedTuple):
 
 def _as_log_weights(log_w) -> jax.Array:
     log_w = jnp.asarray(log_w)
-    log_w = log_w.astype(jnp.result_type(log_w, jnp.float32))
+    log_w = log_w.astype(float_dtype(log_w))
     if log_w.ndim != 1 or log_w.shape[0] < 2:
         raise ValueError(f"log-weights must be a vector of at least 2 values, got shape {log_w.shape}")
     return log_w

@@ -38,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from samplers.promotion import float_dtype
 from targets.base import ParticleSpec
 
 __all__ = [
@@ -140,7 +141,7 @@ def sinusoidal_time_features(
     Returns:
         Features of shape `(num_features,)`, in the dtype of `t` (float32 by default).
     """
-    t = jnp.asarray(t, dtype=jnp.result_type(t, jnp.float32))
+    t = jnp.asarray(t, dtype=float_dtype(t))
     half = num_features // 2
     low, high = frequency_range
     frequencies = jnp.geomspace(low, high, half, dtype=t.dtype) if half > 1 else jnp.full((1,), low, t.dtype)
