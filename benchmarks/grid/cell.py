@@ -39,7 +39,7 @@ import numpy as np
 import samplers
 import targets
 from benchmarks.grid import hyperparams
-from benchmarks.grid.records import environment, git_commit
+from benchmarks.grid.records import environment, git_commit, jsonable
 from benchmarks.grid.suites import Budget, Cell, Suite
 from benchmarks.metrics import EvalContext, evaluate
 from benchmarks.metrics.cost import cost_metrics
@@ -97,8 +97,8 @@ def resolve_cell(method: str, target: str, **config_overrides: Any) -> Resolved:
 
 
 def _canonical(value: Any) -> Any:
-    """`value` as it reads back from a record (tuples become lists, keys strings)."""
-    return json.loads(json.dumps(value, default=repr))
+    """`value` as it reads back from a record (tuples become lists, keys strings, NaN / Inf strings)."""
+    return json.loads(json.dumps(jsonable(value), default=repr))
 
 
 def cell_inputs(

@@ -41,6 +41,7 @@ __all__ = [
     "environment",
     "git_commit",
     "is_stale_temp",
+    "jsonable",
     "is_safe_name",
     "iter_records",
     "misfiled",
@@ -71,14 +72,14 @@ _PACKAGES = (
 )
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Convert numpy / jax scalars and arrays; NaN and Inf become strings (strict JSON)."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if hasattr(value, "tolist"):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # "nan", "inf", "-inf"
     return value
@@ -135,8 +136,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write `payload` to `path` atomically as strict JSON (NaN / Inf as strings, `_jsonable`)."""
-    atomic_write_text(path, json.dumps(_jsonable(payload), indent=1, sort_keys=True, allow_nan=False) + "\n")
+    """Write `payload` to `path` atomically as strict JSON (NaN / Inf as strings: `jsonable`)."""
+    atomic_write_text(path, json.dumps(jsonable(payload), indent=1, sort_keys=True, allow_nan=False) + "\n")
 
 
 def ensure_writable(directory: str | os.PathLike) -> Path:

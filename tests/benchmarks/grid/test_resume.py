@@ -3,6 +3,7 @@ re-runs failed ones; the `only` filters name what they select or fail listing th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -98,3 +99,13 @@ def test_only_values_that_match_nothing_list_the_valid_ones(tmp_path, only, matc
     _register(1.0)
     with pytest.raises(ValueError, match=match):
         select_cells(_suite(tmp_path), only=parse_only(only))
+
+
+def test_inputs_read_back_from_a_record_equal_the_present_ones(tmp_path):
+    from benchmarks.grid.cell import _canonical
+    from benchmarks.grid.records import atomic_write_json
+
+    inputs = _canonical({"method": {"clip": float("inf"), "hidden": (64, 64)}, "num_samples": 64})
+    atomic_write_json(tmp_path / "r.json", {"inputs": inputs})
+    stored = json.loads((tmp_path / "r.json").read_text())["inputs"]
+    assert stored == inputs  # else every resume would re-run a config holding inf or a tuple
