@@ -174,3 +174,15 @@ def test_ctrl_c_exits_130_with_one_line_and_keeps_finished_records(tmp_path):
     assert "run the same command to resume" in lines[0]
     assert not list(out.rglob("*.tmp"))
     shutil.rmtree(out)
+
+
+def test_leaderboard_without_records_leaves_the_tables_alone(tmp_path, capsys):
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "leaderboard.md").write_text("committed\n")
+    (tmp_path / "runs" / "t").mkdir(parents=True)
+    (tmp_path / "runs" / "t" / "seed0.json").write_text("{}")  # nothing valid to build from
+    code = cli.main(["leaderboard", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "res")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no valid records under" in err and "left as it is" in err
+    assert f"skipped {tmp_path / 'runs' / 't' / 'seed0.json'}" in err
+    assert (tmp_path / "res" / "leaderboard.md").read_text() == "committed\n"
