@@ -201,7 +201,7 @@ def validate_record(rec: Any, path: str | os.PathLike = "<record>") -> dict[str,
     """Check `rec` against the record schema; returns it, or raises `RecordError` naming `path`
     and the first key that is missing or of the wrong type."""
     if not isinstance(rec, dict):
-        raise RecordError(path, f"holds {type(rec).__name__} {json.dumps(rec)[:40]}, not a record object")
+        raise RecordError(path, f"holds the JSON value {json.dumps(rec)[:40]}, not a record object")
     missing = [k for k in _SCHEMA if k not in rec]
     if missing:
         raise RecordError(path, f"not a cell record: missing key(s) {missing}")

@@ -36,7 +36,7 @@ def _suite(tmp_path: Path, name: str = "t"):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
+def finished(tmp_path_factory, toy_methods) -> Path:
     """A runs directory holding one real finished record (suite `t`)."""
     tmp = tmp_path_factory.mktemp("finished")
     run_suite(_suite(tmp), tmp / "runs", progress=False, log=lambda s: None)
