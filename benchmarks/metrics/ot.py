@@ -31,6 +31,7 @@ import numpy as np
 from ott.tools import sinkhorn_divergence as ott_sinkhorn_divergence
 
 from benchmarks.metrics.base import EvalContext, register_metric
+from samplers.promotion import standard_promotion
 
 __all__ = [
     "SinkhornConfig",
@@ -100,6 +101,7 @@ def sinkhorn_divergence(x, y, *, epsilon: float, config: SinkhornConfig = Sinkho
 
 
 @functools.partial(jax.jit, static_argnames=("threshold", "max_iterations", "batch_size"))
+@standard_promotion  # ott's Sinkhorn loop promotes dtypes implicitly inside
 def _sinkdiv(x, y, epsilon, *, threshold, max_iterations, batch_size):
     return ott_sinkhorn_divergence.sinkdiv(
         x, y, epsilon=epsilon, batch_size=batch_size,
