@@ -39,6 +39,7 @@ import numpy as np
 import optax
 
 from benchmarks.grid.records import atomic_write_json
+from samplers.promotion import standard_promotion
 from targets import digits
 
 __all__ = [
@@ -150,7 +151,7 @@ def train_flow(config: FlowTrainConfig, images: np.ndarray) -> tuple[dict, dict[
         key_batch, key_loss = jax.random.split(key)
         batch = data[jax.random.randint(key_batch, (config.batch_size,), 0, n)]
         loss, grads = jax.value_and_grad(lambda p: flow_matching_loss(apply, p, key_loss, batch))(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+        updates, opt_state = standard_promotion(optimizer.update)(grads, opt_state, params)  # optax promotes
         params = optax.apply_updates(params, updates)
         ema = optax.incremental_update(params, ema, 1.0 - config.ema_decay)
         return (params, ema, opt_state), loss
@@ -199,7 +200,7 @@ def train_classifier(
                 apply, p, key_noise, x[pick], y[pick], config.noise_std, config.label_smoothing
             )
         )(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+        updates, opt_state = standard_promotion(optimizer.update)(grads, opt_state, params)  # optax promotes
         return (optax.apply_updates(params, updates), opt_state), loss
 
     start = time.perf_counter()
