@@ -279,7 +279,10 @@ def assert_deterministic(name: str, target_name: str, num_steps: int = 3) -> Non
 
 
 def check_fast(name: str, target_name: str) -> list[Figures]:
-    """The `make test` check: determinism, then seed 0 against the full bars (one compilation)."""
+    """Determinism of the training program, then seed 0 against the full bars (one compilation).
+
+    Run by `make test-slow` (and tabulated by `scripts/analytic_checks.py`); `make test` checks every
+    method's determinism, finiteness and cost through the method contract test instead."""
     assert_deterministic(name, target_name)
     return assert_trains(name, target_name, FAST_SEEDS)
 
@@ -289,5 +292,5 @@ def check_slow(name: str, target_name: str) -> list[Figures]:
     return assert_trains(name, target_name, SLOW_SEEDS)
 
 
-FAST_SEEDS = (0,)  # `make test`: one seed per (method, target), one compilation each
-SLOW_SEEDS = (1, 2)  # `make test-slow`: the same budgets on two more seeds (3 in all, with FAST_SEEDS)
+FAST_SEEDS = (0,)  # `check_fast`: one seed per (method, target), one compilation each
+SLOW_SEEDS = (1, 2)  # `check_slow`: the same budgets on two more seeds (3 in all, with FAST_SEEDS)

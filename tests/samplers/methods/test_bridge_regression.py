@@ -6,7 +6,7 @@
   `u = u* + φ(x, t)·θ` vanishes at θ = 0 (within 3 SE over independent minibatches) and does not at
   θ ≠ 0.
 - Training: small budgets reach |log Ẑ - log Z| < 0.05 and reverse ESS > 0.8 on the 2-D correlated
-  Gaussian and the 1-D bimodal mixture (`analytic.py`; seed 0 in `make test`, seeds 1, 2 slow).
+  Gaussian and the 1-D bimodal mixture (`analytic.py`; seeds 0, 1, 2 in `make test-slow`).
 - Conformance / determinism / cost accounting through `samplers.train`.
 """
 
@@ -211,6 +211,7 @@ def test_fixed_point_at_optimal_control(kind, weighting, window, schedule):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a statistical training bar: scripts/analytic_checks.py tabulates it
 @pytest.mark.parametrize("target_name", ["gaussian", "bimodal"])
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_training_reaches_log_Z_and_ess(name, target_name):

@@ -194,6 +194,7 @@ def test_bad_configs_and_problems_raise():
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a statistical training bar: scripts/analytic_checks.py tabulates it
 @pytest.mark.parametrize("target_name", ["gaussian", "bimodal"])
 @pytest.mark.parametrize("name", ["cmcd_kl", "cmcd_lv"])
 def test_training_reaches_log_Z_and_ess(name, target_name):

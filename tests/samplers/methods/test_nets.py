@@ -9,8 +9,8 @@
 - Hutchinson matches the exact divergence in expectation.
 - ε re-tuning: new samples, consistent log Ẑ, no recompilation.
 - Conformance and determinism; bad configs.
-- Training: 2-D correlated Gaussian and 1-D bimodal mixture (`analytic.py`; seed 0 in `make test`,
-  seeds 1, 2 and a larger budget with both weight rules slow).
+- Training: 2-D correlated Gaussian and 1-D bimodal mixture (`analytic.py`; seeds 0, 1, 2
+  and a larger budget with both weight rules in `make test-slow`).
 """
 
 from __future__ import annotations
@@ -314,6 +314,7 @@ def test_bad_configs_and_problems_raise():
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a statistical training bar: scripts/analytic_checks.py tabulates it
 @pytest.mark.parametrize("target_name", ["gaussian", "bimodal"])
 @pytest.mark.parametrize("name", METHODS)
 def test_training_reaches_log_Z_and_ess(name, target_name):

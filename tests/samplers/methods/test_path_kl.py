@@ -10,7 +10,7 @@
 - Conformance: jit, one compilation across chunks, finite outputs, honest cost counters, bad config.
 - Determinism: same key, identical history and samples.
 - Training: a 2-D correlated Gaussian and a 1-D bimodal mixture reach `|log Ẑ - log Z| < 0.05` and
-  reverse ESS > 0.8 with 4000 samples (seed 0 in `make test`, seeds 1 and 2 slow; `analytic.py`).
+  reverse ESS > 0.8 with 4000 samples (seeds 0, 1 and 2 in `make test-slow`; `analytic.py`).
 """
 
 from __future__ import annotations
@@ -177,6 +177,7 @@ def _tiny_method(name):
     return spec, problem, spec.build(problem, spec.make_config(**TINY))
 
 
+@pytest.mark.slow  # a training run
 def test_trajectory_balance_learns_log_Z_parameter():
     spec, _, method = _tiny_method("trajectory_balance")
     state = method.init(jax.random.key(0))
@@ -219,6 +220,7 @@ def test_bad_configs_and_bases_raise():
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a statistical training bar: scripts/analytic_checks.py tabulates it
 @pytest.mark.parametrize("target_name", ["gaussian", "bimodal"])
 @pytest.mark.parametrize("name", sorted(METHOD_BASES))
 def test_training_reaches_log_Z_and_ess(name, target_name):
