@@ -3,14 +3,19 @@ the unified loss family and the MCMC/SMC baselines, all behind one Method contra
 
 `samplers.get(name)` returns a `MethodSpec`; `spec.build(problem, spec.make_config(...))` returns
 a bound `Method(init, step, sample)`. Add your own with `samplers.register(MethodSpec(...))`.
+
+The built-in methods are listed once, here: every module of `samplers.methods` and
+`samplers.baselines` exports its `MethodSpec`s as `SPECS` and registers nothing itself.
 """
 
 from __future__ import annotations
 
+from samplers import baselines, methods
 from samplers.method import Cost, Method, MethodSpec, Samples
 from targets.registry import Registry, UnknownNameError
 
 __all__ = [
+    "BUILTIN",
     "METHODS",
     "Cost",
     "Method",
@@ -41,5 +46,8 @@ def names() -> list[str]:
     return METHODS.names()
 
 
-import samplers.baselines  # noqa: E402,F401
-import samplers.methods  # noqa: E402,F401
+BUILTIN: tuple[MethodSpec, ...] = (*methods.SPECS, *baselines.SPECS)
+"""Every built-in method, learned losses first, then the MCMC / SMC / AIS baselines."""
+
+for _spec in BUILTIN:
+    register(_spec)

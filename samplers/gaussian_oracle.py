@@ -82,7 +82,7 @@ import numpy as np
 
 from samplers.base_processes import AbstractLinearGaussianBase, BrownianBase
 
-__all__ = ["DiscreteChainOracle", "GaussianOracle", "QuadraticValue"]
+__all__ = ["DiscreteChainOracle", "GaussianOracle", "GaussianTransport", "QuadraticValue"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -369,3 +369,95 @@ class DiscreteChainOracle:
         del params
         k = jnp.argmin(jnp.abs(self._grid - t))  # t is a grid time; nearest index is exact
         return self._offsets[k] - self._slopes[k] @ x
+
+
+# ---------------------------------------------------------------------------------------------
+# closed-form annealing transport (NETS fixed points)
+# ---------------------------------------------------------------------------------------------
+
+
+class GaussianTransport(NamedTuple):
+    """Closed-form NETS objects when `ρ_0 = N(μ_0, Σ_0)` (normalised) and `γ = Z_1 N(μ_1, Σ_1)` [DERIVED].
+
+    `U_t = ½ xᵀP_t x - q_tᵀx + c_t` with `P_t = (1-t)P_0 + tP_1` (`P_i = Σ_i^{-1}`),
+    `q_t = (1-t)P_0μ_0 + tP_1μ_1`, `c_t = (1-t)[½μ_0ᵀP_0μ_0 + ½log det 2πΣ_0] + t[½μ_1ᵀP_1μ_1 +
+    ½log det 2πΣ_1 - log Z_1]`, so `ρ_t = N(m_t, S_t)`, `S_t = P_t^{-1}`, `m_t = S_t q_t`, and
+
+        log Z_t = -c_t + ½ q_tᵀ S_t q_t + ½ log det(2π S_t),      F_t = -log Z_t,
+        Ṡ_t = -S_t (P_1 - P_0) S_t,   ṁ_t = S_t (q̇ - (P_1 - P_0) m_t),   q̇ = P_1μ_1 - P_0μ_0.
+
+    The linear drift `b*(x, t) = B_t (x - m_t) + ṁ_t`, with `B_t` the symmetric solution of the
+    Lyapunov equation `B_t S_t + S_t B_t = Ṡ_t` (solved in the eigenbasis of `S_t`:
+    `B̃_ij = Ṡ̃_ij/(λ_i + λ_j)`), pushes `N(m_t, S_t)` forward (mean `ṁ`, covariance `BS + SBᵀ`), so it is a
+    perfect transport: the PINN residual vanishes identically with `F̂ = F`. Being symmetric, `B_t`
+    makes `b* = ∇φ*` with `φ*(x, t) = ½(x - m_t)ᵀB_t(x - m_t) + ṁ_tᵀx`, the action-matching minimiser.
+    """
+
+    mean0: jax.Array
+    cov0: jax.Array
+    mean1: jax.Array
+    cov1: jax.Array
+    log_Z1: jax.Array
+
+    @staticmethod
+    def create(mean0, cov0, mean1, cov1, log_Z1) -> GaussianTransport:
+        as_array = lambda a: jnp.asarray(a, jnp.result_type(float))
+        return GaussianTransport(*(as_array(a) for a in (mean0, cov0, mean1, cov1, log_Z1)))
+
+    def _pieces(self, t):
+        p0, p1 = jnp.linalg.inv(self.cov0), jnp.linalg.inv(self.cov1)
+        p_t = (1.0 - t) * p0 + t * p1
+        s_t = jnp.linalg.inv(p_t)
+        q_t = (1.0 - t) * p0 @ self.mean0 + t * p1 @ self.mean1
+        return p0, p1, s_t, q_t
+
+    def marginal(self, t) -> tuple[jax.Array, jax.Array]:
+        """`(m_t, S_t)`."""
+        _, _, s_t, q_t = self._pieces(t)
+        return s_t @ q_t, s_t
+
+    def log_Z(self, t) -> jax.Array:
+        """`log Z_t = -F_t`."""
+        p0, p1, s_t, q_t = self._pieces(t)
+        logdet = lambda c: jnp.linalg.slogdet(2.0 * jnp.pi * c)[1]
+        c_t = (1.0 - t) * (0.5 * self.mean0 @ p0 @ self.mean0 + 0.5 * logdet(self.cov0)) + t * (
+            0.5 * self.mean1 @ p1 @ self.mean1 + 0.5 * logdet(self.cov1) - self.log_Z1
+        )
+        return -c_t + 0.5 * q_t @ s_t @ q_t + 0.5 * logdet(s_t)
+
+    def free_energy(self, t) -> jax.Array:
+        """`F_t = -log Z_t`."""
+        return -self.log_Z(t)
+
+    def free_energy_rate(self, t) -> jax.Array:
+        """`∂_t F_t = E_{ρ_t}[U_1 - U_0]` in closed form (Gaussian expectations of quadratics)."""
+        p0, p1, s_t, q_t = self._pieces(t)
+        m_t = s_t @ q_t
+        expected_u = lambda p, mu, cov, log_z: (
+            0.5 * jnp.trace(p @ s_t)
+            + 0.5 * (m_t - mu) @ p @ (m_t - mu)
+            + 0.5 * jnp.linalg.slogdet(2.0 * jnp.pi * cov)[1]
+            - log_z
+        )
+        return expected_u(p1, self.mean1, self.cov1, self.log_Z1) - expected_u(p0, self.mean0, self.cov0, 0.0)
+
+    def _velocity_pieces(self, t):
+        p0, p1, s_t, q_t = self._pieces(t)
+        m_t = s_t @ q_t
+        dp = p1 - p0
+        ds = -s_t @ dp @ s_t
+        dm = s_t @ (p1 @ self.mean1 - p0 @ self.mean0 - dp @ m_t)
+        lam, vecs = jnp.linalg.eigh(s_t)
+        ds_rot = vecs.T @ ds @ vecs
+        b_t = vecs @ (ds_rot / (lam[:, None] + lam[None, :])) @ vecs.T
+        return m_t, dm, b_t
+
+    def drift(self, x, t) -> jax.Array:
+        """`b*(x, t) = B_t (x - m_t) + ṁ_t` of one point."""
+        m_t, dm, b_t = self._velocity_pieces(t)
+        return b_t @ (x - m_t) + dm
+
+    def potential(self, x, t) -> jax.Array:
+        """`φ*(x, t) = ½(x - m_t)ᵀB_t(x - m_t) + ṁ_tᵀx` (`∇φ* = b*`)."""
+        m_t, dm, b_t = self._velocity_pieces(t)
+        return 0.5 * (x - m_t) @ b_t @ (x - m_t) + dm @ x

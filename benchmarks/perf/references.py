@@ -163,7 +163,7 @@ def _batch_log_Z(log_w):
 
 def adjoint_matching_step(problem, config) -> Callable:
     """One AM step (`samplers.methods.adjoint_matching`), hand-fused."""
-    from samplers.methods.adjoint_matching import AdjointMatchingInfo, AdjointMatchingState
+    from samplers.methods.adjoint_matching import AdjointMatchingInfo
 
     name = "adjoint_matching"
     _check_problem(problem, name)
@@ -204,7 +204,7 @@ def adjoint_matching_step(problem, config) -> Callable:
             kept_fraction=jnp.ones(()),
         )
         params = optax.apply_updates(state.params, updates)
-        return AdjointMatchingState(params, opt_state, cost, state.step + 1), info
+        return state._replace(params=params, opt_state=opt_state, cost=cost, step=state.step + 1), info
 
     return step
 
@@ -217,7 +217,7 @@ def adjoint_matching_step(problem, config) -> Callable:
 def adjoint_sampling_step(problem, config) -> Callable:
     """One Adjoint Sampling step (`samplers.methods.bridge_regression`, kind "adjoint"), hand-fused."""
     from samplers.buffer import BufferState
-    from samplers.methods.bridge_regression import BridgeRegressionInfo, BridgeRegressionState, BufferEntry
+    from samplers.methods.bridge_regression import BridgeRegressionInfo, BufferEntry
 
     name = "adjoint_sampling"
     _check_problem(problem, name)
@@ -252,7 +252,7 @@ def adjoint_sampling_step(problem, config) -> Callable:
     def step(key, state):
         key_refresh, key_draw, key_loss = jax.random.split(key, 3)
         refreshed = state.step % config.refresh_every == 0
-        buf, refresh_cost = jax.lax.cond(refreshed, refresh, keep, key_refresh, state.params, state.buffer)
+        buf, refresh_cost = jax.lax.cond(refreshed, refresh, keep, key_refresh, state.params, state.extra)
         index = jax.random.randint(key_draw, (n,), 0, jnp.maximum(buf.size, 1))
         x_1, grad_1 = buf.data.x1[index], buf.data.grad[index]
         key_t, key_x = jax.random.split(key_loss)
@@ -282,7 +282,8 @@ def adjoint_sampling_step(problem, config) -> Callable:
         )
         cost = state.cost + refresh_cost + Cost.of(network_evals=n)
         params = optax.apply_updates(state.params, updates)
-        return BridgeRegressionState(params, opt_state, buf, state.step + 1, cost), info
+        new_state = state._replace(params=params, opt_state=opt_state, cost=cost, step=state.step + 1)
+        return new_state._replace(extra=buf), info
 
     return step
 
@@ -294,7 +295,7 @@ def adjoint_sampling_step(problem, config) -> Callable:
 
 def pis_step(problem, config) -> Callable:
     """One PIS step (`samplers.methods.path_kl.build_pis`), hand-fused (backprop through a `lax.scan`)."""
-    from samplers.methods.path_kl import PathKLInfo, PathKLState
+    from samplers.methods.path_kl import PathKLInfo
 
     name = "pis"
     _check_problem(problem, name)
@@ -323,7 +324,8 @@ def pis_step(problem, config) -> Callable:
         info = PathKLInfo(
             loss=loss, grad_norm=optax.tree.norm(grads), elbo=jnp.mean(log_w), log_Z=_batch_log_Z(log_w)
         )
-        return PathKLState(optax.apply_updates(state.params, updates), opt_state, cost), info
+        params = optax.apply_updates(state.params, updates)
+        return state._replace(params=params, opt_state=opt_state, cost=cost, step=state.step + 1), info
 
     return step
 
@@ -335,7 +337,7 @@ def pis_step(problem, config) -> Callable:
 
 def nets_pinn_step(problem, config) -> Callable:
     """One NETS-PINN step (`samplers.methods.nets.build_nets_pinn`), hand-fused (exact divergence)."""
-    from samplers.methods.nets import EPSILON_SCHEDULES, NETSState, PINNInfo
+    from samplers.methods.nets import EPSILON_SCHEDULES, PINNInfo
 
     name = "nets_pinn"
     _check_problem(problem, name)
@@ -388,7 +390,7 @@ def nets_pinn_step(problem, config) -> Callable:
 
     def step(key, state):
         key_sim, key_time, _ = jax.random.split(key, 3)
-        traj, u1, g1 = simulate(key_sim, sg(state.params["drift"]), state.epsilon * profile)
+        traj, u1, g1 = simulate(key_sim, sg(state.params["drift"]), state.extra.epsilon * profile)
         index = jax.random.categorical(key_time, jnp.log(q), shape=(n, m))
         weight = jnp.full((n, m), (ts[-1] - ts[0]) / m)
         rows = jnp.arange(n)[:, None]
@@ -414,7 +416,8 @@ def nets_pinn_step(problem, config) -> Callable:
             grad_norm=optax.tree.norm(grads),
             log_Z_free_energy=free(fe, jnp.float32(0.0)) - free(fe, jnp.float32(1.0)),
         )
-        return NETSState(optax.apply_updates(state.params, updates), opt_state, state.epsilon, cost), info
+        params = optax.apply_updates(state.params, updates)
+        return state._replace(params=params, opt_state=opt_state, cost=cost, step=state.step + 1), info
 
     return step
 

@@ -1,4 +1,4 @@
-"""MCMC / SMC / AIS baselines, registered in the method registry next to the learned losses.
+"""MCMC / SMC / AIS baselines, exported as `SPECS` and registered by `samplers` next to the learned losses.
 
 | name           | family | weighted | what                                                          |
 |----------------|--------|----------|---------------------------------------------------------------|
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 
-import samplers
 from samplers.baselines.ais import AISConfig, build_ais, run_ais, run_ais_backward
 from samplers.baselines.budget import BudgetPlan, plan_ais, plan_mcmc, plan_smc
 from samplers.baselines.common import diagnostics, monte_carlo_standard_error
@@ -31,6 +30,7 @@ from samplers.baselines.smc import SMCConfig, SMCOutput, build_smc, run_smc
 from samplers.method import MethodSpec
 
 __all__ = [
+    "SPECS",
     "AISConfig",
     "BudgetPlan",
     "MALAConfig",
@@ -81,83 +81,85 @@ def _mcmc_spec(name, config_cls, build, *, per_iteration, pilot, reinit_per_roun
     )
 
 
-samplers.register(_mcmc_spec(
-    "nuts",
-    NUTSConfig,
-    build_nuts,
-    per_iteration="number of leapfrog steps (NUTSInfo.num_integration_steps)",
-    pilot=True,
-    reinit_per_round=1,
-    description=(
-        "No-U-Turn Sampler (Hoffman & Gelman 2014) from blackjax, num_chains independent chains from "
-        "N(0, init_scale² I); each step runs one Stan window adaptation (dual averaging towards "
-        "target_acceptance_rate, windowed diagonal/dense inverse mass matrix) per chain; sample draws "
-        "with fixed tuned parameters (draw-major layout, log_w = 0)."
+SPECS: tuple[MethodSpec, ...] = (
+    _mcmc_spec(
+        "nuts",
+        NUTSConfig,
+        build_nuts,
+        per_iteration="number of leapfrog steps (NUTSInfo.num_integration_steps)",
+        pilot=True,
+        reinit_per_round=1,
+        description=(
+            "No-U-Turn Sampler (Hoffman & Gelman 2014) from blackjax, num_chains independent chains from "
+            "N(0, init_scale² I); each step runs one Stan window adaptation (dual averaging towards "
+            "target_acceptance_rate, windowed diagonal/dense inverse mass matrix) per chain; sample draws "
+            "with fixed tuned parameters (draw-major layout, log_w = 0)."
+        ),
     ),
-))
-
-samplers.register(_mcmc_spec(
-    "mala",
-    MALAConfig,
-    build_mala,
-    per_iteration="single MALA proposal (1)",
-    pilot=False,
-    reinit_per_round=0,
-    description=(
-        "Metropolis-adjusted Langevin algorithm from blackjax (proposal x + ε ∇log γ + sqrt(2ε) ξ), "
-        "num_chains chains; each step runs num_warmup iterations of dual averaging of ε towards the "
-        "acceptance rate 0.574 per chain; sample draws with ε fixed (draw-major layout, log_w = 0)."
+    _mcmc_spec(
+        "mala",
+        MALAConfig,
+        build_mala,
+        per_iteration="single MALA proposal (1)",
+        pilot=False,
+        reinit_per_round=0,
+        description=(
+            "Metropolis-adjusted Langevin algorithm from blackjax (proposal x + ε ∇log γ + sqrt(2ε) ξ), "
+            "num_chains chains; each step runs num_warmup iterations of dual averaging of ε towards the "
+            "acceptance rate 0.574 per chain; sample draws with ε fixed (draw-major layout, log_w = 0)."
+        ),
     ),
-))
-
-samplers.register(_mcmc_spec(
-    "numpyro_nuts",
-    NumpyroNUTSConfig,
-    build_numpyro_nuts,
-    per_iteration="number of leapfrog steps (HMCState.num_steps)",
-    pilot=True,
-    reinit_per_round=0,
-    description=(
-        "NUTS from numpyro on the potential U = -log γ, through numpyro.infer.hmc.hmc (the functional "
-        "kernel numpyro.infer.MCMC drives), so it runs inside jit/scan; each step is one numpyro "
-        "warm-up (Stan windows) per chain; sample draws with adaptation off."
+    _mcmc_spec(
+        "numpyro_nuts",
+        NumpyroNUTSConfig,
+        build_numpyro_nuts,
+        per_iteration="number of leapfrog steps (HMCState.num_steps)",
+        pilot=True,
+        reinit_per_round=0,
+        description=(
+            "NUTS from numpyro on the potential U = -log γ, through numpyro.infer.hmc.hmc (the functional "
+            "kernel numpyro.infer.MCMC drives), so it runs inside jit/scan; each step is one numpyro "
+            "warm-up (Stan windows) per chain; sample draws with adaptation off."
+        ),
     ),
-))
-
-samplers.register(MethodSpec(
-    name="smc",
-    train_steps=0,
-    family="smc",
-    config_cls=SMCConfig,
-    build=build_smc,
-    cost_model=(
-        "per particle per tempering stage: 1 energy (ESS bisection) + 1 energy and gradient (MCMC init) + "
-        "num_mcmc_steps * L energies and gradients (L = num_integration_steps for HMC, 1 for MALA) + "
-        "1 energy (reweighting); no training cost"
+    MethodSpec(
+        name="smc",
+        train_steps=0,
+        family="smc",
+        config_cls=SMCConfig,
+        build=build_smc,
+        cost_model=(
+            "per particle per tempering stage: 1 energy (ESS bisection) + 1 energy "
+            "and gradient (MCMC init) + "
+            "num_mcmc_steps * L energies and gradients (L = num_integration_steps for HMC, 1 for MALA) + "
+            "1 energy (reweighting); no training cost"
+        ),
+        weighted=True,
+        plan_budget=plan_smc,
+        description=(
+            "Adaptive tempered SMC (blackjax.adaptive_tempered_smc, with the #914 sign fix) on the geometric "
+            "path from N(0, s² I) to γ, ESS-adaptive temperatures, HMC or MALA moves with step size (and HMC "
+            "diagonal mass matrix) adapted from the particles; log Ẑ = sum of tempering increments; "
+            "log_w = log Ẑ + log(N W_i) so that mean(exp(log_w)) = Ẑ."
+        ),
     ),
-    weighted=True,
-    plan_budget=plan_smc,
-    description=(
-        "Adaptive tempered SMC (blackjax.adaptive_tempered_smc, with the #914 sign fix) on the geometric "
-        "path from N(0, s² I) to γ, ESS-adaptive temperatures, HMC or MALA moves with step size (and HMC "
-        "diagonal mass matrix) adapted from the particles; log Ẑ = sum of tempering increments; "
-        "log_w = log Ẑ + log(N W_i) so that mean(exp(log_w)) = Ẑ."
+    MethodSpec(
+        name="ais",
+        train_steps=0,
+        family="ais",
+        config_cls=AISConfig,
+        build=build_ais,
+        cost_model="per path: 1 energy and gradient at x_0 + 1 per transition (num_levels * num_mcmc_steps)",
+        weighted=True,
+        plan_budget=plan_ais,
+        description=(
+            "Annealed importance sampling / Jarzynski on the geometric path from "
+            "N(0, s² I) to γ with a fixed "
+            "linear or geometric β schedule; MALA transitions with Neal's weights, "
+            "or ULA transitions with the "
+            "MCD (zero-control CMCD) weights; E[exp(log_w)] = Z exactly for the "
+            "discrete chain; backward paths "
+            "from target samples for EUBO / Crooks."
+        ),
     ),
-))
-
-samplers.register(MethodSpec(
-    name="ais",
-    train_steps=0,
-    family="ais",
-    config_cls=AISConfig,
-    build=build_ais,
-    cost_model="per path: 1 energy and gradient at x_0 + 1 per transition (num_levels * num_mcmc_steps)",
-    weighted=True,
-    plan_budget=plan_ais,
-    description=(
-        "Annealed importance sampling / Jarzynski on the geometric path from N(0, s² I) to γ with a fixed "
-        "linear or geometric β schedule; MALA transitions with Neal's weights, or ULA transitions with the "
-        "MCD (zero-control CMCD) weights; E[exp(log_w)] = Z exactly for the discrete chain; backward paths "
-        "from target samples for EUBO / Crooks."
-    ),
-))
+)

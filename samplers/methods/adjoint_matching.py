@@ -90,28 +90,27 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
-import samplers
 from samplers import sde
+from samplers.fields import POSITIVE, POSITIVE_OR_NONE, field, integer, one_of, within
+from samplers.learned import Batch, LearnedState, Training, build_learned, sde_sampling
 from samplers.method import Cost, Method, MethodSpec
 from samplers.methods.common import (
-    NETWORKS,
+    ControlTrainingConfig,
     batch_log_Z,
-    build_control_network,
-    check_learning_rate_decay,
     clip_norm,
+    config_network,
+    config_optimizer,
     grad_log_target_fn,
-    make_optimizer,
 )
 from samplers.problem import Problem
 
 __all__ = [
+    "SPECS",
     "ADJOINT_EVALUATIONS",
     "TIME_WEIGHTINGS",
     "AdjointMatchingConfig",
     "AdjointMatchingInfo",
-    "AdjointMatchingState",
     "LossAux",
     "adjoint_matching_loss",
     "build_adjoint_matching",
@@ -140,25 +139,11 @@ TIME_WEIGHTINGS: dict[str, str] = {
 # ---------------------------------------------------------------------------------------------
 
 
-def _positive_or_none(value: Any, what: str) -> None:
-    if value is not None and not value > 0:
-        raise ValueError(f"{what} must be positive or None, got {value!r}")
-
-
 @dataclasses.dataclass(frozen=True)
-class AdjointMatchingConfig:
+class AdjointMatchingConfig(ControlTrainingConfig):
     """Hyper-parameters of `adjoint_matching` (the SDE grid comes from the Problem).
 
-    Attributes:
-        learning_rate: Adam learning rate of the control network.
-        learning_rate_decay_steps: if set, the learning rate follows a cosine decay from `learning_rate`
-            to `learning_rate_final_fraction · learning_rate` over this many steps, then stays there
-            (reduces the final-iterate noise of small budgets; `None`: constant, the default).
-        learning_rate_final_fraction: see `learning_rate_decay_steps`.
-        batch_size: trajectories simulated per training step (`n`).
-        hidden: hidden widths of the control MLP (for `egnn`: width `hidden[0]`, `len(hidden)` layers).
-        network: `"auto"` (egnn for particle systems, else mlp), `"mlp"` or `"egnn"`.
-        time_embedding_dim: number of sinusoidal time features of the network.
+    Attributes (besides the shared optimiser and network fields of `ControlTrainingConfig`):
         grad_log_target_feature: add the PIS feature `NN₂(t) ⊙ sg[clip(∇log γ̃(x))]` to the MLP control
             (off by default: plain Adjoint Matching; each network call then costs a gradient evaluation).
         grad_target_clip: element-wise clip of that feature.
@@ -174,82 +159,16 @@ class AdjointMatchingConfig:
         integrator: `"diffrax"` or `"scan"` (`samplers.sde.INTEGRATORS`), same maths.
     """
 
-    learning_rate: float = 1e-3
-    learning_rate_decay_steps: int | None = None
-    learning_rate_final_fraction: float = 0.1
-    batch_size: int = 256
-    hidden: tuple[int, ...] = (64, 64)
-    network: str = "auto"
-    time_embedding_dim: int = 32
     grad_log_target_feature: bool = False
-    grad_target_clip: float = 100.0
-    grad_clip: float | None = 10.0
-    max_grad_norm_target: float | None = None
-    time_subsample: int | None = None
-    time_weighting: str = "dt"
-    adjoint_evaluation: str = "left"
-    loss_clip_quantile: float | None = None
-    passes_per_batch: int = 1
-    integrator: str = "diffrax"
-
-    def __post_init__(self):
-        who = type(self).__name__
-        if self.network not in NETWORKS:
-            raise ValueError(f"{who}: unknown network {self.network!r}; valid choices: {sorted(NETWORKS)}")
-        if self.integrator not in sde.INTEGRATORS:
-            raise ValueError(
-                f"{who}: unknown integrator {self.integrator!r}; valid choices: {sorted(sde.INTEGRATORS)}"
-            )
-        if self.time_weighting not in TIME_WEIGHTINGS:
-            raise ValueError(
-                f"{who}: unknown time_weighting {self.time_weighting!r}; "
-                f"valid choices: {sorted(TIME_WEIGHTINGS)}"
-            )
-        if self.adjoint_evaluation not in ADJOINT_EVALUATIONS:
-            raise ValueError(
-                f"{who}: unknown adjoint_evaluation {self.adjoint_evaluation!r}; "
-                f"valid choices: {sorted(ADJOINT_EVALUATIONS)}"
-            )
-        for name in ("batch_size", "passes_per_batch"):
-            value = getattr(self, name)
-            minimum = 2 if name == "batch_size" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{who}: {name} must be an integer >= {minimum}, got {value!r}")
-        ts = self.time_subsample
-        if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int) or ts < 1):
-            raise ValueError(f"{who}: time_subsample must be a positive integer or None, got {ts!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"{who}: learning_rate must be positive, got {self.learning_rate!r}")
-        check_learning_rate_decay(self.learning_rate_decay_steps, self.learning_rate_final_fraction, who)
-        _positive_or_none(self.grad_clip, f"{who}: grad_clip")
-        _positive_or_none(self.max_grad_norm_target, f"{who}: max_grad_norm_target")
-        if not self.grad_target_clip > 0:
-            raise ValueError(f"{who}: grad_target_clip must be positive, got {self.grad_target_clip!r}")
-        q = self.loss_clip_quantile
-        if q is not None and not 0.0 < q <= 1.0:
-            raise ValueError(f"{who}: loss_clip_quantile must lie in (0, 1] or be None, got {q!r}")
-        if not self.hidden or any(
-            isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.hidden
-        ):
-            raise ValueError(
-                f"{who}: hidden must be a non-empty tuple of positive widths, got {self.hidden!r}"
-            )
-
-
-class AdjointMatchingState(NamedTuple):
-    """Training state.
-
-    Attributes:
-        params: `{"control": network parameters}`.
-        opt_state: optax state.
-        cost: cumulative training cost.
-        step: int32 `()`, number of simulated batches so far (evaluation keys derive from it).
-    """
-
-    params: PyTree
-    opt_state: optax.OptState
-    cost: Cost
-    step: jax.Array
+    grad_target_clip: float = field(100.0, POSITIVE)
+    grad_clip: float | None = field(10.0, POSITIVE_OR_NONE)
+    max_grad_norm_target: float | None = field(None, POSITIVE_OR_NONE)
+    time_subsample: int | None = field(None, integer(1, optional=True))
+    time_weighting: str = field("dt", one_of(TIME_WEIGHTINGS))
+    adjoint_evaluation: str = field("left", one_of(ADJOINT_EVALUATIONS))
+    loss_clip_quantile: float | None = field(None, within(0, 1, closed="right", optional=True))
+    passes_per_batch: int = field(1, integer(1))
+    integrator: str = field("diffrax", one_of(sde.INTEGRATORS))
 
 
 class AdjointMatchingInfo(NamedTuple):
@@ -510,47 +429,16 @@ def build_adjoint_matching(problem: Problem, config: AdjointMatchingConfig) -> M
     """
     _check_problem(problem, config)
     grad_fn = grad_log_target_fn(problem) if config.grad_log_target_feature else None
-    net = build_control_network(
-        problem,
-        network=config.network,
-        hidden=config.hidden,
-        time_embedding_dim=config.time_embedding_dim,
-        grad_log_target=grad_fn,
-        grad_target_clip=config.grad_target_clip,
-    )
+    net = config_network(problem, config, grad_log_target=grad_fn)
     per_control = float(net.grad_evals_per_apply)
     sde_config = sde.SDEConfig(integrator=config.integrator)
-    optimizer = make_optimizer(
-        config.learning_rate,
-        config.grad_clip,
-        config.learning_rate_decay_steps,
-        config.learning_rate_final_fraction,
-    )
     n = config.batch_size
+    m = problem.num_steps if config.time_subsample is None else config.time_subsample
+    loss_evals = config.passes_per_batch * n * m
 
-    def init(key: jax.Array) -> AdjointMatchingState:
-        params = {"control": net.init(key)}
-        return AdjointMatchingState(
-            params=params, opt_state=optimizer.init(params), cost=Cost.zero(), step=jnp.zeros((), jnp.int32)
-        )
-
-    def objective(params, key, trajectory, adjoints):
-        return adjoint_matching_loss(
-            key,
-            problem,
-            net.apply,
-            params["control"],
-            trajectory,
-            adjoints,
-            time_subsample=config.time_subsample,
-            time_weighting=config.time_weighting,
-            loss_clip_quantile=config.loss_clip_quantile,
-        )
-
-    def step(key: jax.Array, state: AdjointMatchingState) -> tuple[AdjointMatchingState, AdjointMatchingInfo]:
-        key_sim, key_loss = jax.random.split(key)
+    def draw(key: jax.Array, state: LearnedState) -> Batch:
         path, adjoints = simulate_with_adjoint(
-            key_sim,
+            key,
             problem,
             net.apply,
             state.params["control"],
@@ -560,49 +448,51 @@ def build_adjoint_matching(problem: Problem, config: AdjointMatchingConfig) -> M
             max_grad_norm_target=config.max_grad_norm_target,
             grad_evals_per_control=per_control,
         )
+        return Batch(data=(path, adjoints), extra=state.extra, cost=(path.cost,))
 
-        def one_pass(carry, pass_key):
-            params, opt_state = carry
-            (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(
-                params, pass_key, path.trajectory, adjoints
-            )
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            return (params, opt_state), (loss, optax.tree.norm(grads), jnp.mean(aux.kept))
-
-        pass_keys = jax.random.split(key_loss, config.passes_per_batch)
-        (params, opt_state), (losses, grad_norms, kept) = jax.lax.scan(
-            one_pass, (state.params, state.opt_state), pass_keys
+    def loss(params, key, data):
+        path, adjoints = data
+        value, aux = adjoint_matching_loss(
+            key,
+            problem,
+            net.apply,
+            params["control"],
+            path.trajectory,
+            adjoints,
+            time_subsample=config.time_subsample,
+            time_weighting=config.time_weighting,
+            loss_clip_quantile=config.loss_clip_quantile,
         )
-        m = problem.num_steps if config.time_subsample is None else config.time_subsample
-        loss_evals = config.passes_per_batch * n * m
-        cost = state.cost + path.cost + Cost.of(network_evals=loss_evals, grad_evals=loss_evals * per_control)
-        new_state = AdjointMatchingState(params=params, opt_state=opt_state, cost=cost, step=state.step + 1)
+        return value, jnp.mean(aux.kept)
+
+    def info(state, batch, losses, grad_norms, kept) -> AdjointMatchingInfo:
+        path, adjoints = batch.data
         norms = jnp.linalg.norm(adjoints, axis=-1)  # (K+1, n)
-        log_w = path.log_w
-        info = AdjointMatchingInfo(
+        return AdjointMatchingInfo(
             loss=jnp.mean(losses),
             grad_norm=jnp.mean(grad_norms),
-            elbo=jnp.mean(log_w),
-            log_Z=batch_log_Z(log_w),
+            elbo=jnp.mean(path.log_w),
+            log_Z=batch_log_Z(path.log_w),
             adjoint_max=jnp.max(norms),
             terminal_grad_norm=jnp.mean(norms[-1]),
             kept_fraction=jnp.mean(kept),
         )
-        return new_state, info
 
-    sample, backward = sde.evaluation_functions(
-        problem,
-        net.apply,
-        lambda state: state.params["control"],
-        sde_config,
-        grad_evals_per_control=per_control,
+    training = Training(
+        init_params=lambda key: {"control": net.init(key)},
+        draw=draw,
+        loss=loss,
+        info=info,
+        loss_cost=lambda batch, aux: (
+            Cost.of(network_evals=loss_evals, grad_evals=loss_evals * per_control),
+        ),
+        passes=config.passes_per_batch,
     )
+    sample, backward = sde_sampling(problem, net.apply, sde_config, grad_evals_per_control=per_control)
+    return build_learned(training, config_optimizer(config), sample, backward)
 
-    return Method(init=init, step=step, sample=sample, backward=backward)
 
-
-samplers.register(
+SPECS: tuple[MethodSpec, ...] = (
     MethodSpec(
         name="adjoint_matching",
         family="soc-regression",
@@ -621,5 +511,5 @@ samplers.register(
             "on trajectories simulated "
             "under sg[u_θ]; loss ½Σ_k h_k|u+σã|² (time-subsampled), no gradient through the simulation."
         ),
-    )
+    ),
 )

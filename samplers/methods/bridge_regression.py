@@ -90,22 +90,22 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
-import samplers
 from samplers import sde
 from samplers.buffer import BufferState, buffer_add, buffer_init
-from samplers.method import Cost, Method, MethodSpec, Samples
+from samplers.fields import POSITIVE, POSITIVE_OR_NONE, WIDTHS, Checked, field, integer, one_of, within
+from samplers.learned import Batch, LearnedState, Training, build_learned, sde_sampling
+from samplers.method import Cost, Method, MethodSpec
 from samplers.methods.common import (
     NETWORKS,
-    build_control_network,
-    check_learning_rate_decay,
     clip_norm,
-    make_optimizer,
+    config_network,
+    config_optimizer,
 )
 from samplers.problem import Problem
 
 __all__ = [
+    "SPECS",
     "IMPORTANCE_WEIGHTS",
     "LOSS_WEIGHTINGS",
     "REGRESSION_TARGETS",
@@ -113,7 +113,6 @@ __all__ = [
     "AdjointSamplingConfig",
     "BridgeRegressionConfig",
     "BridgeRegressionInfo",
-    "BridgeRegressionState",
     "BridgeCoefficients",
     "BridgeSchedule",
     "BufferEntry",
@@ -412,7 +411,7 @@ def regression_loss(
 
 
 @dataclasses.dataclass(frozen=True)
-class BridgeRegressionConfig:
+class BridgeRegressionConfig(Checked):
     """Hyper-parameters shared by the four bridge-pair regression methods.
 
     Attributes:
@@ -435,48 +434,28 @@ class BridgeRegressionConfig:
         integrator: SDE integrator for refreshes and sampling (`samplers.sde.INTEGRATORS`).
     """
 
-    learning_rate: float = 1e-3
-    learning_rate_decay_steps: int | None = None
-    learning_rate_final_fraction: float = 0.1
-    batch_size: int = 256
-    hidden: tuple[int, ...] = (64, 64, 64)
-    network: str = "auto"
-    grad_clip: float | None = 10.0
-    buffer_size: int = 4096
-    resample_size: int = 512
-    refresh_every: int = 20
-    t_min: float = 0.0
-    loss_weighting: str = "paper"
-    importance_weights: str = "resample"
-    max_grad_norm_target: float | None = None
-    integrator: str = "diffrax"
+    learning_rate: float = field(1e-3, POSITIVE)
+    learning_rate_decay_steps: int | None = field(None, integer(1, optional=True))
+    learning_rate_final_fraction: float = field(0.1, within(0, 1))
+    batch_size: int = field(256, integer(1))
+    hidden: tuple[int, ...] = field((64, 64, 64), WIDTHS)
+    network: str = field("auto", one_of(NETWORKS))
+    grad_clip: float | None = field(10.0, POSITIVE_OR_NONE)
+    buffer_size: int = field(4096, integer(1))
+    resample_size: int = field(512, integer(1))
+    refresh_every: int = field(20, integer(1))
+    t_min: float = field(0.0, within(0, 0.5, closed="left"))
+    loss_weighting: str = field("paper", one_of(LOSS_WEIGHTINGS))
+    importance_weights: str = field("resample", one_of(IMPORTANCE_WEIGHTS))
+    max_grad_norm_target: float | None = field(None, POSITIVE_OR_NONE)
+    integrator: str = field("diffrax", one_of(sde.INTEGRATORS))
 
-    def __post_init__(self):
-        for name in ("batch_size", "buffer_size", "resample_size", "refresh_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{type(self).__name__}.{name} must be a positive integer, got {value!r}")
+    def check(self) -> None:
         if self.resample_size > self.buffer_size:
             raise ValueError(
-                f"resample_size ({self.resample_size}) must not exceed buffer_size ({self.buffer_size})"
+                f"{type(self).__name__}: resample_size ({self.resample_size}) must not exceed buffer_size "
+                f"({self.buffer_size})"
             )
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
-        check_learning_rate_decay(
-            self.learning_rate_decay_steps, self.learning_rate_final_fraction, type(self).__name__
-        )
-        if not 0.0 <= self.t_min < 0.5:
-            raise ValueError(f"t_min must lie in [0, 0.5), got {self.t_min!r}")
-        for name in ("grad_clip", "max_grad_norm_target"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive or None, got {value!r}")
-        _check_choice(self.network, NETWORKS, "network")
-        _check_choice(self.loss_weighting, LOSS_WEIGHTINGS, "loss weighting")
-        _check_choice(self.importance_weights, IMPORTANCE_WEIGHTS, "importance_weights")
-        _check_choice(self.integrator, sde.INTEGRATORS, "integrator")
-        if isinstance(self.hidden, int) or len(self.hidden) == 0:
-            raise ValueError(f"hidden must be a non-empty tuple of widths, got {self.hidden!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -488,7 +467,7 @@ class AdjointSamplingConfig(BridgeRegressionConfig):
     `1/σ²` weighting; `max_grad_norm_target=100` its per-particle clip for DW/LJ.
     """
 
-    importance_weights: str = "none"
+    importance_weights: str = field("none", one_of(IMPORTANCE_WEIGHTS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -499,7 +478,7 @@ class ScoreMatchingConfig(BridgeRegressionConfig):
     growth of the target variance near them.
     """
 
-    t_min: float = 1e-3
+    t_min: float = field(1e-3, within(0, 0.5, closed="left"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -524,24 +503,6 @@ class BufferEntry(NamedTuple):
     x1: jax.Array
     grad: jax.Array
     log_w: jax.Array
-
-
-class BridgeRegressionState(NamedTuple):
-    """Training state.
-
-    Attributes:
-        params: control-network parameters.
-        opt_state: optax state.
-        buffer: replay buffer of `BufferEntry`.
-        step: int32 `()`, gradient steps taken.
-        cost: cumulative training cost (refresh simulations, gradient data, regression forwards).
-    """
-
-    params: PyTree
-    opt_state: PyTree
-    buffer: BufferState
-    step: jax.Array
-    cost: Cost
 
 
 class BridgeRegressionInfo(NamedTuple):
@@ -607,45 +568,17 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
     _check_choice(kind, REGRESSION_TARGETS, "regression target")
     bridge = bridge_schedule(problem)
     base = problem.base
-    net = build_control_network(problem, network=config.network, hidden=config.hidden)
+    net = config_network(problem, config)
     control = net.apply
     gradient = endpoint_gradients(problem, kind, config.max_grad_norm_target)
     needs_gradient = REGRESSION_TARGETS[kind].gradient != "none"
     sde_config = sde.SDEConfig(integrator=config.integrator, detach="all")
     time_window = (config.t_min, 1.0 - config.t_min)
-    optimizer = make_optimizer(
-        config.learning_rate,
-        config.grad_clip,
-        config.learning_rate_decay_steps,
-        config.learning_rate_final_fraction,
-    )
     resample_size, batch_size = config.resample_size, config.batch_size
 
-    def loss_fn(params, key, x_1, grad_1):
-        return regression_loss(
-            control,
-            params,
-            key,
-            x_1,
-            grad_1,
-            kind=kind,
-            bridge=bridge,
-            time_window=time_window,
-            weighting=config.loss_weighting,
-            project=base.project,
-        )
-
-    def init(key: jax.Array) -> BridgeRegressionState:
-        params = net.init(key)
+    def init_buffer(params) -> BufferState:
         point = jnp.zeros((problem.dim,), jnp.float32)
-        example = BufferEntry(point, point, jnp.zeros((), jnp.float32))
-        return BridgeRegressionState(
-            params=params,
-            opt_state=optimizer.init(params),
-            buffer=buffer_init(example, config.buffer_size),
-            step=jnp.zeros((), jnp.int32),
-            cost=Cost.zero(),
-        )
+        return buffer_init(BufferEntry(point, point, jnp.zeros((), jnp.float32)), config.buffer_size)
 
     def refresh(key, params, buffer):
         out = sde.simulate(key, problem, control, sg(params), resample_size, sde_config)
@@ -657,41 +590,59 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
     def keep(key, params, buffer):
         return buffer, Cost.zero()
 
-    def draw(key, buffer):
+    def draw(keys, state: LearnedState) -> Batch:
+        """Refresh the buffer when due (every `refresh_every` steps), then a minibatch of end points."""
+        key_refresh, key_draw = keys
+        refreshed = state.step % config.refresh_every == 0
+        buffer, refresh_cost = jax.lax.cond(refreshed, refresh, keep, key_refresh, state.params, state.extra)
         log_w = _buffer_log_weights(buffer)
         if config.importance_weights == "resample":
-            index = _weighted_indices(key, log_w, batch_size)
+            index = _weighted_indices(key_draw, log_w, batch_size)
         else:
-            index = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
-        return buffer.data.x1[index], buffer.data.grad[index]
+            index = jax.random.randint(key_draw, (batch_size,), 0, jnp.maximum(buffer.size, 1))
+        data = (buffer.data.x1[index], buffer.data.grad[index], refreshed)
+        return Batch(data=data, extra=buffer, cost=(refresh_cost,))
 
-    def step(
-        key: jax.Array, state: BridgeRegressionState
-    ) -> tuple[BridgeRegressionState, BridgeRegressionInfo]:
-        key_refresh, key_draw, key_loss = jax.random.split(key, 3)
-        refreshed = state.step % config.refresh_every == 0
-        buffer, refresh_cost = jax.lax.cond(refreshed, refresh, keep, key_refresh, state.params, state.buffer)
-        x_1, grad_1 = draw(key_draw, buffer)
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, key_loss, x_1, grad_1)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        cost = state.cost + refresh_cost + Cost.of(network_evals=batch_size)
-        info = BridgeRegressionInfo(
+    def loss(params, key, data):
+        x_1, grad_1, _ = data
+        value = regression_loss(
+            control,
+            params,
+            key,
+            x_1,
+            grad_1,
+            kind=kind,
+            bridge=bridge,
+            time_window=time_window,
+            weighting=config.loss_weighting,
+            project=base.project,
+        )
+        return value, ()
+
+    def info(state, batch, loss, grad_norm, aux) -> BridgeRegressionInfo:
+        buffer, refreshed = batch.extra, batch.data[2]
+        return BridgeRegressionInfo(
             loss=loss,
-            grad_norm=optax.tree.norm(grads),
+            grad_norm=grad_norm,
             buffer_ess=_normalised_ess(_buffer_log_weights(buffer), buffer.size),
             refreshed=refreshed.astype(jnp.float32),
         )
-        return BridgeRegressionState(params, opt_state, buffer, state.step + 1, cost), info
 
-    def sample(key: jax.Array, state: BridgeRegressionState, num_samples: int) -> Samples:
-        out = sde.simulate(key, problem, control, state.params, num_samples, sde_config)
-        return Samples(x=out.x, log_w=out.log_w, cost=out.cost)
+    def split(key):
+        key_refresh, key_draw, key_loss = jax.random.split(key, 3)
+        return (key_refresh, key_draw), key_loss
 
-    def backward(key: jax.Array, state: BridgeRegressionState, x_target: jax.Array) -> jax.Array:
-        return sde.simulate_backward(key, problem, control, state.params, x_target, sde_config).log_w
-
-    return Method(init=init, step=step, sample=sample, backward=backward)
+    training = Training(
+        init_params=net.init,
+        draw=draw,
+        loss=loss,
+        info=info,
+        split=split,
+        loss_cost=lambda batch, aux: (Cost.of(network_evals=batch_size),),
+        init_extra=init_buffer,
+    )
+    sample, backward = sde_sampling(problem, control, sde_config, params_of=lambda state: state.params)
+    return build_learned(training, config_optimizer(config), sample, backward)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -702,68 +653,58 @@ _COST_MODEL = (
     "per epoch (refresh_every gradient steps): resample_size SDE paths of K steps (K network evals each), "
     "resample_size energy evals (path weights){grad}; per gradient step: batch_size network evals"
 )
+_WITH_GRADIENTS = " and resample_size energy-gradient evals"
 
-samplers.register(
-    MethodSpec(
-        name="adjoint_sampling",
+
+def _spec(name: str, kind: str, config_cls: type, description: str) -> MethodSpec:
+    """The registry entry of the bridge regression with target `kind` (Brownian base only)."""
+    needs_gradient = REGRESSION_TARGETS[kind].gradient != "none"
+    return MethodSpec(
+        name=name,
         family="soc-regression",
-        config_cls=AdjointSamplingConfig,
-        build=lambda problem, config: build(problem, config, kind="adjoint"),
+        config_cls=config_cls,
+        build=lambda problem, config: build(problem, config, kind=kind),
         bases=("brownian",),
-        cost_model=_COST_MODEL.format(grad=" and resample_size energy-gradient evals"),
-        description=(
-            "Adjoint Sampling / reciprocal adjoint matching (Havens et al. 2025): regress u(X_t,t) on "
-            "-σ(t)∇g(X_1), g = -r, with X_1 from a replay buffer of model end points (uniform draws) and X_t "
-            "from the Brownian bridge; ∇g computed once per end point. "
-            "[CODE] facebookresearch/adjoint_samplers."
-        ),
+        cost_model=_COST_MODEL.format(grad=_WITH_GRADIENTS if needs_gradient else " (no gradient evals)"),
+        description=description,
     )
-)
-samplers.register(
-    MethodSpec(
-        name="target_score_matching",
-        family="soc-regression",
-        config_cls=ScoreMatchingConfig,
-        build=lambda problem, config: build(problem, config, kind="tsm"),
-        bases=("brownian",),
-        cost_model=_COST_MODEL.format(grad=" and resample_size energy-gradient evals"),
-        description=(
-            "Target Score Matching in the tilting setting: regress u on "
-            "σ(t)[α_t^{-1}∇log p*(X_1) - ∇log p^base_t(X_t)], X_1 from the importance-resampled buffer, "
-            "X_t from the bridge. [DERIVED] from the target "
-            "score identity (methods.md §1.3, §4); variance ~ 1/ν_t² as t -> 0."
-        ),
-    )
-)
-samplers.register(
-    MethodSpec(
-        name="conditional_score_matching",
-        family="soc-regression",
-        config_cls=ScoreMatchingConfig,
-        build=lambda problem, config: build(problem, config, kind="csm"),
-        bases=("brownian",),
-        cost_model=_COST_MODEL.format(grad=" (no gradient evals)"),
-        description=(
-            "Conditional (denoising) Score Matching in the tilting setting: regress u on "
-            "σ(t)[-(X_t - α_t X_1)/β_t² - ∇log p^base_t(X_t)], X_1 from the importance-resampled buffer. "
-            "[DERIVED] (methods.md §1.3); "
-            "variance ~ 1/β_t² as t -> 1."
-        ),
-    )
-)
-samplers.register(
-    MethodSpec(
-        name="novel_score_matching",
-        family="soc-regression",
-        config_cls=NovelScoreMatchingConfig,
-        build=lambda problem, config: build(problem, config, kind="nsm"),
-        bases=("brownian",),
-        cost_model=_COST_MODEL.format(grad=" and resample_size energy-gradient evals"),
-        description=(
-            "Novel Score Matching [RECON]: the PDDS guidance loss, regress u on σ(t) a_t ∇r(X_1) "
-            "(a_t = 1 for "
-            "the Brownian base, where the target coincides with Adjoint Sampling's), X_1 from the "
-            "importance-resampled buffer. Identification with arXiv 2605.00229 unconfirmed (methods.md §1.3)."
-        ),
-    )
+
+
+SPECS: tuple[MethodSpec, ...] = (
+    _spec(
+        "adjoint_sampling",
+        "adjoint",
+        AdjointSamplingConfig,
+        "Adjoint Sampling / reciprocal adjoint matching (Havens et al. 2025): regress u(X_t,t) on "
+        "-σ(t)∇g(X_1), g = -r, with X_1 from a replay buffer of model end points (uniform draws) and X_t "
+        "from the Brownian bridge; ∇g computed once per end point. "
+        "[CODE] facebookresearch/adjoint_samplers.",
+    ),
+    _spec(
+        "target_score_matching",
+        "tsm",
+        ScoreMatchingConfig,
+        "Target Score Matching in the tilting setting: regress u on "
+        "σ(t)[α_t^{-1}∇log p*(X_1) - ∇log p^base_t(X_t)], X_1 from the importance-resampled buffer, "
+        "X_t from the bridge. [DERIVED] from the target "
+        "score identity (methods.md §1.3, §4); variance ~ 1/ν_t² as t -> 0.",
+    ),
+    _spec(
+        "conditional_score_matching",
+        "csm",
+        ScoreMatchingConfig,
+        "Conditional (denoising) Score Matching in the tilting setting: regress u on "
+        "σ(t)[-(X_t - α_t X_1)/β_t² - ∇log p^base_t(X_t)], X_1 from the importance-resampled buffer. "
+        "[DERIVED] (methods.md §1.3); "
+        "variance ~ 1/β_t² as t -> 1.",
+    ),
+    _spec(
+        "novel_score_matching",
+        "nsm",
+        NovelScoreMatchingConfig,
+        "Novel Score Matching [RECON]: the PDDS guidance loss, regress u on σ(t) a_t ∇r(X_1) "
+        "(a_t = 1 for "
+        "the Brownian base, where the target coincides with Adjoint Sampling's), X_1 from the "
+        "importance-resampled buffer. Identification with arXiv 2605.00229 unconfirmed (methods.md §1.3).",
+    ),
 )

@@ -69,29 +69,28 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
-import samplers
 from samplers.baselines.common import complete_centre_of_mass, working_density
+from samplers.fields import POSITIVE, POSITIVE_OR_NONE, field
+from samplers.learned import LearnedState, build_learned, self_drawn
 from samplers.method import Cost, Method, MethodSpec, Samples
 from samplers.methods.common import (
-    NETWORKS,
+    ControlTrainingConfig,
     batch_log_Z,
-    build_control_network,
-    check_learning_rate_decay,
-    make_optimizer,
+    config_network,
+    config_optimizer,
 )
 from samplers.parallel import shard_batch
 from samplers.problem import Problem
 
 __all__ = [
+    "SPECS",
     "FeatureControl",
     "CMCD_DETACH_MODES",
     "Annealing",
     "CMCDConfig",
     "CMCDInfo",
     "CMCDPath",
-    "CMCDState",
     "annealing",
     "build_cmcd_kl",
     "build_cmcd_lv",
@@ -114,19 +113,10 @@ CMCD_DETACH_MODES: dict[str, str] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class CMCDConfig:
+class CMCDConfig(ControlTrainingConfig):
     """Hyper-parameters of `cmcd_kl` and `cmcd_lv`.
 
-    Attributes:
-        learning_rate: Adam learning rate (all parameters: control, `p_0`, schedule, `σ_k`).
-        learning_rate_decay_steps: if set, the learning rate follows a cosine decay from `learning_rate`
-            to `learning_rate_final_fraction · learning_rate` over this many steps, then stays there
-            (reduces the final-iterate noise of small budgets; `None`: constant, the default).
-        learning_rate_final_fraction: see `learning_rate_decay_steps`.
-        batch_size: trajectories per training step.
-        hidden: hidden widths of the control MLP (for `egnn`: width `hidden[0]`, `len(hidden)` layers).
-        network: `"auto"`, `"mlp"` or `"egnn"` (`samplers.methods.common.NETWORKS`).
-        time_embedding_dim: number of sinusoidal time features.
+    Attributes (besides the shared optimiser and network fields of `ControlTrainingConfig`):
         grad_log_target_feature: feed `sg[clip(∇log γ)]` to the MLP (PISGRADNet feature).
         grad_target_clip: element-wise clip of `∇log γ` in the drifts and the feature (100, CMCD `gradU`).
         checkpoint_steps: rematerialise each chain step in the backward pass (`jax.checkpoint` on the
@@ -144,56 +134,16 @@ class CMCDConfig:
         learn_diffusion_scale: learn the per-step `σ_k` (log-parametrised).
     """
 
-    learning_rate: float = 1e-3
-    learning_rate_decay_steps: int | None = None
-    learning_rate_final_fraction: float = 0.1
-    batch_size: int = 256
-    hidden: tuple[int, ...] = (64, 64)
-    network: str = "auto"
-    time_embedding_dim: int = 32
     grad_log_target_feature: bool = True
-    grad_target_clip: float = 100.0
+    grad_target_clip: float = field(100.0, POSITIVE)
     checkpoint_steps: bool = True
     reuse_drift_gradient: bool = True
-    grad_clip: float | None = 10.0
-    initial_std: float = 1.0
+    grad_clip: float | None = field(10.0, POSITIVE_OR_NONE)
+    initial_std: float = field(1.0, POSITIVE)
     learn_initial: bool = True
     learn_schedule: bool = True
-    diffusion_scale: float = 1.0
+    diffusion_scale: float = field(1.0, POSITIVE)
     learn_diffusion_scale: bool = True
-
-    def __post_init__(self):
-        who = type(self).__name__
-        if isinstance(self.hidden, list):  # e.g. from a JSON config: keep the frozen config hashable
-            object.__setattr__(self, "hidden", tuple(self.hidden))
-        if self.network not in NETWORKS:
-            raise ValueError(f"{who}: unknown network {self.network!r}; valid choices: {sorted(NETWORKS)}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 2:
-            raise ValueError(f"{who}: batch_size must be an integer >= 2, got {self.batch_size!r}")
-        for name in ("learning_rate", "grad_target_clip", "initial_std", "diffusion_scale"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{who}: {name} must be positive, got {getattr(self, name)!r}")
-        check_learning_rate_decay(self.learning_rate_decay_steps, self.learning_rate_final_fraction, who)
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"{who}: grad_clip must be positive or None, got {self.grad_clip!r}")
-        if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
-            raise ValueError(
-                f"{who}: hidden must be a non-empty tuple of positive widths, got {self.hidden!r}"
-            )
-
-
-class CMCDState(NamedTuple):
-    """Training state.
-
-    Attributes:
-        params: `{"control": network parameters, "annealing": init_annealing_params(...)}`.
-        opt_state: optax state.
-        cost: cumulative training cost.
-    """
-
-    params: PyTree
-    opt_state: optax.OptState
-    cost: Cost
 
 
 class CMCDInfo(NamedTuple):
@@ -520,52 +470,45 @@ def simulate_cmcd_backward(
 # ---------------------------------------------------------------------------------------------
 
 
-def cmcd_kl_loss(
-    key: jax.Array,
-    problem: Problem,
-    control: Control,
-    params: PyTree,
-    batch_size: int,
-    config: CMCDConfig,
-    *,
-    grad_evals_per_control: float = 0.0,
-) -> tuple[jax.Array, CMCDPath]:
-    """`-mean_i log w_θ(X^i)` (negative ELBO) with reparametrised trajectories (`detach="none"`)."""
-    path = simulate_cmcd(
-        key,
-        problem,
-        control,
-        params,
-        batch_size,
-        config,
-        detach="none",
-        grad_evals_per_control=grad_evals_per_control,
-    )
-    return -jnp.mean(path.log_w), path
+def _chain_loss(detach: str, reduce: Callable[[jax.Array], jax.Array], doc: str) -> Callable:
+    """A CMCD loss: `reduce(log w)` over a batch simulated by `simulate_cmcd` with `detach`."""
+
+    def loss(
+        key: jax.Array,
+        problem: Problem,
+        control: Control,
+        params: PyTree,
+        batch_size: int,
+        config: CMCDConfig,
+        *,
+        grad_evals_per_control: float = 0.0,
+    ) -> tuple[jax.Array, CMCDPath]:
+        path = simulate_cmcd(
+            key,
+            problem,
+            control,
+            params,
+            batch_size,
+            config,
+            detach=detach,
+            grad_evals_per_control=grad_evals_per_control,
+        )
+        return reduce(path.log_w), path
+
+    loss.__doc__ = doc
+    return loss
 
 
-def cmcd_lv_loss(
-    key: jax.Array,
-    problem: Problem,
-    control: Control,
-    params: PyTree,
-    batch_size: int,
-    config: CMCDConfig,
-    *,
-    grad_evals_per_control: float = 0.0,
-) -> tuple[jax.Array, CMCDPath]:
-    """`Var_i[log w_θ(X^i)]` (ddof 0) on detached trajectories (`detach="states"`)."""
-    path = simulate_cmcd(
-        key,
-        problem,
-        control,
-        params,
-        batch_size,
-        config,
-        detach="states",
-        grad_evals_per_control=grad_evals_per_control,
-    )
-    return jnp.var(path.log_w), path
+cmcd_kl_loss = _chain_loss(
+    "none",
+    lambda log_w: -jnp.mean(log_w),
+    "`-mean_i log w_θ(X^i)` (negative ELBO) with reparametrised trajectories (`detach=\"none\"`).",
+)
+cmcd_lv_loss = _chain_loss(
+    "states",
+    jnp.var,
+    "`Var_i[log w_θ(X^i)]` (ddof 0) on detached trajectories (`detach=\"states\"`).",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -579,65 +522,48 @@ def _build(problem: Problem, config: CMCDConfig, loss_fn: Callable, name: str) -
     if not isinstance(config, CMCDConfig):
         raise TypeError(f"{name} needs a CMCDConfig, got {type(config).__name__}")
     target = _working_target(problem, config)
-    net = build_control_network(
+    net = config_network(
         problem,
-        network=config.network,
-        hidden=config.hidden,
-        time_embedding_dim=config.time_embedding_dim,
+        config,
         grad_log_target=jax.grad(target.log_prob) if config.grad_log_target_feature else None,
-        grad_target_clip=config.grad_target_clip,
     )
     # the feature reuses the drift's clipped ∇log γ(x) (same clip): no second evaluation per point
     reuse = config.reuse_drift_gradient and net.apply_with_grad is not None
     control = FeatureControl(net.apply_with_grad) if reuse else net.apply
     per_control = 0.0 if reuse else float(net.grad_evals_per_apply)
-    optimizer = make_optimizer(
-        config.learning_rate,
-        config.grad_clip,
-        config.learning_rate_decay_steps,
-        config.learning_rate_final_fraction,
-    )
 
-    def init(key: jax.Array) -> CMCDState:
-        params = {"control": net.init(key), "annealing": init_annealing_params(problem, config)}
-        return CMCDState(params=params, opt_state=optimizer.init(params), cost=Cost.zero())
-
-    def objective(params, key):
+    def loss(params, key, data):
         return loss_fn(
             key, problem, control, params, config.batch_size, config, grad_evals_per_control=per_control
         )
 
-    def step(key: jax.Array, state: CMCDState) -> tuple[CMCDState, CMCDInfo]:
-        (loss, path), grads = jax.value_and_grad(objective, has_aux=True)(state.params, key)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    def info(state, batch, loss, grad_norm, path) -> CMCDInfo:
         log_w = sg(path.log_w)
-        info = CMCDInfo(
+        return CMCDInfo(
             loss=loss,
-            grad_norm=optax.tree.norm(grads),
+            grad_norm=grad_norm,
             elbo=jnp.mean(log_w),
             log_Z=batch_log_Z(log_w),
             mean_diffusion_scale=jnp.mean(jnp.exp(state.params["annealing"]["log_diffusion"])),
         )
-        new_state = CMCDState(
-            params=optax.apply_updates(state.params, updates),
-            opt_state=opt_state,
-            cost=state.cost + path.cost,
-        )
-        return new_state, info
 
-    def sample(key: jax.Array, state: CMCDState, num_samples: int) -> Samples:
+    def sample(key: jax.Array, state: LearnedState, num_samples: int) -> Samples:
         path = simulate_cmcd(
             key, problem, control, state.params, num_samples, config, grad_evals_per_control=per_control
         )
         return Samples(x=path.x, log_w=path.log_w, cost=path.cost)
 
-    def backward(key: jax.Array, state: CMCDState, x_target: jax.Array) -> jax.Array:
+    def backward(key: jax.Array, state: LearnedState, x_target: jax.Array) -> jax.Array:
         path = simulate_cmcd_backward(
             key, problem, control, state.params, x_target, config, grad_evals_per_control=per_control
         )
         return path.log_w
 
-    return Method(init=init, step=step, sample=sample, backward=backward)
+    def init_params(key: jax.Array):
+        return {"control": net.init(key), "annealing": init_annealing_params(problem, config)}
+
+    training = self_drawn(init_params, loss, info)
+    return build_learned(training, config_optimizer(config), sample, backward)
 
 
 def build_cmcd_kl(problem: Problem, config: CMCDConfig) -> Method:
@@ -655,7 +581,7 @@ _COST = (
     "K+1 network evals, K SDE steps"
 )
 
-samplers.register(
+SPECS: tuple[MethodSpec, ...] = (
     MethodSpec(
         name="cmcd_kl",
         family="thermodynamic",
@@ -668,9 +594,7 @@ samplers.register(
             "diagonal Gaussian with a learned control, monotone schedule and step sizes; exact Crooks-type "
             "weights; negative ELBO with reparametrised paths (the base supplies only the grid and log γ)."
         ),
-    )
-)
-samplers.register(
+    ),
     MethodSpec(
         name="cmcd_lv",
         family="thermodynamic",
@@ -682,5 +606,5 @@ samplers.register(
             "Controlled Monte Carlo Diffusion trained with the log-variance loss Var(log w) on detached "
             "trajectories (Vargas et al. 2024); the base only supplies the grid and log γ."
         ),
-    )
+    ),
 )

@@ -8,21 +8,24 @@ applies to the whole family at once (one code path, one set of defaults, the sam
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from samplers.fields import POSITIVE, WIDTHS, Checked, field, integer, one_of, within
 from samplers.networks import ControlNet, egnn_control, mlp_control
 from samplers.problem import Problem
 
 __all__ = [
     "NETWORKS",
+    "ControlTrainingConfig",
     "batch_log_Z",
     "build_control_network",
-    "check_learning_rate_decay",
-    "check_network",
+    "config_network",
+    "config_optimizer",
     "clip_norm",
     "grad_log_target_fn",
     "make_optimizer",
@@ -35,10 +38,30 @@ NETWORKS: dict[str, str] = {
 }
 
 
-def check_network(network: str, who: str) -> None:
-    """Raise a ValueError naming the valid choices when `network` is not in `NETWORKS`."""
-    if network not in NETWORKS:
-        raise ValueError(f"{who}: unknown network {network!r}; valid choices: {sorted(NETWORKS)}")
+@dataclasses.dataclass(frozen=True)
+class ControlTrainingConfig(Checked):
+    """The optimiser and control-network fields that Adjoint Matching, the path-space losses and CMCD
+    share; their configs extend it (these fields come first, in this order).
+
+    Attributes:
+        learning_rate: Adam learning rate (the initial one when decayed).
+        learning_rate_decay_steps: if set, the learning rate follows a cosine decay from `learning_rate`
+            to `learning_rate_final_fraction · learning_rate` over this many steps, then stays there
+            (reduces the final-iterate noise of small budgets; `None`: constant, the default).
+        learning_rate_final_fraction: see `learning_rate_decay_steps`.
+        batch_size: trajectories per training step (`n`).
+        hidden: hidden widths of the control MLP (for `egnn`: width `hidden[0]`, `len(hidden)` layers).
+        network: `"auto"` (egnn for particle systems, else mlp), `"mlp"` or `"egnn"` (`NETWORKS`).
+        time_embedding_dim: number of sinusoidal time features of the network.
+    """
+
+    learning_rate: float = field(1e-3, POSITIVE)
+    learning_rate_decay_steps: int | None = field(None, integer(1, optional=True))
+    learning_rate_final_fraction: float = field(0.1, within(0, 1))
+    batch_size: int = field(256, integer(2))
+    hidden: tuple[int, ...] = field((64, 64), WIDTHS)
+    network: str = field("auto", one_of(NETWORKS))
+    time_embedding_dim: int = 32
 
 
 def grad_log_target_fn(problem: Problem) -> Callable[[jax.Array], jax.Array]:
@@ -89,6 +112,32 @@ def build_control_network(
     )
 
 
+def config_network(
+    problem: Problem, config, *, grad_log_target: Callable[[jax.Array], jax.Array] | None = None
+) -> ControlNet:
+    """`build_control_network` with a method config's network fields: `network`, `hidden` and, where the
+    config has them, `time_embedding_dim` (else 32) and `grad_target_clip` (else 100)."""
+    return build_control_network(
+        problem,
+        network=config.network,
+        hidden=config.hidden,
+        time_embedding_dim=getattr(config, "time_embedding_dim", 32),
+        grad_log_target=grad_log_target,
+        grad_target_clip=getattr(config, "grad_target_clip", 100.0),
+    )
+
+
+def config_optimizer(config) -> optax.GradientTransformation:
+    """`make_optimizer` with a method config's `learning_rate`, `grad_clip` and, where the config has
+    them, `learning_rate_decay_steps` (else constant) and `learning_rate_final_fraction`."""
+    return make_optimizer(
+        config.learning_rate,
+        config.grad_clip,
+        getattr(config, "learning_rate_decay_steps", None),
+        getattr(config, "learning_rate_final_fraction", 0.1),
+    )
+
+
 def make_optimizer(
     learning_rate: float,
     grad_clip: float | None,
@@ -106,19 +155,6 @@ def make_optimizer(
         learning_rate = optax.cosine_decay_schedule(learning_rate, decay_steps, alpha=final_fraction)
     adam = optax.adam(learning_rate)
     return adam if grad_clip is None else optax.chain(optax.clip_by_global_norm(grad_clip), adam)
-
-
-def check_learning_rate_decay(decay_steps: int | None, final_fraction: float, who: str) -> None:
-    """Raise a ValueError unless `decay_steps` is a positive integer or None and `final_fraction` lies
-    in [0, 1]."""
-    if decay_steps is not None and (
-        isinstance(decay_steps, bool) or not isinstance(decay_steps, int) or decay_steps < 1
-    ):
-        raise ValueError(
-            f"{who}: learning_rate_decay_steps must be a positive integer or None, got {decay_steps!r}"
-        )
-    if not 0.0 <= final_fraction <= 1.0:
-        raise ValueError(f"{who}: learning_rate_final_fraction must lie in [0, 1], got {final_fraction!r}")
 
 
 def batch_log_Z(log_w: jax.Array) -> jax.Array:

@@ -63,24 +63,23 @@ import jax
 import jax.numpy as jnp
 import optax
 
-import samplers
 from samplers import sde
-from samplers.method import Cost, Method, MethodSpec, Samples
+from samplers.fields import POSITIVE, POSITIVE_OR_NONE, field, one_of
+from samplers.learned import build_learned, sde_sampling, self_drawn
+from samplers.method import Cost, Method, MethodSpec
 from samplers.methods.common import (
-    NETWORKS,
+    ControlTrainingConfig,
     batch_log_Z,
-    build_control_network,
-    check_learning_rate_decay,
+    config_network,
+    config_optimizer,
     grad_log_target_fn,
-    make_optimizer,
 )
-from samplers.networks import ControlNet
 from samplers.problem import Problem
 
 __all__ = [
+    "SPECS",
     "PathKLConfig",
     "PathKLInfo",
-    "PathKLState",
     "TrajectoryBalanceConfig",
     "TrajectoryBalanceInfo",
     "build_dds",
@@ -100,42 +99,11 @@ Control = Callable[[PyTree, jax.Array, jax.Array], jax.Array]
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_common(config: Any, who: str) -> None:
-    if isinstance(config.hidden, list):  # e.g. from a JSON config: keep the frozen config hashable
-        object.__setattr__(config, "hidden", tuple(config.hidden))
-    if config.network not in NETWORKS:
-        raise ValueError(f"{who}: unknown network {config.network!r}; valid choices: {sorted(NETWORKS)}")
-    if config.integrator not in sde.INTEGRATORS:
-        raise ValueError(
-            f"{who}: unknown integrator {config.integrator!r}; valid choices: {sorted(sde.INTEGRATORS)}"
-        )
-    if isinstance(config.batch_size, bool) or not isinstance(config.batch_size, int) or config.batch_size < 2:
-        raise ValueError(f"{who}: batch_size must be an integer >= 2, got {config.batch_size!r}")
-    if not config.learning_rate > 0:
-        raise ValueError(f"{who}: learning_rate must be positive, got {config.learning_rate!r}")
-    check_learning_rate_decay(config.learning_rate_decay_steps, config.learning_rate_final_fraction, who)
-    if config.grad_clip is not None and not config.grad_clip > 0:
-        raise ValueError(f"{who}: grad_clip must be positive or None, got {config.grad_clip!r}")
-    if not config.grad_target_clip > 0:
-        raise ValueError(f"{who}: grad_target_clip must be positive, got {config.grad_target_clip!r}")
-    if not config.hidden or any(not isinstance(w, int) or w < 1 for w in config.hidden):
-        raise ValueError(f"{who}: hidden must be a non-empty tuple of positive widths, got {config.hidden!r}")
-
-
 @dataclasses.dataclass(frozen=True)
-class PathKLConfig:
+class PathKLConfig(ControlTrainingConfig):
     """Hyper-parameters of `pis`, `dds` and `log_variance`.
 
-    Attributes:
-        learning_rate: Adam learning rate of the control network.
-        learning_rate_decay_steps: if set, the learning rate follows a cosine decay from `learning_rate`
-            to `learning_rate_final_fraction · learning_rate` over this many steps, then stays there
-            (reduces the final-iterate noise of small budgets; `None`: constant, the default).
-        learning_rate_final_fraction: see `learning_rate_decay_steps`.
-        batch_size: trajectories per training step.
-        hidden: hidden widths of the control MLP (for `egnn`: width `hidden[0]`, `len(hidden)` layers).
-        network: `"auto"`, `"mlp"` or `"egnn"` (`NETWORKS`).
-        time_embedding_dim: number of sinusoidal time features of the network.
+    Attributes (besides the shared optimiser and network fields of `ControlTrainingConfig`):
         grad_log_target_feature: add the PIS/DDS feature `NN₂(t) ⊙ sg[clip(∇log γ̃(x))]` to the MLP
             control (`γ̃ = p^base_K e^r`, `= γ` for sampling problems; `∇r` when the base has no
             closed-form terminal law). Ignored by `egnn`.
@@ -147,21 +115,11 @@ class PathKLConfig:
             (`pis`/`dds` only); None stores every step.
     """
 
-    learning_rate: float = 1e-3
-    learning_rate_decay_steps: int | None = None
-    learning_rate_final_fraction: float = 0.1
-    batch_size: int = 256
-    hidden: tuple[int, ...] = (64, 64)
-    network: str = "auto"
-    time_embedding_dim: int = 32
     grad_log_target_feature: bool = True
-    grad_target_clip: float = 100.0
-    grad_clip: float | None = 10.0
-    integrator: str = "diffrax"
+    grad_target_clip: float = field(100.0, POSITIVE)
+    grad_clip: float | None = field(10.0, POSITIVE_OR_NONE)
+    integrator: str = field("diffrax", one_of(sde.INTEGRATORS))
     checkpoints: int | None = None
-
-    def __post_init__(self):
-        _check_common(self, type(self).__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,27 +132,8 @@ class TrajectoryBalanceConfig(PathKLConfig):
         log_Z_init: initial value of `log Z_φ`.
     """
 
-    log_Z_learning_rate: float = 5e-2
+    log_Z_learning_rate: float = field(5e-2, POSITIVE)
     log_Z_init: float = 0.0
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.log_Z_learning_rate > 0:
-            raise ValueError(f"log_Z_learning_rate must be positive, got {self.log_Z_learning_rate!r}")
-
-
-class PathKLState(NamedTuple):
-    """Training state.
-
-    Attributes:
-        params: `{"control": network parameters}` (plus `"log_Z": ()` for trajectory balance).
-        opt_state: optax state.
-        cost: cumulative training cost.
-    """
-
-    params: PyTree
-    opt_state: optax.OptState
-    cost: Cost
 
 
 class PathKLInfo(NamedTuple):
@@ -317,83 +256,6 @@ def trajectory_balance_loss(
 # ---------------------------------------------------------------------------------------------
 
 
-class _Bound(NamedTuple):
-    """What every method of this module shares once bound to a problem and a config."""
-
-    net: ControlNet
-    sde_config: sde.SDEConfig
-    sample: Callable[[jax.Array, PathKLState, int], Samples]
-    backward: Callable[[jax.Array, PathKLState, jax.Array], jax.Array] | None
-
-
-def _bind(problem: Problem, config: PathKLConfig) -> _Bound:
-    if not isinstance(problem, Problem):
-        raise TypeError(f"expected a samplers.problem.Problem, got {type(problem).__name__}")
-    grad_fn = grad_log_target_fn(problem) if config.grad_log_target_feature else None
-    net = build_control_network(
-        problem,
-        network=config.network,
-        hidden=config.hidden,
-        time_embedding_dim=config.time_embedding_dim,
-        grad_log_target=grad_fn,
-        grad_target_clip=config.grad_target_clip,
-    )
-    sde_config = sde.SDEConfig(integrator=config.integrator, checkpoints=config.checkpoints)
-    per_control = float(net.grad_evals_per_apply)
-
-    sample, backward = sde.evaluation_functions(
-        problem,
-        net.apply,
-        lambda state: state.params["control"],
-        sde_config,
-        grad_evals_per_control=per_control,
-    )
-    return _Bound(net, sde_config, sample, backward)
-
-
-def _control_loss_method(problem: Problem, config: PathKLConfig, loss_fn: Callable) -> Method:
-    """A method that trains only the control with `loss_fn(key, problem, control, params, n, ...)`."""
-    bound = _bind(problem, config)
-    optimizer = make_optimizer(
-        config.learning_rate,
-        config.grad_clip,
-        config.learning_rate_decay_steps,
-        config.learning_rate_final_fraction,
-    )
-    per_control = float(bound.net.grad_evals_per_apply)
-
-    def init(key: jax.Array) -> PathKLState:
-        params = {"control": bound.net.init(key)}
-        return PathKLState(params=params, opt_state=optimizer.init(params), cost=Cost.zero())
-
-    def objective(params, key):
-        return loss_fn(
-            key,
-            problem,
-            bound.net.apply,
-            params["control"],
-            config.batch_size,
-            bound.sde_config,
-            grad_evals_per_control=per_control,
-        )
-
-    def step(key: jax.Array, state: PathKLState) -> tuple[PathKLState, PathKLInfo]:
-        (loss, path), grads = jax.value_and_grad(objective, has_aux=True)(state.params, key)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        new_state = PathKLState(
-            params=optax.apply_updates(state.params, updates),
-            opt_state=opt_state,
-            cost=state.cost + path.cost,
-        )
-        log_w = jax.lax.stop_gradient(path.log_w)
-        info = PathKLInfo(
-            loss=loss, grad_norm=optax.tree.norm(grads), elbo=jnp.mean(log_w), log_Z=batch_log_Z(log_w)
-        )
-        return new_state, info
-
-    return Method(init=init, step=step, sample=bound.sample, backward=bound.backward)
-
-
 def _check_config(config: Any, cls: type, name: str) -> None:
     if not isinstance(config, cls):
         raise TypeError(f"{name} needs a {cls.__name__}, got {type(config).__name__}")
@@ -404,24 +266,78 @@ def _check_base(problem: Problem, bases: tuple[str, ...], name: str) -> None:
         raise ValueError(f"{name} supports the base(s) {list(bases)}, got a {problem.base.kind!r} base")
 
 
+def _path_loss_method(
+    problem: Problem,
+    config: PathKLConfig,
+    loss_fn: Callable,
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    learned_log_Z: bool = False,
+) -> Method:
+    """A method trained on `loss_fn(key, problem, control, params, n, sde_config, ...)`, which simulates
+    its own batch (`no_draw`): the path-KL and log-variance losses, and trajectory balance with a learned
+    `log Z_φ` (`learned_log_Z`: a second parameter, its own optimiser, `TrajectoryBalanceInfo`)."""
+    if not isinstance(problem, Problem):
+        raise TypeError(f"expected a samplers.problem.Problem, got {type(problem).__name__}")
+    grad_fn = grad_log_target_fn(problem) if config.grad_log_target_feature else None
+    net = config_network(problem, config, grad_log_target=grad_fn)
+    sde_config = sde.SDEConfig(integrator=config.integrator, checkpoints=config.checkpoints)
+    per_control = float(net.grad_evals_per_apply)
+    log_Z_args = (lambda params: (params["log_Z"],)) if learned_log_Z else (lambda params: ())
+
+    def init_params(key: jax.Array):
+        params = {"control": net.init(key)}
+        if learned_log_Z:
+            params["log_Z"] = jnp.asarray(config.log_Z_init, jnp.float32)
+        return params
+
+    def loss(params, key, data):
+        return loss_fn(
+            key,
+            problem,
+            net.apply,
+            params["control"],
+            *log_Z_args(params),
+            config.batch_size,
+            sde_config,
+            grad_evals_per_control=per_control,
+        )
+
+    def info(state, batch, loss, grad_norm, path):
+        log_w = jax.lax.stop_gradient(path.log_w)
+        common = (loss, grad_norm, jnp.mean(log_w), batch_log_Z(log_w))
+        if learned_log_Z:
+            return TrajectoryBalanceInfo(*common, log_Z_param=state.params["log_Z"])
+        return PathKLInfo(*common)
+
+    training = self_drawn(
+        init_params,
+        loss,
+        info,
+        grad_norm=(lambda grads: optax.tree.norm(grads["control"])) if learned_log_Z else optax.tree.norm,
+    )
+    sample, backward = sde_sampling(problem, net.apply, sde_config, grad_evals_per_control=per_control)
+    return build_learned(training, optimizer or config_optimizer(config), sample, backward)
+
+
 def build_pis(problem: Problem, config: PathKLConfig) -> Method:
     """PIS: the path-KL loss (`path_kl_loss`) on the Brownian base."""
     _check_config(config, PathKLConfig, "pis")
     _check_base(problem, ("brownian",), "pis")
-    return _control_loss_method(problem, config, path_kl_loss)
+    return _path_loss_method(problem, config, path_kl_loss)
 
 
 def build_dds(problem: Problem, config: PathKLConfig) -> Method:
     """DDS: the path-KL loss (`path_kl_loss`) on the VP base started from its stationary Gaussian."""
     _check_config(config, PathKLConfig, "dds")
     _check_base(problem, ("vp",), "dds")
-    return _control_loss_method(problem, config, path_kl_loss)
+    return _path_loss_method(problem, config, path_kl_loss)
 
 
 def build_log_variance(problem: Problem, config: PathKLConfig) -> Method:
     """Log-variance loss (`log_variance_loss`) on detached on-policy trajectories, any base."""
     _check_config(config, PathKLConfig, "log_variance")
-    return _control_loss_method(problem, config, log_variance_loss)
+    return _path_loss_method(problem, config, log_variance_loss)
 
 
 def build_trajectory_balance(problem: Problem, config: TrajectoryBalanceConfig) -> Method:
@@ -431,52 +347,13 @@ def build_trajectory_balance(problem: Problem, config: TrajectoryBalanceConfig) 
     the gradient clip and the learning-rate decay apply to the control only.
     """
     _check_config(config, TrajectoryBalanceConfig, "trajectory_balance")
-    bound = _bind(problem, config)
-    per_control = float(bound.net.grad_evals_per_apply)
     optimizer = optax.multi_transform(
-        {
-            "control": make_optimizer(
-                config.learning_rate,
-                config.grad_clip,
-                config.learning_rate_decay_steps,
-                config.learning_rate_final_fraction,
-            ),
-            "log_Z": optax.adam(config.log_Z_learning_rate),
-        },
+        {"control": config_optimizer(config), "log_Z": optax.adam(config.log_Z_learning_rate)},
         lambda params: {"control": jax.tree.map(lambda _: "control", params["control"]), "log_Z": "log_Z"},
     )
-
-    def init(key: jax.Array) -> PathKLState:
-        params = {"control": bound.net.init(key), "log_Z": jnp.asarray(config.log_Z_init, jnp.float32)}
-        return PathKLState(params=params, opt_state=optimizer.init(params), cost=Cost.zero())
-
-    def objective(params, key):
-        return trajectory_balance_loss(
-            key,
-            problem,
-            bound.net.apply,
-            params["control"],
-            params["log_Z"],
-            config.batch_size,
-            bound.sde_config,
-            grad_evals_per_control=per_control,
-        )
-
-    def step(key: jax.Array, state: PathKLState) -> tuple[PathKLState, TrajectoryBalanceInfo]:
-        (loss, path), grads = jax.value_and_grad(objective, has_aux=True)(state.params, key)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        log_w = jax.lax.stop_gradient(path.log_w)
-        info = TrajectoryBalanceInfo(
-            loss=loss,
-            grad_norm=optax.tree.norm(grads["control"]),
-            elbo=jnp.mean(log_w),
-            log_Z=batch_log_Z(log_w),
-            log_Z_param=state.params["log_Z"],
-        )
-        return PathKLState(params=params, opt_state=opt_state, cost=state.cost + path.cost), info
-
-    return Method(init=init, step=step, sample=bound.sample, backward=bound.backward)
+    return _path_loss_method(
+        problem, config, trajectory_balance_loss, optimizer=optimizer, learned_log_Z=True
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,7 +364,7 @@ _SIM_COST = (
     "per step: n·K network evals and SDE steps, n energy evals at x_K, n·K grad evals with the grad feature"
 )
 
-samplers.register(
+SPECS: tuple[MethodSpec, ...] = (
     MethodSpec(
         name="pis",
         family="path-kl",
@@ -499,9 +376,7 @@ samplers.register(
             "Path Integral Sampler: minimise -mean(log w) = KL(P^θ||P*) - log Z with reparametrised "
             "Euler–Maruyama trajectories of the Brownian base from 0 (exact kernel-form path weights)."
         ),
-    )
-)
-samplers.register(
+    ),
     MethodSpec(
         name="dds",
         family="path-kl",
@@ -513,9 +388,7 @@ samplers.register(
             "Denoising Diffusion Sampler: the path-KL loss -mean(log w) on the VP (OU) base started from "
             "its stationary Gaussian; Euler–Maruyama discretisation (the paper: an exponential integrator)."
         ),
-    )
-)
-samplers.register(
+    ),
     MethodSpec(
         name="log_variance",
         family="path-kl",
@@ -527,9 +400,7 @@ samplers.register(
             "Log-variance loss Var(log w) on detached on-policy trajectories, log w recomputed at the fixed "
             "points so θ enters only through the forward kernels (Richter & Berner 2023)."
         ),
-    )
-)
-samplers.register(
+    ),
     MethodSpec(
         name="trajectory_balance",
         family="path-kl",
@@ -541,5 +412,5 @@ samplers.register(
             "Trajectory balance: mean ½(log Z_φ - log w)² on detached on-policy trajectories with a learned "
             "scalar log Z_φ (GFlowNet TB, Sendera et al. 2024)."
         ),
-    )
+    ),
 )

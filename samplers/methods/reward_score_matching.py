@@ -100,16 +100,17 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
-import samplers
 from samplers import sde
+from samplers.fields import NON_NEGATIVE, POSITIVE, POSITIVE_OR_NONE, WIDTHS, Checked, field, integer, one_of
+from samplers.learned import Batch, LearnedState, Training, build_learned, sde_sampling
 from samplers.method import Cost, Method, MethodSpec
 from samplers.methods.adjoint_matching import select_times
-from samplers.methods.common import NETWORKS, batch_log_Z, build_control_network, clip_norm, make_optimizer
+from samplers.methods.common import NETWORKS, batch_log_Z, clip_norm, config_network, config_optimizer
 from samplers.problem import Problem
 
 __all__ = [
+    "SPECS",
     "DENOISERS",
     "GUIDANCES",
     "JACOBIANS",
@@ -117,7 +118,6 @@ __all__ = [
     "GuidanceOutput",
     "RewardScoreMatchingConfig",
     "RewardScoreMatchingInfo",
-    "RewardScoreMatchingState",
     "RewardScoreMatchingZOConfig",
     "build_reward_score_matching",
     "guidance_estimates",
@@ -186,21 +186,13 @@ def _denoiser(problem: Problem) -> Callable[[jax.Array, jax.Array], jax.Array]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_int(value: Any, what: str, minimum: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        tail = " or None" if allow_none else ""
-        raise ValueError(f"{what} must be an integer >= {minimum}{tail}, got {value!r}")
-
-
 def _check_choice(value: str, choices, what: str, who: str) -> None:
     if value not in choices:
         raise ValueError(f"{who}: unknown {what} {value!r}; valid choices: {sorted(choices)}")
 
 
 @dataclasses.dataclass(frozen=True)
-class RewardScoreMatchingConfig:
+class RewardScoreMatchingConfig(Checked):
     """Hyper-parameters of `reward_score_matching` (RECONSTRUCTION; the grid comes from the Problem).
 
     Attributes:
@@ -224,53 +216,24 @@ class RewardScoreMatchingConfig:
         integrator: `samplers.sde.INTEGRATORS` of the on-policy simulation.
     """
 
-    learning_rate: float = 1e-3
-    batch_size: int = 256
-    hidden: tuple[int, ...] = (64, 64)
-    network: str = "auto"
+    learning_rate: float = field(1e-3, POSITIVE)
+    batch_size: int = field(256, integer(2))
+    hidden: tuple[int, ...] = field((64, 64), WIDTHS)
+    network: str = field("auto", one_of(NETWORKS))
     time_embedding_dim: int = 32
-    grad_clip: float | None = 10.0
-    guidance: str = "first_order"
-    jacobian: str = "vjp"
-    lookahead_steps: int | None = 0
-    num_branches: int = 16
-    branch_span: int | None = 1
-    time_subsample: int | None = None
-    time_weight: str = "suppress_low_snr"
-    trust_weight: float = 1.0
-    trust_time_weight: str = "uniform"
-    trust_refresh: int = 0
-    guidance_clip: float | None = None
-    integrator: str = "diffrax"
-
-    def __post_init__(self):
-        who = type(self).__name__
-        _check_choice(self.network, NETWORKS, "network", who)
-        _check_choice(self.integrator, sde.INTEGRATORS, "integrator", who)
-        _check_choice(self.guidance, GUIDANCES, "guidance", who)
-        _check_choice(self.jacobian, JACOBIANS, "jacobian", who)
-        _check_choice(self.time_weight, TIME_WEIGHTS, "time_weight", who)
-        _check_choice(self.trust_time_weight, TIME_WEIGHTS, "trust_time_weight", who)
-        _check_int(self.batch_size, f"{who}: batch_size", 2)
-        _check_int(self.num_branches, f"{who}: num_branches", 2)
-        _check_int(self.trust_refresh, f"{who}: trust_refresh", 0)
-        _check_int(self.lookahead_steps, f"{who}: lookahead_steps", 0, allow_none=True)
-        _check_int(self.branch_span, f"{who}: branch_span", 1, allow_none=True)
-        _check_int(self.time_subsample, f"{who}: time_subsample", 1, allow_none=True)
-        if not self.learning_rate > 0:
-            raise ValueError(f"{who}: learning_rate must be positive, got {self.learning_rate!r}")
-        if not self.trust_weight >= 0:
-            raise ValueError(f"{who}: trust_weight must be >= 0, got {self.trust_weight!r}")
-        for name in ("grad_clip", "guidance_clip"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{who}: {name} must be positive or None, got {value!r}")
-        if not self.hidden or any(
-            isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.hidden
-        ):
-            raise ValueError(
-                f"{who}: hidden must be a non-empty tuple of positive widths, got {self.hidden!r}"
-            )
+    grad_clip: float | None = field(10.0, POSITIVE_OR_NONE)
+    guidance: str = field("first_order", one_of(lambda: GUIDANCES))
+    jacobian: str = field("vjp", one_of(JACOBIANS))
+    lookahead_steps: int | None = field(0, integer(0, optional=True))
+    num_branches: int = field(16, integer(2))
+    branch_span: int | None = field(1, integer(1, optional=True))
+    time_subsample: int | None = field(None, integer(1, optional=True))
+    time_weight: str = field("suppress_low_snr", one_of(TIME_WEIGHTS))
+    trust_weight: float = field(1.0, NON_NEGATIVE)
+    trust_time_weight: str = field("uniform", one_of(TIME_WEIGHTS))
+    trust_refresh: int = field(0, integer(0))
+    guidance_clip: float | None = field(None, POSITIVE_OR_NONE)
+    integrator: str = field("diffrax", one_of(sde.INTEGRATORS))
 
     @property
     def trust_region(self) -> bool:
@@ -282,19 +245,8 @@ class RewardScoreMatchingZOConfig(RewardScoreMatchingConfig):
     """`RewardScoreMatchingConfig` with the zeroth-order defaults (`reward_score_matching_zo`):
     reward values only, guidance suppressed at high SNR (the paper's reported finding)."""
 
-    guidance: str = "zeroth_order"
-    time_weight: str = "suppress_high_snr"
-
-
-class RewardScoreMatchingState(NamedTuple):
-    """Training state: `params = {"control": ...}`, the frozen copy `anchor` (θ†), optax state,
-    cumulative cost and the step counter."""
-
-    params: PyTree
-    anchor: PyTree
-    opt_state: optax.OptState
-    cost: Cost
-    step: jax.Array
+    guidance: str = field("zeroth_order", one_of(lambda: GUIDANCES))
+    time_weight: str = field("suppress_high_snr", one_of(TIME_WEIGHTS))
 
 
 class RewardScoreMatchingInfo(NamedTuple):
@@ -577,82 +529,74 @@ def build_reward_score_matching(problem: Problem, config: RewardScoreMatchingCon
     backward)`. `step` simulates `n` trajectories under `sg[u_θ]`, refreshes `θ†` when due, estimates `Ψ`
     at `M` times per trajectory and takes one Adam step on `rsm_loss`."""
     _check_problem(problem, config)
-    net = build_control_network(
-        problem, network=config.network, hidden=config.hidden, time_embedding_dim=config.time_embedding_dim
-    )
+    net = config_network(problem, config)
     sde_config = dataclasses.replace(
         sde.SDEConfig(integrator=config.integrator), detach="all", save_trajectory=True
     )
-    optimizer = make_optimizer(config.learning_rate, config.grad_clip)
     n = config.batch_size
     num_steps = problem.num_steps
     m = num_steps if config.time_subsample is None else config.time_subsample
     trust = config.trust_region
 
-    def init(key: jax.Array) -> RewardScoreMatchingState:
-        params = {"control": net.init(key)}
-        return RewardScoreMatchingState(
-            params=params,
-            anchor=params,
-            opt_state=optimizer.init(params),
-            cost=Cost.zero(),
-            step=jnp.zeros((), jnp.int32),
-        )
-
-    def step(key: jax.Array, state: RewardScoreMatchingState):
-        key_sim, key_times, key_guidance = jax.random.split(key, 3)
+    def draw(keys, state: LearnedState) -> Batch:
+        """On-policy trajectories under `sg[u_θ]`, the anchor `θ†` (refreshed when due), `M` loss times
+        per trajectory and the guidance `Ψ` there. `state.extra` is the anchor."""
+        key_sim, key_times, key_guidance = keys
         path = sde.simulate(key_sim, problem, net.apply, sg(state.params["control"]), n, sde_config)
         if trust:
             refresh = (state.step % config.trust_refresh) == 0
-            anchor = jax.tree.map(lambda a, p: jnp.where(refresh, p, a), state.anchor, state.params)
+            anchor = jax.tree.map(lambda a, p: jnp.where(refresh, p, a), state.extra, state.params)
         else:
-            anchor = state.anchor
+            anchor = state.extra
         idx = select_times(key_times, n, num_steps, config.time_subsample)  # (n, M)
         x_sel = sg(path.trajectory)[idx, jnp.arange(n)[:, None]]  # (n, M, dim)
         guide = guidance_estimates(
             key_guidance, problem, net.apply, state.params["control"], x_sel, idx, config
         )
+        data = (path.log_w, x_sel, idx, guide, anchor["control"] if trust else None)
+        return Batch(data=data, extra=anchor, cost=(path.cost, guide.cost))
 
-        def objective(params):
-            return rsm_loss(
-                problem,
-                net.apply,
-                params["control"],
-                anchor["control"] if trust else None,
-                x_sel,
-                idx,
-                guide.psi,
-                time_weight=config.time_weight,
-                trust_weight=config.trust_weight,
-                trust_time_weight=config.trust_time_weight,
-            )
-
-        (loss, trust_gap), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        loss_evals = n * m * (2 if trust else 1)
-        cost = state.cost + path.cost + guide.cost + Cost.of(network_evals=loss_evals)
-        new_state = RewardScoreMatchingState(
-            params=params, anchor=anchor, opt_state=opt_state, cost=cost, step=state.step + 1
+    def loss(params, key, data):
+        _, x_sel, idx, guide, anchor = data
+        return rsm_loss(
+            problem,
+            net.apply,
+            params["control"],
+            anchor,
+            x_sel,
+            idx,
+            guide.psi,
+            time_weight=config.time_weight,
+            trust_weight=config.trust_weight,
+            trust_time_weight=config.trust_time_weight,
         )
-        info = RewardScoreMatchingInfo(
+
+    def info(state, batch, loss, grad_norm, trust_gap) -> RewardScoreMatchingInfo:
+        log_w, _, _, guide, _ = batch.data
+        return RewardScoreMatchingInfo(
             loss=loss,
-            grad_norm=optax.tree.norm(grads),
-            elbo=jnp.mean(path.log_w),
-            log_Z=batch_log_Z(path.log_w),
+            grad_norm=grad_norm,
+            elbo=jnp.mean(log_w),
+            log_Z=batch_log_Z(log_w),
             guidance_norm=jnp.mean(jnp.linalg.norm(guide.psi, axis=-1)),
             branch_ess=jnp.mean(guide.branch_ess),
             trust_gap=trust_gap,
         )
-        return new_state, info
 
-    sample, backward = sde.evaluation_functions(
-        problem,
-        net.apply,
-        lambda state: state.params["control"],
-        dataclasses.replace(sde_config, save_trajectory=False),
+    loss_evals = n * m * (2 if trust else 1)
+    training = Training(
+        init_params=lambda key: {"control": net.init(key)},
+        draw=draw,
+        loss=loss,
+        info=info,
+        split=lambda key: (tuple(jax.random.split(key, 3)), None),
+        loss_cost=lambda batch, aux: (Cost.of(network_evals=loss_evals),),
+        init_extra=lambda params: params,
     )
-    return Method(init=init, step=step, sample=sample, backward=backward)
+    sample, backward = sde_sampling(
+        problem, net.apply, dataclasses.replace(sde_config, save_trajectory=False)
+    )
+    return build_learned(training, config_optimizer(config), sample, backward)
 
 
 _COST_MODEL = (
@@ -668,27 +612,29 @@ _DESCRIPTION = (
     "trust_refresh steps."
 )
 
-samplers.register(
-    MethodSpec(
-        name="reward_score_matching",
+
+def _spec(name: str, config_cls: type, guidance: str) -> MethodSpec:
+    return MethodSpec(
+        name=name,
         family="soc-regression",
-        config_cls=RewardScoreMatchingConfig,
+        config_cls=config_cls,
         build=build_reward_score_matching,
         bases=("brownian", "flow"),
         cost_model=_COST_MODEL,
-        description=_DESCRIPTION + " First-order guidance: ∇r at the one-step denoised prediction (default).",
+        description=_DESCRIPTION + " " + guidance,
     )
-)
-samplers.register(
-    MethodSpec(
-        name="reward_score_matching_zo",
-        family="soc-regression",
-        config_cls=RewardScoreMatchingZOConfig,
-        build=build_reward_score_matching,
-        bases=("brownian", "flow"),
-        cost_model=_COST_MODEL,
-        description=_DESCRIPTION
-        + " Zeroth-order guidance: reward values of branched rollouts, self-normalised, score-function "
+
+
+SPECS: tuple[MethodSpec, ...] = (
+    _spec(
+        "reward_score_matching",
+        RewardScoreMatchingConfig,
+        "First-order guidance: ∇r at the one-step denoised prediction (default).",
+    ),
+    _spec(
+        "reward_score_matching_zo",
+        RewardScoreMatchingZOConfig,
+        "Zeroth-order guidance: reward values of branched rollouts, self-normalised, score-function "
         "identity of the branch noise (default).",
-    )
+    ),
 )

@@ -26,6 +26,7 @@ import samplers
 import targets
 from samplers import estimators
 from samplers.base_processes import BrownianBase, LinearSchedule, MemorylessFlowBase
+from samplers.gaussian_oracle import GaussianTransport
 from samplers.methods import nets
 from samplers.networks import mlp_control
 from samplers.problem import finetuning_problem, sampling_problem
@@ -54,7 +55,7 @@ def _z_scores(grads: np.ndarray) -> np.ndarray:
 def _gaussian_setup(s0: float = 1.0):
     target = targets.get("gaussian_correlated")  # mean 1, stds 2 and 0.5 rotated, log Z = log 2π
     truth = target.ground_truth
-    transport = nets.GaussianTransport.create(
+    transport = GaussianTransport.create(
         np.zeros(2), s0**2 * np.eye(2), truth["mean"], truth["covariance"], target.log_Z
     )
     annealing = nets.Annealing(2, s0, target.log_prob_fn)
@@ -256,12 +257,12 @@ def test_epsilon_retuning_changes_samples_not_log_Z():
     # More Langevin mixing gives better AIS weights on this target.
     assert float(estimators.reverse_ess(high.log_w).value) > float(estimators.reverse_ess(low.log_w).value)
     best, ess = nets.tune_epsilon(jax.random.key(3), method, state, [0.3, 3.0], 512)
-    assert float(best.epsilon) == 3.0 and ess.shape == (2,)
+    assert float(best.extra.epsilon) == 3.0 and ess.shape == (2,)
     # Crooks weights have backward paths: E_B[1/w] = 1/Z.
     log_w_backward = jax.jit(method.backward)(jax.random.key(4), best, target.sample(jax.random.key(5), 8000))
     value, se = estimators.log_Z_backward(log_w_backward)
     assert abs(float(value) - target.log_Z) < 3.5 * float(se), (float(value), float(se))
-    with pytest.raises(TypeError, match="NETSState"):
+    with pytest.raises(TypeError, match="LearnedState"):
         nets.with_epsilon(state.params, 1.0)
 
 

@@ -255,9 +255,9 @@ def test_trust_region_anchor_is_set_at_init_and_refreshed():
     np.testing.assert_array_equal(leaves((s1, info1)), leaves((s1_again, info1_again)))
     s2, _ = step(jax.random.key(7), s1)
     s3, _ = step(jax.random.key(8), s2)
-    np.testing.assert_array_equal(leaves(s2.anchor), leaves(s0.params))
-    np.testing.assert_array_equal(leaves(s3.anchor), leaves(s2.params))
-    assert not np.array_equal(leaves(s3.anchor), leaves(s0.params))
+    np.testing.assert_array_equal(leaves(s2.extra), leaves(s0.params))
+    np.testing.assert_array_equal(leaves(s3.extra), leaves(s2.params))
+    assert not np.array_equal(leaves(s3.extra), leaves(s0.params))
 
 
 def test_bad_options_raise_with_valid_choices():
