@@ -36,6 +36,7 @@ import optax
 from samplers import sde
 from samplers.method import Cost, Method
 from samplers.problem import Problem
+from samplers.promotion import standard_promotion
 
 __all__ = [
     "Batch",
@@ -169,6 +170,9 @@ def build_learned(
         backward: `(key, state, x_target) -> log_w`, or None.
     """
     value_and_grad = jax.value_and_grad(training.loss, has_aux=True)
+    # optax promotes implicitly (Adam's bias correction `1 - b1**count`, int32 `count`): its update runs
+    # under standard promotion, so the losses stay checked under strict promotion (no change by default).
+    optimizer_update = standard_promotion(optimizer.update)
 
     def init(key: jax.Array) -> LearnedState:
         params = training.init_params(key)
@@ -182,7 +186,7 @@ def build_learned(
 
     def update(params, opt_state, key_loss, data):
         (loss, aux), grads = value_and_grad(params, key_loss, data)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+        updates, opt_state = optimizer_update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, (loss, training.grad_norm(grads), aux)
 
     def step(key: jax.Array, state: LearnedState):

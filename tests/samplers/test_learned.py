@@ -92,3 +92,18 @@ def test_self_drawn_loss_gets_the_whole_key_and_pays_its_path():
     method = build_learned(training, optax.sgd(0.1), _sample, None)
     state, _ = method.step(jax.random.key(0), method.init(jax.random.key(0)))
     assert seen == [()] and float(state.cost.grad_evals) == 5.0 and state.extra == ()
+
+
+def test_adam_step_under_strict_dtype_promotion():
+    """optax's Adam promotes an int32 count internally; the engine runs its update under standard
+    promotion, so a step traces under strict promotion too."""
+    training = Training(
+        init_params=lambda key: {"x": jnp.zeros(2)},
+        draw=lambda key, state: Batch(data=GOAL),
+        loss=lambda params, key, goal: (jnp.sum((params["x"] - goal) ** 2), ()),
+        info=lambda state, batch, loss, grad_norm, aux: loss,
+    )
+    method = build_learned(training, optax.adam(1e-2), _sample, None)
+    with jax.numpy_dtype_promotion("strict"):
+        state, loss = jax.jit(method.step)(jax.random.key(0), method.init(jax.random.key(0)))
+    assert float(loss) == 5.0 and int(state.step) == 1
