@@ -51,6 +51,9 @@ class PerfConfig:
         num_samples, sample_repeats: sampling throughput batch and timed calls.
         ratio_steps, ratio_repeats: steps per timed call and A/B rounds of the overhead ratios.
         tol: the |log Z error| to reach.
+        seeds: the seeds of every cost-to-accuracy figure (median and range; at least 3).
+        num_confirm: fresh samples of the independent evaluation that confirms a crossing (>= 4096;
+            `benchmarks.perf.confirm`).
         accuracy_chunk_size: training steps between two log-Z checks of a learned cell.
         accuracy_max_evals, accuracy_max_train_s: per-cell training budget of a learned cell
             (energy + gradient evaluations; wall seconds after the first, compiling chunk).
@@ -72,6 +75,8 @@ class PerfConfig:
     ratio_steps: int = 3
     ratio_repeats: int = 11
     tol: float = 0.1
+    seeds: tuple[int, ...] = (0, 1, 2)
+    num_confirm: int = 4096
     accuracy_chunk_size: int = 10
     accuracy_max_evals: float = 5e6
     accuracy_max_train_s: float = 2.5
@@ -119,7 +124,9 @@ def _budgeted(name: str, cells: list[tuple[str, Callable[[], dict]]], budget_s: 
 
 def _brief(row: dict) -> dict:
     keys = ("step_s", "samples_per_s", "train_compile_s", "ratio", "reached", "evals", "error")
-    return {k: (row[k]["median"] if k == "ratio" else row[k]) for k in keys if k in row}
+    row = {**row, **row.get("summary", {})}  # a cost-to-accuracy row: its median over the seeds
+    median = lambda v: v["median"] if isinstance(v, dict) else v
+    return {k: median(row[k]) for k in keys if k in row}
 
 
 def applicable(method: str, target: str) -> bool:
@@ -130,12 +137,14 @@ def applicable(method: str, target: str) -> bool:
 
 
 def _cell(method: str, target: str, config: PerfConfig) -> Callable[[], dict]:
-    from benchmarks.perf.cost_to_accuracy import learned_cell, particles_cost_to_accuracy
+    from benchmarks.perf.cost_to_accuracy import learned_cost_to_accuracy, particles_cost_to_accuracy
 
     if samplers.get(method).train_steps is None:
-        return lambda: learned_cell(
+        return lambda: learned_cost_to_accuracy(
             method,
             target,
+            seeds=config.seeds,
+            num_confirm=config.num_confirm,
             tol=config.tol,
             max_evals=config.accuracy_max_evals,
             max_train_s=config.accuracy_max_train_s,
@@ -143,7 +152,7 @@ def _cell(method: str, target: str, config: PerfConfig) -> Callable[[], dict]:
             num_trace=config.num_samples,
         )
     return lambda: particles_cost_to_accuracy(
-        method, target, tol=config.tol, max_evals=config.accuracy_max_evals
+        method, target, tol=config.tol, max_evals=config.accuracy_max_evals, seeds=config.seeds
     )
 
 
@@ -319,29 +328,68 @@ def _overhead_table(rec) -> list[str]:
 def _accuracy_table(rec) -> list[str]:
     sec = rec["cells"]
     c = rec["config"]
+    if "seeds" not in c:
+        return [
+            "",
+            f"### Cost to reach |log Ẑ − log Z| ≤ {c['tol']}",
+            "",
+            "This record predates the confirmation rule (`benchmarks/perf/confirm.py`): its "
+            f"{len(sec['rows'])} "
+            "rows are single-seed first crossings of the per-chunk estimate, not confirmed figures, and are "
+            "not shown. Regenerate with `tiltbench perf`.",
+        ]
+    seeds = c["seeds"]
     out = [
         "",
-        f"### Cost to reach |log Ẑ − log Z| ≤ {c['tol']}",
+        f"### Cost to reach |log Ẑ − log Z| ≤ {c['tol']} (confirmed)",
         "",
-        f"Every method with a log-Z estimate, on {', '.join(c['cell_targets'])}, one seed. Budget-capped "
-        f"to fit `make perf`: a learned method trains until the error is reached, or for at most "
-        f"{c['accuracy_max_train_s']:.3g} s after its first (compiling) chunk or "
-        f"{c['accuracy_max_evals']:.0e} energy+gradient evaluations; the error is checked after every "
-        f"chunk of {c['accuracy_chunk_size']} steps on {c['num_samples']} fresh samples, whose "
-        "evaluations are counted. SMC/AIS: particles × 4 from 128. Wall excludes compilation. "
-        '"not reached" means: not within this budget (`tiltbench perf --budget-scale K` multiplies it); '
-        "the error column then gives where the method got to.",
+        f"Every method with a log-Z estimate, on {', '.join(c['cell_targets'])}, seeds {list(seeds)}: "
+        "median [min, max] over the seeds, a seed that did not reach counting as ∞ (so the median reads "
+        '"not reached" when most seeds fail). A learned method trains in chunks of '
+        f"{c['accuracy_chunk_size']} steps; after each, a {c['num_samples']}-sample probe (monitoring only) "
+        f"decides whether to run an independent estimate on {c.get('num_confirm', '—')} fresh samples "
+        "(its own key); ε is reached at a check only when that estimate is ≤ ε there and at the next "
+        "check (`benchmarks/perf/confirm.py`). Evals = training evaluations + the confirming estimate's. "
+        f"Budget per seed: at most {c['accuracy_max_train_s']:.3g} s of training after the first "
+        f"(compiling) chunk or {c['accuracy_max_evals']:.0e} energy+gradient evaluations. SMC/AIS: "
+        "particles × 4 from 128; a count is reached when the seed's run and two further independent "
+        'runs at that count are all ≤ ε. Wall excludes compilation. "probe crossings": checks whose '
+        "probe alone was ≤ ε (what the old first-crossing rule counted). Error: the confirmed estimate's, "
+        "or at the last point where the method got to (`tiltbench perf --budget-scale K` multiplies "
+        "the budget).",
         "",
-        "| target | method | reached | energy+grad evals | wall s | |error| | detail |",
+        "| target | method | seeds reached | energy+grad evals | wall s | |error| | detail |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(sec["rows"], key=lambda r: (r["target"], not r["reached"], r["evals"])):
-        detail = f"{r['particles']} particles" if "particles" in r else f"{r['train_steps']} steps"
-        if "diverged_at_step" in r:
-            detail += f"; diverged at step {r['diverged_at_step']} ({r['diverged_reason']})"
-        reached = "yes" if r["reached"] else "no"
+    rows = [r for r in sec["rows"] if "summary" in r]
+    for r in sorted(
+        rows, key=lambda r: (r["target"], not r["summary"]["reached"], r["summary"]["evals"]["median"])
+    ):
+        q = r["summary"]
+        per_seed = r["per_seed"]
+        if "particles" in r:
+            detail = "particles " + ", ".join(str(p["particles"]) for p in per_seed)
+        else:
+            detail = "steps " + ", ".join(str(p["train_steps"]) for p in per_seed)
+            detail += "; probe crossings " + ", ".join(str(p.get("probe_crossings", "—")) for p in per_seed)
+        for p in per_seed:
+            if "diverged_at_step" in p:
+                detail += (
+                    f"; seed {p['seed']} diverged at step {p['diverged_at_step']} ({p['diverged_reason']})"
+                )
         out.append(
-            f"| {r['target']} | {r['method']} | {reached} | {r['evals']:.3g} | {r['wall_s']:.2f} | "
-            f"{r['error']:.3g} | {detail} |"
+            f"| {r['target']} | {r['method']} | {q['seeds_reached']}/{q['num_seeds']} | "
+            f"{_range(q['evals'])} | {_range(q['wall_s'], '.2f')} | {_range(q['error'])} | {detail} |"
         )
+    old = [r for r in sec["rows"] if "summary" not in r]
+    if old:
+        out += ["", f"{len(old)} row(s) from an older single-seed, unconfirmed record are not shown."]
     return out + _skipped(sec)
+
+
+def _range(q: dict, fmt: str = ".3g") -> str:
+    """`median [min, max]`; an infinite median reads "not reached"."""
+    med = "not reached" if q["median"] == float("inf") else format(q["median"], fmt)
+    hi = "∞" if q["max"] == float("inf") else format(q["max"], fmt)
+    lo = "∞" if q["min"] == float("inf") else format(q["min"], fmt)
+    return f"{med} [{lo}, {hi}]"

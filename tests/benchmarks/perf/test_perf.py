@@ -14,6 +14,7 @@ import samplers
 import targets
 from benchmarks.grid import hyperparams
 from benchmarks.perf.compile import train_with_compile_count
+from benchmarks.perf.confirm import seed_summary
 from benchmarks.perf.flops import analytic_flops, network_flops
 from benchmarks.perf.references import REFERENCES, reference_step
 from benchmarks.perf.timing import interleaved, ratio_summary
@@ -139,21 +140,35 @@ def test_report_keeps_backends_apart(tmp_path):
             "cells": {**section, "rows": [diverged_cell]},
         }
 
-    # a learned cell that diverged: no compile time (NaN), an infinite error (JSON stores both as strings)
+    # a learned cell over three seeds: one diverged (no compile time (NaN), an infinite error; JSON
+    # stores both as strings), one did not reach, one reached
+    def seed(i, reached, error, **extra):
+        return {
+            "seed": i,
+            "reached": reached,
+            "evals": 10.0 * (i + 1),
+            "wall_s": 1.0,
+            "error": error,
+            "train_steps": 20,
+            "probe_crossings": i,
+            **extra,
+        }
+
+    per_seed = [
+        seed(0, False, float("inf"), diverged_at_step=25, diverged_reason="non-finite loss"),
+        seed(1, False, 0.5),
+        seed(2, True, 0.05),
+    ]
     diverged_cell = {
         "method": "adjoint_sampling",
         "target": "t",
-        "reached": False,
-        "evals": 10.0,
-        "wall_s": 1.0,
-        "error": float("inf"),
-        "train_steps": 20,
-        "diverged_at_step": 25,
-        "diverged_reason": "non-finite loss",
+        **per_seed[0],
         "train_compile_s": float("nan"),
         "train_steps_per_s": 5.0,
         "samples_per_s": 100.0,
         "sample_compile_s": 1.0,
+        "per_seed": per_seed,
+        "summary": seed_summary(per_seed),
     }
     json_path, md_path = tmp_path / "perf.json", tmp_path / "perf.md"
     write_report(record("cpu"), json_path, md_path)
@@ -162,7 +177,11 @@ def test_report_keeps_backends_apart(tmp_path):
     assert "## cpu" in text and "## gpu" in text and "| pis | t | 1 | 2 | 1.000 | 0.900 | 0.900 |" in text
     assert text.count("Skipped (section budget") == 6
     assert text.count("| adjoint_sampling | t | 5 | 100 | — | 1.0 |") == 2  # NaN compile time: not measured
-    assert text.count("| t | adjoint_sampling | no | 10 | 1.00 | inf | 20 steps; diverged at step 25") == 2
+    row = (
+        "| t | adjoint_sampling | 1/3 | not reached [30, ∞] | not reached [1.00, ∞] | 0.5 [0.05, ∞] | "
+        "steps 20, 20, 20; probe crossings 0, 1, 2; seed 0 diverged at step 25 (non-finite loss) |"
+    )
+    assert text.count(row) == 2
 
 
 def test_learned_cell_gives_accuracy_and_throughput_from_one_run():
@@ -184,6 +203,9 @@ def test_learned_cell_gives_accuracy_and_throughput_from_one_run():
         buffer_size=64,
     )
     assert not row["reached"] and row["train_steps"] == 15 and row["train_steps_timed"] == 15
+    # not reached: the last point is measured on the confirming samples all the same
+    assert row["error_source"] == "4096 confirming samples" and row["num_confirm"] == 4096
+    assert [c["step"] for c in row["checks"]] == [5, 10, 15] and row["confirm_compile_s"] > 0
     assert len(row["backend_compiles_per_chunk"]) == 3 and row["recompilations_after_first_chunk"] == 0
     assert row["evals"] > 0 and np.isfinite(row["error"]) and row["train_steps_per_s"] > 0
     assert row["samples_per_s"] > 0 and row["train_compile_s"] > 0 and row["sample_compile_s"] > 0
@@ -211,3 +233,44 @@ def test_before_after_report_and_bad_name():
     text = render_markdown({**record, "rows": [row]})
     assert "| cmcd_reuse_drift_gradient | cmcd_lv | many_well32 | 2.100 [2.000, 2.200] |" in text
     assert "| 202 → 101 | 2.000 → 0.500 |" in text and all(f"`{k}`" in text for k in OPTIMISATIONS)
+
+
+def test_learned_cell_reports_the_confirmed_check():
+    """A tolerance every estimate meets: confirmed at the first check (its second look at the next),
+    and the reported cost counts the training and the confirming estimate, not the probe."""
+    from benchmarks.perf.cost_to_accuracy import learned_cell
+
+    row = learned_cell(
+        "adjoint_sampling",
+        "gaussian_correlated",
+        tol=1e6,
+        chunk_size=5,
+        min_chunks=1,
+        num_trace=64,
+        batch_size=32,
+        hidden=(8,),
+        resample_size=32,
+        buffer_size=64,
+    )
+    assert row["reached"] and row["train_steps"] == 5 and row["train_steps_timed"] == 10
+    assert [c["confirm_error"] is not None for c in row["checks"]] == [True, True]
+    assert row["error"] == row["checks"][0]["confirm_error"] and row["probe_crossings"] == 2
+    with pytest.raises(ValueError, match="at least 4096 fresh samples"):
+        learned_cell("adjoint_sampling", "gaussian_correlated", num_confirm=512)
+
+
+@pytest.mark.slow  # six SMC compilations
+def test_particles_cost_to_accuracy_confirms_over_seeds():
+    """SMC: every seed reaches a tolerance every run meets at the first count, with two confirming
+    runs; an unreachable one gives the last count's probe error and a 'not reached' median."""
+    from benchmarks.perf.cost_to_accuracy import particles_cost_to_accuracy
+
+    row = particles_cost_to_accuracy("smc", "gaussian", tol=1e6, particles=(16, 64))
+    assert row["summary"]["seeds_reached"] == 3 and [r["particles"] for r in row["per_seed"]] == [16] * 3
+    assert all(
+        len(r["confirm_errors"]) == 2 and r["error"] == max(r["confirm_errors"]) for r in row["per_seed"]
+    )
+    row = particles_cost_to_accuracy("smc", "gaussian", tol=-1.0, particles=(16, 64))
+    assert row["summary"]["evals"]["median"] == float("inf") and not row["summary"]["reached"]
+    assert [r["particles"] for r in row["per_seed"]] == [64] * 3
+    assert all(r["confirm_errors"] == [None, None] for r in row["per_seed"])
