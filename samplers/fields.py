@@ -107,7 +107,7 @@ class _SortedNames:
 
 
 def within(low: float, high: float, *, closed: str = "both", optional: bool = False) -> Rule:
-    """A number in the interval from `low` to `high`; `closed` is "both", "left" or "right"."""
+    """A number in the interval from `low` to `high`; `closed` is "both", "left", "right" or "neither"."""
     left = closed in ("both", "left")
     right = closed in ("both", "right")
     text = ("[" if left else "(") + f"{low:g}, {high:g}" + ("]" if right else ")")
@@ -125,6 +125,16 @@ def field(default: Any, *rules: Rule) -> Any:
     return dataclasses.field(default=default, metadata={"rules": rules})
 
 
+def _rules(cls: type, name: str) -> tuple[Rule, ...]:
+    """The rules of field `name`: its own, or those of the nearest base class that declares some (a
+    subclass that only changes a default, `num_warmup: int = 1000`, keeps its base's rules)."""
+    for klass in cls.__mro__:
+        declared = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if declared is not None and declared.metadata.get("rules"):
+            return declared.metadata["rules"]
+    return ()
+
+
 def validate(config: Any) -> None:
     """Apply every field's rules to a (frozen) dataclass instance; lists given for tuple-valued
     fields become tuples first."""
@@ -134,7 +144,7 @@ def validate(config: Any) -> None:
         if isinstance(value, list) and isinstance(f.default, tuple):
             value = tuple(value)
             object.__setattr__(config, f.name, value)
-        for rule in f.metadata.get("rules", ()):
+        for rule in _rules(type(config), f.name):
             rule.check(who, f.name, value)
 
 

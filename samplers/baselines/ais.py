@@ -52,13 +52,12 @@ import jax
 import jax.numpy as jnp
 
 from samplers.baselines.common import (
-    check_choice,
-    check_positive,
     complete_centre_of_mass,
     gaussian_log_prob,
     no_training_method,
     working_density,
 )
+from samplers.fields import POSITIVE, Checked, field, integer, one_of, within
 from samplers.method import Cost, Method, Samples
 from samplers.parallel import shard_batch
 
@@ -82,7 +81,7 @@ SCHEDULES: dict[str, Callable[[int, float], jax.Array]] = {"linear": _linear, "g
 
 
 @dataclasses.dataclass(frozen=True)
-class AISConfig:
+class AISConfig(Checked):
     """Tempered AIS with a fixed schedule.
 
     Attributes:
@@ -96,24 +95,13 @@ class AISConfig:
             systems).
     """
 
-    num_levels: int = 100
-    schedule: str = "linear"
-    beta_min: float = 1e-3
-    transition: str = "mala"
-    num_mcmc_steps: int = 1
-    step_size: float = 0.05
-    init_scale: float = 1.0
-
-    def __post_init__(self):
-        check_choice("AIS schedule", self.schedule, SCHEDULES)
-        check_choice("AIS transition", self.transition, TRANSITIONS)
-        check_positive("ais", step_size=self.step_size, init_scale=self.init_scale)
-        for name in ("num_levels", "num_mcmc_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"ais: {name} must be a positive integer, got {value!r}")
-        if not 0.0 < self.beta_min < 1.0:
-            raise ValueError(f"ais: beta_min must be in (0, 1), got {self.beta_min!r}")
+    num_levels: int = field(100, integer(1))
+    schedule: str = field("linear", one_of(SCHEDULES))
+    beta_min: float = field(1e-3, within(0, 1, closed="neither"))
+    transition: str = field("mala", one_of(lambda: TRANSITIONS))
+    num_mcmc_steps: int = field(1, integer(1))
+    step_size: float = field(0.05, POSITIVE)
+    init_scale: float = field(1.0, POSITIVE)
 
 
 def beta_schedule(config: AISConfig) -> jax.Array:

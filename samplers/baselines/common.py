@@ -27,7 +27,7 @@ draw `i` of chain `c`, so that truncating to `num_samples` rows drops only the l
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
 import blackjax.diagnostics as bjd
@@ -43,8 +43,6 @@ __all__ = [
     "NoTrainingInfo",
     "NoTrainingState",
     "chains_from_samples",
-    "check_choice",
-    "check_positive",
     "complete_centre_of_mass",
     "diagnostics",
     "gaussian_log_prob",
@@ -95,20 +93,6 @@ def no_training_method(
         return backward(key, x_target)
 
     return Method(init, step, sample_method, None if backward is None else backward_method)
-
-
-def check_choice(kind: str, value: str, choices: Mapping[str, T]) -> T:
-    """`choices[value]`, or a ValueError naming the valid choices."""
-    if value not in choices:
-        raise ValueError(f"unknown {kind} {value!r}; valid choices: {', '.join(sorted(choices))}")
-    return choices[value]
-
-
-def check_positive(owner: str, **values: float) -> None:
-    """Raise a ValueError naming the first non-positive value."""
-    for name, value in values.items():
-        if not value > 0:
-            raise ValueError(f"{owner}: {name} must be positive, got {value!r}")
 
 
 def gaussian_log_prob(x: jax.Array, scale: float) -> jax.Array:

@@ -46,7 +46,8 @@ import jax.numpy as jnp
 from blackjax.adaptation.base import get_filter_adapt_info_fn
 from blackjax.adaptation.step_size import dual_averaging_adaptation
 
-from samplers.baselines.common import check_positive, working_density
+from samplers.baselines.common import working_density
+from samplers.fields import POSITIVE, Checked, field, integer, within
 from samplers.method import Cost, Method, Samples
 from samplers.parallel import shard_batch
 from samplers.promotion import standard_promotion
@@ -136,14 +137,8 @@ class ChainKernel(NamedTuple):
     position: Callable[[Any], jax.Array] = operator.attrgetter("position")
 
 
-def _check_positive_int(owner: str, **values: Any) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
-
-
 @dataclasses.dataclass(frozen=True)
-class ChainConfig:
+class ChainConfig(Checked):
     """The fields every multi-chain MCMC baseline shares, with their checks. A subclass names its
     method (`method_name`, used in error messages), adds its own fields and may change defaults.
 
@@ -159,23 +154,12 @@ class ChainConfig:
 
     method_name: ClassVar[str] = "mcmc"
 
-    num_chains: int = 4
-    num_warmup: int = 500
-    thinning: int = 1
-    initial_step_size: float = 0.1
-    target_acceptance_rate: float = 0.8
-    init_scale: float = 1.0
-
-    def __post_init__(self):
-        owner = self.method_name
-        _check_positive_int(
-            owner, num_chains=self.num_chains, num_warmup=self.num_warmup, thinning=self.thinning
-        )
-        check_positive(owner, initial_step_size=self.initial_step_size, init_scale=self.init_scale)
-        if not 0.0 < self.target_acceptance_rate < 1.0:
-            raise ValueError(
-                f"{owner}: target_acceptance_rate must be in (0, 1), got {self.target_acceptance_rate!r}"
-            )
+    num_chains: int = field(4, integer(1))
+    num_warmup: int = field(500, integer(1))
+    thinning: int = field(1, integer(1))
+    initial_step_size: float = field(0.1, POSITIVE)
+    target_acceptance_rate: float = field(0.8, within(0, 1, closed="neither"))
+    init_scale: float = field(1.0, POSITIVE)
 
 
 def _cast_like(new: dict, old: dict) -> dict:
@@ -260,12 +244,9 @@ class NUTSConfig(ChainConfig):
 
     method_name: ClassVar[str] = "nuts"
 
-    max_num_doublings: int = 10
+    max_num_doublings: int = field(10, integer(1))
     diagonal_mass_matrix: bool = True
 
-    def __post_init__(self):
-        super().__post_init__()
-        _check_positive_int(self.method_name, max_num_doublings=self.max_num_doublings)
 
 
 def _nuts_kernel(log_prob: Callable, dim: int, config: NUTSConfig) -> ChainKernel:

@@ -40,9 +40,9 @@ from samplers.baselines.mcmc import (
     ChainConfig,
     ChainKernel,
     ChainStats,
-    _check_positive_int,
     build_chain_method,
 )
+from samplers.fields import field, integer
 from samplers.method import Method
 from samplers.promotion import standard_promotion
 
@@ -62,12 +62,9 @@ class NumpyroNUTSConfig(ChainConfig):
 
     method_name: ClassVar[str] = "numpyro_nuts"
 
-    max_tree_depth: int = 10
+    max_tree_depth: int = field(10, integer(1))
     dense_mass: bool = False
 
-    def __post_init__(self):
-        super().__post_init__()
-        _check_positive_int(self.method_name, max_tree_depth=self.max_tree_depth)
 
 
 class NumpyroChain(NamedTuple):

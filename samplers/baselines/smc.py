@@ -73,12 +73,11 @@ from blackjax.smc.tempered import TemperedSMCState
 from blackjax.smc.tuning.from_kernel_info import update_scale_from_acceptance_rate
 
 from samplers.baselines.common import (
-    check_choice,
-    check_positive,
     gaussian_log_prob,
     no_training_method,
     working_density,
 )
+from samplers.fields import POSITIVE, Checked, field, integer, one_of, within
 from samplers.method import Cost, Method, Samples
 from samplers.parallel import shard_batch
 
@@ -150,7 +149,7 @@ RESAMPLING: dict[str, Callable] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class SMCConfig:
+class SMCConfig(Checked):
     """Adaptive tempered SMC.
 
     Attributes:
@@ -169,32 +168,17 @@ class SMCConfig:
             reached `β = 1` and its `log Ẑ` is reported as NaN.
     """
 
-    kernel: str = "hmc"
-    init_scale: float = 1.0
-    target_ess: float = 0.5
-    num_mcmc_steps: int = 10
-    step_size: float = 0.1
-    num_integration_steps: int = 5
+    kernel: str = field("hmc", one_of(KERNELS))
+    init_scale: float = field(1.0, POSITIVE)
+    target_ess: float = field(0.5, within(0, 1, closed="neither"))
+    num_mcmc_steps: int = field(10, integer(1))
+    step_size: float = field(0.1, POSITIVE)
+    num_integration_steps: int = field(5, integer(1))
     adapt_step_size: bool = True
     adapt_mass_matrix: bool = True
-    target_acceptance_rate: float | None = None
-    resampling: str = "systematic"
-    max_num_stages: int = 1000
-
-    def __post_init__(self):
-        check_choice("SMC kernel", self.kernel, KERNELS)
-        check_choice("resampling scheme", self.resampling, RESAMPLING)
-        check_positive("smc", init_scale=self.init_scale, step_size=self.step_size)
-        if not 0.0 < self.target_ess < 1.0:
-            raise ValueError(f"smc: target_ess must be in (0, 1), got {self.target_ess!r}")
-        for name in ("num_mcmc_steps", "num_integration_steps", "max_num_stages"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"smc: {name} must be a positive integer, got {value!r}")
-        if self.target_acceptance_rate is not None and not 0.0 < self.target_acceptance_rate < 1.0:
-            raise ValueError(
-                f"smc: target_acceptance_rate must be in (0, 1), got {self.target_acceptance_rate!r}"
-            )
+    target_acceptance_rate: float | None = field(None, within(0, 1, closed="neither", optional=True))
+    resampling: str = field("systematic", one_of(RESAMPLING))
+    max_num_stages: int = field(1000, integer(1))
 
 
 class SMCOutput(NamedTuple):

@@ -82,11 +82,11 @@ def test_registered_with_specs():
 @pytest.mark.parametrize(
     ("name", "overrides", "message"),
     [
-        ("smc", {"kernel": "rwm"}, "valid choices: hmc, mala"),
+        ("smc", {"kernel": "rwm"}, r"valid choices: \['hmc', 'mala'\]"),
         ("smc", {"resampling": "foo"}, "multinomial"),
         ("smc", {"target_ess": 1.5}, "target_ess"),
-        ("ais", {"schedule": "cosine"}, "geometric, linear"),
-        ("ais", {"transition": "hmc"}, "mala, ula"),
+        ("ais", {"schedule": "cosine"}, r"\['geometric', 'linear'\]"),
+        ("ais", {"transition": "hmc"}, r"\['mala', 'ula'\]"),
         ("ais", {"num_levels": 0}, "num_levels"),
         ("nuts", {"num_chains": 0}, "num_chains"),
         ("mala", {"target_acceptance_rate": 1.2}, "target_acceptance_rate"),

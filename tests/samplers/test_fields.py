@@ -78,3 +78,14 @@ def test_valid_values_at_the_edges():
     _Config(fraction=0.0, window=0.0, every=1, eps=0.0, clip=None, count=200, late="y")
     assert within(0, 1, closed="right", optional=True).ok(None)
     assert not within(0, 1, closed="right").ok(0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Child(_Config):
+    count: int = 5  # a new default only: the base's rules still apply
+
+
+def test_a_subclass_default_keeps_the_base_rules():
+    assert _Child().count == 5
+    with pytest.raises(ValueError, match="_Child: count must be an integer >= 2"):
+        _Child(count=1)
