@@ -42,6 +42,7 @@ from benchmarks.grid import hyperparams
 from benchmarks.grid.records import environment, git_commit, jsonable
 from benchmarks.grid.suites import Budget, Cell, Suite
 from benchmarks.metrics import EvalContext, evaluate
+from benchmarks.metrics.accuracy import assess
 from benchmarks.metrics.cost import cost_metrics
 from samplers import parallel
 from samplers.estimators import log_Z as log_z_estimate
@@ -173,6 +174,9 @@ class CellRecord:
         num_samples: samples drawn and scored.
         commit, hardware, data_parallel_devices, started: provenance.
         status: "ok", "diverged", "error" or "not_applicable"; `message` says why when not ok.
+        accuracy: of an `ok` cell, `benchmarks.metrics.accuracy.assess` of its metrics:
+            {"status": "ok" | "failed", "reasons": [...], "warnings": [...]} (a run can finish and
+            still give a useless estimate).
         inputs: `cell_inputs` (compared on resume); `target_fingerprint` also at top level.
         config: {"problem", "problem_summary", "method"} as run (after a budget plan).
         metrics, skipped_metrics: metric values and the reasons of those not computed.
@@ -199,6 +203,7 @@ class CellRecord:
     config: dict[str, Any] | None = None
     method_family: str | None = None
     problem_kind: str | None = None
+    accuracy: dict[str, Any] | None = None
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     skipped_metrics: dict[str, str] = dataclasses.field(default_factory=dict)
     trace: list[dict[str, float]] = dataclasses.field(default_factory=list)
@@ -560,6 +565,12 @@ def run_cell(
             values["budget/max_evals"] = float(max_evals)
             values["budget/spent_evals"] = record.budget_spent["spent_evals"]
         record.metrics, record.skipped_metrics, record.status = values, skipped, "ok"
+        judged = assess(values)
+        record.accuracy = {
+            "status": judged.accuracy,
+            "reasons": list(judged.reasons),
+            "warnings": list(judged.warnings),
+        }
     except Diverged as err:
         record.status, record.message = "diverged", f"diverged at step {err.step}: {err.reason}"
     except Exception as err:  # noqa: BLE001 - recorded; the grid goes on

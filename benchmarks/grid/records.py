@@ -194,6 +194,7 @@ _OPTIONAL: dict[str, tuple[type, str]] = {
     "trace": (list, "a list"),
     "config": (dict, "an object"),
     "hardware": (dict, "an object"),
+    "accuracy": (dict, "an object"),
 }
 
 

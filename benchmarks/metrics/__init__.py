@@ -19,6 +19,8 @@ others. Keys are namespaced and say whether a distance is squared (`mmd2/...`, `
     finetune   finetune/reward_mean, finetune/reward_gap, finetune/kl_path, finetune/objective_gap
                (fine-tuning tasks: reward and path KL against the exact optimum)
     cost       cost_metrics(cost, train_time, sample_time, compile_time) (not a registered metric)
+    accuracy   assess(metrics) -> the accuracy status ("ok" / "failed" with reasons) and the
+               mode-collapse warnings of a finished cell (not a registered metric)
 
 Add your own with `register_metric(name, fn, requires=(...), description=...)`.
 """

@@ -11,6 +11,11 @@ and writes
   and accuracy-versus-cost curves (log-Z error against energy + gradient evaluations; the training
   trace of learned samplers and the end point of every cell).
 
+Beside the run status, every `ok` record gets an accuracy status (`benchmarks.metrics.accuracy`):
+a run whose estimate is useless is `failed` with its reason. A group that mixes failed and working
+seeds is not averaged: its entries are the median and [min, max] over its `ok` seeds, marked
+"(median)", and the table counts the failed seeds and lists their reasons and collapse warnings.
+
 Records from different commits or suites are never silently pooled: the commit set is printed in
 the header, and a warning line is added when more than one commit contributed.
 """
@@ -34,6 +39,7 @@ from benchmarks.grid.records import (
     ensure_writable,
     section_records,
 )
+from benchmarks.metrics.accuracy import assess
 
 __all__ = ["COLUMNS", "FINETUNE_COLUMNS", "aggregate", "bootstrap_ci", "build_leaderboard", "problem_kind"]
 
@@ -94,6 +100,15 @@ def bootstrap_ci(
     return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
+def median_range(values: Iterable[float]) -> tuple[float, float, float]:
+    """`(median, min, max)` of the finite values (NaN when none): the summary of a group that mixes
+    failed and working seeds, where a mean would hide which is which."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], np.float64)
+    if v.size == 0:
+        return (math.nan, math.nan, math.nan)
+    return float(np.median(v)), float(v.min()), float(v.max())
+
+
 def problem_kind(record: dict[str, Any]) -> str:
     """`"finetuning"` or `"sampling"`: the record's `problem_kind`, else its problem summary's kind."""
     kind = record.get("problem_kind") or record.get("config", {}).get("problem_summary", {}).get("kind")
@@ -108,10 +123,26 @@ def aggregate(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, str], 
     out = {}
     for key, recs in sorted(groups.items()):
         ok = [r for r in recs if r["status"] == "ok"]
+        assessed = [assess(r["metrics"]) for r in ok]
+        failed = sum(a.accuracy == "failed" for a in assessed)
+        statistic = "median" if 0 < failed < len(ok) else "mean"
+        summarise = median_range if statistic == "median" else bootstrap_ci
         metric_names = sorted({k for r in ok for k in r["metrics"]})
-        stats = {m: bootstrap_ci(r["metrics"].get(m, math.nan) for r in ok) for m in metric_names}
+        stats = {m: summarise(r["metrics"].get(m, math.nan) for r in ok) for m in metric_names}
         out[key] = {
             "n_seeds": len(recs),
+            "statistic": statistic,
+            "accuracy_failed": failed,
+            "accuracy_reasons": sorted(
+                {
+                    f"seed {r['seed']}: {'; '.join(a.reasons)}"
+                    for r, a in zip(ok, assessed, strict=True)
+                    if a.reasons
+                }
+            ),
+            "collapse_warnings": sorted(
+                {f"seed {r['seed']}: {w}" for r, a in zip(ok, assessed, strict=True) for w in a.warnings}
+            ),
             "status": {
                 s: sum(r["status"] == s for r in recs) for s in ("ok", "diverged", "error", "not_applicable")
             },
@@ -144,13 +175,14 @@ def _hardware(r: dict[str, Any]) -> str:
     return f"{h.get('backend', '?')}: {h.get('device_kind', '?')} ({cpu})"
 
 
-def _fmt(stat: tuple[float, float, float] | None) -> str:
+def _fmt(stat: tuple[float, float, float] | None, statistic: str = "mean") -> str:
     if stat is None or not math.isfinite(stat[0]):
         return "—"
     mean, lo, hi = stat
+    mark = " (median)" if statistic == "median" else ""
     if lo == hi:
-        return f"{mean:.3g}"
-    return f"{mean:.3g} [{lo:.3g}, {hi:.3g}]"
+        return f"{mean:.3g}{mark}"
+    return f"{mean:.3g}{mark} [{lo:.3g}, {hi:.3g}]"
 
 
 def _table_for(
@@ -167,7 +199,7 @@ def _table_for(
         stat = item[1]["stats"].get(sort_key) if sort_key else None
         return (math.inf if stat is None or not math.isfinite(stat[0]) else stat[0], item[0][2])
 
-    head = ["method", "budget", "ok/seeds"] + [t for _, t, _ in present]
+    head = ["method", "budget", "ok/seeds", "accuracy failed"] + [t for _, t, _ in present]
     floors = [FLOORS[k] for k, _, _ in present if k in FLOORS]
     head += [f"floor: {f.rsplit('/', 1)[0]}" for f in floors]
     head += [t for _, t in COST_COLUMNS]
@@ -185,13 +217,20 @@ def _table_for(
             "",
         ]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    notes = []
+    notes, accuracy_notes, collapse_notes = [], [], []
     for (_suite, _t, method, budget), agg in sorted(rows, key=order):
         st = agg["status"]
-        cells = [f"`{method}`", budget, f"{st['ok']}/{agg['n_seeds']}"]
-        cells += [_fmt(agg["stats"].get(k)) for k, _, _ in present]
-        cells += [_fmt(agg["stats"].get(f)) for f in floors]
-        cells += [_fmt(agg["stats"].get(k)) for k, _ in COST_COLUMNS]
+        how = agg.get("statistic", "mean")
+        failed = agg.get("accuracy_failed", 0)
+        cells = [
+            f"`{method}`",
+            budget,
+            f"{st['ok']}/{agg['n_seeds']}",
+            f"{failed}/{st['ok']}" if failed else "0",
+        ]
+        cells += [_fmt(agg["stats"].get(k), how) for k, _, _ in present]
+        cells += [_fmt(agg["stats"].get(f), how) for f in floors]
+        cells += [_fmt(agg["stats"].get(k), how) for k, _ in COST_COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
         if st["ok"] < agg["n_seeds"]:
             notes.append(
@@ -199,8 +238,25 @@ def _table_for(
                 + ", ".join(f"{v} {k}" for k, v in st.items() if v and k != "ok")
                 + (f" — {agg['messages'][0][:160]}" if agg["messages"] else "")
             )
+        for reason in agg.get("accuracy_reasons", []):
+            accuracy_notes.append(f"- `{method}` ({budget}), {reason[:200]}")
+        for warning in agg.get("collapse_warnings", []):
+            collapse_notes.append(f"- `{method}` ({budget}), {warning}")
     if notes:
         lines += ["", "Cells that did not finish ok:", *notes]
+    if accuracy_notes:
+        lines += [
+            "",
+            "Cells that ran but whose accuracy **failed** (`benchmarks/metrics/accuracy.py`; rows mixing "
+            "failed and working seeds show the median [min, max]):",
+            *accuracy_notes,
+        ]
+    if collapse_notes:
+        lines += [
+            "",
+            "Mode-collapse warnings (reverse ESS high, forward ESS or mode coverage low):",
+            *collapse_notes,
+        ]
     return "\n".join(lines)
 
 
@@ -241,7 +297,10 @@ def build_leaderboard(
         "",
         "Generated by `make leaderboard` from the per-cell records under "
         f"`{runs_dir}/`; do not edit by hand. Entries are the mean over seeds with a 95% "
-        "percentile-bootstrap interval of the mean in brackets (one seed: no interval). Noise floors are "
+        "percentile-bootstrap interval of the mean in brackets (one seed: no interval); where some "
+        "seeds' accuracy failed (|log Z error| > 10 nats, ≤ 5 effective draws in reverse or forward ESS, "
+        "or mode coverage < 0.5: `benchmarks/metrics/accuracy.py`), the median and [min, max] instead, "
+        'marked (median), and the "accuracy failed" column counts those seeds. Noise floors are '
         "the same metric between two independent reference sets of the evaluation size. Costs count "
         "energy and energy-gradient evaluations spent in training plus sampling. Metric definitions: "
         "`benchmarks/metrics/` and the README.",
@@ -261,6 +320,8 @@ def build_leaderboard(
             "ci_high",
             "n_ok",
             "n_seeds",
+            "statistic",
+            "n_accuracy_failed",
             "commit",
             "hardware",
         ]
@@ -303,6 +364,8 @@ def build_leaderboard(
                         hi,
                         a["status"]["ok"],
                         a["n_seeds"],
+                        "median_min_max" if a["statistic"] == "median" else "mean_bootstrap95",
+                        a["accuracy_failed"],
                         ";".join(a["commits"]),
                         ";".join(a["hardware"]),
                     ]

@@ -8,6 +8,7 @@ import pytest
 from benchmarks.grid.cell import CellRecord, resolve_cell, run_cell
 from benchmarks.grid.records import validate_record
 from benchmarks.grid.suites import Cell, load_suite
+from benchmarks.metrics.accuracy import assess
 from benchmarks.perf.cells import build_cell
 from tests.benchmarks import toy_method
 
@@ -34,6 +35,13 @@ def test_run_cell_returns_a_typed_record_and_the_samples_beside_it(tmp_path):
     validate_record(record)
     assert "_samples" not in record and "message" not in record
     assert record["inputs"]["target_fingerprint"] == record["target_fingerprint"]
+    # the accuracy status beside the run status: assess of the record's own metrics
+    judged = assess(record["metrics"])
+    assert record["accuracy"] == {
+        "status": judged.accuracy,
+        "reasons": list(judged.reasons),
+        "warnings": list(judged.warnings),
+    }
 
 
 def test_applicability_is_the_method_specs_answer():

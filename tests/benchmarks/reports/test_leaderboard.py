@@ -65,3 +65,24 @@ def test_aggregate_and_tables(tmp_path):
     rows = (tmp_path / "out" / "leaderboard.csv").read_text().splitlines()
     assert rows[0].startswith("suite,target,method") and len(rows) == 3
     assert summary["suites"]["s"]["records"] == 5
+
+
+def test_failed_accuracy_is_counted_and_not_averaged(tmp_path):
+    """Two working seeds and one whose |log Z error| is 10⁴: the row gives the median [min, max]
+    (marked), counts the failed seed and names its reason; a group with no failure keeps the mean."""
+    runs = tmp_path / "runs" / "s"
+    for seed, err in enumerate([0.1, 0.3, 1e4]):
+        atomic_write_json(runs / f"mix_{seed}.json", _record("mix", "g", seed, **{"logZ/error": err}))
+        atomic_write_json(runs / f"fine_{seed}.json", _record("fine", "g", seed, **{"logZ/error": 0.2}))
+    agg = aggregate(list(iter_records(tmp_path / "runs")))
+    mix = agg[("s", "g", "mix", "b")]
+    assert mix["statistic"] == "median" and mix["accuracy_failed"] == 1
+    assert mix["stats"]["logZ/error"] == (0.3, 0.1, 1e4)
+    assert agg[("s", "g", "fine", "b")]["statistic"] == "mean"
+    build_leaderboard(str(tmp_path / "runs"), str(tmp_path / "out"), figures=False)
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "| `mix` | b | 3/3 | 1/3 | 0.3 (median) [0.1, 1e+04] |" in md
+    assert "| `fine` | b | 3/3 | 0 | 0.2 |" in md
+    assert "- `mix` (b), seed 2: |log Z error| 1e+04 > 10 nats" in md
+    rows = (tmp_path / "out" / "leaderboard.csv").read_text().splitlines()
+    assert "statistic,n_accuracy_failed" in rows[0] and any(",median_min_max,1," in r for r in rows)
