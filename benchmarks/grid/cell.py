@@ -16,7 +16,10 @@ A cell is `(method, target, budget, seed)` of a suite. `run_cell` takes it throu
    counted as training cost);
 4. **sample** `num_samples` points, plus the backward path weights from target samples where the
    method has a backward process;
-5. **score** with every applicable metric (`benchmarks.metrics.evaluate`) and the cost counters;
+5. **score** with every applicable metric (`benchmarks.metrics.evaluate`; a weighted sampler's
+   sample metrics also on its draws resampled by weight, under `weighted/`:
+   `benchmarks.metrics.weighted`), judge the accuracy (`benchmarks.metrics.accuracy`), and add the
+   cost counters;
 
 and returns a `CellResult`: the typed `CellRecord` and, beside it, the first `SAMPLE_FILE_ROWS`
 samples for the figures. `Diverged` or non-finite samples give status `diverged`; any other
@@ -41,9 +44,10 @@ import targets
 from benchmarks.grid import hyperparams
 from benchmarks.grid.records import environment, git_commit, jsonable
 from benchmarks.grid.suites import Budget, Cell, Suite
-from benchmarks.metrics import EvalContext, evaluate
+from benchmarks.metrics import EvalContext
 from benchmarks.metrics.accuracy import assess
 from benchmarks.metrics.cost import cost_metrics
+from benchmarks.metrics.weighted import evaluate_raw_and_weighted
 from samplers import parallel
 from samplers.estimators import log_Z as log_z_estimate
 from samplers.method import Cost
@@ -548,7 +552,9 @@ def run_cell(
             reference2=ref2,
             backward_log_w=bwd,
         )
-        values, skipped = evaluate(ctx, on_error="report")
+        # a weighted sampler's sample metrics on its raw draws and, under weighted/, on its draws
+        # resampled by weight (benchmarks/metrics/weighted.py)
+        values, skipped = evaluate_raw_and_weighted(ctx, on_error="report")
         if spec.diagnostics is not None:
             values.update({k: float(v) for k, v in spec.diagnostics(samples.x, config, target).items()})
         values.update(

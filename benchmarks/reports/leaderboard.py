@@ -52,11 +52,17 @@ COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("ess/reverse", "reverse ESS", False),
     ("ess/forward", "forward ESS", False),
     ("mmd2/rbf_median", "MMD² (median bw)", True),
+    ("weighted/mmd2/rbf_median", "MMD² weighted", True),
     ("sinkhorn/divergence", "Sinkhorn", True),
+    ("weighted/sinkhorn/divergence", "Sinkhorn weighted", True),
     ("modes/hit_fraction", "modes hit", False),
+    ("weighted/modes/hit_fraction", "modes hit weighted", False),
     ("modes/emc", "EMC", False),
+    ("weighted/modes/emc", "EMC weighted", False),
     ("energy_w2", "energy W2", True),
+    ("weighted/energy_w2", "energy W2 weighted", True),
     ("dist_w2", "dist. W2", True),
+    ("weighted/dist_w2", "dist. W2 weighted", True),
     ("eq_w2", "eq. W2", True),
 )
 # The fine-tuning table (records with problem_kind "finetuning"; never mixed into the sampling tables).
@@ -300,7 +306,10 @@ def build_leaderboard(
         "percentile-bootstrap interval of the mean in brackets (one seed: no interval); where some "
         "seeds' accuracy failed (|log Z error| > 10 nats, ≤ 5 effective draws in reverse or forward ESS, "
         "or mode coverage < 0.5: `benchmarks/metrics/accuracy.py`), the median and [min, max] instead, "
-        'marked (median), and the "accuracy failed" column counts those seeds. Noise floors are '
+        'marked (median), and the "accuracy failed" column counts those seeds. Sample metrics are on the '
+        'raw draws; the "weighted" columns are the same metric on the draws resampled by their importance '
+        "weights (`benchmarks/metrics/weighted.py`; weighted samplers only). Rows are ranked by the "
+        "log-Z error, not by a sample metric. Noise floors are "
         "the same metric between two independent reference sets of the evaluation size. Costs count "
         "energy and energy-gradient evaluations spent in training plus sampling. Metric definitions: "
         "`benchmarks/metrics/` and the README.",
