@@ -264,19 +264,18 @@ def _setup(problem: Problem, config: NETSConfig, name: str) -> _Setup:
     return _Setup(annealing, ts, profile, divergence, project, complete)
 
 
+def _simulate(setup: _Setup, drift_of: Callable[[PyTree], Drift], state: LearnedState, key, num, **options):
+    """`simulate_nets` under the state's stopped drift and Langevin rate `ε_t = ε·schedule(t)`."""
+    epsilons = state.extra.epsilon * setup.epsilon_profile
+    return simulate_nets(key, setup.annealing, drift_of(sg(state.params)), setup.ts, epsilons, num, **options)
+
+
 def _sampler(setup: _Setup, config: NETSConfig, drift_of: Callable[[PyTree], Drift]):
     """`(sample, backward or None)` for a drift built from the state's parameters."""
 
     def sample(key: jax.Array, state: LearnedState, num_samples: int) -> Samples:
-        path = simulate_nets(
-            key,
-            setup.annealing,
-            drift_of(sg(state.params)),
-            setup.ts,
-            state.extra.epsilon * setup.epsilon_profile,
-            num_samples,
-            weights=config.weights,
-            divergence=setup.divergence,
+        path = _simulate(
+            setup, drift_of, state, key, num_samples, weights=config.weights, divergence=setup.divergence
         )
         return Samples(x=setup.project(path.x), log_w=path.log_w, cost=path.cost)
 
@@ -324,16 +323,7 @@ def build_nets_pinn(problem: Problem, config: NETSConfig) -> Method:
     def draw(keys, state: LearnedState) -> Batch:
         """A detached batch without weights; `time_subsample` grid points per trajectory."""
         key_sim, key_time = keys
-        path = simulate_nets(
-            key_sim,
-            setup.annealing,
-            drift_of(sg(state.params)),
-            setup.ts,
-            state.extra.epsilon * setup.epsilon_profile,
-            n,
-            weights="none",
-            save_path=True,
-        )
+        path = _simulate(setup, drift_of, state, key_sim, n, weights="none", save_path=True)
         index, weight = time_points(key_time, setup.ts, (n,), config.time_subsample)
         rows = jnp.arange(n)[:, None]
         x, u1, g1 = (sg(a)[index, rows] for a in (path.trajectory, path.u1, path.grad_u1))
@@ -372,17 +362,8 @@ def build_nets_action(problem: Problem, config: NETSConfig) -> Method:
     def draw(keys, state: LearnedState) -> Batch:
         """A detached weighted batch; `time_subsample` grid times shared by the batch."""
         key_sim, key_time = keys
-        path = simulate_nets(
-            key_sim,
-            setup.annealing,
-            drift_of(sg(state.params)),
-            setup.ts,
-            state.extra.epsilon * setup.epsilon_profile,
-            n,
-            weights=config.weights,
-            divergence=setup.divergence,
-            save_path=True,
-        )
+        options = dict(weights=config.weights, divergence=setup.divergence, save_path=True)
+        path = _simulate(setup, drift_of, state, key_sim, n, **options)
         index, weight = time_points(key_time, setup.ts, (), config.time_subsample)
         x, u1, log_w = (sg(a)[index] for a in (path.trajectory, path.u1, path.running_log_w))
         cost = path.cost + Cost.of(network_evals=index.size * n)

@@ -364,53 +364,57 @@ _SIM_COST = (
     "per step: n·K network evals and SDE steps, n energy evals at x_K, n·K grad evals with the grad feature"
 )
 
+_REPARAMETRISED = "; +n grad evals (backprop through log γ(x_K)); backprop through the SDE"
+_DETACHED = "; no backprop through the SDE"
+
+
+def _spec(name, config_cls, build, bases, cost_tail, description) -> MethodSpec:
+    return MethodSpec(
+        name=name,
+        family="path-kl",
+        config_cls=config_cls,
+        build=build,
+        bases=bases,
+        cost_model=_SIM_COST + cost_tail,
+        description=description,
+    )
+
+
 SPECS: tuple[MethodSpec, ...] = (
-    MethodSpec(
-        name="pis",
-        family="path-kl",
-        config_cls=PathKLConfig,
-        build=build_pis,
-        bases=("brownian",),
-        cost_model=_SIM_COST + "; +n grad evals (backprop through log γ(x_K)); backprop through the SDE",
-        description=(
-            "Path Integral Sampler: minimise -mean(log w) = KL(P^θ||P*) - log Z with reparametrised "
-            "Euler–Maruyama trajectories of the Brownian base from 0 (exact kernel-form path weights)."
-        ),
+    _spec(
+        "pis",
+        PathKLConfig,
+        build_pis,
+        ("brownian",),
+        _REPARAMETRISED,
+        "Path Integral Sampler: minimise -mean(log w) = KL(P^θ||P*) - log Z with reparametrised "
+        "Euler–Maruyama trajectories of the Brownian base from 0 (exact kernel-form path weights).",
     ),
-    MethodSpec(
-        name="dds",
-        family="path-kl",
-        config_cls=PathKLConfig,
-        build=build_dds,
-        bases=("vp",),
-        cost_model=_SIM_COST + "; +n grad evals (backprop through log γ(x_K)); backprop through the SDE",
-        description=(
-            "Denoising Diffusion Sampler: the path-KL loss -mean(log w) on the VP (OU) base started from "
-            "its stationary Gaussian; Euler–Maruyama discretisation (the paper: an exponential integrator)."
-        ),
+    _spec(
+        "dds",
+        PathKLConfig,
+        build_dds,
+        ("vp",),
+        _REPARAMETRISED,
+        "Denoising Diffusion Sampler: the path-KL loss -mean(log w) on the VP (OU) base started from "
+        "its stationary Gaussian; Euler–Maruyama discretisation (the paper: an exponential integrator).",
     ),
-    MethodSpec(
-        name="log_variance",
-        family="path-kl",
-        config_cls=PathKLConfig,
-        build=build_log_variance,
-        bases=("brownian", "vp", "flow"),
-        cost_model=_SIM_COST + "; no backprop through the SDE",
-        description=(
-            "Log-variance loss Var(log w) on detached on-policy trajectories, log w recomputed at the fixed "
-            "points so θ enters only through the forward kernels (Richter & Berner 2023)."
-        ),
+    _spec(
+        "log_variance",
+        PathKLConfig,
+        build_log_variance,
+        ("brownian", "vp", "flow"),
+        _DETACHED,
+        "Log-variance loss Var(log w) on detached on-policy trajectories, log w recomputed at the fixed "
+        "points so θ enters only through the forward kernels (Richter & Berner 2023).",
     ),
-    MethodSpec(
-        name="trajectory_balance",
-        family="path-kl",
-        config_cls=TrajectoryBalanceConfig,
-        build=build_trajectory_balance,
-        bases=("brownian", "vp", "flow"),
-        cost_model=_SIM_COST + "; no backprop through the SDE",
-        description=(
-            "Trajectory balance: mean ½(log Z_φ - log w)² on detached on-policy trajectories with a learned "
-            "scalar log Z_φ (GFlowNet TB, Sendera et al. 2024)."
-        ),
+    _spec(
+        "trajectory_balance",
+        TrajectoryBalanceConfig,
+        build_trajectory_balance,
+        ("brownian", "vp", "flow"),
+        _DETACHED,
+        "Trajectory balance: mean ½(log Z_φ - log w)² on detached on-policy trajectories with a learned "
+        "scalar log Z_φ (GFlowNet TB, Sendera et al. 2024).",
     ),
 )
