@@ -195,7 +195,9 @@ def diagnostics(x: jax.Array, num_chains: int, target: Any | None = None) -> dic
         target: optional `targets.Target` for the log-density statistic.
 
     Returns:
-        `{"mcmc/ess_bulk_min": min over coordinates, "mcmc/rhat_max": max over coordinates,
+        `{"mcmc/ess_bulk_min": min over coordinates, "mcmc/ess_bulk_per_chain_min": the same
+        divided by the chain count (effective draws per chain: many short chains show here),
+        "mcmc/rhat_max": max over coordinates,
         "mcmc/ess_bulk_sq_norm", "mcmc/rhat_sq_norm", ["mcmc/ess_bulk_log_prob",
         "mcmc/rhat_log_prob"], "mcmc/num_chains", "mcmc/num_draws"}` as Python floats
         (R-hat needs at least 2 chains and 4 draws per chain; NaN otherwise).
@@ -208,6 +210,7 @@ def diagnostics(x: jax.Array, num_chains: int, target: Any | None = None) -> dic
     ess, rhat = (np.asarray(v, np.float64) for v in _ess_and_rhat(jnp.concatenate(columns, axis=-1)))
     out = {
         "mcmc/ess_bulk_min": float(np.min(ess[:dim])),
+        "mcmc/ess_bulk_per_chain_min": float(np.min(ess[:dim])) / num_chains,
         "mcmc/rhat_max": float(np.max(rhat[:dim])),
         "mcmc/ess_bulk_sq_norm": float(ess[dim]),
         "mcmc/rhat_sq_norm": float(rhat[dim]),

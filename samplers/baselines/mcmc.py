@@ -26,6 +26,16 @@ Cost: every kernel here evaluates `log γ̃` and its gradient together (`jax.val
 number of leapfrog steps (NUTS, `info.num_integration_steps`) or 1 (MALA). The counts of a
 `sample` call cover all `num_chains · ceil(num_samples / num_chains) · thinning` iterations.
 
+Chain count and budgets. NUTS and MALA run 64 chains by default, so that the chain count never
+bounds mode coverage (C chains started from one broad Gaussian can visit at most about C isolated
+modes; 4 chains could never cover an 8-mode target). Warm-up is per chain: every chain runs
+`num_warmup` adaptation iterations (total C · W iterations), and the N output samples are split as D
+= ceil(N / C) draws per chain (2000 samples: 32 draws from each of 64 chains; R-hat needs at least
+4). Under an evaluation budget B (`samplers.baselines.budget.plan_mcmc`) the budget is divided
+evenly among the chains: after the pilot and the initialisations each chain gets I = B' / (2 C L̄)
+iterations, half of them sampling (thinning t = floor(I / 2D)) and the rest warm-up (W = I − D t, at
+least `MCMC_MIN_WARMUP`), so more chains mean shorter chains at the same B.
+
 References:
     Hoffman & Gelman, "The No-U-Turn Sampler", JMLR 2014 (NUTS, dual averaging).
     Stan Reference Manual, "HMC algorithm parameters" (windowed warm-up).
@@ -234,7 +244,7 @@ def build_chain_method(target: Any, config: Any, make_kernel: Callable[..., Chai
 class NUTSConfig(ChainConfig):
     """blackjax NUTS with Stan window adaptation. The shared chain fields are `ChainConfig`'s (Stan's
     default warm-up is 1000 iterations, 500 is ample in low dimension; the acceptance target 0.8 is
-    Stan's default).
+    Stan's default), with 64 chains by default (module docstring, "Chain count and budgets").
 
     Attributes:
         max_num_doublings: maximum tree depth (trajectories of at most `2**10 - 1` leapfrog
@@ -244,6 +254,7 @@ class NUTSConfig(ChainConfig):
 
     method_name: ClassVar[str] = "nuts"
 
+    num_chains: int = 64
     max_num_doublings: int = field(10, integer(1))
     diagonal_mass_matrix: bool = True
 
@@ -308,11 +319,12 @@ class MALAConfig(ChainConfig):
     the variance of the Gaussian increment), followed by a Metropolis–Hastings correction; the
     first round starts dual averaging of `ε` from `initial_step_size`. The default acceptance
     target 0.574 is the optimal MALA acceptance rate for product targets in high dimension
-    (Roberts & Rosenthal 1998).
+    (Roberts & Rosenthal 1998). 64 chains by default (module docstring, "Chain count and budgets").
     """
 
     method_name: ClassVar[str] = "mala"
 
+    num_chains: int = 64
     num_warmup: int = 1000
     target_acceptance_rate: float = 0.574
 

@@ -127,6 +127,7 @@ def test_nuts_moments_within_standard_errors(nuts_run):
     diag = diagnostics(samples.x, config.num_chains, GAUSS)
     assert diag["mcmc/rhat_max"] < 1.05 and diag["mcmc/rhat_log_prob"] < 1.05
     assert diag["mcmc/ess_bulk_min"] > 200 and diag["mcmc/num_draws"] == 500
+    assert diag["mcmc/ess_bulk_per_chain_min"] == diag["mcmc/ess_bulk_min"] / config.num_chains
     assert 0.6 < float(info.acceptance_rate) < 0.95  # dual averaging aims at 0.8
 
 
@@ -334,3 +335,9 @@ def test_working_density_of_particle_system_integrates_to_Z():
     completed = complete_centre_of_mass(jax.random.key(0), jnp.zeros((20000, 2)), target, 0.7)
     # √n · centre ~ N(0, 0.7²)
     np.testing.assert_allclose(float(jnp.std(math.sqrt(2) * completed.mean(-1))), 0.7, rtol=0.03)
+
+
+@pytest.mark.parametrize("name", ["nuts", "mala"])
+def test_chain_baselines_default_to_enough_chains_for_mode_coverage(name):
+    """4 chains could never visit more than about 4 isolated modes; the default is 64."""
+    assert samplers.get(name).make_config().num_chains >= 64
