@@ -184,6 +184,17 @@ def test_report_keeps_backends_apart(tmp_path):
     assert text.count(row) == 2
 
 
+# a learned cost-to-accuracy cell small enough for `make test`: chunks of 5 steps, a 64-sample probe
+TINY_CELL = {
+    "chunk_size": 5,
+    "num_trace": 64,
+    "batch_size": 32,
+    "hidden": (8,),
+    "resample_size": 32,
+    "buffer_size": 64,
+}
+
+
 def test_learned_cell_gives_accuracy_and_throughput_from_one_run():
     """One training run: the cost-to-accuracy row (crossing or last point, evals counted) and the
     throughput row (steps/s, samples/s, compile times, no recompilation between chunks)."""
@@ -194,13 +205,8 @@ def test_learned_cell_gives_accuracy_and_throughput_from_one_run():
         "gaussian_correlated",
         tol=1e-6,  # unreachable: the budget decides
         max_train_s=0.0,
-        chunk_size=5,
         min_chunks=3,
-        num_trace=64,
-        batch_size=32,
-        hidden=(8,),
-        resample_size=32,
-        buffer_size=64,
+        **TINY_CELL,
     )
     assert not row["reached"] and row["train_steps"] == 15 and row["train_steps_timed"] == 15
     # not reached: the last point is measured on the confirming samples all the same
@@ -244,13 +250,8 @@ def test_learned_cell_reports_the_confirmed_check():
         "adjoint_sampling",
         "gaussian_correlated",
         tol=1e6,
-        chunk_size=5,
         min_chunks=1,
-        num_trace=64,
-        batch_size=32,
-        hidden=(8,),
-        resample_size=32,
-        buffer_size=64,
+        **TINY_CELL,
     )
     assert row["reached"] and row["train_steps"] == 5 and row["train_steps_timed"] == 10
     assert [c["confirm_error"] is not None for c in row["checks"]] == [True, True]
