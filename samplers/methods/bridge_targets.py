@@ -84,8 +84,12 @@ class BridgeSchedule(NamedTuple):
         k = self._index(t)
         sigma = self.sigmas[k]
         nu = self.marginal_vars[k] + sigma**2 * (t - self.ts[k])
-        alpha = nu / self.nu1
-        return BridgeCoefficients(sigma=sigma, nu=nu, alpha=alpha, bridge_var=nu * (1.0 - alpha))
+        # In float32 `ν̃_t / ν̃_1` can round to just above 1 near t = 1 (σ_min = 1e-3 on a geometric
+        # schedule gives 1.0000001), which would make `β_t²` negative and its square root NaN: α ≤ 1
+        # and β² ≥ 0 hold exactly, so clamp to them.
+        alpha = jnp.minimum(nu / self.nu1, 1.0)
+        bridge_var = jnp.maximum(nu * (1.0 - alpha), 0.0)
+        return BridgeCoefficients(sigma=sigma, nu=nu, alpha=alpha, bridge_var=bridge_var)
 
     def sigma(self, t: jax.Array) -> jax.Array:
         """`σ̃(t)` (elementwise)."""

@@ -163,10 +163,29 @@ def batch_log_Z(log_w: jax.Array) -> jax.Array:
 
 
 def clip_norm(g: jax.Array, max_norm: float | None, particles) -> jax.Array:
-    """Clip the norm of `g (dim,)` to `max_norm`, per particle for particle systems; None is a no-op."""
+    """Clip the norm of `g (dim,)` to `max_norm`, per particle for particle systems; None is a no-op.
+
+    `g ← g · min(1, c / ‖g‖)` per block, robust at the two places the plain formula breaks:
+    - a block with infinite entries is clipped to its limit direction: the signs of its infinite
+      entries (finite entries 0), scaled to norm `c` (the plain formula gives `inf · 0 = NaN`);
+    - a block of finite entries whose float32 norm overflows is clipped with the norm computed as
+      `m ‖g / m‖`, `m = max |g_i|` (the plain formula gives `c / inf = 0`, zeroing the block).
+    Everywhere else the result is the plain formula's, bit for bit. NaN entries stay NaN.
+    """
     if max_norm is None:
         return g
     blocks = g.reshape(particles.n_particles, particles.spatial_dim) if particles is not None else g[None]
+    infinite = jnp.isinf(blocks)
+    has_inf = jnp.any(infinite, axis=-1, keepdims=True)
+    blocks = jnp.where(has_inf, jnp.where(infinite, jnp.sign(blocks), jnp.zeros_like(blocks)), blocks)
     norms = jnp.linalg.norm(blocks, axis=-1, keepdims=True)
     scale = jnp.minimum(1.0, max_norm / jnp.maximum(norms, jnp.finfo(g.dtype).tiny))
+    overflow = jnp.isinf(norms)
+    # divide by √m twice: 1/m itself is subnormal for m near the float32 maximum (flushed to 0 on CPU)
+    peak = jnp.max(jnp.abs(blocks), axis=-1, keepdims=True)
+    root = jnp.sqrt(jnp.where(overflow, peak, jnp.ones_like(norms)))
+    rescaled = jnp.linalg.norm(blocks / root / root, axis=-1, keepdims=True)  # in [1, √d] where it overflowed
+    scale = jnp.where(overflow, jnp.minimum(1.0, max_norm / root / root / rescaled), scale)
+    # the sign vector has norm ≥ 1: scale it to c exactly
+    scale = jnp.where(has_inf, max_norm / jnp.maximum(norms, 1.0), scale)
     return (blocks * scale).reshape(g.shape)

@@ -98,6 +98,26 @@ def test_bridge_schedule_matches_linear_base():
     np.testing.assert_allclose(bridge.nu1, problem.chain.marginal_vars[-1], rtol=1e-6)
 
 
+@pytest.mark.parametrize(("sigma_max", "num_steps"), [(1.0, 200), (2.0, 32), (3.0, 100)])
+def test_bridge_coefficients_stay_valid_on_the_geometric_schedule_in_float32(sigma_max, num_steps):
+    """The schedule the Adjoint Sampling configs use (geometric, σ_min = 1e-3) in float32: near t = 1
+    `ν̃_t/ν̃_1` rounds above 1 (without the clamp, α = 1.0000001 and β² = -1.2e-7 at σ_max = 1, K = 200,
+    and β² = -6e-7 at σ_max = 2, K = 32), so α ≤ 1 and β² ≥ 0 must hold by construction; the bridge
+    draws of a training step are then finite at every time of the grid and between its points."""
+    base = BrownianBase(dim=2, schedule=GeometricSchedule(sigma_min=1e-3, sigma_max=sigma_max))
+    problem = sampling_problem(targets.get("gaussian_correlated"), base, num_steps=num_steps)
+    bridge = br.bridge_schedule(problem)
+    assert bridge.marginal_vars.dtype == jnp.float32
+    ts = problem.times
+    t = jnp.concatenate([ts, 0.5 * (ts[1:] + ts[:-1]), jnp.linspace(0.9, 1.0, 100_001, dtype=jnp.float32)])
+    c = bridge.coefficients(t)
+    assert float(jnp.max(c.alpha)) <= 1.0 and float(jnp.min(c.alpha)) >= 0.0
+    assert float(jnp.min(c.bridge_var)) >= 0.0
+    x_1 = jnp.ones((t.shape[0], 2), jnp.float32)
+    x_t = c.alpha[:, None] * x_1 + jnp.sqrt(c.bridge_var)[:, None] * jnp.ones_like(x_1)
+    assert np.all(np.isfinite(np.asarray(x_t)))
+
+
 def test_mixture_identity_and_nsm_equals_as():
     """α_t Y^TSM + (1 - α_t) Y^CSM = Y^AS (methods.md §1.3), and Y^NSM = Y^AS for the Brownian base."""
     problem = _gaussian_problem()

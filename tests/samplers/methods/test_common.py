@@ -1,5 +1,6 @@
-"""The shared optimizer of the learned methods (`samplers.methods.common.make_optimizer`): the optional
-cosine learning-rate decay, and its validation in every config that offers it."""
+"""The shared pieces of the learned methods in `samplers.methods.common`: the optimizer's optional
+cosine learning-rate decay and its validation in every config that offers it, and norm clipping of the
+energy gradient (ordinary, infinite and overflowing gradients)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,47 @@ def test_configs_validate_the_decay(name):
         spec.make_config(learning_rate_decay_steps=0)
     with pytest.raises(ValueError, match=r"learning_rate_final_fraction must lie in \[0, 1\]"):
         spec.make_config(learning_rate_decay_steps=10, learning_rate_final_fraction=1.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# norm clipping of the energy gradient
+# ---------------------------------------------------------------------------------------------
+
+
+class _Particles:
+    n_particles, spatial_dim = 2, 3
+
+
+def test_clip_norm_is_the_plain_formula_on_ordinary_gradients():
+    from samplers.methods.common import clip_norm
+
+    g = jnp.asarray([3.0, -4.0, 0.5, 200.0, 1.0, -2.0], jnp.float32)
+    plain = lambda b: b * jnp.minimum(1.0, 10.0 / jnp.linalg.norm(b))
+    np.testing.assert_array_equal(clip_norm(g, 10.0, None), plain(g))
+    per_particle = clip_norm(g, 10.0, _Particles())
+    np.testing.assert_array_equal(per_particle[:3], plain(g[:3]))  # norm 5.02: untouched
+    np.testing.assert_array_equal(per_particle[3:], plain(g[3:]))  # norm 200: clipped to 10
+    assert clip_norm(g, None, None) is g
+
+
+def test_clip_norm_turns_an_infinite_gradient_into_its_limit_direction():
+    from samplers.methods.common import clip_norm
+
+    g = jnp.asarray([jnp.inf, 1.0, -jnp.inf, 0.5, 0.5, 0.5], jnp.float32)
+    clipped = np.asarray(clip_norm(g, 100.0, _Particles()))
+    assert np.all(np.isfinite(clipped))
+    np.testing.assert_allclose(clipped[:3], 100.0 * np.array([1.0, 0.0, -1.0]) / np.sqrt(2.0), rtol=1e-6)
+    np.testing.assert_array_equal(clipped[3:], np.asarray(g[3:]))  # the other particle is untouched
+    whole = np.asarray(clip_norm(g, 100.0, None))
+    np.testing.assert_allclose(np.linalg.norm(whole), 100.0, rtol=1e-6)
+
+
+def test_clip_norm_clips_a_gradient_whose_float32_norm_overflows():
+    from samplers.methods.common import clip_norm
+
+    g = jnp.asarray([3e38, -3e38, 1e38], jnp.float32)  # finite entries, ‖g‖ overflows float32
+    assert not np.isfinite(float(jnp.linalg.norm(g)))
+    clipped = np.asarray(clip_norm(g, 100.0, None), np.float64)
+    np.testing.assert_allclose(np.linalg.norm(clipped), 100.0, rtol=1e-6)
+    direction = np.asarray([3.0, -3.0, 1.0]) / np.linalg.norm([3.0, -3.0, 1.0])
+    np.testing.assert_allclose(clipped / 100.0, direction, rtol=1e-6)
