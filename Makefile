@@ -16,10 +16,10 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 install: $(VENV)/.installed
 
 test: install
-	$(PY) -m pytest -q -m "not slow" -n auto --dist loadfile tests
+	$(PY) -m pytest -q -m "not slow" -n auto --dist worksteal tests
 
 test-slow: install
-	$(PY) -m pytest -q -m slow -n auto --dist loadfile tests
+	$(PY) -m pytest -q -m slow -n auto --dist worksteal tests
 
 benchmark: install
 	$(PY) -m benchmarks benchmark --suite $(SUITE) $(ARGS)
