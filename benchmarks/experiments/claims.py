@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.grid.records import atomic_write_json, environment, git_commit
+from benchmarks.grid.records import atomic_write_json, environment, git_commit, save_figure
 
 __all__ = ["CLAIMS", "lean_adjoint_report", "run_claims"]
 
@@ -50,9 +50,7 @@ def _figure_lean_adjoint(report: dict, path: Path) -> None:
     axes[0, 0].set_ylabel("lean adjoint norm")
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def lean_adjoint_report(out_dir: str = "results/claims", quick: bool = False, seed: int = 0) -> dict:

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 import targets
-from benchmarks.grid.records import atomic_write_json, environment, git_commit
+from benchmarks.grid.records import atomic_write_json, environment, git_commit, save_figure
 from samplers.claims import grad_variance as gv
 
 __all__ = ["TARGETS", "grad_variance_report"]
@@ -38,8 +38,14 @@ TARGETS: dict[str, dict[str, Any]] = {
 }
 
 QUICK = dict(
-    batch_sizes=(8, 32), deltas=(0.1, 0.01), window_kinds=("start", "end"), window_batch_size=8,
-    num_minibatches=16, num_bootstrap=20, num_steps=20, hidden=(8,),
+    batch_sizes=(8, 32),
+    deltas=(0.1, 0.01),
+    window_kinds=("start", "end"),
+    window_batch_size=8,
+    num_minibatches=16,
+    num_bootstrap=20,
+    num_steps=20,
+    hidden=(8,),
 )
 
 
@@ -68,8 +74,13 @@ def _exponent(rows: list[dict], target: str, sweep: str, max_delta: float = 0.01
     """Least-squares slope `p` of `log tr Cov` against `log δ` over `δ <= max_delta` (`tr Cov ∝ δ^p`)."""
     out = {}
     for loss in dict.fromkeys(r["loss"] for r in rows):
-        sel = [r for r in rows if (r["target"], r["sweep"], r["loss"]) == (target, sweep, loss)
-               and r["delta"] <= max_delta and r["trace_cov"] > 0]
+        sel = [
+            r
+            for r in rows
+            if (r["target"], r["sweep"], r["loss"]) == (target, sweep, loss)
+            and r["delta"] <= max_delta
+            and r["trace_cov"] > 0
+        ]
         if len(sel) >= 2:
             x = np.log([r["delta"] for r in sel])
             out[loss] = float(np.polyfit(x, np.log([r["trace_cov"] for r in sel]), 1)[0])
@@ -80,8 +91,10 @@ def _growth(rows: list[dict], target: str, sweep: str) -> dict[str, float]:
     """`tr Cov` at the smallest δ divided by `tr Cov` at the largest, per loss."""
     out = {}
     for loss in dict.fromkeys(r["loss"] for r in rows):
-        sel = sorted((r for r in rows if r["target"] == target and r["sweep"] == sweep and r["loss"] == loss),
-                     key=lambda r: r["delta"])
+        sel = sorted(
+            (r for r in rows if r["target"] == target and r["sweep"] == sweep and r["loss"] == loss),
+            key=lambda r: r["delta"],
+        )
         if len(sel) >= 2:
             out[loss] = sel[0]["trace_cov"] / sel[-1]["trace_cov"]
     return out
@@ -110,8 +123,12 @@ def _markdown(rows: list[dict], config: gv.GradVarianceConfig, meta: dict) -> st
         parts += [f"## {target}", "", "### Batch size (t ~ U[0, 1])", ""]
         parts += [_table(sel, "batch_size", "batch_size"), ""]
         for kind in config.window_kinds:
-            parts += [f"### {gv.WINDOW_KINDS[kind]}, batch {config.window_batch_size}", "",
-                      _table(sel, kind, "delta"), ""]
+            parts += [
+                f"### {gv.WINDOW_KINDS[kind]}, batch {config.window_batch_size}",
+                "",
+                _table(sel, kind, "delta"),
+                "",
+            ]
         for kind in ("at_start", "at_end"):
             exponent = _exponent(rows, target, kind)
             if exponent:
@@ -155,8 +172,17 @@ def _figure(rows: list[dict], config: gv.GradVarianceConfig, path: Path) -> None
                     delta = np.array([r["delta"] for r in sel])
                     value = np.array([r["trace_cov"] for r in sel])
                     se = np.array([r["trace_cov_se"] for r in sel])
-                    ax.errorbar(delta, value, yerr=se, color=colors[loss], ls=style, marker="o", ms=3,
-                                capsize=2, label=loss if sweep == window else None)
+                    ax.errorbar(
+                        delta,
+                        value,
+                        yerr=se,
+                        color=colors[loss],
+                        ls=style,
+                        marker="o",
+                        ms=3,
+                        capsize=2,
+                        label=loss if sweep == window else None,
+                    )
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("δ")
@@ -165,9 +191,7 @@ def _figure(rows: list[dict], config: gv.GradVarianceConfig, path: Path) -> None
             ax.grid(True, which="both", alpha=0.3)
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def grad_variance_report(out_dir: str = "results/claims", quick: bool = False, seed: int = 0) -> dict:
@@ -192,8 +216,11 @@ def grad_variance_report(out_dir: str = "results/claims", quick: bool = False, s
         setup = gv.make_setup(key_setup, target, spec["sigma"], config)
         rows += gv.measure(key_measure, setup, config)
     out = Path(out_dir)
-    files = {"markdown": str(out / "grad_variance.md"), "figure": str(out / "grad_variance.png"),
-             "record": str(out / "grad_variance.json")}
+    files = {
+        "markdown": str(out / "grad_variance.md"),
+        "figure": str(out / "grad_variance.png"),
+        "record": str(out / "grad_variance.json"),
+    }
     record = {
         "claim": (
             "unified paper (arXiv 2605.00229) claim 1: finite gradient variance for AM/AS/NSM, not TSM/CSM"

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks.grid.records import atomic_write_json
+from benchmarks.grid.records import atomic_savez, atomic_write_json
 from samplers.promotion import standard_promotion
 from targets import digits
 
@@ -262,10 +262,7 @@ def save_model(path: Path, params: dict, provenance: dict[str, Any]) -> dict[str
     provenance["num_parameters"] = int(sum(v.size for v in flat.values()))
     provenance["generated_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, **flat)
-    tmp.replace(path)
+    atomic_savez(path, **flat)
     atomic_write_json(path.with_suffix(".json"), provenance)
     return provenance
 

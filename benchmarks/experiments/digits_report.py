@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.grid.records import save_figure
+
 __all__ = ["grid_figure", "markdown_report", "reward_kl_figure"]
 
 
@@ -57,9 +59,7 @@ def grid_figure(rows: Sequence[tuple[str, np.ndarray]], path: Path, *, digit: in
         spine.set_visible(False)
     ax.set_title(f"8×8 digits: samples before / after fine-tuning towards class {digit}", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def reward_kl_figure(rows: Sequence[dict[str, Any]], path: Path, *, digit: int) -> None:
@@ -108,9 +108,7 @@ def reward_kl_figure(rows: Sequence[dict[str, Any]], path: Path, *, digit: int) 
     ax.set_ylabel(f"reward  E[log p({digit} | x)]")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def _pm(m: dict[str, Any], name: str, digits: int = 3) -> str:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from benchmarks.grid.records import iter_records, temp_prefix
+from benchmarks.grid.records import atomic_output, iter_records
 from benchmarks.grid.suites import Cell
 
 __all__ = ["MergeSummary", "merge_records"]
@@ -56,10 +56,8 @@ def _cell(rec: dict[str, Any]) -> Cell:
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.parent / f"{temp_prefix(dst)}copy.tmp"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_output(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def _label(suite: str, commit: str) -> str:

@@ -13,6 +13,7 @@ stopping, and the runner moves it aside (`quarantine`) and re-runs its cell.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -34,6 +35,8 @@ __all__ = [
     "SAFE_NAME",
     "STATUSES",
     "RecordError",
+    "atomic_output",
+    "atomic_savez",
     "atomic_write_json",
     "atomic_write_text",
     "code_commit",
@@ -49,6 +52,7 @@ __all__ = [
     "read_record",
     "record_paths",
     "scan_records",
+    "save_figure",
     "section_records",
     "temp_prefix",
     "validate_record",
@@ -115,24 +119,57 @@ def is_stale_temp(path: Path, max_age_s: float = 3600.0) -> bool:
         return False
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` atomically (temp file in the same directory, fsync, rename)."""
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on a clean exit, fsync it and rename it onto `path`.
+
+    The writer writes the whole file to the yielded path (by name, so any library can write it:
+    `fig.savefig(tmp, format=...)`, `shutil.copyfile`, an open file handle for `np.savez`; the name
+    ends in `.tmp`, so give the format explicitly). A killed or failing writer leaves `path` as it
+    was and removes the temporary file. The file gets the usual `0o666 & ~umask` permissions.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
+        yield tmp
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` atomically (temp file in the same directory, fsync, rename)."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_savez(path: str | os.PathLike, **arrays: Any) -> None:
+    """`np.savez_compressed(path, **arrays)` atomically (the file keeps exactly the name `path`)."""
+    import numpy as np
+
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+
+def save_figure(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any) -> None:
+    """Save a Matplotlib figure atomically (format from `path`'s suffix) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **savefig_kwargs)
+    finally:
+        plt.close(fig)
 
 
 def atomic_write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:

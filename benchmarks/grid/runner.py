@@ -26,17 +26,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from benchmarks.grid.cell import cell_inputs, changed_inputs, resolve_cell, run_cell
 from benchmarks.grid.records import (
     RecordError,
+    atomic_savez,
     atomic_write_json,
     is_stale_temp,
     quarantine,
     read_record,
     record_paths,
-    temp_prefix,
 )
 from benchmarks.grid.suites import Cell, Suite
 
@@ -297,7 +295,7 @@ def run_suite(
             rec = result.record.to_dict()
             path = cell.path(out, suite.name)
             if result.samples is not None:
-                _atomic_npz(path.with_suffix(".samples.npz"), result.samples)
+                atomic_savez(path.with_suffix(".samples.npz"), x=result.samples)
             atomic_write_json(path, rec)
             written.append(rec)
             (bar.write if progress else log)(_summary_line(cell, rec))
@@ -305,13 +303,3 @@ def run_suite(
         bar.close()
         raise GridInterrupted(len(written), out / suite.name) from None
     return written
-
-
-def _atomic_npz(path: Path, x: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{temp_prefix(path)}npz.tmp"
-    with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, x=x)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

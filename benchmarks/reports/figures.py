@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.grid.records import save_figure
+
 __all__ = ["make_figures"]
 
 
@@ -108,8 +110,7 @@ def _cost_figure(target: str, rows: list[tuple[str, dict]], path: Path) -> bool:
     if floor is not None and math.isfinite(floor):
         axes[1].axhline(floor, ls="--", color="grey", label="noise floor")
     _outside_legend(fig, axes)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
     return True
 
 
@@ -202,8 +203,7 @@ def _budget_figure(target: str, methods: dict[str, list[tuple[str, dict]]], path
     note = "solid: learned samplers; dashed: MCMC/SMC/AIS; dotted verticals: budgets"
     fig.text(0.01, 0.01, note, fontsize=7)
     _outside_legend(fig, axes, rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
     return True
 
 
@@ -244,8 +244,7 @@ def _samples_figure(target: str, rows: list[tuple[str, dict]], path: Path) -> bo
         ax.axis("off")
     fig.suptitle(f"{target}: samples (first ok seed)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return True
 
 
@@ -281,8 +280,7 @@ def _energy_figure(target: str, rows: list[tuple[str, dict]], path: Path) -> boo
     )
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return True
 
 

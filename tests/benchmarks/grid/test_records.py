@@ -15,10 +15,13 @@ from benchmarks.grid.doctor import check_runs
 from benchmarks.grid.merge import merge_records
 from benchmarks.grid.records import (
     RecordError,
+    atomic_output,
+    atomic_savez,
     code_commit,
     ensure_writable,
     iter_records,
     read_record,
+    save_figure,
 )
 from benchmarks.grid.runner import run_suite
 from benchmarks.grid.suites import load_suite
@@ -177,3 +180,30 @@ def test_ensure_writable_names_the_directory(tmp_path):
         ensure_writable(blocker / "runs")
     assert err.value.filename == str(blocker / "runs")
     assert ensure_writable(tmp_path / "new" / "dir").is_dir()
+
+
+def test_atomic_writers_leave_the_old_file_when_the_writer_fails(tmp_path):
+    """A failing writer leaves the previous file intact and no temp file behind; a finished one
+    replaces it under exactly its own name (npz and figures included)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    target = tmp_path / "out.txt"
+    target.write_text("finished result")
+    with pytest.raises(RuntimeError), atomic_output(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "finished result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+    atomic_savez(tmp_path / "s.samples.npz", x=np.arange(3.0))
+    assert np.load(tmp_path / "s.samples.npz")["x"].tolist() == [0.0, 1.0, 2.0]
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    save_figure(fig, tmp_path / "f.png", dpi=50)
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    assert not plt.get_fignums()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png", "out.txt", "s.samples.npz"]
