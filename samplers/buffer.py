@@ -21,10 +21,12 @@ scalars, so `buffer_add` and `buffer_sample` work inside `jit` and `lax.scan`.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from samplers.types import PyTree
 
 __all__ = [
     "BufferState",
@@ -35,8 +37,6 @@ __all__ = [
     "buffer_sample",
     "size",
 ]
-
-PyTree = Any
 
 
 class BufferState(NamedTuple):

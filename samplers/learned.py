@@ -37,6 +37,7 @@ from samplers import sde
 from samplers.method import Cost, Method
 from samplers.problem import Problem
 from samplers.promotion import standard_promotion
+from samplers.types import PyTree
 
 __all__ = [
     "Batch",
@@ -49,8 +50,6 @@ __all__ = [
     "sde_sampling",
     "self_drawn",
 ]
-
-PyTree = Any
 
 
 class LearnedState(NamedTuple):

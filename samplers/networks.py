@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from samplers.promotion import float_dtype
+from samplers.types import PyTree
 from targets.base import ParticleSpec
 
 __all__ = [
@@ -52,7 +53,6 @@ __all__ = [
     "sinusoidal_time_features",
 ]
 
-PyTree = Any
 
 ACTIVATIONS: Mapping[str, Callable[[jax.Array], jax.Array]] = {
     "elu": jax.nn.elu,

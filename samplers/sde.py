@@ -53,11 +53,13 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.lax import stop_gradient as sg
 
 from samplers.base_processes import gaussian_log_prob
 from samplers.method import Cost
 from samplers.parallel import shard_batch
 from samplers.problem import Problem
+from samplers.types import Control
 
 __all__ = [
     "DETACH_MODES",
@@ -76,8 +78,6 @@ __all__ = [
     "simulate_scan",
 ]
 
-Control = Callable[[Any, jax.Array, jax.Array], jax.Array]
-sg = jax.lax.stop_gradient
 
 INTEGRATOR_NAMES = ("diffrax", "scan")  # the keys of INTEGRATORS (defined below the integrators)
 DETACH_MODES: dict[str, str] = {

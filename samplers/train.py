@@ -46,10 +46,10 @@ import numpy as np
 
 from samplers import parallel
 from samplers.method import Cost, Method
+from samplers.types import PyTree
 
 __all__ = ["ON_NONFINITE", "Diverged", "TrainResult", "train"]
 
-PyTree = Any
 
 ON_NONFINITE = ("raise", "warn", "ignore")
 

@@ -47,6 +47,7 @@ from samplers.base_processes import BrownianBase, LinearSchedule
 from samplers.methods import bridge_regression as br
 from samplers.networks import mlp_control
 from samplers.problem import Problem, sampling_problem
+from samplers.types import PyTree
 from targets.base import Target
 
 __all__ = [
@@ -64,7 +65,6 @@ __all__ = [
     "time_window",
 ]
 
-PyTree = Any
 
 LOSSES: dict[str, str] = {
     "adjoint_sampling": "adjoint",

@@ -86,10 +86,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.lax import stop_gradient as sg
 
 from samplers import sde
 from samplers.fields import POSITIVE, POSITIVE_OR_NONE, field, integer, one_of, within
@@ -104,6 +105,7 @@ from samplers.methods.common import (
     grad_log_target_fn,
 )
 from samplers.problem import Problem
+from samplers.types import Control, PyTree
 
 __all__ = [
     "SPECS",
@@ -120,9 +122,6 @@ __all__ = [
     "terminal_adjoint_fn",
 ]
 
-PyTree = Any
-Control = Callable[[PyTree, jax.Array, jax.Array], jax.Array]
-sg = jax.lax.stop_gradient
 
 ADJOINT_EVALUATIONS: dict[str, str] = {
     "left": "Jacobian of b at (x_k, t_k): the exact adjoint of the EM map (soc-fine-tuning-sd am_trainer)",

@@ -88,10 +88,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.lax import stop_gradient as sg
 
 from samplers import sde
 from samplers.buffer import BufferState, buffer_add, buffer_init
@@ -115,6 +116,7 @@ from samplers.methods.common import (
     config_optimizer,
 )
 from samplers.problem import Problem
+from samplers.types import Control, PyTree
 
 __all__ = [
     "SPECS",
@@ -139,9 +141,6 @@ __all__ = [
     "regression_target",
 ]
 
-PyTree = Any
-Control = Callable[[PyTree, jax.Array, jax.Array], jax.Array]
-sg = jax.lax.stop_gradient
 
 LOSS_WEIGHTINGS: dict[str, str] = {
     "paper": "w(t) = 1: the P1 loss E|u - Y|² of the papers",

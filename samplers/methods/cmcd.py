@@ -69,6 +69,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.lax import stop_gradient as sg
 
 from samplers.baselines.common import complete_centre_of_mass, working_density
 from samplers.fields import POSITIVE, POSITIVE_OR_NONE, field
@@ -82,6 +83,7 @@ from samplers.methods.common import (
 )
 from samplers.parallel import shard_batch
 from samplers.problem import Problem
+from samplers.types import Control, PyTree
 
 __all__ = [
     "SPECS",
@@ -101,9 +103,6 @@ __all__ = [
     "simulate_cmcd_backward",
 ]
 
-PyTree = Any
-Control = Callable[[PyTree, jax.Array, jax.Array], jax.Array]
-sg = jax.lax.stop_gradient
 
 CMCD_DETACH_MODES: dict[str, str] = {
     "none": "reparametrised: gradients through every state (cmcd_kl)",

@@ -21,10 +21,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.lax import stop_gradient as sg
 
 from samplers.baselines.common import complete_centre_of_mass, working_density
 from samplers.estimators import reverse_ess
@@ -63,6 +64,7 @@ from samplers.methods.nets_path import (
 )
 from samplers.networks import scalar_net
 from samplers.problem import Problem
+from samplers.types import PyTree
 
 __all__ = [
     "SPECS",
@@ -89,9 +91,6 @@ __all__ = [
     "tune_epsilon",
     "with_epsilon",
 ]
-
-PyTree = Any
-sg = jax.lax.stop_gradient
 
 
 # ---------------------------------------------------------------------------------------------

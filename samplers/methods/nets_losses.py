@@ -39,12 +39,11 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.lax import stop_gradient as sg
 
 from samplers.methods.nets_path import Annealing, Drift, drift_and_divergence
 
 __all__ = ["action_matching_loss", "pinn_loss", "pinn_residual", "time_points", "trapezoid_weights"]
-
-sg = jax.lax.stop_gradient
 
 
 def trapezoid_weights(ts: jax.Array) -> jax.Array:

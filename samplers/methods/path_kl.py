@@ -75,6 +75,7 @@ from samplers.methods.common import (
     grad_log_target_fn,
 )
 from samplers.problem import Problem
+from samplers.types import Control, PyTree
 
 __all__ = [
     "SPECS",
@@ -91,8 +92,6 @@ __all__ = [
     "trajectory_balance_loss",
 ]
 
-PyTree = Any
-Control = Callable[[PyTree, jax.Array, jax.Array], jax.Array]
 
 # ---------------------------------------------------------------------------------------------
 # configs, states, infos

@@ -100,6 +100,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.lax import stop_gradient as sg
 
 from samplers import sde
 from samplers.fields import NON_NEGATIVE, POSITIVE, POSITIVE_OR_NONE, WIDTHS, Checked, field, integer, one_of
@@ -108,6 +109,7 @@ from samplers.method import Cost, Method, MethodSpec
 from samplers.methods.adjoint_matching import select_times
 from samplers.methods.common import NETWORKS, batch_log_Z, clip_norm, config_network, config_optimizer
 from samplers.problem import Problem
+from samplers.types import Control, PyTree
 
 __all__ = [
     "SPECS",
@@ -124,10 +126,6 @@ __all__ = [
     "rollout",
     "rsm_loss",
 ]
-
-PyTree = Any
-Control = Callable[[PyTree, jax.Array, jax.Array], jax.Array]
-sg = jax.lax.stop_gradient
 
 
 # ---------------------------------------------------------------------------------------------
