@@ -8,6 +8,7 @@ message that names the valid choices.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -29,16 +30,28 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
     return _add
 
 
-def _targets_args(p: argparse.ArgumentParser) -> None:
+def _json_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
 
 
-@command("targets", "list the target registry with dim, log Z and capabilities", _targets_args)
-def _targets(args: argparse.Namespace) -> int:
-    from benchmarks.reports.tables import targets_table
+def _registry_listing(table: str) -> Callable[[argparse.Namespace], int]:
+    """`run` of a listing command: print `benchmarks.reports.tables.<table>` (JSON with `--json`)."""
 
-    print(targets_table(markdown=not args.json))
-    return 0
+    def run(args: argparse.Namespace) -> int:
+        from benchmarks.reports import tables
+
+        print(getattr(tables, table)(markdown=not args.json))
+        return 0
+
+    return run
+
+
+command("targets", "list the target registry with dim, log Z and capabilities", _json_args)(
+    _registry_listing("targets_table")
+)
+command("methods", "list the method registry with family, supported bases and cost model", _json_args)(
+    _registry_listing("methods_table")
+)
 
 
 def _shard_values_joined(argv: list[str]) -> list[str]:
@@ -81,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError) as err:  # unknown names / bad values: clear message, exit 2
         print(f"tiltbench {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `tiltbench methods | head`: the reader left; nothing to report
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (Python flushes stdout again at exit)
+        return 141
     except OSError as err:  # unwritable output, full disk: one line naming the path
         where = f"{err.filename}: " if err.filename else ""
         print(f"tiltbench {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
@@ -99,18 +115,6 @@ def _interrupted_message(err: KeyboardInterrupt) -> str:
             "run); run the same command to resume"
         )
     return "interrupted"
-
-
-def _methods_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
-
-
-@command("methods", "list the method registry with family, supported bases and cost model", _methods_args)
-def _methods(args: argparse.Namespace) -> int:
-    from benchmarks.reports.tables import methods_table
-
-    print(methods_table(markdown=not args.json))
-    return 0
 
 
 @command("metrics", "list the metric registry with requirements and definitions")
@@ -203,20 +207,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     shard, only = parse_shard(args.shard), parse_only(args.only)
     options = None
     if args.launcher != "local":
-        options = SubmititOptions(
-            log_dir=args.log_dir,
-            partition=args.partition,
-            gpus_per_task=args.gpus_per_task,
-            cpus_per_task=args.cpus_per_task,
-            mem_gb=args.mem_gb,
-            time_min=args.time_min,
-            array_parallelism=args.array_parallelism,
-            account=args.account,
-            qos=args.qos,
-            setup=tuple(args.setup),
-            wait=not args.no_wait,
-            imports=tuple(getattr(args, "imports", ()) or ()),
-        )
+        options = SubmititOptions.from_cli(args)
     ensure_writable(Path(args.out) / suite.name)
     if not args.no_leaderboard:
         ensure_writable(args.results)

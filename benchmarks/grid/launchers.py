@@ -64,6 +64,18 @@ class SubmititOptions:
     wait: bool = True
     imports: tuple[str, ...] = ()
 
+    @classmethod
+    def from_cli(cls, args: Any) -> SubmititOptions:
+        """The options of `tiltbench benchmark`'s parsed arguments (`--log-dir`, `--partition`, …,
+        `--setup` lines, `--no-wait`, `--import` modules): every field with the same name is read."""
+        plain = {f.name for f in dataclasses.fields(cls)} - {"setup", "wait", "imports"}
+        return cls(
+            **{name: getattr(args, name) for name in plain},
+            setup=tuple(args.setup),
+            wait=not args.no_wait,
+            imports=tuple(getattr(args, "imports", ()) or ()),
+        )
+
     def __post_init__(self):
         for name in ("gpus_per_task", "cpus_per_task", "time_min", "array_parallelism"):
             value = getattr(self, name)
