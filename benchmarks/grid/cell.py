@@ -13,7 +13,8 @@ A cell is `(method, target, budget, seed)` of a suite. `run_cell` takes it throu
    gradient evaluations of training + final sampling; `benchmarks.grid.suites`) a learned sampler
    stops at the last chunk boundary before the predicted total would exceed it, and a fixed-work
    baseline (MCMC / SMC / AIS) is re-configured by its `plan_budget` rule first (its pilot cost
-   counted as training cost);
+   counted as training cost). A caller with its own stopping rule passes a `Monitor` in place of
+   the probe and the budget stop (the cost-to-accuracy cells of `benchmarks.perf` do);
 4. **sample** `num_samples` points, plus the backward path weights from target samples where the
    method has a backward process;
 5. **score** with every applicable metric (`benchmarks.metrics.evaluate`; a weighted sampler's
@@ -59,6 +60,7 @@ __all__ = [
     "CellRecord",
     "CellResult",
     "Drawn",
+    "Monitor",
     "Resolved",
     "Trained",
     "cell_inputs",
@@ -247,6 +249,19 @@ class CellResult(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 
 
+class Monitor(NamedTuple):
+    """A caller's own between-chunk check, in place of the cell's probe and budget stop.
+
+    `eval_fn(state)` runs after every chunk (what it returns is recorded under `eval/<name>` in
+    `Trained.history`, as `samplers.train.train` does; None records nothing) and `stop_fn(state)`
+    after it; `True` ends training at that chunk. The cost-to-accuracy cells use it for the
+    confirmed-crossing rule (`benchmarks.perf.cost_to_accuracy.learned_cell`).
+    """
+
+    eval_fn: Callable[[Any], dict[str, Any] | None]
+    stop_fn: Callable[[Any], bool]
+
+
 class Trained(NamedTuple):
     """`train_cell`'s result: the state, its timings and the probe's trace."""
 
@@ -322,9 +337,19 @@ def train_cell(
     max_evals: float | None = None,
     num_samples: int = 0,
     report: Callable[[int, int, float | None], None] | None = None,
+    monitor: Monitor | None = None,
 ) -> Trained:
     """Train in budget-sized chunks, with the probe (`trace`, on a problem with a known log Z) and the
-    budget stop (`max_evals`); `report(step, num_steps, loss)` is called after every chunk."""
+    budget stop (`max_evals`), or with the caller's `monitor` instead of both (then `trace` and
+    `max_evals` must be left unset); `report(step, num_steps, loss)` is called after every chunk.
+
+    Raises:
+        Diverged: from `samplers.train.train`, at the first non-finite loss or parameter.
+    """
+    if monitor is not None:
+        if max_evals is not None:
+            raise ValueError("train_cell: a monitor replaces the budget stop; leave max_evals unset")
+        return _train(key, method, budget, monitor.eval_fn, monitor.stop_fn, None, report)
     probe_on = trace and problem.log_Z is not None
     probe = (
         _probe(method, problem, k_trace, PROBE_SAMPLES, num_samples, trace)
@@ -342,10 +367,17 @@ def train_cell(
     if train_steps == 0:
         state = jax.jit(method.init)(jax.random.split(key)[0])
         return Trained(state, 0.0, 0.0, 0, [], None, note, {})
+    budget = dataclasses.replace(budget, train_steps=train_steps)
+    return _train(key, method, budget, probe, stop_fn, note, report)
+
+
+def _train(key, method, budget: Budget, probe, stop_fn, note, report) -> Trained:
+    """`samplers.train.train` over the budget's steps and chunks; the probe's points (when its
+    values are the cell probe's) become the trace."""
     result = train(
         key,
         method,
-        num_steps=train_steps,
+        num_steps=budget.train_steps,
         chunk_size=budget.chunk_size,
         eval_fn=probe,
         stop_fn=stop_fn,

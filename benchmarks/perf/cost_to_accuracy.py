@@ -8,8 +8,10 @@ the next check; a figure is the median and range over >= 3 seeds (`learned_cost_
 
 Learned methods (`learned_cell`, one seed): ONE training run per (method, target, seed) gives both
 the accuracy figures of that seed and the cell's throughput row, so that `make perf` compiles each
-cell once. The cell is trained by `samplers.train.train` (the harness the runner uses) in chunks of
-`chunk_size` steps; after every chunk `num_trace` fresh samples give the probe
+cell once. The cell goes through the grid's cell pipeline (`benchmarks.grid.cell`): resolved and
+checked for applicability by `benchmarks.perf.cells.build_cell`, trained by `train_cell` in chunks
+of `chunk_size` steps with a `Monitor` that applies the confirmation rule in place of the grid's
+probe and budget stop. After every chunk `num_trace` fresh samples give the probe
 `log Ẑ = LSE(log w) - log N`. When the probe is <= tol, or the previous confirmation was, the
 confirming evaluation runs. Training stops at the second of two consecutive confirmations <= tol
 (at least `min_chunks` chunks are run, so that the recompilation check sees a second chunk), or
@@ -44,6 +46,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from benchmarks.grid.cell import Monitor, train_cell
+from benchmarks.grid.suites import Budget
 from benchmarks.perf.cells import build_cell
 from benchmarks.perf.compile import CompileCounter
 from benchmarks.perf.confirm import (
@@ -56,11 +60,12 @@ from benchmarks.perf.confirm import (
 )
 from benchmarks.perf.throughput import network_rate
 from samplers.estimators import log_Z as log_z_estimate
-from samplers.train import Diverged, train
+from samplers.train import Diverged
 
 __all__ = ["learned_cell", "learned_cost_to_accuracy", "particles_cost_to_accuracy"]
 
 DEFAULT_SEEDS = (0, 1, 2)
+UNBOUNDED_STEPS = 10**7  # a learned cell trains until the monitor stops it (confirmed, or budget spent)
 
 
 def _error(samples, log_z: float) -> float:
@@ -140,11 +145,12 @@ def learned_cell(
             return reached or spent or time.perf_counter() - first_chunk_done[0] >= max_train_s
 
         diverged = None
-        try:
-            result = train(
-                key_train, built.method, num_steps=10**7, chunk_size=chunk_size, eval_fn=eval_fn, stop_fn=stop
+        budget = Budget("cost_to_accuracy", train_steps=UNBOUNDED_STEPS, chunk_size=chunk_size)
+        try:  # the grid's training step (`benchmarks.grid.cell.train_cell`) with this monitor
+            trained = train_cell(
+                key_train, built.method, built.problem, budget, key_trace, monitor=Monitor(eval_fn, stop)
             )
-            hist, compile_s, final_state = result.history, result.compile_time_s, result.state
+            hist, compile_s, final_state = trained.history, trained.compile_time_s, trained.state
         except Diverged as err:
             diverged, hist, compile_s, final_state = err, err.history, float("nan"), None
     if not trace:

@@ -3,11 +3,12 @@ progress reported after every training chunk, and the applicability check of the
 
 from __future__ import annotations
 
+import jax
 import pytest
 
-from benchmarks.grid.cell import CellRecord, resolve_cell, run_cell
+from benchmarks.grid.cell import CellRecord, Monitor, resolve_cell, run_cell, train_cell
 from benchmarks.grid.records import validate_record
-from benchmarks.grid.suites import Cell, load_suite
+from benchmarks.grid.suites import Budget, Cell, load_suite
 from benchmarks.metrics.accuracy import assess
 from benchmarks.perf.cells import build_cell
 from tests.benchmarks import toy_method
@@ -52,3 +53,18 @@ def test_applicability_is_the_method_specs_answer():
     assert "data law's density" in resolved.spec.applicable(resolved.problem)
     with pytest.raises(ValueError, match="nuts on ft_gmm2d_linear: .*data law's density"):
         build_cell("nuts", "ft_gmm2d_linear")
+
+
+def test_a_monitor_replaces_the_probe_and_the_budget_stop():
+    """A caller's monitor sees every chunk's state and stops training where it says (the
+    cost-to-accuracy cells use this); it cannot be combined with an evaluation budget."""
+    resolved = resolve_cell("toy_is", "gaussian")
+    method = resolved.spec.build(resolved.problem, resolved.config)
+    seen: list[int] = []
+    monitor = Monitor(lambda state: seen.append(len(seen)) or {"n": len(seen)}, lambda state: len(seen) >= 2)
+    key = jax.random.key(0)
+    trained = train_cell(key, method, resolved.problem, Budget("b", 10**7, 4), key, monitor=monitor)
+    assert seen == [0, 1] and trained.steps == 8 and trained.trace == []
+    assert trained.history["step"].tolist() == [4, 8] and trained.history["eval/n"].tolist() == [1, 2]
+    with pytest.raises(ValueError, match="monitor replaces the budget stop"):
+        train_cell(key, method, resolved.problem, Budget("b", 8, 4), key, monitor=monitor, max_evals=1e3)
