@@ -1,6 +1,6 @@
 """A small name -> factory registry, shared by targets, methods and metrics.
 
-One registry per kind (design rule 4): the registry drives the CLI choices, the test
+One registry per kind: the registry drives the CLI choices, the test
 parametrisation and the README tables, and an unknown name fails with the list of known names.
 It lives in `targets` (the lowest package) so that `samplers` and `benchmarks` can reuse it
 without any import going upward.

@@ -190,6 +190,12 @@ class CellRecord:
         cost_train, cost_sample: `Cost` counters of training (with pilots) and of sampling.
         budget_plan, budget_spent: the budget rule's notes and what was spent (equal budgets).
         train: compilations and final loss; traceback: of an `error`; wall_time_s: the whole cell.
+        time: where the wall time went: `phases_s` (resolving: settings, a baseline's budget pilots
+            and the build; training; sampling; reference; backward; metrics: they add up to the
+            wall time but for `unaccounted_s`), the compile
+            and run times inside the phases (training steps, the probe with its first, compiling
+            call, final sampling, backward paths) and `metrics_s` per metric (the weighted pass
+            under `weighted/`).
     """
 
     suite: str
@@ -220,6 +226,7 @@ class CellRecord:
     train: dict[str, Any] | None = None
     traceback: str | None = None
     wall_time_s: float = 0.0
+    time: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON record: every field, except unset optional ones and an empty message."""
@@ -273,6 +280,8 @@ class Trained(NamedTuple):
     summary: dict[str, Any] | None  # {"num_compilations", "final_loss"} when training ran
     note: str | None  # why nothing was trained, when the budget left no room
     history: dict[str, np.ndarray]  # `TrainResult.history` ({} when nothing was trained)
+    probe_time_s: float = 0.0  # the probe's draws and log Ẑ (monitoring; included in neither time above)
+    probe_first_s: float = 0.0  # its first call, which compiles the probe's sampler
 
 
 def _probe(
@@ -292,9 +301,13 @@ def _probe(
 
     def fn(state) -> dict[str, Any]:
         counter["i"] += 1
+        t0 = time.perf_counter()
         s = sample(jax.random.fold_in(key, counter["i"]), state, num)
         est = float(log_z_estimate(s.log_w).value) if weighted else float("nan")
         err = abs(est - log_z) if log_z is not None else float("nan")
+        spent = time.perf_counter() - t0
+        fn.seconds += spent
+        fn.first_s = fn.first_s or spent
         return {
             "evals": state.cost.budget_evals(),
             "evals_sample": s.cost.budget_evals() * num_samples / num,
@@ -302,6 +315,7 @@ def _probe(
             "logZ_error": err,
         }
 
+    fn.seconds, fn.first_s = 0.0, 0.0  # wall time of all calls / of the first (compiling) call
     return fn
 
 
@@ -356,6 +370,7 @@ def train_cell(
         if (probe_on or max_evals)
         else None
     )
+    clocked = probe  # keeps the probe's own wall-time counters (`_budget_stop` wraps it)
     stop_fn, note = None, None
     train_steps = budget.train_steps
     if max_evals is not None and train_steps > 0:
@@ -366,14 +381,19 @@ def train_cell(
         probe, stop_fn = _budget_stop(probe, max_evals)
     if train_steps == 0:
         state = jax.jit(method.init)(jax.random.split(key)[0])
-        return Trained(state, 0.0, 0.0, 0, [], None, note, {})
+        return Trained(state, 0.0, 0.0, 0, [], None, note, {}, *_probe_times(clocked))
     budget = dataclasses.replace(budget, train_steps=train_steps)
-    return _train(key, method, budget, probe, stop_fn, note, report)
+    return _train(key, method, budget, probe, stop_fn, note, report, clocked)
 
 
-def _train(key, method, budget: Budget, probe, stop_fn, note, report) -> Trained:
+def _probe_times(probe: Callable | None) -> tuple[float, float]:
+    """`(all calls, first call)` wall seconds of a `_probe` (zeros for another monitor)."""
+    return getattr(probe, "seconds", 0.0), getattr(probe, "first_s", 0.0)
+
+
+def _train(key, method, budget: Budget, probe, stop_fn, note, report, clocked=None) -> Trained:
     """`samplers.train.train` over the budget's steps and chunks; the probe's points (when its
-    values are the cell probe's) become the trace."""
+    values are the cell probe's) become the trace; `clocked` is the probe whose time is reported."""
     result = train(
         key,
         method,
@@ -397,7 +417,15 @@ def _train(key, method, budget: Budget, probe, stop_fn, note, report) -> Trained
     }
     steps = int(np.asarray(hist["step"])[-1]) if len(hist.get("step", [])) else budget.train_steps
     return Trained(
-        result.state, result.train_time_s, result.compile_time_s, steps, points, summary, note, hist
+        result.state,
+        result.train_time_s,
+        result.compile_time_s,
+        steps,
+        points,
+        summary,
+        note,
+        hist,
+        *_probe_times(clocked if clocked is not None else probe),
     )
 
 
@@ -414,15 +442,38 @@ class Drawn(NamedTuple):
     sample_time_s: float
 
 
-def draw_samples(method: samplers.Method, state: Any, key: jax.Array, num_samples: int) -> Drawn:
-    """Draw `num_samples` from the trained `state` (compiled first, so the timing excludes it)."""
-    sample = jax.jit(method.sample, static_argnums=2)
+def compile_and_run(fn: Callable, *args: Any) -> tuple[Any, float, float]:
+    """`jit(fn)(*args)` compiled ahead of the call: `(result, compile seconds, run seconds)`."""
     t0 = time.perf_counter()
-    compiled = sample.lower(key, state, num_samples).compile()
+    compiled = jax.jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    samples = jax.block_until_ready(compiled(key, state))
-    return Drawn(samples, compile_s, time.perf_counter() - t0)
+    out = jax.block_until_ready(compiled(*args))
+    return out, compile_s, time.perf_counter() - t0
+
+
+def draw_samples(method: samplers.Method, state: Any, key: jax.Array, num_samples: int) -> Drawn:
+    """Draw `num_samples` from the trained `state` (compiled first, so the timing excludes it)."""
+    return Drawn(*compile_and_run(lambda k, s: method.sample(k, s, num_samples), key, state))
+
+
+class PhaseClock:
+    """Wall time per phase of a cell: `start(name)` ends the running phase and starts `name`."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._name: str | None = None
+        self._t0 = time.perf_counter()
+
+    def start(self, name: str | None) -> None:
+        now = time.perf_counter()
+        if self._name is not None:
+            self.seconds[self._name] = self.seconds.get(self._name, 0.0) + now - self._t0
+        self._name, self._t0 = name, now
+
+    def stop(self) -> dict[str, float]:
+        self.start(None)
+        return dict(self.seconds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,7 +559,13 @@ def run_cell(
     )
     samples_kept = None
     t_cell = time.perf_counter()
-    phase = progress.phase if progress is not None else (lambda name: None)
+    clock, timing = PhaseClock(), {}
+
+    def phase(name: str, clocked: str | None = None) -> None:
+        clock.start(clocked or name)
+        if progress is not None:
+            progress.phase(name)
+
     try:
         phase("resolving")
         resolved = resolve_cell(cell.method, cell.target)
@@ -555,6 +612,12 @@ def run_cell(
             num_samples=suite.num_samples,
             report=progress.chunk if progress is not None else None,
         )
+        timing["training"] = {
+            "steps_run_s": trained.train_time_s,
+            "steps_compile_s": trained.compile_time_s,
+            "probe_s": trained.probe_time_s,
+            "probe_first_call_s": trained.probe_first_s,
+        }
         record.trace, record.train = trained.trace, trained.summary
         if trained.note is not None:
             record.budget_plan = {"note": trained.note}
@@ -563,6 +626,7 @@ def run_cell(
 
         phase("sampling")
         samples, sample_compile, sample_time = draw_samples(method, state, k_sample, suite.num_samples)
+        timing["sampling"] = {"compile_s": sample_compile, "run_s": sample_time}
         record.cost_sample = samples.cost._asdict()
         samples_kept = np.asarray(samples.x[:SAMPLE_FILE_ROWS], np.float32)
         if not _finite(samples.x) or bool(np.any(np.isnan(np.asarray(samples.log_w)))):
@@ -570,11 +634,14 @@ def run_cell(
             record.message = "non-finite samples or NaN log-weights after training"
             return CellResult(record, samples_kept)
 
-        phase("scoring")
+        phase("scoring", "reference")
         ref, ref2, _ = _reference_sets(target, k_ref, suite.num_samples)
-        bwd = None
+        bwd, backward_compile = None, 0.0
         if method.backward is not None and ref is not None and spec.weighted:
-            bwd = jax.jit(method.backward)(k_bwd, state, ref)
+            clock.start("backward")
+            bwd, backward_compile, backward_run = compile_and_run(method.backward, k_bwd, state, ref)
+            timing["backward"] = {"compile_s": backward_compile, "run_s": backward_run}
+        clock.start("metrics")
         ctx = EvalContext(
             key=k_metric,
             target=target,
@@ -586,7 +653,8 @@ def run_cell(
         )
         # a weighted sampler's sample metrics on its raw draws and, under weighted/, on its draws
         # resampled by weight (benchmarks/metrics/weighted.py)
-        values, skipped = evaluate_raw_and_weighted(ctx, on_error="report")
+        timing["metrics_s"] = {}
+        values, skipped = evaluate_raw_and_weighted(ctx, on_error="report", timings=timing["metrics_s"])
         if spec.diagnostics is not None:
             values.update({k: float(v) for k, v in spec.diagnostics(samples.x, config, target).items()})
         values.update(
@@ -594,7 +662,7 @@ def run_cell(
                 state.cost + samples.cost,
                 trained.train_time_s,
                 sample_time,
-                trained.compile_time_s + sample_compile,
+                trained.compile_time_s + sample_compile + backward_compile,
             )
         )
         values["cost/train_steps"] = float(trained.steps)
@@ -616,4 +684,18 @@ def run_cell(
         record.traceback = traceback.format_exc(limit=8)
     finally:
         record.wall_time_s = time.perf_counter() - t_cell
+        phases = clock.stop()
+        if "training" in timing:  # set-up, the first chunk's dispatch, history: the rest of the phase
+            timing["training"]["other_s"] = (
+                phases["training"]
+                - sum(timing["training"].values())
+                + (
+                    timing["training"]["probe_first_call_s"]  # counted within probe_s already
+                )
+            )
+        record.time = {
+            "phases_s": phases,
+            "unaccounted_s": record.wall_time_s - sum(phases.values()),
+            **timing,
+        }
     return CellResult(record, samples_kept)

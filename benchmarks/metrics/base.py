@@ -3,8 +3,8 @@
 A metric is a pure function `fn(ctx: EvalContext) -> dict[str, float]` returning NAMESPACED keys
 (`logZ/error`, `mmd2/rbf_median`, `energy_w2`, ...; every key says whether it is squared). It is
 registered with the list of context fields / target capabilities it REQUIRES; `evaluate` runs every
-applicable metric and reports, for each metric it did not run, the reason (design rule 7 and
-style-anchors R15: a metric that does not apply is reported with a reason, never silently dropped).
+applicable metric and reports, for each metric it did not run, the reason (a metric that does not
+apply is reported with a reason, never silently dropped).
 
 Each metric receives its own PRNG key, `fold_in(ctx.key, crc32(name))`, so adding or removing a
 metric never changes the randomness of the others.
@@ -12,9 +12,12 @@ metric never changes the randomness of the others.
 
 from __future__ import annotations
 
+import collections
+import hashlib
+import time
 import zlib
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -31,6 +34,7 @@ __all__ = [
     "evaluate",
     "metric_key",
     "missing_requirements",
+    "noise_floor",
     "register_metric",
 ]
 
@@ -142,8 +146,43 @@ def check_context(ctx: EvalContext) -> None:
             )
 
 
+_FLOORS: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
+_FLOOR_CACHE_SIZE = 64
+
+
+def _digest(value: Any) -> Any:
+    """A hashable stand-in for an argument: arrays by dtype, shape and a hash of their bytes."""
+    if isinstance(value, (np.ndarray, jax.Array)):
+        a = np.asarray(value)
+        return ("array", a.dtype.str, a.shape, hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest())
+    return value
+
+
+def noise_floor(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`fn(*args, **kwargs)`, memoised on the argument values: a metric's noise floor.
+
+    A noise floor is the metric's estimator between the two reference sets, a deterministic
+    function of them, identical for every sampler scored on the same target, seed and sample
+    size: the weighted pass (`weighted.evaluate_raw_and_weighted`) and the other methods' cells of
+    a grid process reuse it instead of recomputing it (the exact equivariant W2 floor alone takes
+    seconds to minutes). `fn` must be pure; arrays are keyed by a hash of their bytes, other
+    arguments must be hashable. The last 64 floors are kept.
+    """
+    key = (fn.__module__, fn.__qualname__, tuple(map(_digest, args)),
+           tuple(sorted((k, _digest(v)) for k, v in kwargs.items())))
+    if key in _FLOORS:
+        _FLOORS.move_to_end(key)
+        return _FLOORS[key]
+    value = fn(*args, **kwargs)
+    _FLOORS[key] = value
+    while len(_FLOORS) > _FLOOR_CACHE_SIZE:
+        _FLOORS.popitem(last=False)
+    return value
+
+
 def evaluate(ctx: EvalContext, names: Iterable[str] | None = None, *,
-             on_error: str = "raise") -> tuple[dict[str, float], dict[str, str]]:
+             on_error: str = "raise", timings: dict[str, float] | None = None
+             ) -> tuple[dict[str, float], dict[str, str]]:
     """Run every applicable metric on `ctx`.
 
     Args:
@@ -152,6 +191,7 @@ def evaluate(ctx: EvalContext, names: Iterable[str] | None = None, *,
             the list of valid ones.
         on_error: `"raise"` (default) re-raises a metric's exception; `"report"` records it as the
             metric's reason (`"error: <type>: <message>"`) and carries on with the other metrics.
+        timings: if given, each metric that ran adds its wall time (seconds) under its name.
 
     Returns:
         `(values, skipped)`: `values` maps namespaced keys to floats (NaN where a statistic is
@@ -173,6 +213,7 @@ def evaluate(ctx: EvalContext, names: Iterable[str] | None = None, *,
         if missing:
             skipped[name] = "requires " + "; ".join(missing)
             continue
+        t0 = time.perf_counter()
         try:
             out = METRICS.factory(name)(ctx._replace(key=metric_key(ctx.key, name)))
         except Exception as err:  # noqa: BLE001 - reported, by request, with its type and message
@@ -184,5 +225,7 @@ def evaluate(ctx: EvalContext, names: Iterable[str] | None = None, *,
         if clash:
             raise ValueError(f"metric {name!r} returned keys already produced by another metric: {clash}")
         values.update({k: float(v) for k, v in out.items()})
+        if timings is not None:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
     return values, skipped
 

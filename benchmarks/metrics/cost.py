@@ -6,7 +6,12 @@ The runner measures the times and sums the counters; this module only fixes the 
     cost/grad_evals     evaluations of ∇ log_prob (or ∇ reward)
     cost/network_evals  forward evaluations of the learned network(s), one per example
     cost/sde_steps      integrator steps, one per example per step
-    time/train_s, time/sample_s, time/compile_s   wall-clock seconds
+    time/train_s, time/sample_s, time/compile_s   wall-clock seconds: training steps (compiled),
+                        drawing the evaluation samples (compiled), and the compilations of the
+                        training step, the sampler and the backward paths
+
+The rest of a cell's wall time (the training probe, reference sets, metrics with their own
+compilations) is itemised in the record's `time` section (`benchmarks/grid/cell.py`).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.metrics.base import EvalContext, register_metric
+from benchmarks.metrics.base import EvalContext, noise_floor, register_metric
 from samplers.parallel import shard_batch
 
 __all__ = [
@@ -202,7 +202,7 @@ def mmd2_multi(x: jax.Array, y: jax.Array, scale: float, config: MMDConfig = MMD
 def rbf_median_metrics(ctx: EvalContext, config: MMDConfig = MMDConfig()) -> dict[str, float]:
     """`mmd2/rbf_median` (+ `/se`, `/bandwidth`, `/noise_floor`, `/noise_floor_se`)."""
     model = mmd2_median(ctx.x, ctx.reference, config)
-    floor = mmd2_median(ctx.reference2, ctx.reference, config)
+    floor = noise_floor(mmd2_median, ctx.reference2, ctx.reference, config)
     return {
         "mmd2/rbf_median": model.mmd2, "mmd2/rbf_median/se": model.se,
         "mmd2/rbf_median/bandwidth": model.bandwidths[0],
@@ -214,7 +214,7 @@ def rbf_multi_metrics(ctx: EvalContext, config: MMDConfig = MMDConfig()) -> dict
     """`mmd2/rbf_multi` (+ `/se`, `/scale` = ℓ_ref, `/noise_floor`, `/noise_floor_se`)."""
     scale = median_distance(ctx.reference, max_points=config.median_max_points)
     model = mmd2_multi(ctx.x, ctx.reference, scale, config)
-    floor = mmd2_multi(ctx.reference2, ctx.reference, scale, config)
+    floor = noise_floor(mmd2_multi, ctx.reference2, ctx.reference, scale, config)
     return {
         "mmd2/rbf_multi": model.mmd2, "mmd2/rbf_multi/se": model.se, "mmd2/rbf_multi/scale": scale,
         "mmd2/rbf_multi/noise_floor": floor.mmd2, "mmd2/rbf_multi/noise_floor_se": floor.se,

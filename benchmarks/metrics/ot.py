@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from ott.tools import sinkhorn_divergence as ott_sinkhorn_divergence
 
-from benchmarks.metrics.base import EvalContext, register_metric
+from benchmarks.metrics.base import EvalContext, noise_floor, register_metric
 from samplers.promotion import standard_promotion
 
 __all__ = [
@@ -183,7 +183,7 @@ def sinkhorn_metrics(ctx: EvalContext, config: SinkhornConfig = SinkhornConfig()
     """`sinkhorn/divergence`, `sinkhorn/divergence/noise_floor`, `sinkhorn/epsilon`, `sinkhorn/converged`."""
     epsilon = config.relative_epsilon * reference_cost_scale(ctx.reference)
     model = sinkhorn_divergence(ctx.x, ctx.reference, epsilon=epsilon, config=config)
-    floor = sinkhorn_divergence(ctx.reference2, ctx.reference, epsilon=epsilon, config=config)
+    floor = noise_floor(sinkhorn_divergence, ctx.reference2, ctx.reference, epsilon=epsilon, config=config)
     return {
         "sinkhorn/divergence": model.divergence,
         "sinkhorn/divergence/noise_floor": floor.divergence,

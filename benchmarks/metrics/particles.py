@@ -42,7 +42,7 @@ import numpy as np
 from scipy import optimize
 
 from benchmarks.metrics.alignment import aligned_distance_matrix
-from benchmarks.metrics.base import EvalContext, register_metric
+from benchmarks.metrics.base import EvalContext, noise_floor, register_metric
 from benchmarks.metrics.ot import w2_squared_1d
 from targets.particles import interatomic_distances
 
@@ -194,7 +194,7 @@ def eq_w2_metrics(ctx: EvalContext, config: EqW2Config = EqW2Config(), *, name: 
     pick = lambda key, a: np.asarray(a)[np.asarray(jax.random.permutation(key, np.shape(a)[0])[:b])]
     x, ref, ref2 = pick(k_model, ctx.x), pick(k_ref, ctx.reference), pick(k_ref2, ctx.reference2)
     model = eq_w2_squared(x, ref, spec, frames=config.frames, chunk_size=config.chunk_size)
-    floor = eq_w2_squared(ref2, ref, spec, frames=config.frames, chunk_size=config.chunk_size)
+    floor = noise_floor(eq_w2_squared, ref2, ref, spec, frames=config.frames, chunk_size=config.chunk_size)
     return {
         name: float(np.sqrt(model)), f"{name}/noise_floor": float(np.sqrt(floor)),
         f"{name}_squared": model, f"{name}_squared/noise_floor": floor,

@@ -53,11 +53,16 @@ def resample(key: jax.Array, x: jax.Array, log_w: jax.Array, num: int | None = N
 
 
 def evaluate_raw_and_weighted(
-    ctx: EvalContext, names: Iterable[str] | None = None, *, on_error: str = "raise"
+    ctx: EvalContext,
+    names: Iterable[str] | None = None,
+    *,
+    on_error: str = "raise",
+    timings: dict[str, float] | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """`evaluate(ctx)` plus, when `ctx.log_w` is given, the sample metrics on the draws resampled by
-    weight under `weighted/` (values and skipped reasons; see the module docstring)."""
-    values, skipped = evaluate(ctx, names, on_error=on_error)
+    weight under `weighted/` (values and skipped reasons; see the module docstring). `timings`, if
+    given, gets each metric's wall time in seconds (the weighted pass's under `weighted/<name>`)."""
+    values, skipped = evaluate(ctx, names, on_error=on_error, timings=timings)
     if ctx.log_w is None:
         return values, skipped
     sample_names = sample_metric_names(names)
@@ -67,7 +72,10 @@ def evaluate_raw_and_weighted(
         if on_error == "raise":
             raise
         return values, skipped | {PREFIX + n: f"error: {err}" for n in sample_names}
-    more, more_skipped = evaluate(ctx._replace(x=x), sample_names, on_error=on_error)
+    more_timings: dict[str, float] = {}
+    more, more_skipped = evaluate(ctx._replace(x=x), sample_names, on_error=on_error, timings=more_timings)
+    if timings is not None:
+        timings |= {PREFIX + k: v for k, v in more_timings.items()}
     values |= {PREFIX + k: v for k, v in more.items() if not k.endswith("noise_floor")}
     skipped |= {PREFIX + k: v for k, v in more_skipped.items()}
     return values, skipped

@@ -46,6 +46,20 @@ def test_run_cell_returns_a_typed_record_and_the_samples_beside_it(tmp_path):
         "reasons": list(judged.reasons),
         "warnings": list(judged.warnings),
     }
+    # where the wall time went: the phases add up to it, every metric is timed, both passes
+    time = record["time"]
+    assert set(time["phases_s"]) >= {"resolving", "training", "sampling", "reference", "metrics"}
+    assert abs(sum(time["phases_s"].values()) + time["unaccounted_s"] - record["wall_time_s"]) < 1e-6
+    assert 0 <= time["unaccounted_s"] < 0.01 * record["wall_time_s"]
+    assert {"mmd_rbf_median", "weighted/mmd_rbf_median"} <= set(time["metrics_s"])
+    assert set(time["training"]) == {
+        "steps_run_s",
+        "steps_compile_s",
+        "probe_s",
+        "probe_first_call_s",
+        "other_s",
+    }
+    assert set(time["sampling"]) == {"compile_s", "run_s"}
 
 
 def test_applicability_is_the_method_specs_answer():

@@ -130,3 +130,21 @@ def test_cost_metrics_names_and_validation():
                    "cost/sde_steps": 40.0, "time/train_s": 1.5, "time/sample_s": 0.25, "time/compile_s": 3.0}
     with pytest.raises(ValueError, match="sde_steps"):
         metrics.cost_metrics({"energy_evals": 1, "grad_evals": 1, "network_evals": 1}, 0, 0, 0)
+
+
+def test_noise_floors_are_computed_once_per_reference_pair():
+    """The floor between the two reference sets is memoised on their values: the weighted pass and
+    the other cells of a grid process reuse it; different reference values recompute it."""
+    from benchmarks.metrics.base import noise_floor
+
+    calls = []
+
+    def floor(a, b, *, scale):
+        calls.append(1)
+        return float(np.sum(a) - np.sum(b)) * scale
+
+    a, b = np.arange(6.0).reshape(3, 2), np.ones((3, 2))
+    first = noise_floor(floor, a, jnp.asarray(b), scale=2.0)
+    assert noise_floor(floor, a.copy(), jnp.asarray(b), scale=2.0) == first and len(calls) == 1
+    assert noise_floor(floor, a + 1, jnp.asarray(b), scale=2.0) == first + 12.0 and len(calls) == 2
+    assert noise_floor(floor, a, jnp.asarray(b), scale=3.0) == 1.5 * first and len(calls) == 3
