@@ -178,8 +178,9 @@ def aligned_distance_matrix(x: jax.Array, y: jax.Array, n_particles: int, spatia
                             *, frames: str = "peer", chunk_size: int | None = None) -> np.ndarray:
     """`M[i, j] = aligned_distance(x_i, y_j, frames)` for flattened `x (B, n·D)`, `y (B', n·D)`.
 
-    All `B·B'` pairs are vmapped in chunks of `chunk_size` (default: about 4M matrix entries of
-    work memory, `2**22 // n²` pairs, at least 256). Rows are zero-padded to the next power of two
+    Repeated rows (e.g. draws resampled by weight) are matched once. The distinct pairs are vmapped
+    in chunks of `chunk_size` (default: about 4M matrix entries of work memory, `2**22 // n²` pairs,
+    at least 256). Rows are zero-padded to the next power of two
     (at least 8) so that calls with nearby sizes share one compilation; padded pairs are dropped.
     With several devices (`samplers.parallel`) each chunk of pairs is split over them.
     """
@@ -189,9 +190,19 @@ def aligned_distance_matrix(x: jax.Array, y: jax.Array, n_particles: int, spatia
         chunk_size = max(256, 2**22 // n_particles**2)
     shards = parallel.num_shards()
     chunk_size = -(-int(chunk_size) // shards) * shards  # a multiple of the device count
-    x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+    # repeated rows (draws resampled by weight) are matched once
+    (x, x_index), (y, y_index) = (_unique_rows(np.asarray(a, np.float32)) for a in (x, y))
     pad = lambda a: np.pad(a, ((0, max(8, 1 << (a.shape[0] - 1).bit_length()) - a.shape[0]), (0, 0)))
     out = _distance_matrix(jnp.asarray(pad(x)), jnp.asarray(pad(y)), n_particles=n_particles,
                            spatial_dim=spatial_dim, chunk_size=int(chunk_size), frames=frames,
                            shards=shards)
-    return np.asarray(out, np.float64)[: x.shape[0], : y.shape[0]]
+    return np.asarray(out, np.float64)[np.ix_(x_index, y_index)]
+
+
+def _unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(rows, index)` with `rows[index] == a`: each distinct row once, in first-seen order."""
+    _, first, inverse = np.unique(a, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # keep first-seen order, so distinct input rows keep their positions
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return a[first[order]], rank[inverse.reshape(-1)]

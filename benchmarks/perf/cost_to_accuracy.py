@@ -31,10 +31,13 @@ count per chunk (`recompilations_after_first_chunk` must be 0), and the control 
 during sampling.
 
 SMC (blackjax adaptive tempered SMC, `samplers.baselines.smc`) and AIS have no training; their cost
-grows with the number of particles: N = `particles[0]`, multiplied by 4 until N is confirmed or the
-budget is spent (each N is its own compiled program; compile time excluded). At each N the run with
-the seed's key is the probe; when it is <= tol, two further independent runs at N (their own keys)
-must both be <= tol. Only the particle axis is scanned (not the MCMC moves per stage).
+grows along two axes: the number of particles N (`particles`) and the work each particle does, the
+MCMC moves per tempering stage of SMC or the annealing levels of AIS (`EFFORT_AXES`: the configured
+value times `effort`). The configurations (N, effort) are run in increasing order of their nominal
+cost N · effort (fewer particles first on a tie) until one is confirmed or the budget is spent; the
+first confirmed one is the baseline's best found configuration for that accuracy (each is its own
+compiled program; compile time excluded). At each configuration the run with the seed's key is the
+probe; when it is <= tol, two further independent runs (their own keys) must both be <= tol.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ from benchmarks.perf.throughput import network_rate
 from samplers.estimators import log_Z as log_z_estimate
 from samplers.train import Diverged
 
-__all__ = ["learned_cell", "learned_cost_to_accuracy", "particles_cost_to_accuracy"]
+__all__ = ["EFFORT_AXES", "learned_cell", "learned_cost_to_accuracy", "particles_cost_to_accuracy"]
 
 DEFAULT_SEEDS = (0, 1, 2)
 UNBOUNDED_STEPS = 10**7  # a learned cell trains until the monitor stops it (confirmed, or budget spent)
@@ -218,13 +221,23 @@ def _with_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {**rows[0], "per_seed": rows, "summary": seed_summary(rows)}
 
 
-def _particles_seed(built, tol, particles, max_evals, max_wall_s, seed) -> dict[str, Any]:
-    """One seed of `particles_cost_to_accuracy`."""
-    state = jax.jit(built.method.init)(jax.random.key(seed))
-    sample = jax.jit(built.method.sample, static_argnums=2)
+# the second axis of a particle baseline: the config field that sets each particle's work
+EFFORT_AXES: dict[str, str] = {"smc": "num_mcmc_steps", "ais": "num_levels"}
+
+
+def _configurations(particles, effort) -> list[tuple[int, int]]:
+    """`(N, effort multiplier)` pairs in increasing nominal cost `N · effort`, fewer particles first."""
+    return sorted(((n, e) for n in particles for e in effort), key=lambda c: (c[0] * c[1], c[0]))
+
+
+def _particles_seed(builds, tol, configurations, max_evals, max_wall_s, seed) -> dict[str, Any]:
+    """One seed of `particles_cost_to_accuracy`; `builds[e]` is the cell at effort multiplier `e`."""
     key_probe, key_confirm = jax.random.split(jax.random.key(seed + 1))
     spent, last, compile_s = 0.0, None, 0.0
-    for n in particles:
+    for n, e in configurations:
+        built = builds[e]
+        state = jax.jit(built.method.init)(jax.random.key(seed))
+        sample = jax.jit(built.method.sample, static_argnums=2)
         t0 = time.perf_counter()
         compiled = sample.lower(key_probe, state, n).compile()
         compile_s += time.perf_counter() - t0
@@ -235,11 +248,13 @@ def _particles_seed(built, tol, particles, max_evals, max_wall_s, seed) -> dict[
         probe = _error(s, built.problem.log_Z)
         confirms: list[float | None] = [None, None]
         if needs_confirmation(probe, None, tol):
-            keys = jax.random.split(jax.random.fold_in(key_confirm, n))
+            keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(key_confirm, n), e))
             confirms = [_error(compiled(k, state), built.problem.log_Z) for k in keys]
         reached = confirmed_index(confirms, tol) == 0
+        axis = EFFORT_AXES.get(built.spec.name)
         last = {
             "particles": n,
+            "effort": {axis: getattr(built.config, axis)} if axis else {},
             "evals": s.cost.budget_evals(),
             "wall_s": wall,
             "error": max(confirms) if reached else probe,  # the worse of the two confirmations
@@ -258,21 +273,32 @@ def particles_cost_to_accuracy(
     *,
     tol: float = 0.1,
     particles: tuple[int, ...] = (128, 512, 2048, 8192),
+    effort: tuple[int, ...] = (1, 4),
     max_evals: float = 5e6,
     max_wall_s: float = 20.0,
     seeds: tuple[int, ...] = DEFAULT_SEEDS,
 ) -> dict[str, Any]:
-    """SMC / AIS: per seed, the smallest particle count of `particles` whose run is confirmed by two
-    independent runs at that count (see the module docstring); the first seed's row with every
-    seed's under `per_seed` and their median and range under `summary`."""
+    """SMC / AIS: per seed, the cheapest configuration (particles × `effort` times the configured
+    MCMC moves per stage / annealing levels) whose run is confirmed by two independent runs (see the
+    module docstring); the first seed's row with every seed's under `per_seed` and their median and
+    range under `summary`. A method without an effort axis scans particles only."""
     t_cell = time.perf_counter()
-    built = build_cell(method, target)
+    base = build_cell(method, target)
+    axis = EFFORT_AXES.get(method)
+    effort = tuple(effort) if axis else (1,)
+    if not effort or any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in effort):
+        raise ValueError(f"effort multipliers must be positive integers, got {effort!r}")
+    builds = {
+        e: base if e == 1 else build_cell(method, target, **{axis: getattr(base.config, axis) * e})
+        for e in effort
+    }
+    configurations = _configurations(particles, effort)
     rows = [
         {
             "method": method,
             "target": target,
             "tol": tol,
-            **_particles_seed(built, tol, particles, max_evals, max_wall_s, s),
+            **_particles_seed(builds, tol, configurations, max_evals, max_wall_s, s),
         }
         for s in check_seeds(seeds)
     ]

@@ -4,7 +4,8 @@
 1. the float32 matmul peak (`flops.matmul_peak`);
 2. every method on the cell targets: one training run of a learned method gives its throughput,
    compile-time, recompilation and FLOP/s row and its cost-to-accuracy row
-   (`cost_to_accuracy.learned_cell`); SMC/AIS reach the accuracy by more particles;
+   (`cost_to_accuracy.learned_cell`); SMC/AIS reach the accuracy by more particles and more MCMC
+   moves per stage / annealing levels;
 3. throughput rows of the MCMC baselines and of the four code-path representatives on the other
    reference targets (`throughput.cell_throughput`);
 4. the harness-overhead ratios against the hand-fused references (`overhead.harness_ratio`).
@@ -40,8 +41,8 @@ class PerfConfig:
     Attributes:
         cell_targets: targets on which EVERY method is measured: a learned method by one training
             run that gives its throughput row and its cost-to-accuracy row
-            (`cost_to_accuracy.learned_cell`); SMC and AIS by the particle-doubling cost-to-accuracy
-            run (`cost_to_accuracy.particles_cost_to_accuracy`).
+            (`cost_to_accuracy.learned_cell`); SMC and AIS by the particles × effort cost-to-accuracy
+            scan (`cost_to_accuracy.particles_cost_to_accuracy`).
         mcmc_target: target of the throughput rows of the non-learned methods (MCMC warm-up rounds,
             SMC/AIS sampling; `throughput.cell_throughput`).
         extra_targets: `{target: methods}` throughput rows in addition (the code-path
@@ -352,8 +353,9 @@ def _accuracy_table(rec) -> list[str]:
         "check (`benchmarks/perf/confirm.py`). Evals = training evaluations + the confirming estimate's. "
         f"Budget per seed: at most {c['accuracy_max_train_s']:.3g} s of training after the first "
         f"(compiling) chunk or {c['accuracy_max_evals']:.0e} energy+gradient evaluations. SMC/AIS: "
-        "particles × 4 from 128; a count is reached when the seed's run and two further independent "
-        'runs at that count are all ≤ ε. Wall excludes compilation. "probe crossings": checks whose '
+        "particles (× 4 from 128) and MCMC moves per stage / annealing levels (× 1, × 4) scanned in "
+        "order of nominal cost; a configuration is reached when the seed's run and two further "
+        'independent runs at it are all ≤ ε. Wall excludes compilation. "probe crossings": checks whose '
         "probe alone was ≤ ε (what the old first-crossing rule counted). Error: the confirmed estimate's, "
         "or at the last point where the method got to (`tiltbench perf --budget-scale K` multiplies "
         "the budget).",
@@ -368,7 +370,10 @@ def _accuracy_table(rec) -> list[str]:
         q = r["summary"]
         per_seed = r["per_seed"]
         if "particles" in r:
-            detail = "particles " + ", ".join(str(p["particles"]) for p in per_seed)
+            detail = "particles × effort " + ", ".join(
+                f"{p['particles']}" + "".join(f" × {k} {v}" for k, v in p.get("effort", {}).items())
+                for p in per_seed
+            )
         else:
             detail = "steps " + ", ".join(str(p["train_steps"]) for p in per_seed)
             detail += "; probe crossings " + ", ".join(str(p.get("probe_crossings", "—")) for p in per_seed)

@@ -57,6 +57,10 @@ def test_aligned_distance_matrix_matches_the_peers_reference(n, d):
     got = alignment.aligned_distance_matrix(x, y, n, d)
     expected = np.array([[peers_distance(a.reshape(n, d), b.reshape(n, d)) for b in y] for a in x])
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    # repeated rows (draws resampled by weight) are matched once and land in every position
+    rows, cols = [3, 0, 3, 5, 0, 3], [4, 4, 1]
+    repeated = alignment.aligned_distance_matrix(x[rows], y[cols], n, d)
+    np.testing.assert_allclose(repeated, got[np.ix_(rows, cols)], rtol=1e-5, atol=1e-6)
 
 
 def test_eq_w2_outer_transport_is_exact():

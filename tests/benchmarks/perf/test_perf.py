@@ -268,10 +268,20 @@ def test_particles_cost_to_accuracy_confirms_over_seeds():
 
     row = particles_cost_to_accuracy("smc", "gaussian", tol=1e6, particles=(16, 64))
     assert row["summary"]["seeds_reached"] == 3 and [r["particles"] for r in row["per_seed"]] == [16] * 3
+    moves = row["per_seed"][0]["effort"]["num_mcmc_steps"]  # the configured value: the cheapest config
     assert all(
         len(r["confirm_errors"]) == 2 and r["error"] == max(r["confirm_errors"]) for r in row["per_seed"]
     )
     row = particles_cost_to_accuracy("smc", "gaussian", tol=-1.0, particles=(16, 64))
     assert row["summary"]["evals"]["median"] == float("inf") and not row["summary"]["reached"]
-    assert [r["particles"] for r in row["per_seed"]] == [64] * 3
+    assert [r["particles"] for r in row["per_seed"]] == [64] * 3  # the costliest: 64 × 4 moves
+    assert [r["effort"]["num_mcmc_steps"] for r in row["per_seed"]] == [4 * moves] * 3
     assert all(r["confirm_errors"] == [None, None] for r in row["per_seed"])
+
+
+def test_particle_baselines_scan_configurations_in_order_of_nominal_cost():
+    from benchmarks.perf.cost_to_accuracy import EFFORT_AXES, _configurations
+
+    assert _configurations((128, 512), (1, 4)) == [(128, 1), (128, 4), (512, 1), (512, 4)]
+    assert _configurations((16, 64, 256), (1, 4)) == [(16, 1), (16, 4), (64, 1), (64, 4), (256, 1), (256, 4)]
+    assert set(EFFORT_AXES) == {"smc", "ais"}
