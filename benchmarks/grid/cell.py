@@ -635,7 +635,7 @@ def run_cell(
             return CellResult(record, samples_kept)
 
         phase("scoring", "reference")
-        ref, ref2, _ = _reference_sets(target, k_ref, suite.num_samples)
+        ref, ref2, num_ref = _reference_sets(target, k_ref, suite.num_samples)
         bwd, backward_compile = None, 0.0
         if method.backward is not None and ref is not None and spec.weighted:
             clock.start("backward")
@@ -666,6 +666,8 @@ def run_cell(
             )
         )
         values["cost/train_steps"] = float(trained.steps)
+        if ref is not None:  # the sample metrics and their floors compare this many rows
+            values["eval/reference_rows"] = float(num_ref)
         if max_evals is not None:
             record.budget_spent = _budget_spent(max_evals, state.cost + samples.cost)
             values["budget/max_evals"] = float(max_evals)

@@ -135,6 +135,13 @@ def check_context(ctx: EvalContext) -> None:
         ref = getattr(ctx, field)
         if ref is not None and (np.ndim(ref) != 2 or np.shape(ref)[1] != dim):
             raise ValueError(f"EvalContext.{field} must have shape (m, {dim}), got {np.shape(ref)}")
+    if ctx.reference is not None and ctx.reference2 is not None:
+        m, m2 = np.shape(ctx.reference)[0], np.shape(ctx.reference2)[0]
+        if m != m2:
+            raise ValueError(
+                f"EvalContext.reference2 has {m2} rows and reference {m}: a noise floor must be computed "
+                "at the sample size of the comparison it bounds"
+            )
     if ctx.backward_log_w is not None:
         if ctx.reference is None:
             raise ValueError("EvalContext.backward_log_w was given without the reference it starts from")
@@ -180,6 +187,27 @@ def noise_floor(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return value
 
 
+def _at_floor_size(ctx: EvalContext, name: str) -> EvalContext:
+    """The context a metric with a noise floor sees: the model draws cut to the reference size.
+
+    A floor (`reference2` against `reference`, `m` rows each) bounds the model comparison only at
+    the same size: with `n > m` model draws, such a metric compares the first `m` (the draws are
+    i.i.d. or resampled); with `n < m` it raises rather than state a floor at a larger size.
+    """
+    if "reference2" not in METRICS.meta(name)["requires"] or ctx.reference is None:
+        return ctx
+    n, m = np.shape(ctx.x)[0], np.shape(ctx.reference)[0]
+    if n < m:
+        raise ValueError(
+            f"metric {name!r}: {n} model draws against {m} reference rows; the noise floor would be "
+            f"computed at {m}, a larger size than the comparison (give at least {m} draws)"
+        )
+    if n == m:
+        return ctx
+    log_w = None if ctx.log_w is None else ctx.log_w[:m]
+    return ctx._replace(x=ctx.x[:m], log_w=log_w)
+
+
 def evaluate(ctx: EvalContext, names: Iterable[str] | None = None, *,
              on_error: str = "raise", timings: dict[str, float] | None = None
              ) -> tuple[dict[str, float], dict[str, str]]:
@@ -215,7 +243,7 @@ def evaluate(ctx: EvalContext, names: Iterable[str] | None = None, *,
             continue
         t0 = time.perf_counter()
         try:
-            out = METRICS.factory(name)(ctx._replace(key=metric_key(ctx.key, name)))
+            out = METRICS.factory(name)(_at_floor_size(ctx, name)._replace(key=metric_key(ctx.key, name)))
         except Exception as err:  # noqa: BLE001 - reported, by request, with its type and message
             if on_error == "raise":
                 raise

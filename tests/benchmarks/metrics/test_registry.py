@@ -148,3 +148,19 @@ def test_noise_floors_are_computed_once_per_reference_pair():
     assert noise_floor(floor, a.copy(), jnp.asarray(b), scale=2.0) == first and len(calls) == 1
     assert noise_floor(floor, a + 1, jnp.asarray(b), scale=2.0) == first + 12.0 and len(calls) == 2
     assert noise_floor(floor, a, jnp.asarray(b), scale=3.0) == 1.5 * first and len(calls) == 3
+
+
+def test_noise_floors_are_computed_at_the_size_of_the_comparison(gaussian_target):
+    """Reference sets of different sizes raise; fewer model draws than reference rows raise (the floor
+    would be at a larger size); more draws are cut to the reference size for the floored metrics."""
+    keys = jax.random.split(jax.random.key(2), 3)
+    ref, ref2 = (jax.random.normal(k, (16, DIM)) for k in keys[:2])
+    x = jax.random.normal(keys[2], (32, DIM)) + 0.5
+    ctx = metrics.EvalContext(jax.random.key(3), gaussian_target, x, reference=ref, reference2=ref2)
+    with pytest.raises(ValueError, match="noise floor must be computed at the sample size"):
+        metrics.evaluate(ctx._replace(reference2=ref2[:8]), ["mmd_rbf_median"])
+    with pytest.raises(ValueError, match="8 model draws against 16 reference rows"):
+        metrics.evaluate(ctx._replace(x=x[:8]), ["mmd_rbf_median"])
+    cut, _ = metrics.evaluate(ctx._replace(x=x[:16]), ["mmd_rbf_median"])
+    full, _ = metrics.evaluate(ctx, ["mmd_rbf_median"])
+    assert full == cut

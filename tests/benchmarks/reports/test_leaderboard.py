@@ -86,3 +86,24 @@ def test_failed_accuracy_is_counted_and_not_averaged(tmp_path):
     assert "- `mix` (b), seed 2: |log Z error| 1e+04 > 10 nats" in md
     rows = (tmp_path / "out" / "leaderboard.csv").read_text().splitlines()
     assert "statistic,n_accuracy_failed" in rows[0] and any(",median_min_max,1," in r for r in rows)
+
+
+def test_particle_tables_lead_with_energy_and_distance_laws_and_check_floors(tmp_path):
+    """A particle target's table leads with energy W2, keeps MMD out of the Markdown (not the CSV),
+    and states each floor beside the best published value: lj13's eq-W2 floor 1.63 is not below
+    ASBS's 1.59, so the table says the metric cannot rank there; its energy-W2 floor 0.3 is."""
+    runs = tmp_path / "runs" / "s"
+    metrics = {
+        "energy_w2": 5.0, "energy_w2/noise_floor": 0.3, "eq_w2": 2.0, "eq_w2/noise_floor": 1.63,
+        "eq_w2/num_samples": 1000.0, "mmd2/rbf_median": 1e-4, "logZ/error": 1.0,
+        "eval/reference_rows": 2000.0,
+    }
+    for seed in range(2):
+        atomic_write_json(runs / f"as_{seed}.json", _record("as", "lj13", seed, **metrics))
+    build_leaderboard(str(tmp_path / "runs"), str(tmp_path / "out"), figures=False)
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| method"))
+    assert header.split(" | ")[4] == "energy W2" and "MMD" not in header
+    assert "- energy_w2: noise floor 0.3 at 2000 rows" in md and "below it: the metric can rank" in md
+    assert "- eq_w2: noise floor 1.63 at 1000 rows" in md and "cannot rank methods near the published" in md
+    assert "mmd2/rbf_median" in (tmp_path / "out" / "leaderboard.csv").read_text()
