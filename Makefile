@@ -5,6 +5,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SUITE  ?= quick
 ARGS   ?=
+# ACCEL=cuda12 | cuda13 | tpu adds the accelerator build of the pinned jax (empty: CPU only)
+ACCEL  ?=
+ACCELS := cuda12 cuda13 tpu
+ifneq ($(filter-out $(ACCELS),$(ACCEL)),)
+$(error ACCEL='$(ACCEL)' is not an accelerator build; valid values: $(ACCELS), or leave it empty for CPU)
+endif
 
 .PHONY: install test test-slow benchmark leaderboard perf claims digits lint format clean
 
@@ -13,7 +19,13 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c requirements/constraints.txt -e '.[test]'
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(if $(ACCEL),$(VENV)/.accel-$(ACCEL))
+	@$(PY) -c "import jax; print('jax', jax.__version__, 'sees', jax.devices())"
+
+# the accelerator extra on top of the CPU install (a stamp per build, so switching builds reinstalls)
+$(VENV)/.accel-%: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c requirements/constraints.txt -e '.[$*]'
+	touch $@
 
 test: install
 	$(PY) -m pytest -q -m "not slow" -n auto --dist worksteal tests

@@ -160,6 +160,12 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         help="failed: re-run the cells recorded as error or diverged (kept by default)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--estimate",
+        action="store_true",
+        help="run nothing: list the cells still to run and their projected wall time, from the rates "
+        "measured by the records under --out",
+    )
     p.add_argument("--no-leaderboard", action="store_true", help="do not rebuild the leaderboard afterwards")
     _launcher_args(p)
 
@@ -205,6 +211,13 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite)
     shard, only = parse_shard(args.shard), parse_only(args.only)
+    if args.estimate:
+        from benchmarks.grid.estimate import estimate_suite
+        from benchmarks.grid.runner import select_cells
+
+        estimate = estimate_suite(suite, select_cells(suite, shard=shard, only=only), args.out)
+        print("\n".join(estimate.lines()))
+        return 0
     options = None
     if args.launcher != "local":
         options = SubmititOptions.from_cli(args)
@@ -295,6 +308,39 @@ def _doctor(args: argparse.Namespace) -> int:
     for line in report.lines():
         print(line)
     return 1 if report.problems else 0
+
+
+@command("devices", "print the devices JAX sees, the backend, the data-parallel split and versions")
+def _devices(args: argparse.Namespace) -> int:
+    import jax
+
+    from benchmarks.grid.records import environment
+    from samplers import parallel
+
+    env = environment()
+    print(f"backend: {env['backend']} ({env['num_devices']} device(s), {env['device_kind']})")
+    for device in env["devices"]:
+        print(f"  {device}")
+    mesh = parallel.default_mesh()
+    split = "off (one device)" if mesh is None else f"over {mesh.size} devices"
+    print(f"data-parallel batches: {split} (TILTBENCH_DATA_PARALLEL=0 switches it off)")
+    print(f"host: {env['cpu']}, {env['cpu_count']} CPU cores; python {env['python']}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v))
+    plugins = _installed_plugins()
+    if env["backend"] == "cpu" and plugins:
+        print(
+            f"note: {', '.join(plugins)} installed but JAX runs on the CPU: check the driver and "
+            f"JAX_PLATFORMS (now {jax.config.jax_platforms or 'unset'})"
+        )
+    return 0
+
+
+def _installed_plugins() -> list[str]:
+    """Accelerator plugins of jax installed in this environment (`make install ACCEL=...`)."""
+    from importlib import metadata
+
+    names = {d.metadata["Name"] for d in metadata.distributions()}
+    return [n for n in ("jax-cuda12-plugin", "jax-cuda13-plugin", "libtpu") if n in names]
 
 
 def _merge_args(p: argparse.ArgumentParser) -> None:

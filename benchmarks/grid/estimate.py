@@ -1,0 +1,148 @@
+"""The projected wall time of a suite before it runs (`tiltbench benchmark --estimate`).
+
+Rates come from records already on disk (every suite under the runs root), never from guesses. For
+each (method, target), over its `ok` records (those measured on this machine's backend when there
+are any, else all, flagged):
+
+    seconds per training step = time/train_s / cost/train_steps     (median over records)
+    fixed seconds per cell    = wall_time_s - time/train_s          (median: compilation, probe,
+                                sampling, reference sets, metrics; itemised in a record's `time`)
+
+A cell to run is projected as `fixed + train_steps × seconds per step` with the budget's step cap
+(a budget in evaluations can stop training earlier, so such a projection is an upper estimate);
+a method without training steps (MCMC, SMC, AIS) is projected by its median wall time. Cells whose
+(method, target) has no record are listed as unmeasured, not guessed. A cell counts as done when its
+record exists (the run itself also re-runs cells whose inputs changed; see `runner.plan_cells`).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import samplers
+from benchmarks.grid.records import iter_records
+from benchmarks.grid.suites import Cell, Suite
+
+__all__ = ["Rate", "SuiteEstimate", "estimate_suite", "measured_rates"]
+
+
+class Rate(NamedTuple):
+    """Measured cost of one (method, target): median seconds per step, fixed seconds per cell."""
+
+    seconds_per_step: float
+    fixed_s: float
+    wall_s: float
+    records: int
+    other_hardware: bool  # measured on another backend only
+
+
+class SuiteEstimate(NamedTuple):
+    """`estimate_suite`'s answer: per (method, target) rows and the totals."""
+
+    rows: list[dict[str, Any]]
+    selected: int
+    done: int
+    to_run: int
+    unmeasured: int
+    projected_s: float
+
+    def lines(self) -> list[str]:
+        """A readable report: one row per (method, target) with cells to run, then the totals."""
+        out = [
+            "| method | target | cells to run | s/step | fixed s/cell | projected s/cell | total s "
+            "| records |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in self.rows:
+            if r["rate"] is None:
+                out.append(f"| {r['method']} | {r['target']} | {r['cells']} | — | — | unmeasured | — | 0 |")
+                continue
+            rate = r["rate"]
+            flag = " (other hardware)" if rate.other_hardware else ""
+            out.append(
+                f"| {r['method']} | {r['target']} | {r['cells']} | {rate.seconds_per_step:.3g} | "
+                f"{rate.fixed_s:.3g} | {r['per_cell_s']:.3g} | {r['total_s']:.3g} | {rate.records}{flag} |"
+            )
+        out += [
+            "",
+            f"{self.selected} cells selected, {self.done} done, {self.to_run} to run; "
+            f"{self.to_run - self.unmeasured} with measured rates project to {self.projected_s / 3600:.2f} h "
+            f"of serial wall time on this hardware ({self.unmeasured} cells unmeasured: no record of "
+            "their method and target yet).",
+        ]
+        return out
+
+
+def measured_rates(runs_root: str | os.PathLike, backend: str | None = None) -> dict[tuple[str, str], Rate]:
+    """Median per-step and fixed seconds per (method, target) from the `ok` records under `runs_root`."""
+    samples: dict[tuple[str, str], list[tuple[bool, float, float, float]]] = defaultdict(list)
+    for rec in iter_records(runs_root, on_bad=lambda err: None):  # `tiltbench doctor` lists bad ones
+        metrics = rec.get("metrics", {})
+        if rec.get("status") != "ok" or "time/train_s" not in metrics:
+            continue
+        train_s, steps = float(metrics["time/train_s"]), float(metrics.get("cost/train_steps", 0.0))
+        wall = float(rec.get("wall_time_s", 0.0))
+        same = backend is None or rec.get("hardware", {}).get("backend") == backend
+        samples[(rec["method"], rec["target"])].append(
+            (same, train_s / steps if steps else 0.0, wall - train_s, wall)
+        )
+    rates = {}
+    for key, rows in samples.items():
+        same = [r for r in rows if r[0]]
+        use = same or rows
+        rates[key] = Rate(
+            statistics.median(r[1] for r in use),
+            statistics.median(r[2] for r in use),
+            statistics.median(r[3] for r in use),
+            len(use),
+            not same,
+        )
+    return rates
+
+
+def estimate_suite(
+    suite: Suite,
+    cells: Iterable[Cell],
+    out_dir: str | os.PathLike,
+    runs_root: str | os.PathLike | None = None,
+) -> SuiteEstimate:
+    """Project the wall time of the cells of `cells` that have no record under `out_dir` yet, from the
+    rates measured by the records under `runs_root` (default `out_dir`)."""
+    import jax
+
+    rates = measured_rates(runs_root or out_dir, jax.default_backend())
+    cells = list(cells)
+    todo = [c for c in cells if not c.path(out_dir, suite.name).exists()]
+    groups: dict[tuple[str, str], list[Cell]] = defaultdict(list)
+    for c in todo:
+        groups[(c.method, c.target)].append(c)
+    rows, projected, unmeasured = [], 0.0, 0
+    for (method, target), group in sorted(groups.items()):
+        rate = rates.get((method, target))
+        if rate is None:
+            unmeasured += len(group)
+            rows.append({"method": method, "target": target, "cells": len(group), "rate": None})
+            continue
+        trains = samplers.get(method).train_steps is None
+        per_cell = [
+            rate.fixed_s + suite.budget(c.budget).train_steps * rate.seconds_per_step
+            if trains
+            else rate.wall_s
+            for c in group
+        ]
+        projected += sum(per_cell)
+        rows.append(
+            {
+                "method": method,
+                "target": target,
+                "cells": len(group),
+                "rate": rate,
+                "per_cell_s": statistics.mean(per_cell),
+                "total_s": sum(per_cell),
+            }
+        )
+    return SuiteEstimate(rows, len(cells), len(cells) - len(todo), len(todo), unmeasured, projected)

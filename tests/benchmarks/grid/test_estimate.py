@@ -1,0 +1,70 @@
+"""`tiltbench benchmark --estimate`: cells still to run, projected from the rates the records on disk
+measured (per-step seconds and fixed seconds per cell), unmeasured cells listed, nothing run."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import cli
+from benchmarks.grid.estimate import estimate_suite, measured_rates
+from benchmarks.grid.records import atomic_write_json
+from benchmarks.grid.runner import select_cells
+from benchmarks.grid.suites import load_suite
+from tests.benchmarks import toy_method
+
+pytestmark = pytest.mark.usefixtures("toy_methods")
+
+
+def _record(method, target, seed, *, train_s, steps, wall, backend="cpu"):
+    return {
+        "suite": "measured",
+        "method": method,
+        "target": target,
+        "seed": seed,
+        "status": "ok",
+        "budget": {"name": "b", "train_steps": steps, "chunk_size": 1, "max_evals": None},
+        "commit": "abc",
+        "hardware": {"backend": backend},
+        "trace": [],
+        "metrics": {"time/train_s": train_s, "cost/train_steps": float(steps)},
+        "wall_time_s": wall,
+    }
+
+
+def test_estimate_projects_fixed_plus_steps_times_the_measured_rate(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    # toy_is on gaussian: 0.5 s/step and 10 s fixed (median of three records; a GPU record is ignored)
+    for seed, (train_s, wall) in enumerate([(5.0, 15.0), (5.0, 15.0), (50.0, 100.0)]):
+        atomic_write_json(
+            runs / "measured" / f"r{seed}.json",
+            _record("toy_is", "gaussian", seed, train_s=train_s, steps=10, wall=wall),
+        )
+    atomic_write_json(
+        runs / "measured" / "gpu.json",
+        _record("toy_is", "gaussian", 9, train_s=0.1, steps=10, wall=1.0, backend="gpu"),
+    )
+    rate = measured_rates(runs, "cpu")[("toy_is", "gaussian")]
+    assert (rate.seconds_per_step, rate.fixed_s, rate.records, rate.other_hardware) == (0.5, 10.0, 3, False)
+
+    path = toy_method.write_suite(
+        tmp_path,
+        targets=["gaussian", "gmm9"],
+        seeds=[0, 1],
+        budgets={"b": {"train_steps": 100, "chunk_size": 10}},
+    )
+    suite = load_suite(str(path))
+    atomic_write_json(
+        runs / "t" / "toy_is" / "gaussian" / "b" / "seed0.json",
+        _record("toy_is", "gaussian", 0, train_s=1.0, steps=100, wall=60.0),
+    )  # done
+    est = estimate_suite(suite, select_cells(suite), runs)
+    assert (est.selected, est.done, est.to_run, est.unmeasured) == (4, 1, 3, 2)
+    # the done cell's own record joins the rates: median over 4 records of (0.5, 0.5, 5, 0.01) s/step
+    assert est.projected_s == pytest.approx(
+        measured_rates(runs, "cpu")[("toy_is", "gaussian")].fixed_s + 100 * 0.5
+    )
+    assert cli.main(["benchmark", "--suite", str(path), "--out", str(runs), "--estimate"]) == 0
+    out = capsys.readouterr().out
+    assert "| toy_is | gmm9 | 2 | — | — | unmeasured |" in out
+    assert "4 cells selected, 1 done, 3 to run; 1 with measured rates project to" in out
+    assert not (runs / "t" / "toy_is" / "gmm9").exists(), "the estimate runs nothing"
