@@ -22,6 +22,18 @@ pass), the `Cost` bookkeeping and the state, `LearnedState`. One step with key `
 
 `sample` and `backward` of a method whose sampler is the controlled SDE of `samplers.sde` come from
 `sde.evaluation_functions` (`sde_sampling`); thermodynamic methods pass their own.
+
+**EMA of the sampling parameters** (`ema_decay = d`, off when None). The state then carries
+`ema = θ̄`, updated after every step from the new parameters,
+
+    θ̄_0 = θ_0,      θ̄_{s+1} = θ̄_s - (1 - d_s)(θ̄_s - θ_{s+1}),      d_s = min(d, (1 + s')/(10 + s')),
+
+`s' = s + 1` the number of updates so far: the decay warm-up of DEM's `EMAWrapper`
+(jarridrb/DEM, `dem/models/components/ema.py`), so that a short run averages over its recent steps
+rather than its initialisation (`d_s` = 0.18, 0.5, 0.9, 0.97, 0.99 at 1, 8, 80, 300, 1000 updates for
+`d = 0.999`). Training (`draw`, `loss`) uses `θ`; `sample` and `backward` use `θ̄` (they see the
+state with `params = θ̄`). The average does not move a fixed point: at `θ_s ≡ θ*`, `θ̄ → θ*`. With
+`ema_decay=None` the state's `ema` is `()` and every number is the one without the option.
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ from samplers.promotion import standard_promotion
 from samplers.types import PyTree
 
 __all__ = [
+    "EMA_WARMUP",
     "Batch",
     "LearnedState",
     "Training",
@@ -47,9 +60,14 @@ __all__ = [
     "build_learned",
     "key_to_loss",
     "no_draw",
+    "ema_update",
+    "sampled_params",
     "sde_sampling",
     "self_drawn",
 ]
+
+EMA_WARMUP = 10.0
+"""The denominator of the EMA decay warm-up `min(d, (1 + s)/(EMA_WARMUP + s))` (DEM's `EMAWrapper`)."""
 
 
 class LearnedState(NamedTuple):
@@ -63,6 +81,8 @@ class LearnedState(NamedTuple):
             refreshes are scheduled on it).
         extra: what the method carries between steps besides its parameters (a replay buffer, the
             frozen trust-region anchor, the Langevin rate), `()` when nothing.
+        ema: the exponential moving average of `params` that `sample` and `backward` use (same
+            structure as `params`), `()` when the method samples with `params` (`ema_decay=None`).
     """
 
     params: PyTree
@@ -70,6 +90,7 @@ class LearnedState(NamedTuple):
     cost: Cost
     step: jax.Array
     extra: PyTree = ()
+    ema: PyTree = ()
 
 
 class Batch(NamedTuple):
@@ -154,11 +175,30 @@ def add_costs(total: Cost, costs: tuple[Cost, ...]) -> Cost:
     return total
 
 
+def sampled_params(state: Any) -> str:
+    """Which parameters `sample` used for `state`: `"ema"` (the moving average), `"trained"` (the
+    trained parameters of a learned method without EMA), or `"none"` (a method without `LearnedState`)."""
+    if not isinstance(state, LearnedState):
+        return "none"
+    return "trained" if isinstance(state.ema, tuple) and state.ema == () else "ema"
+
+
+def ema_update(ema: PyTree, params: PyTree, updates: jax.Array, decay: float) -> PyTree:
+    """`θ̄ - (1 - d_s)(θ̄ - θ)` with `d_s = min(decay, (1 + s)/(EMA_WARMUP + s))`, `s = updates` (the
+    number of updates so far, counting this one)."""
+    count = updates.astype(jnp.float32)
+    rate = jnp.minimum(decay, (1.0 + count) / (EMA_WARMUP + count))
+    step = lambda average, p: average - (1.0 - rate).astype(p.dtype) * (average - p)
+    return jax.tree.map(step, ema, params)
+
+
 def build_learned(
     training: Training,
     optimizer: optax.GradientTransformation,
     sample: Callable,
     backward: Callable | None,
+    *,
+    ema_decay: float | None = None,
 ) -> Method:
     """Bind a loss's maths to the shared training step: `Method(init, step, sample, backward)`.
 
@@ -167,7 +207,11 @@ def build_learned(
         optimizer: the prebuilt optimiser of all the parameters.
         sample: `(key, state, num_samples) -> Samples`.
         backward: `(key, state, x_target) -> log_w`, or None.
+        ema_decay: sample (and `backward`) with the EMA of the parameters at this decay, in `[0, 1)`
+            (module docstring); None: with the trained parameters.
     """
+    if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must lie in [0, 1) or be None, got {ema_decay!r}")
     value_and_grad = jax.value_and_grad(training.loss, has_aux=True)
     # optax promotes implicitly (Adam's bias correction `1 - b1**count`, int32 `count`): its update runs
     # under standard promotion, so the losses stay checked under strict promotion (no change by default).
@@ -181,6 +225,7 @@ def build_learned(
             cost=Cost.zero(),
             step=jnp.zeros((), jnp.int32),
             extra=training.init_extra(params),
+            ema=() if ema_decay is None else params,
         )
 
     def update(params, opt_state, key_loss, data):
@@ -207,12 +252,27 @@ def build_learned(
             )
         cost = add_costs(add_costs(state.cost, batch.cost), training.loss_cost(batch, aux))
         info = training.info(state, batch, loss, grad_norm, aux)
+        ema = () if ema_decay is None else ema_update(state.ema, params, state.step + 1, ema_decay)
         new_state = LearnedState(
-            params=params, opt_state=opt_state, cost=cost, step=state.step + 1, extra=batch.extra
+            params=params, opt_state=opt_state, cost=cost, step=state.step + 1, extra=batch.extra, ema=ema
         )
         return new_state, info
 
-    return Method(init=init, step=step, sample=sample, backward=backward)
+    if ema_decay is None:
+        return Method(init=init, step=step, sample=sample, backward=backward)
+
+    def averaged(state: LearnedState) -> LearnedState:
+        return state._replace(params=state.ema)
+
+    def sample_ema(key, state, num_samples):
+        return sample(key, averaged(state), num_samples)
+
+    def backward_ema(key, state, x_target):
+        return backward(key, averaged(state), x_target)
+
+    return Method(
+        init=init, step=step, sample=sample_ema, backward=None if backward is None else backward_ema
+    )
 
 
 def sde_sampling(

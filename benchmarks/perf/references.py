@@ -147,9 +147,13 @@ def _simulate(key, problem, control, n, *, save: bool):
     return x_end, log_w, trajectory
 
 
-def _grad_tilt(problem, x):
-    """`∇r(x) = ∇log γ(x) + x/s_K` of a batch."""
-    return jax.vmap(jax.grad(problem.target.log_prob))(x) + x / problem.chain.marginal_vars[-1]
+def _grad_tilt(problem, x, clip=None):
+    """`∇r(x) = ∇log γ(x) + x/s_K` of a batch, `∇log γ` norm-clipped per sample at `clip` (None: off)."""
+    score = jax.vmap(jax.grad(problem.target.log_prob))(x)
+    if clip is not None:
+        norm = jnp.linalg.norm(score, axis=-1, keepdims=True)
+        score = score * jnp.minimum(1.0, clip / jnp.maximum(norm, jnp.finfo(score.dtype).tiny))
+    return score + x / problem.chain.marginal_vars[-1]
 
 
 def _batch_log_Z(log_w):
@@ -222,10 +226,10 @@ def adjoint_sampling_step(problem, config) -> Callable:
     name = "adjoint_sampling"
     _check_problem(problem, name)
     _require(config.network in ("auto", "mlp"), name, "the MLP control")
-    _require(config.importance_weights == "none" and config.loss_weighting == "paper", name, "uniform draws")
-    _require(
-        config.learning_rate_decay_steps is None and config.max_grad_norm_target is None, name, "defaults"
-    )
+    _require(config.importance_weights == "none", name, "uniform draws")
+    _require(config.loss_weighting in ("paper", "score"), name, "the 'paper' and 'score' loss weightings")
+    _require(config.learning_rate_decay_steps is None and config.ema_decay is None, name, "defaults")
+    clip = config.max_grad_norm_target
     ts, _, sigmas, _, _, marginal_vars = _chain(problem)
     n, m = config.batch_size, config.resample_size
     optimizer = _optimizer(config)
@@ -239,7 +243,7 @@ def adjoint_sampling_step(problem, config) -> Callable:
         slots = (buf.position + jnp.arange(m)) % cap
         data = BufferEntry(
             buf.data.x1.at[slots].set(x),
-            buf.data.grad.at[slots].set(_grad_tilt(problem, x)),
+            buf.data.grad.at[slots].set(_grad_tilt(problem, x, clip)),
             buf.data.log_w.at[slots].set(log_w),
         )
         evals = m * problem.num_steps
@@ -265,9 +269,10 @@ def adjoint_sampling_step(problem, config) -> Callable:
             key_x, x_1.shape
         )
         y = sigma[:, None] * grad_1
+        weight = 1.0 / sigma**2 if config.loss_weighting == "score" else jnp.ones_like(sigma)
 
         def objective(p):
-            return jnp.mean(jnp.sum((net(p, x_t, t) - y) ** 2, -1))
+            return jnp.mean(weight * jnp.sum((net(p, x_t, t) - y) ** 2, -1))
 
         loss, grads = jax.value_and_grad(objective)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -279,6 +284,8 @@ def adjoint_sampling_step(problem, config) -> Callable:
             grad_norm=optax.tree.norm(grads),
             buffer_ess=ess,
             refreshed=refreshed.astype(jnp.float32),
+            buffer_ess_tempered=jnp.ones_like(ess),
+            temper_beta=jnp.ones_like(ess),
         )
         cost = state.cost + refresh_cost + Cost.of(network_evals=n)
         params = optax.apply_updates(state.params, updates)

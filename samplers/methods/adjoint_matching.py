@@ -488,7 +488,7 @@ def build_adjoint_matching(problem: Problem, config: AdjointMatchingConfig) -> M
         passes=config.passes_per_batch,
     )
     sample, backward = sde_sampling(problem, net.apply, sde_config, grad_evals_per_control=per_control)
-    return build_learned(training, config_optimizer(config), sample, backward)
+    return build_learned(training, config_optimizer(config), sample, backward, ema_decay=config.ema_decay)
 
 
 SPECS: tuple[MethodSpec, ...] = (

@@ -61,8 +61,11 @@ of regression targets used (`refresh_every · batch_size`).
   projection of Adjoint Sampling, whose fixed point is `u*` only self-consistently (when the model
   samples `p*`).
 
-**Stabilisation options** (named config fields, recorded with results; no clipping of the regression
-targets by default, so the variance behaviour the unified paper's claim is about is not hidden):
+**Stabilisation options** (named config fields, recorded with results; `docs/methods.md` §13). The
+regression targets themselves are never clipped, so the variance behaviour the unified paper's claim
+is about is not hidden; `adjoint_sampling`, `novel_score_matching` and `target_score_matching` default
+to the Adjoint Sampling recipe (geometric VE schedule from the hyper-parameter table, `"score"`
+weighting, energy-gradient clip 100; TSM with `"score_alpha2"`), CSM to the plain loss:
 
 - `t_min`: times are drawn from `U[t_min, 1 - t_min]` (default 0, and 1e-3 for TSM/CSM). TSM and CSM
   targets are singular at `t = 0` and `t = 1` respectively; independently of `t_min`, times are clamped to
@@ -71,8 +74,13 @@ targets by default, so the variance behaviour the unified paper's claim is about
 - `max_grad_norm_target`: per-particle norm clipping of `∇log γ` before it enters the stored gradient
   data (Adjoint Sampling clips per atom at 100, methods.md §10.6); `None` = no clipping. It biases
   the fixed point.
-- `loss_weighting`: `"paper"` (`w = 1`, the P1 loss) or `"score"` (`w = 1/σ(t)²`, the weighting the
-  AS code trains with, methods.md §10.1).
+- `loss_weighting` (`LOSS_WEIGHTINGS`): `"paper"` (`w = 1`, the P1 loss), `"score"` (`w = 1/σ(t)²`,
+  the weighting the AS code trains with, methods.md §10.1), `"alpha2"` (`w = α_t²`) or
+  `"score_alpha2"` (`w = α_t²/σ(t)²`). A weight of `t` alone leaves the minimiser `E[Y_t | X_t]`.
+- `ess_floor` (with `importance_weights="resample"`, default 0.05): the path weights are tempered to
+  `w^β`, the largest `β ≤ 1` keeping the buffer's normalised ESS at the floor
+  (`samplers.importance.temper_to_ess`); `Info` reports the ESS before and after, and `β`.
+- `ema_decay`: sample with a moving average of the parameters (`samplers.learned`); off by default.
 - `grad_clip`: global-norm clipping of the loss gradient before Adam (default 10);
   `learning_rate_decay_steps`: optional cosine decay of the learning rate.
 
@@ -97,6 +105,7 @@ from jax.lax import stop_gradient as sg
 from samplers import sde
 from samplers.buffer import BufferState, buffer_add, buffer_init
 from samplers.fields import POSITIVE, POSITIVE_OR_NONE, WIDTHS, Checked, field, integer, one_of, within
+from samplers.importance import Tempered, normalised_ess, temper_to_ess, weighted_indices
 from samplers.learned import Batch, LearnedState, Training, build_learned, sde_sampling
 from samplers.method import Cost, Method, MethodSpec
 from samplers.methods.bridge_targets import (
@@ -111,6 +120,7 @@ from samplers.methods.bridge_targets import (
     regression_target,
 )
 from samplers.methods.common import (
+    EMA_DECAY,
     NETWORKS,
     config_network,
     config_optimizer,
@@ -133,6 +143,7 @@ __all__ = [
     "NovelScoreMatchingConfig",
     "RegressionTarget",
     "ScoreMatchingConfig",
+    "TargetScoreMatchingConfig",
     "bridge_schedule",
     "build",
     "endpoint_gradients",
@@ -142,9 +153,32 @@ __all__ = [
 ]
 
 
-LOSS_WEIGHTINGS: dict[str, str] = {
-    "paper": "w(t) = 1: the P1 loss E|u - Y|² of the papers",
-    "score": "w(t) = 1/σ(t)²: the score-form (P2) weighting of the Adjoint Sampling code (methods.md §10.1)",
+class LossWeighting(NamedTuple):
+    """A time weighting `w(t) > 0` of the regression loss.
+
+    Attributes:
+        fn: `BridgeCoefficients -> w` (elementwise in `t`).
+        description: the weighting and where it comes from.
+    """
+
+    fn: Callable[[BridgeCoefficients], jax.Array]
+    description: str
+
+
+LOSS_WEIGHTINGS: dict[str, LossWeighting] = {
+    "paper": LossWeighting(lambda c: jnp.ones_like(c.sigma), "w(t) = 1: the P1 loss E|u - Y|² of the papers"),
+    "score": LossWeighting(
+        lambda c: 1.0 / c.sigma**2,
+        "w(t) = 1/σ(t)²: the score-form (P2) weighting of the Adjoint Sampling code (methods.md §10.1)",
+    ),
+    "alpha2": LossWeighting(
+        lambda c: c.alpha**2,
+        "w(t) = α_t²: cancels the α_t^{-2} growth of the TSM target's variance as t -> 0 (its paper uses "
+        "the target score only in the low-noise regime, t near 1)",
+    ),
+    "score_alpha2": LossWeighting(
+        lambda c: c.alpha**2 / c.sigma**2, "w(t) = α_t²/σ(t)²: the Adjoint Sampling weighting times α_t²"
+    ),
 }
 IMPORTANCE_WEIGHTS: dict[str, str] = {
     "resample": "draw buffer end points with probability ∝ their path weight exp(log w) (consistent for p*)",
@@ -232,7 +266,7 @@ def regression_loss(
         key, kind, bridge, sg(x_1), sg(grad_1), time_window=time_window, project=project
     )
     u = project(jax.vmap(control, in_axes=(None, 0, 0))(params, x_t, t))
-    w = 1.0 / bridge.sigma(t) ** 2 if weighting == "score" else jnp.ones_like(t)
+    w = LOSS_WEIGHTINGS[weighting].fn(bridge.coefficients(t))
     return jnp.mean(w * jnp.sum((u - y) ** 2, axis=-1))
 
 
@@ -263,6 +297,12 @@ class BridgeRegressionConfig(Checked):
         importance_weights: one of `IMPORTANCE_WEIGHTS`.
         max_grad_norm_target: per-particle norm clip of `∇log γ` in the gradient data (`None`: off).
         integrator: SDE integrator for refreshes and sampling (`samplers.sde.INTEGRATORS`).
+        ess_floor: with `importance_weights="resample"`, the buffer's path weights are tempered to
+            `w^β`, `β` the largest in `[0, 1]` keeping the buffer's normalised ESS `≥ ess_floor`
+            (`samplers.importance.temper_to_ess`; `β = 1`, untouched, when the ESS is already above it);
+            `None`: off. Ignored for uniform draws.
+        ema_decay: sample with an exponential moving average of the parameters at this decay
+            (`samplers.learned.EMA`); `None`: sample with the trained parameters.
     """
 
     learning_rate: float = field(1e-3, POSITIVE)
@@ -280,6 +320,8 @@ class BridgeRegressionConfig(Checked):
     importance_weights: str = field("resample", one_of(IMPORTANCE_WEIGHTS))
     max_grad_norm_target: float | None = field(None, POSITIVE_OR_NONE)
     integrator: str = field("diffrax", one_of(sde.INTEGRATORS))
+    ess_floor: float | None = field(0.05, within(0, 1, closed="right", optional=True))
+    ema_decay: float | None = field(None, EMA_DECAY)
 
     def check(self) -> None:
         if self.resample_size > self.buffer_size:
@@ -293,12 +335,19 @@ class BridgeRegressionConfig(Checked):
 class AdjointSamplingConfig(BridgeRegressionConfig):
     """Adjoint Sampling: uniform draws from the buffer (reciprocal projection), full time range.
 
-    Defaults follow the spirit of the AS configs (methods.md §3.3: buffer ≫ resample size, many SGD
-    steps per epoch), scaled down for small problems. `loss_weighting="score"` gives the AS code's
-    `1/σ²` weighting; `max_grad_norm_target=100` its per-particle clip for DW/LJ.
+    The buffer defaults follow the spirit of the AS configs (methods.md §3.3: buffer ≫ resample size,
+    many SGD steps per epoch), scaled down for small problems. The stabilisers are the authors' recipe,
+    on every target as in their code (facebookresearch/adjoint_samplers, `configs/train.yaml`,
+    `configs/experiment/{dw4,lj13,lj55}_as.yaml`, `adjoint_samplers/components/term_cost.py`):
+    `loss_weighting="score"` (the `1/σ(t)²`-weighted regression loss) and `max_grad_norm_target=100`
+    (the energy gradient clipped to norm 100 per particle; per sample for targets without particles).
+    The third part of the recipe, the geometric VE noise schedule (σ_max the target's scale,
+    σ_min = 1e-3), is a property of the base and set in the hyper-parameter table.
     """
 
     importance_weights: str = field("none", one_of(IMPORTANCE_WEIGHTS))
+    loss_weighting: str = field("score", one_of(LOSS_WEIGHTINGS))
+    max_grad_norm_target: float | None = field(100.0, POSITIVE_OR_NONE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,8 +362,32 @@ class ScoreMatchingConfig(BridgeRegressionConfig):
 
 
 @dataclasses.dataclass(frozen=True)
+class TargetScoreMatchingConfig(ScoreMatchingConfig):
+    """Target Score Matching with the Adjoint Sampling recipe and the `α_t²` weighting.
+
+    The TSM target `σ(t) α_t^{-1} ∇log p*(X_1) + …` has variance `~ α_t^{-2}` as `t → 0`; the TSM
+    paper (De Bortoli et al., arXiv 2402.08667) uses the target score in the low-noise regime only
+    (`α_t ≈ 1`). `loss_weighting="score_alpha2"` (`w = α_t²/σ(t)²`) keeps the loss there and keeps AS's
+    `1/σ²` form; `max_grad_norm_target=100` is AS's energy-gradient clip (per particle, or per sample);
+    with the geometric VE schedule of the hyper-parameter table it is the AS recipe plus `α_t²`.
+    """
+
+    loss_weighting: str = field("score_alpha2", one_of(LOSS_WEIGHTINGS))
+    max_grad_norm_target: float | None = field(100.0, POSITIVE_OR_NONE)
+
+
+@dataclasses.dataclass(frozen=True)
 class NovelScoreMatchingConfig(BridgeRegressionConfig):
-    """Novel Score Matching [RECON]: importance-resampled buffer, full time range."""
+    """Novel Score Matching [RECON]: importance-resampled buffer, full time range.
+
+    Its target is Adjoint Sampling's for the Brownian base, so it takes the same recipe as its defaults:
+    `loss_weighting="score"` and the energy-gradient clip at 100 (facebookresearch/adjoint_samplers,
+    `configs/train.yaml`, `adjoint_samplers/components/term_cost.py`), with the geometric VE schedule of
+    the hyper-parameter table; the buffer's path weights are tempered to the `ess_floor`.
+    """
+
+    loss_weighting: str = field("score", one_of(LOSS_WEIGHTINGS))
+    max_grad_norm_target: float | None = field(100.0, POSITIVE_OR_NONE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,12 +417,17 @@ class BridgeRegressionInfo(NamedTuple):
         grad_norm: global norm of the loss gradient (before clipping).
         buffer_ess: normalised ESS `(Σw)²/(N Σw²)` of the buffer's path weights, in `[1/N, 1]`.
         refreshed: 1.0 when this step simulated new end points, else 0.0.
+        buffer_ess_tempered: normalised ESS of the weights the minibatch is drawn with (after the
+            `ess_floor` tempering; equal to `buffer_ess` when nothing was tempered, 1 for uniform draws).
+        temper_beta: the tempering exponent `β` of the path weights (1: untouched).
     """
 
     loss: jax.Array
     grad_norm: jax.Array
     buffer_ess: jax.Array
     refreshed: jax.Array
+    buffer_ess_tempered: jax.Array
+    temper_beta: jax.Array
 
 
 def _buffer_log_weights(buffer: BufferState) -> jax.Array:
@@ -357,27 +435,6 @@ def _buffer_log_weights(buffer: BufferState) -> jax.Array:
     log_w = buffer.data.log_w
     filled = jnp.arange(log_w.shape[0]) < buffer.size
     return jnp.where(filled & jnp.isfinite(log_w), log_w, -jnp.inf)
-
-
-def _weighted_indices(key: jax.Array, log_w: jax.Array, num: int) -> jax.Array:
-    """`num` i.i.d. indices with `P(i) ∝ exp(log_w_i)`, by inverse-CDF search.
-
-    Equivalent to `jax.random.categorical(key, log_w, shape=(num,))` but O(capacity + num log capacity)
-    instead of drawing `num × capacity` Gumbel variates (which dominated the step time).
-    """
-    top = jnp.max(log_w)
-    cdf = jnp.cumsum(jnp.exp(log_w - jnp.where(jnp.isfinite(top), top, 0.0)))
-    u = jax.random.uniform(key, (num,), cdf.dtype) * cdf[-1]
-    index = jnp.searchsorted(cdf, u, side="right")
-    # Never return a zero-weight slot (u = total after rounding): fall back to the last positive one.
-    last = jnp.max(jnp.where(log_w > -jnp.inf, jnp.arange(log_w.shape[0]), 0))
-    return jnp.minimum(index, last)
-
-
-def _normalised_ess(log_w: jax.Array, num: jax.Array) -> jax.Array:
-    top = jnp.max(log_w)
-    w = jnp.exp(log_w - jnp.where(jnp.isfinite(top), top, 0.0))
-    return jnp.sum(w) ** 2 / (jnp.maximum(num, 1) * jnp.maximum(jnp.sum(w * w), jnp.finfo(w.dtype).tiny))
 
 
 def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Method:
@@ -422,20 +479,24 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
         return buffer, Cost.zero()
 
     def draw(keys, state: LearnedState) -> Batch:
-        """Refresh the buffer when due (every `refresh_every` steps), then a minibatch of end points."""
+        """Refresh the buffer when due (every `refresh_every` steps), then a minibatch of end points
+        (by the path weights tempered to the ESS floor, or uniformly)."""
         key_refresh, key_draw = keys
         refreshed = state.step % config.refresh_every == 0
         buffer, refresh_cost = jax.lax.cond(refreshed, refresh, keep, key_refresh, state.params, state.extra)
         log_w = _buffer_log_weights(buffer)
         if config.importance_weights == "resample":
-            index = _weighted_indices(key_draw, log_w, batch_size)
+            weights = temper_to_ess(log_w, buffer.size, config.ess_floor)
+            index = weighted_indices(key_draw, weights.log_w, batch_size)
         else:
+            ess = normalised_ess(log_w, buffer.size)
+            weights = Tempered(log_w, jnp.ones((), log_w.dtype), ess, jnp.ones((), log_w.dtype))
             index = jax.random.randint(key_draw, (batch_size,), 0, jnp.maximum(buffer.size, 1))
-        data = (buffer.data.x1[index], buffer.data.grad[index], refreshed)
+        data = (buffer.data.x1[index], buffer.data.grad[index], refreshed, weights)
         return Batch(data=data, extra=buffer, cost=(refresh_cost,))
 
     def loss(params, key, data):
-        x_1, grad_1, _ = data
+        x_1, grad_1, _, _ = data
         value = regression_loss(
             control,
             params,
@@ -451,12 +512,14 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
         return value, ()
 
     def info(state, batch, loss, grad_norm, aux) -> BridgeRegressionInfo:
-        buffer, refreshed = batch.extra, batch.data[2]
+        _, _, refreshed, weights = batch.data
         return BridgeRegressionInfo(
             loss=loss,
             grad_norm=grad_norm,
-            buffer_ess=_normalised_ess(_buffer_log_weights(buffer), buffer.size),
+            buffer_ess=weights.ess,
             refreshed=refreshed.astype(jnp.float32),
+            buffer_ess_tempered=weights.ess_tempered,
+            temper_beta=weights.beta,
         )
 
     def split(key):
@@ -473,7 +536,7 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
         init_extra=init_buffer,
     )
     sample, backward = sde_sampling(problem, control, sde_config, params_of=lambda state: state.params)
-    return build_learned(training, config_optimizer(config), sample, backward)
+    return build_learned(training, config_optimizer(config), sample, backward, ema_decay=config.ema_decay)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -514,7 +577,7 @@ SPECS: tuple[MethodSpec, ...] = (
     _spec(
         "target_score_matching",
         "tsm",
-        ScoreMatchingConfig,
+        TargetScoreMatchingConfig,
         "Target Score Matching in the tilting setting: regress u on "
         "σ(t)[α_t^{-1}∇log p*(X_1) - ∇log p^base_t(X_t)], X_1 from the importance-resampled buffer, "
         "X_t from the bridge. [DERIVED] from the target "

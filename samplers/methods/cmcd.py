@@ -562,7 +562,7 @@ def _build(problem: Problem, config: CMCDConfig, loss_fn: Callable, name: str) -
         return {"control": net.init(key), "annealing": init_annealing_params(problem, config)}
 
     training = self_drawn(init_params, loss, info)
-    return build_learned(training, config_optimizer(config), sample, backward)
+    return build_learned(training, config_optimizer(config), sample, backward, ema_decay=config.ema_decay)
 
 
 def build_cmcd_kl(problem: Problem, config: CMCDConfig) -> Method:

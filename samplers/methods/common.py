@@ -20,6 +20,7 @@ from samplers.networks import ControlNet, egnn_control, mlp_control
 from samplers.problem import Problem
 
 __all__ = [
+    "EMA_DECAY",
     "NETWORKS",
     "ControlTrainingConfig",
     "batch_log_Z",
@@ -38,6 +39,11 @@ NETWORKS: dict[str, str] = {
 }
 
 
+EMA_DECAY = within(0, 1, closed="left", optional=True)
+"""The rule of every config's `ema_decay`: a decay in `[0, 1)` of the sampling parameters' moving
+average (`samplers.learned.build_learned`), or None (sample with the trained parameters)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ControlTrainingConfig(Checked):
     """The optimiser and control-network fields that Adjoint Matching, the path-space losses and CMCD
@@ -53,6 +59,8 @@ class ControlTrainingConfig(Checked):
         hidden: hidden widths of the control MLP (for `egnn`: width `hidden[0]`, `len(hidden)` layers).
         network: `"auto"` (egnn for particle systems, else mlp), `"mlp"` or `"egnn"` (`NETWORKS`).
         time_embedding_dim: number of sinusoidal time features of the network.
+        ema_decay: sample with an exponential moving average of the parameters at this decay
+            (`samplers.learned.build_learned`); None (default): with the trained parameters.
     """
 
     learning_rate: float = field(1e-3, POSITIVE)
@@ -62,6 +70,7 @@ class ControlTrainingConfig(Checked):
     hidden: tuple[int, ...] = field((64, 64), WIDTHS)
     network: str = field("auto", one_of(NETWORKS))
     time_embedding_dim: int = 32
+    ema_decay: float | None = field(None, EMA_DECAY)
 
 
 def grad_log_target_fn(problem: Problem) -> Callable[[jax.Array], jax.Array]:

@@ -42,7 +42,7 @@ from samplers.fields import (
 )
 from samplers.learned import Batch, LearnedState, Training, build_learned
 from samplers.method import Cost, Method, MethodSpec, Samples
-from samplers.methods.common import NETWORKS, build_control_network, make_optimizer
+from samplers.methods.common import EMA_DECAY, NETWORKS, build_control_network, make_optimizer
 from samplers.methods.nets_losses import (
     action_matching_loss,
     pinn_loss,
@@ -124,6 +124,8 @@ class NETSConfig(Checked):
             weights; None uses every grid point.
         max_grad_norm_target: norm clip of `∇U_1 = -∇log γ̃` in the Langevin drift, or None (see
             `Annealing`: keeps `"crooks"` exact, biases `"jarzynski"`).
+        ema_decay: sample with an exponential moving average of the parameters at this decay
+            (`samplers.learned.build_learned`); None (default): with the trained parameters.
     """
 
     learning_rate: float = field(1e-3, POSITIVE)
@@ -140,6 +142,7 @@ class NETSConfig(Checked):
     exact_div_max_dim: int = field(16, INTEGER)
     time_subsample: int | None = field(8, integer(1, optional=True))
     max_grad_norm_target: float | None = field(None, POSITIVE_OR_NONE)
+    ema_decay: float | None = field(None, EMA_DECAY)
 
     def check(self) -> None:
         if self.weights == "crooks" and not self.epsilon > 0:
@@ -301,7 +304,8 @@ def _build(
     sample, backward = _sampler(setup, config, drift_of)
     langevin = lambda params: Langevin(jnp.asarray(config.epsilon, jnp.float32))
     training = training._replace(init_extra=langevin)
-    return build_learned(training, make_optimizer(config.learning_rate, config.grad_clip), sample, backward)
+    optimizer = make_optimizer(config.learning_rate, config.grad_clip)
+    return build_learned(training, optimizer, sample, backward, ema_decay=config.ema_decay)
 
 
 def build_nets_pinn(problem: Problem, config: NETSConfig) -> Method:

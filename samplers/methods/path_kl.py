@@ -316,7 +316,8 @@ def _path_loss_method(
         grad_norm=(lambda grads: optax.tree.norm(grads["control"])) if learned_log_Z else optax.tree.norm,
     )
     sample, backward = sde_sampling(problem, net.apply, sde_config, grad_evals_per_control=per_control)
-    return build_learned(training, optimizer or config_optimizer(config), sample, backward)
+    optimizer = optimizer or config_optimizer(config)
+    return build_learned(training, optimizer, sample, backward, ema_decay=config.ema_decay)
 
 
 def build_pis(problem: Problem, config: PathKLConfig) -> Method:

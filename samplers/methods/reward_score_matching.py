@@ -107,7 +107,14 @@ from samplers.fields import NON_NEGATIVE, POSITIVE, POSITIVE_OR_NONE, WIDTHS, Ch
 from samplers.learned import Batch, LearnedState, Training, build_learned, sde_sampling
 from samplers.method import Cost, Method, MethodSpec
 from samplers.methods.adjoint_matching import select_times
-from samplers.methods.common import NETWORKS, batch_log_Z, clip_norm, config_network, config_optimizer
+from samplers.methods.common import (
+    EMA_DECAY,
+    NETWORKS,
+    batch_log_Z,
+    clip_norm,
+    config_network,
+    config_optimizer,
+)
 from samplers.problem import Problem
 from samplers.types import Control, PyTree
 
@@ -212,6 +219,8 @@ class RewardScoreMatchingConfig(Checked):
         trust_refresh: refresh `θ† ← θ` every this many steps; 0 disables the trust region.
         guidance_clip: norm clip of `Ψ` (per particle), or None.
         integrator: `samplers.sde.INTEGRATORS` of the on-policy simulation.
+        ema_decay: sample with an exponential moving average of the parameters at this decay
+            (`samplers.learned.build_learned`); None (default): with the trained parameters.
     """
 
     learning_rate: float = field(1e-3, POSITIVE)
@@ -232,6 +241,7 @@ class RewardScoreMatchingConfig(Checked):
     trust_refresh: int = field(0, integer(0))
     guidance_clip: float | None = field(None, POSITIVE_OR_NONE)
     integrator: str = field("diffrax", one_of(sde.INTEGRATORS))
+    ema_decay: float | None = field(None, EMA_DECAY)
 
     @property
     def trust_region(self) -> bool:
@@ -594,7 +604,7 @@ def build_reward_score_matching(problem: Problem, config: RewardScoreMatchingCon
     sample, backward = sde_sampling(
         problem, net.apply, dataclasses.replace(sde_config, save_trajectory=False)
     )
-    return build_learned(training, config_optimizer(config), sample, backward)
+    return build_learned(training, config_optimizer(config), sample, backward, ema_decay=config.ema_decay)
 
 
 _COST_MODEL = (

@@ -11,8 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
-from samplers.learned import Batch, LearnedState, Training, build_learned, self_drawn
+from samplers.learned import Batch, LearnedState, Training, build_learned, sampled_params, self_drawn
 from samplers.method import Cost, Samples
 
 GOAL = jnp.asarray([1.0, -2.0])
@@ -29,7 +30,7 @@ def _sample(key, state, n):
     return Samples(x, jnp.zeros((n,)), Cost.of(energy_evals=n))
 
 
-def _toy(passes=None):
+def _toy(passes=None, ema_decay=None):
     def draw(key, state):
         noise = 0.1 * jax.random.normal(key, (2,))
         return Batch(data=GOAL + noise, extra=state.extra + 1.0, cost=(Cost.of(energy_evals=3.0),))
@@ -50,7 +51,7 @@ def _toy(passes=None):
         init_extra=lambda params: jnp.zeros(()),
         passes=passes,
     )
-    return build_learned(training, optax.sgd(0.1), _sample, None)
+    return build_learned(training, optax.sgd(0.1), _sample, None, ema_decay=ema_decay)
 
 
 def test_one_update_per_step_costs_and_extra_state():
@@ -107,3 +108,43 @@ def test_adam_step_under_strict_dtype_promotion():
     with jax.numpy_dtype_promotion("strict"):
         state, loss = jax.jit(method.step)(jax.random.key(0), method.init(jax.random.key(0)))
     assert float(loss) == 5.0 and int(state.step) == 1
+
+
+def _run(method, steps):
+    state = method.init(jax.random.key(0))
+    step = jax.jit(method.step)
+    for i in range(steps):
+        state, _ = step(jax.random.key(i), state)
+    return state
+
+
+def test_ema_off_carries_nothing_and_samples_the_trained_parameters():
+    state = _run(_toy(), 5)
+    assert state.ema == () and sampled_params(state) == "trained"
+    np.testing.assert_array_equal(_toy().sample(jax.random.key(0), state, 3).x[0], state.params["x"])
+
+
+def test_ema_does_not_change_training_and_sampling_reads_the_average():
+    """Same keys: the trained parameters are bit-identical with and without the EMA; `sample` sees
+    the average; the first update follows the warm-up `d_1 = min(d, 2/11)`."""
+    plain, averaged = _run(_toy(), 30), _run(_toy(ema_decay=0.999), 30)
+    np.testing.assert_array_equal(np.asarray(plain.params["x"]), np.asarray(averaged.params["x"]))
+    assert sampled_params(averaged) == "ema"
+    x = _toy(ema_decay=0.999).sample(jax.random.key(0), averaged, 2).x
+    np.testing.assert_array_equal(np.asarray(x[0]), np.asarray(averaged.ema["x"]))
+    one = _run(_toy(ema_decay=0.999), 1)
+    expected = 0.0 - (1.0 - 2.0 / 11.0) * (0.0 - one.params["x"])  # θ̄_0 = θ_0 = 0
+    np.testing.assert_allclose(np.asarray(one.ema["x"]), np.asarray(expected), rtol=1e-6)
+
+
+def test_ema_converges_to_the_same_fixed_point():
+    """The average of SGD iterates on the noisy quadratic reaches the optimum (the mean goal), closer
+    than the last iterate's noise: the stabiliser does not move the fixed point."""
+    state = _run(_toy(ema_decay=0.99), 400)
+    np.testing.assert_allclose(np.asarray(state.ema["x"]), np.asarray(GOAL), atol=0.03)
+    assert float(jnp.linalg.norm(state.ema["x"] - GOAL)) < 0.1
+
+
+def test_ema_decay_is_checked():
+    with pytest.raises(ValueError, match="ema_decay"):
+        _toy(ema_decay=1.0)

@@ -69,9 +69,47 @@ def test_config_and_problem_errors_name_valid_choices():
         br.BridgeRegressionConfig(buffer_size=10, resample_size=20)
     with pytest.raises(ValueError, match="t_min"):
         br.BridgeRegressionConfig(t_min=0.7)
+    with pytest.raises(ValueError, match="ess_floor"):
+        br.NovelScoreMatchingConfig(ess_floor=0.0)
+    with pytest.raises(ValueError, match="ema_decay"):
+        br.AdjointSamplingConfig(ema_decay=1.0)
     vp_problem = sampling_problem(targets.get("gaussian"), VPBase(dim=2), num_steps=10)
     with pytest.raises(ValueError, match="valid base kinds"):
         samplers.get("adjoint_sampling").build(vp_problem, br.AdjointSamplingConfig())
+
+
+def test_defaults_are_the_adjoint_sampling_recipe():
+    config = samplers.get("adjoint_sampling").make_config()
+    assert config.loss_weighting == "score" and config.max_grad_norm_target == 100.0
+    assert config.importance_weights == "none" and config.ema_decay is None
+    tsm = samplers.get("target_score_matching").make_config()
+    assert tsm.loss_weighting == "score_alpha2" and tsm.max_grad_norm_target == 100.0
+    assert tsm.importance_weights == "resample" and tsm.ess_floor == 0.05
+    nsm = samplers.get("novel_score_matching").make_config()
+    assert nsm.loss_weighting == "score" and nsm.max_grad_norm_target == 100.0 and nsm.ess_floor == 0.05
+
+
+def test_energy_gradient_clip_is_inactive_on_the_gaussian_target():
+    """The recipe's clip at 100 leaves the gradient data of a Gaussian target's samples (and far
+    beyond them) bit for bit: it cannot move the fixed point there."""
+    problem = _gaussian_problem()
+    x = 4.0 * problem.target.sample(jax.random.key(3), 4096)
+    for kind in ("adjoint", "tsm", "nsm"):
+        clipped = jax.vmap(br.endpoint_gradients(problem, kind, 100.0))(x)
+        plain = jax.vmap(br.endpoint_gradients(problem, kind, None))(x)
+        np.testing.assert_array_equal(np.asarray(clipped), np.asarray(plain))
+
+
+def test_resampled_buffer_reports_its_tempering():
+    """One step of NSM on the Gaussian: Info carries the buffer ESS before and after tempering and β;
+    at the untrained (zero) control the path weights are far from uniform only if the floor binds."""
+    problem = _gaussian_problem(num_steps=8)
+    config = br.NovelScoreMatchingConfig(batch_size=8, hidden=(8,), buffer_size=64, resample_size=32)
+    method = samplers.get("novel_score_matching").build(problem, config)
+    _, info = jax.jit(method.step)(jax.random.key(0), method.init(jax.random.key(1)))
+    beta, ess, tempered = float(info.temper_beta), float(info.buffer_ess), float(info.buffer_ess_tempered)
+    assert 0.0 <= beta <= 1.0 and tempered >= min(ess, config.ess_floor) - 1e-6
+    assert (beta == 1.0) == (ess >= config.ess_floor)
 
 
 def test_clip_per_particle():
@@ -169,6 +207,8 @@ def _optimal_control(mean, covariance, bridge):
 FIXED_POINT_CASES = [
     ("adjoint", "paper", (0.0, 1.0), "linear"),
     ("adjoint", "score", (0.0, 1.0), "geometric"),  # σ varies in t: the 1/σ² weighting matters
+    ("tsm", "score_alpha2", (0.0, 1.0), "geometric"),  # α_t² tames t -> 0: the whole window
+    ("tsm", "alpha2", (0.0, 1.0), "linear"),
     ("nsm", "paper", (0.0, 1.0), "linear"),
     ("tsm", "paper", (0.05, 0.95), "linear"),
     ("csm", "paper", (0.05, 0.95), "linear"),
