@@ -43,6 +43,7 @@ import numpy as np
 import samplers
 import targets
 from benchmarks.grid import hyperparams
+from benchmarks.grid.findings import findings, info_summary
 from benchmarks.grid.records import environment, git_commit, jsonable
 from benchmarks.grid.suites import Budget, Cell, Suite
 from benchmarks.metrics import EvalContext
@@ -51,6 +52,7 @@ from benchmarks.metrics.cost import cost_metrics
 from benchmarks.metrics.weighted import evaluate_raw_and_weighted
 from samplers import parallel
 from samplers.estimators import log_Z as log_z_estimate
+from samplers.learned import sampled_params
 from samplers.method import Cost
 from samplers.train import Diverged, train
 
@@ -277,7 +279,9 @@ class Trained(NamedTuple):
     compile_time_s: float
     steps: int
     trace: list[dict[str, float]]
-    summary: dict[str, Any] | None  # {"num_compilations", "final_loss"} when training ran
+    # when training ran: num_compilations, final_loss, sampled_params ("ema" / "trained" / "none"), and
+    # the Info history's summary and findings (benchmarks.grid.findings)
+    summary: dict[str, Any] | None
     note: str | None  # why nothing was trained, when the budget left no room
     history: dict[str, np.ndarray]  # `TrainResult.history` ({} when nothing was trained)
     probe_time_s: float = 0.0  # the probe's draws and log Ẑ (monitoring; included in neither time above)
@@ -411,9 +415,13 @@ def _train(key, method, budget: Budget, probe, stop_fn, note, report, clocked=No
             {"step": int(s), **{c: float(v) for c, v in zip(columns, row, strict=True)}}
             for s, *row in zip(hist["step"], *(hist[f"eval/{c}"] for c in columns), strict=True)
         ]
+    info_history = {k: v for k, v in hist.items() if not k.startswith("eval/")}
     summary = {
         "num_compilations": int(result.num_compilations),
         "final_loss": float(np.asarray(hist["loss"])[-1]) if len(hist.get("loss", [])) else None,
+        "sampled_params": sampled_params(result.state),
+        "info": info_summary(info_history),
+        "findings": findings(info_history),
     }
     steps = int(np.asarray(hist["step"])[-1]) if len(hist.get("step", [])) else budget.train_steps
     return Trained(

@@ -36,6 +36,9 @@ def test_run_cell_returns_a_typed_record_and_the_samples_beside_it(tmp_path):
     validate_record(record)
     assert "_samples" not in record and "message" not in record
     assert record["inputs"]["target_fingerprint"] == record["target_fingerprint"]
+    # the Info history's summary and findings, and which parameters sampled
+    assert record["train"]["info"]["loss"]["last"] == 0.0 and record["train"]["findings"] == []
+    assert record["train"]["sampled_params"] in ("ema", "trained", "none")
     # a weighted sampler's sample metrics on raw draws and on draws resampled by weight
     assert "mmd2/rbf_median" in record["metrics"] and "weighted/mmd2/rbf_median" in record["metrics"]
     assert "weighted/mmd2/rbf_median/noise_floor" not in record["metrics"]

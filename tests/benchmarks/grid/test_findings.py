@@ -1,0 +1,33 @@
+"""benchmarks.grid.findings: a record says why training went wrong, from the Info history."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.grid.findings import findings, info_summary
+
+
+def _history():
+    return {
+        "step": np.array([100, 200, 300]),
+        "loss": np.array([3.0, np.nan, 1.0]),
+        "buffer_ess": np.array([0.2, 0.004, 0.0006]),
+        "temper_beta": np.array([1.0, 0.3, 0.1]),
+        "grad_norm": np.array([[1.0, 2.0]] * 3),  # not a scalar column: left out
+    }
+
+
+def test_findings_name_the_first_chunk_where_a_rule_fires():
+    found = findings(_history())
+    assert found[0].startswith("buffer ESS 0.004 < 1% of the buffer") and found[0].endswith("at step 200")
+    assert found[1].startswith("path weights tempered to β = 0.3") and found[1].endswith("at step 200")
+    assert len(found) == 2
+    assert findings({"step": np.array([100]), "buffer_ess": np.array([0.5])}) == []
+
+
+def test_info_summary_keeps_extremes_and_their_steps_over_finite_chunks():
+    summary = info_summary(_history())
+    assert "grad_norm" not in summary and "step" not in summary
+    assert summary["loss"] == {"last": 1.0, "min": 1.0, "max": 3.0, "min_step": 300, "max_step": 100}
+    assert summary["buffer_ess"]["min"] == 0.0006 and summary["buffer_ess"]["min_step"] == 300
+    assert info_summary({"step": np.array([1]), "loss": np.array([np.inf])})["loss"] == {"last": None}
