@@ -41,6 +41,7 @@ from benchmarks.grid.records import (
     section_records,
 )
 from benchmarks.metrics.accuracy import assess
+from benchmarks.reports.summary import cross_target_summary, profile_figure, summary_table
 
 __all__ = [
     "COLUMNS",
@@ -444,6 +445,9 @@ def build_leaderboard(
         finetuning = sorted(t for t, rows in by_target.items() if rows[0][1]["kind"] == "finetuning")
         for target in sampling:
             md += [_table_for(target, by_target[target]), ""]
+        cross = cross_target_summary([r for r in records if problem_kind(r) != "finetuning"])
+        if cross is not None:
+            md += [*summary_table(cross), ""]
         if finetuning:
             md += [
                 "### Reward fine-tuning tasks",
@@ -460,8 +464,12 @@ def build_leaderboard(
             from benchmarks.reports.figures import make_figures
 
             figs = make_figures(s, agg, out / "figures" / s)
+            if cross is not None:
+                figs.append(str(profile_figure(cross, out / "figures" / s / "profile.png", f"suite {s}")))
         else:
             figs = _existing_figures(out / "figures" / s, by_target)
+            if cross is not None and (out / "figures" / s / "profile.png").is_file():
+                figs.append(str(out / "figures" / s / "profile.png"))
         if figs:
             md += [
                 "Figures: " + ", ".join(f"[{Path(f).name}]({Path(f).relative_to(out)})" for f in figs),

@@ -1,0 +1,55 @@
+"""The cross-target summary: ratios to the best method per target, failures counted as the worst
+ratio, a bootstrap interval over seeds, and the performance profile."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks.reports.summary import cross_target_summary, profile_figure, summary_table
+
+
+def _rec(method, target, seed, error, status="ok"):
+    return {
+        "method": method,
+        "target": target,
+        "seed": seed,
+        "status": status,
+        "budget": {"name": "b"},
+        "metrics": {} if error is None else {"logZ/error": error},
+    }
+
+
+def _records():
+    recs = []
+    for seed in range(3):
+        recs += [_rec("a", "t1", seed, 0.1), _rec("b", "t1", seed, 0.4), _rec("c", "t1", seed, 0.2)]
+        recs += [_rec("a", "t2", seed, 2.0), _rec("b", "t2", seed, 1.0)]
+        recs.append(_rec("c", "t2", seed, None, status="diverged"))
+        recs.append(_rec("d", "t2", seed, None, status="not_applicable"))
+    return recs
+
+
+def test_ratios_failures_and_scores():
+    s = cross_target_summary(_records())
+    assert s.ratios["a"] == {"t1": 1.0, "t2": 2.0} and s.ratios["b"] == {"t1": 4.0, "t2": 1.0}
+    # c diverged on t2: ten times the worst finite ratio (4); d never ran and is not an entrant
+    assert s.fail_ratio == 40.0 and s.ratios["c"] == {"t1": 2.0, "t2": 40.0} and "d" not in s.scores
+    assert s.scores["a"][0] == pytest.approx(math.sqrt(2.0)) and s.scores["b"][0] == pytest.approx(2.0)
+    assert (s.wins["a"], s.wins["b"], s.failures["c"]) == (1, 1, 1)
+    # identical seeds: the bootstrap cannot move the score
+    assert s.scores["a"][1] == pytest.approx(s.scores["a"][0]) == pytest.approx(s.scores["a"][2])
+    lines = summary_table(s)
+    assert lines[-3].startswith("| `a` | 1.41 [1.41, 1.41] | 2 | 1 | 0 |")
+    assert lines[-1].startswith("| `c` |") and lines[-1].endswith("| 2 | 0 | 1 |")
+
+
+def test_bootstrap_interval_covers_the_seed_spread_and_one_target_gives_no_summary(tmp_path):
+    recs = _records() + [_rec("a", "t1", 3, 1.0), _rec("a", "t1", 4, 1.0)]
+    s = cross_target_summary(recs, num_bootstrap=100)
+    lo, hi = s.scores["a"][1], s.scores["a"][2]
+    assert lo < hi and lo <= s.scores["a"][0] <= hi
+    assert cross_target_summary([r for r in recs if r["target"] == "t1"]) is None
+    path = profile_figure(s, tmp_path / "profile.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
