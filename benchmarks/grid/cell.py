@@ -43,7 +43,7 @@ import numpy as np
 import samplers
 import targets
 from benchmarks.grid import hyperparams
-from benchmarks.grid.findings import findings, info_summary
+from benchmarks.grid.findings import diagnosis
 from benchmarks.grid.records import environment, git_commit, jsonable
 from benchmarks.grid.suites import Budget, Cell, Suite
 from benchmarks.metrics import EvalContext
@@ -415,13 +415,11 @@ def _train(key, method, budget: Budget, probe, stop_fn, note, report, clocked=No
             {"step": int(s), **{c: float(v) for c, v in zip(columns, row, strict=True)}}
             for s, *row in zip(hist["step"], *(hist[f"eval/{c}"] for c in columns), strict=True)
         ]
-    info_history = {k: v for k, v in hist.items() if not k.startswith("eval/")}
     summary = {
         "num_compilations": int(result.num_compilations),
         "final_loss": float(np.asarray(hist["loss"])[-1]) if len(hist.get("loss", [])) else None,
         "sampled_params": sampled_params(result.state),
-        "info": info_summary(info_history),
-        "findings": findings(info_history),
+        **diagnosis(hist),
     }
     steps = int(np.asarray(hist["step"])[-1]) if len(hist.get("step", [])) else budget.train_steps
     return Trained(
@@ -689,6 +687,7 @@ def run_cell(
         }
     except Diverged as err:
         record.status, record.message = "diverged", f"diverged at step {err.step}: {err.reason}"
+        record.train = diagnosis(err.history)  # what the completed chunks show (findings.py)
     except Exception as err:  # noqa: BLE001 - recorded; the grid goes on
         record.status, record.message = "error", f"{type(err).__name__}: {err}"
         record.traceback = traceback.format_exc(limit=8)

@@ -6,7 +6,9 @@ things derived from it (`record.train`):
 
 - `info`: per field, its last, smallest and largest chunk mean and the steps of the extremes;
 - `findings`: one sentence per rule of `RULES` that fired, with the first chunk where it did, e.g.
-  `"buffer ESS 0.062% < 1% of the buffer (path weights collapsed) at step 100"`.
+  `"buffer ESS 0.0006 < 1% of the buffer (path weights collapsed onto a few end points) at step 100"`.
+
+Both come from `diagnosis`, also for a run that diverged (from the chunks completed before it).
 
 A rule reads one `Info` field, so it applies to every method whose `Info` has that field and to no
 other; a new diagnostic is a new entry of `RULES`.
@@ -19,7 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["RULES", "Rule", "findings", "info_summary"]
+__all__ = ["RULES", "Rule", "diagnosis", "findings", "info_summary"]
 
 
 class Rule(NamedTuple):
@@ -104,3 +106,10 @@ def findings(history: Mapping[str, Any], rules: tuple[Rule, ...] = RULES) -> lis
                 out.append(rule.text.format(value=float(value)) + where)
                 break
     return out
+
+
+def diagnosis(history: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"info": info_summary, "findings": findings}` of a training history, without the probe's
+    `eval/` columns."""
+    info_history = {k: v for k, v in history.items() if not k.startswith("eval/")}
+    return {"info": info_summary(info_history), "findings": findings(info_history)}

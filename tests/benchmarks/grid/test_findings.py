@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.grid.findings import findings, info_summary
+from benchmarks.grid.findings import diagnosis, findings, info_summary
 
 
 def _history():
@@ -31,3 +31,10 @@ def test_info_summary_keeps_extremes_and_their_steps_over_finite_chunks():
     assert summary["loss"] == {"last": 1.0, "min": 1.0, "max": 3.0, "min_step": 300, "max_step": 100}
     assert summary["buffer_ess"]["min"] == 0.0006 and summary["buffer_ess"]["min_step"] == 300
     assert info_summary({"step": np.array([1]), "loss": np.array([np.inf])})["loss"] == {"last": None}
+
+
+def test_diagnosis_leaves_the_probe_out_and_takes_an_empty_history():
+    history = {**_history(), "eval/logZ_error": np.array([5.0, 1.0, 0.1])}
+    out = diagnosis(history)
+    assert "eval/logZ_error" not in out["info"] and out["findings"] == findings(_history())
+    assert diagnosis({}) == {"info": {}, "findings": []}  # a run that diverged in its first chunk

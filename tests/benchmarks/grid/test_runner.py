@@ -56,6 +56,7 @@ def test_diverged_and_error_cells_are_recorded_and_the_grid_goes_on(tmp_path):
     recs = run_suite(suite, tmp_path / "runs", progress=False, log=lambda s: None)
     status = {r["method"]: r for r in recs}
     assert status["toy_nan"]["status"] == "diverged"
+    assert {"info", "findings"} <= set(status["toy_nan"]["train"])  # what the finished chunks showed
     assert status["toy_error"]["status"] == "error"
     assert "asked to fail" in status["toy_error"]["message"]
     assert status["toy_is"]["status"] == "ok"
