@@ -152,7 +152,7 @@ def profile_figure(summary: Summary, path: str | Path, title: str = "") -> Path:
     from benchmarks.grid.records import save_figure
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    taus = np.logspace(0, math.log10(summary.fail_ratio), 400)
+    taus = np.logspace(0, math.log10(summary.fail_ratio), 400)[:-1]  # failures sit at fail_ratio
     order = sorted(summary.scores, key=lambda e: summary.scores[e][0])
     for i, entrant in enumerate(order):
         r = np.asarray(list(summary.ratios[entrant].values()))
