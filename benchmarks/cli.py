@@ -343,6 +343,48 @@ def _installed_plugins() -> list[str]:
     return [n for n in ("jax-cuda12-plugin", "jax-cuda13-plugin", "libtpu") if n in names]
 
 
+def _tune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", required=True, action="append", help="method to tune (repeatable)")
+    p.add_argument("--target", required=True, action="append", help="target to tune on (repeatable)")
+    p.add_argument("--steps", type=int, default=200, help="training steps per trial (default 200)")
+    p.add_argument("--trials", type=int, default=6, help="at most this many trials (default 6)")
+    p.add_argument("--num-eval", type=int, default=2048, help="fresh samples scoring a trial (default 2048)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="directory of the tuning files (default: the shipped one)")
+
+
+@command(
+    "tune",
+    "ground-truth-free search per method and target (ELBO on fresh samples), written to a tuning file",
+    _tune_args,
+)
+def _tune(args: argparse.Namespace) -> int:
+    import samplers
+    import targets
+    from benchmarks.grid.tune import TUNED_DIR, tune
+
+    for m in args.method:
+        samplers.get(m)  # unknown names: exit 2 with the valid ones
+    for t in args.target:
+        targets.get(t)
+    for m in args.method:
+        for t in args.target:
+            rec = tune(
+                m,
+                t,
+                steps=args.steps,
+                num_eval=args.num_eval,
+                max_trials=args.trials,
+                seed=args.seed,
+                out_dir=args.out or TUNED_DIR,
+            )
+            print(
+                f"{m} on {t}: {rec['status']}, chosen {rec['chosen']} "
+                f"({len(rec['trials'])} trials, {rec['tuning_evals']:.3g} evaluations)"
+            )
+    return 0
+
+
 def _merge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dirs", nargs="+", metavar="DIR", help="directories of records (shards, other machines)")
     p.add_argument("--out", default="results/runs", help="runs root the records go to, as <out>/<suite>/...")

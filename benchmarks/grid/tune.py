@@ -1,0 +1,209 @@
+"""`tiltbench tune`: a small declared search per (method, target) that never looks at ground truth.
+
+For a method and a target, the trials are configurations drawn from the method's declared search
+space (`benchmarks/grid/configs/search_spaces.json`: config key -> values; the product, or an
+evenly spaced subset of it when it has more than `max_trials` points, the configured defaults
+always first). Each trial builds the cell as the grid does with those overrides
+(`benchmarks.perf.cells.build_cell`), trains it for `steps` steps (a method without training runs
+as configured), draws `num_eval` fresh samples with its own key and scores
+
+    ELBO = mean_i log w_i   (<= log Z for every sampler with importance weights; higher is better),
+    reverse ESS = (Σ w)² / (N Σ w²)                  (the tie-breaker),
+
+both computable without reference samples or the true log Z. The winner has the highest ELBO; a
+trial within one standard error of it with a higher reverse ESS wins instead. A trial that
+diverges or raises is recorded and loses. Every trial's energy + gradient evaluations (training
+and scoring) are summed into `tuning_evals`, which the grid adds to the cost of a tuned cell.
+
+The result is written atomically to `benchmarks/grid/configs/tuned/<method>__<target>.json`: the
+chosen overrides, the space, every trial with its scores and cost, the seed and steps, the commit
+and the hardware; `tuned_overrides` reads it back. Unweighted samplers (NUTS, MALA) have no ELBO
+and are refused with that reason (they keep their own window adaptation).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+import samplers
+from benchmarks.grid.records import atomic_write_json, environment, git_commit
+
+__all__ = ["SEARCH_SPACES", "TUNED_DIR", "search_space", "trials_of", "tune", "tuned_file", "tuned_overrides"]
+
+SEARCH_SPACES = Path(__file__).with_name("configs") / "search_spaces.json"
+TUNED_DIR = Path(__file__).with_name("configs") / "tuned"
+
+
+def search_space(method: str, path: str | os.PathLike = SEARCH_SPACES) -> dict[str, list[Any]]:
+    """The declared search space of `method` (its own entry, else the learned default).
+
+    Raises:
+        ValueError: for a method without training and without an entry (nothing to search).
+    """
+    table = json.loads(Path(path).read_text())
+    if method in table["methods"]:
+        return dict(table["methods"][method])
+    spec = samplers.get(method)
+    if spec.train_steps is not None:
+        raise ValueError(f"{method} has no declared search space in {path} (it trains nothing)")
+    return dict(table["default_learned"])
+
+
+def trials_of(
+    space: Mapping[str, list[Any]], defaults: Mapping[str, Any], max_trials: int
+) -> list[dict[str, Any]]:
+    """The configurations to try: the defaults first, then the product of the space (evenly spaced
+    subset when larger than `max_trials`), without repeats."""
+    if max_trials < 1:
+        raise ValueError(f"max_trials must be >= 1, got {max_trials}")
+    keys = sorted(space)
+    grid = [dict(zip(keys, values, strict=True)) for values in itertools.product(*(space[k] for k in keys))]
+    first = {k: defaults[k] for k in keys if k in defaults}
+    rest = [g for g in grid if g != first]
+    if len(rest) > max_trials - 1:
+        idx = np.unique(np.linspace(0, len(rest) - 1, max(max_trials - 1, 0)).round().astype(int))
+        rest = [rest[i] for i in idx] if max_trials > 1 else []
+    return [first, *rest] if first else rest[:max_trials]
+
+
+_MISSING = object()
+
+
+def _get(config: Any, key: str) -> Any:
+    """`config.<key>`, following dots into sub-configs (`optim.learning_rate`); `_MISSING` if absent."""
+    for part in key.split("."):
+        config = getattr(config, part, _MISSING)
+        if config is _MISSING:
+            return _MISSING
+    return config
+
+
+def _score(samples) -> dict[str, float]:
+    log_w = np.asarray(samples.log_w, np.float64)
+    finite = log_w[np.isfinite(log_w)]
+    if finite.size < 2:
+        return {"elbo": -math.inf, "elbo_se": math.inf, "reverse_ess": 0.0}
+    w = np.exp(finite - finite.max())
+    return {
+        "elbo": float(np.mean(log_w)) if finite.size == log_w.size else -math.inf,
+        "elbo_se": float(np.std(finite, ddof=1) / math.sqrt(finite.size)),
+        "reverse_ess": float(w.sum() ** 2 / (log_w.size * (w**2).sum())),
+    }
+
+
+def _run_trial(
+    method: str, target: str, overrides: dict[str, Any], steps: int, num_eval: int, seed: int
+) -> dict:
+    from benchmarks.perf.cells import build_cell
+    from samplers.train import train
+
+    built = build_cell(method, target, **overrides)
+    if not built.spec.weighted:
+        raise ValueError(f"{method} draws unweighted samples: no ELBO to tune by")
+    k_train, k_eval = jax.random.split(jax.random.key(seed))
+    if built.spec.train_steps is None and steps > 0:
+        state = train(k_train, built.method, num_steps=steps, chunk_size=min(steps, 50)).state
+    else:
+        state = jax.jit(built.method.init)(k_train)
+    samples = jax.jit(built.method.sample, static_argnums=2)(k_eval, state, num_eval)
+    evals = float(state.cost.budget_evals() + samples.cost.budget_evals())
+    return {**_score(samples), "evals": evals}
+
+
+def _winner(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
+    ok = [t for t in trials if t["status"] == "ok" and math.isfinite(t["elbo"])]
+    if not ok:
+        return None
+    best = max(ok, key=lambda t: t["elbo"])
+    close = [t for t in ok if t["elbo"] >= best["elbo"] - best["elbo_se"]]
+    return max(close, key=lambda t: (t["reverse_ess"], t["elbo"]))
+
+
+def tuned_file(method: str, target: str, directory: str | os.PathLike = TUNED_DIR) -> Path:
+    return Path(directory) / f"{method}__{target}.json"
+
+
+def tune(
+    method: str,
+    target: str,
+    *,
+    steps: int = 200,
+    num_eval: int = 2048,
+    max_trials: int = 6,
+    seed: int = 0,
+    out_dir: str | os.PathLike = TUNED_DIR,
+    space: Mapping[str, list[Any]] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the search of `method` on `target` and write its tuning file (see the module docstring)."""
+    from benchmarks.perf.cells import build_cell
+
+    space = dict(space if space is not None else search_space(method))
+    base = build_cell(method, target)
+    if not base.spec.weighted:
+        raise ValueError(
+            f"{method} draws unweighted samples: no ELBO to tune by (it keeps its own adaptation)"
+        )
+    unknown = sorted(k for k in space if _get(base.config, k) is _MISSING)
+    if unknown:
+        raise ValueError(
+            f"search space of {method}: {unknown} are not fields of {type(base.config).__name__}"
+        )
+    defaults = {k: _get(base.config, k) for k in space}
+    trials = []
+    for i, overrides in enumerate(trials_of(space, defaults, max_trials)):
+        try:
+            result = {"status": "ok", **_run_trial(method, target, overrides, steps, num_eval, seed)}
+        except Exception as err:  # noqa: BLE001 - a failed trial is recorded and loses
+            result = {
+                "status": "error",
+                "message": f"{type(err).__name__}: {err}"[:300],
+                "elbo": -math.inf,
+                "elbo_se": math.inf,
+                "reverse_ess": 0.0,
+                "evals": 0.0,
+            }
+        trials.append({"overrides": overrides, **result})
+        log(
+            f"tune {method} on {target}: trial {i + 1} {overrides} -> ELBO {result['elbo']:.4g} "
+            f"± {result['elbo_se']:.2g}, reverse ESS {result['reverse_ess']:.3g} ({result['status']})"
+        )
+    best = _winner(trials)
+    record = {
+        "method": method,
+        "target": target,
+        "chosen": best["overrides"] if best is not None else {},
+        "status": "ok" if best is not None else "failed",
+        "criterion": "highest ELBO on fresh samples; within one SE, highest reverse ESS",
+        "space": space,
+        "trials": trials,
+        "tuning_evals": float(sum(t["evals"] for t in trials)),
+        "steps": steps,
+        "num_eval": num_eval,
+        "seed": seed,
+        "commit": git_commit(),
+        "hardware": environment(),
+    }
+    atomic_write_json(tuned_file(method, target, out_dir), record)
+    return record
+
+
+def tuned_overrides(method: str, target: str, directory: str | os.PathLike = TUNED_DIR) -> tuple[dict, float]:
+    """`(chosen overrides, tuning evaluations)` of a committed tuning file; `({}, 0.0)` when there is none."""
+    path = tuned_file(method, target, directory)
+    if not path.is_file():
+        return {}, 0.0
+    try:
+        record = json.loads(path.read_text())
+        return dict(record["chosen"]), float(record["tuning_evals"])
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a tuning file ({err})") from None

@@ -1,0 +1,83 @@
+"""`tiltbench tune`: the declared search, the ELBO criterion on fresh samples with the reverse-ESS
+tie-break, failed trials recorded, the tuning file written and read back, and no ground truth used."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import jax.numpy as jnp
+import pytest
+
+import targets
+from benchmarks import cli
+from benchmarks.grid.tune import _winner, search_space, trials_of, tune, tuned_overrides
+
+pytestmark = pytest.mark.usefixtures("toy_methods")
+
+
+@pytest.fixture
+def blind_target():
+    """N(0, 1.5² I) in 2-D with neither samples nor log Z: tuning can only use log_prob."""
+    name = "tune_test_gaussian"
+    targets.register_target(name, lambda x: -0.5 * jnp.sum(x**2) / 1.5**2, dim=2, overwrite=True)
+    yield name
+    targets.TARGETS.unregister(name)
+
+
+def test_the_elbo_picks_the_proposal_that_matches_the_target(blind_target, tmp_path):
+    """toy_is draws from N(0, s² I): the ELBO = log Z − KL(q‖p) is highest at s = 1.5."""
+    lines = []
+    rec = tune(
+        "toy_is",
+        blind_target,
+        steps=1,
+        num_eval=4096,
+        space={"scale": [0.5, 1.5, 4.0]},
+        out_dir=tmp_path,
+        log=lines.append,
+    )
+    assert rec["status"] == "ok" and rec["chosen"] == {"scale": 1.5}
+    assert [t["overrides"] for t in rec["trials"]] == [
+        {"scale": 2.0},
+        {"scale": 0.5},
+        {"scale": 1.5},
+        {"scale": 4.0},
+    ]  # the configured value first
+    assert rec["tuning_evals"] == 4 * 4096 and len(lines) == 4
+    assert tuned_overrides("toy_is", blind_target, tmp_path) == ({"scale": 1.5}, 4 * 4096.0)
+    assert tuned_overrides("toy_is", "gmm9", tmp_path) == ({}, 0.0)
+    written = json.loads((tmp_path / f"toy_is__{blind_target}.json").read_text())
+    assert {"space", "trials", "commit", "hardware", "criterion", "seed", "steps"} <= set(written)
+
+
+def test_failed_trials_lose_and_ties_go_to_the_higher_ess(blind_target, tmp_path):
+    rec = tune(
+        "toy_is",
+        blind_target,
+        steps=1,
+        num_eval=256,
+        space={"inject_nan": [False, True]},
+        out_dir=tmp_path,
+        log=lambda s: None,
+    )
+    assert rec["chosen"] == {"inject_nan": False}
+    trials = [
+        {"overrides": {"a": 1}, "status": "ok", "elbo": 1.0, "elbo_se": 0.5, "reverse_ess": 0.2},
+        {"overrides": {"a": 2}, "status": "ok", "elbo": 0.8, "elbo_se": 0.1, "reverse_ess": 0.9},
+        {"overrides": {"a": 3}, "status": "ok", "elbo": 0.1, "elbo_se": 0.1, "reverse_ess": 1.0},
+        {"overrides": {"a": 4}, "status": "error", "elbo": -math.inf, "elbo_se": math.inf, "reverse_ess": 0},
+    ]
+    assert _winner(trials)["overrides"] == {"a": 2}  # within one SE of the best ELBO, higher ESS
+    assert _winner(trials[3:]) is None
+
+
+def test_search_spaces_and_bad_input(blind_target, capsys):
+    assert set(search_space("pis")) == {"learning_rate"} and "num_mcmc_steps" in search_space("smc")
+    with pytest.raises(ValueError, match="has no declared search space"):
+        search_space("nuts")
+    assert trials_of({"x": [1, 2, 3, 4, 5]}, {"x": 3}, 3) == [{"x": 3}, {"x": 1}, {"x": 5}]
+    with pytest.raises(ValueError, match="not fields of ToyConfig"):
+        tune("toy_is", blind_target, space={"no_such": [1]}, log=lambda s: None)
+    assert cli.main(["tune", "--method", "no_such_method", "--target", blind_target]) == 2
+    assert "no_such_method" in capsys.readouterr().err
