@@ -397,7 +397,18 @@ def _probe_times(probe: Callable | None) -> tuple[float, float]:
 
 def _train(key, method, budget: Budget, probe, stop_fn, note, report, clocked=None) -> Trained:
     """`samplers.train.train` over the budget's steps and chunks; the probe's points (when its
-    values are the cell probe's) become the trace; `clocked` is the probe whose time is reported."""
+    values are the cell probe's) become the trace; `clocked` is the probe whose time is reported.
+    With `budget.max_train_s`, training also stops at the first chunk boundary past that wall time."""
+    capped = {"hit": False}
+    if budget.max_train_s is not None:
+        started, inner, cap = time.perf_counter(), stop_fn, budget.max_train_s
+
+        def stop_fn(state) -> bool:
+            if inner is not None and inner(state):
+                return True
+            capped["hit"] = time.perf_counter() - started > cap
+            return capped["hit"]
+
     result = train(
         key,
         method,
@@ -408,6 +419,10 @@ def _train(key, method, budget: Budget, probe, stop_fn, note, report, clocked=No
         on_chunk=report,
     )
     hist = result.history
+    if capped["hit"]:
+        steps_done = int(np.asarray(hist["step"])[-1]) if len(hist.get("step", [])) else 0
+        cap_note = f"training stopped at the wall cap of {budget.max_train_s:g} s after {steps_done} steps"
+        note = f"{note}; {cap_note}" if note else cap_note
     points: list[dict[str, float]] = []
     if probe is not None and "eval/evals" in hist:
         columns = ("evals", "evals_sample", "logZ", "logZ_error")
@@ -551,6 +566,10 @@ def run_cell(
     """Run one cell through the pipeline of the module docstring (nothing is written here);
     `progress` hears each stage and each training chunk."""
     budget = suite.budget(cell.budget)
+    # this target's training wall cap (a budget may give one per target)
+    budget = dataclasses.replace(
+        budget, max_train_s=budget.train_cap_for(cell.target), max_train_s_per_target=()
+    )
     record = CellRecord(
         suite=suite.name,
         method=cell.method,

@@ -8,9 +8,11 @@ are any, else all, flagged):
     fixed seconds per cell    = wall_time_s - time/train_s          (median: compilation, probe,
                                 sampling, reference sets, metrics; itemised in a record's `time`)
 
-A cell to run is projected as `fixed + train_steps × seconds per step` with the budget's step cap
-(a budget in evaluations can stop training earlier, so such a projection is an upper estimate);
-a method without training steps (MCMC, SMC, AIS) is projected by its median wall time. Cells whose
+A cell to run is projected as `fixed + min(steps × seconds per step, wall cap)`, with `steps` the
+budget's step cap or, under an evaluation budget, the steps it affords at the measured evaluations
+per step (energy + gradient evaluations of training / steps), whichever is smaller; a method
+without training steps (MCMC, SMC, AIS) is projected by its median wall time (at the configuration
+it ran; under an evaluation budget it scales its work to the budget, so this can be low). Cells whose
 (method, target) has no record are listed as unmeasured, not guessed. A cell counts as done when its
 record exists (the run itself also re-runs cells whose inputs changed; see `runner.plan_cells`).
 """
@@ -34,6 +36,7 @@ class Rate(NamedTuple):
     """Measured cost of one (method, target): median seconds per step, fixed seconds per cell."""
 
     seconds_per_step: float
+    evals_per_step: float
     fixed_s: float
     wall_s: float
     records: int
@@ -79,7 +82,7 @@ class SuiteEstimate(NamedTuple):
 
 def measured_rates(runs_root: str | os.PathLike, backend: str | None = None) -> dict[tuple[str, str], Rate]:
     """Median per-step and fixed seconds per (method, target) from the `ok` records under `runs_root`."""
-    samples: dict[tuple[str, str], list[tuple[bool, float, float, float]]] = defaultdict(list)
+    samples: dict[tuple[str, str], list[tuple[bool, float, float, float, float]]] = defaultdict(list)
     for rec in iter_records(runs_root, on_bad=lambda err: None):  # `tiltbench doctor` lists bad ones
         metrics = rec.get("metrics", {})
         if rec.get("status") != "ok" or "time/train_s" not in metrics:
@@ -87,9 +90,10 @@ def measured_rates(runs_root: str | os.PathLike, backend: str | None = None) -> 
         train_s, steps = float(metrics["time/train_s"]), float(metrics.get("cost/train_steps", 0.0))
         wall = float(rec.get("wall_time_s", 0.0))
         same = backend is None or rec.get("hardware", {}).get("backend") == backend
-        samples[(rec["method"], rec["target"])].append(
-            (same, train_s / steps if steps else 0.0, wall - train_s, wall)
-        )
+        train_cost = rec.get("cost_train") or {}
+        evals = float(train_cost.get("energy_evals", 0.0)) + float(train_cost.get("grad_evals", 0.0))
+        per_step = (train_s / steps, evals / steps) if steps else (0.0, 0.0)
+        samples[(rec["method"], rec["target"])].append((same, *per_step, wall - train_s, wall))
     rates = {}
     for key, rows in samples.items():
         same = [r for r in rows if r[0]]
@@ -98,10 +102,22 @@ def measured_rates(runs_root: str | os.PathLike, backend: str | None = None) -> 
             statistics.median(r[1] for r in use),
             statistics.median(r[2] for r in use),
             statistics.median(r[3] for r in use),
+            statistics.median(r[4] for r in use),
             len(use),
             not same,
         )
     return rates
+
+
+def _projected(rate: Rate, budget: Any, target: str) -> float:
+    """fixed + min(steps × s/step, wall cap), steps capped by the evaluation budget (module docstring)."""
+    steps = float(budget.train_steps)
+    max_evals = budget.evals_for(target)
+    if max_evals is not None and rate.evals_per_step > 0:
+        steps = min(steps, max_evals / rate.evals_per_step)
+    train_s = steps * rate.seconds_per_step
+    cap = budget.train_cap_for(target)
+    return rate.fixed_s + (min(train_s, cap) if cap is not None else train_s)
 
 
 def estimate_suite(
@@ -129,10 +145,7 @@ def estimate_suite(
             continue
         trains = samplers.get(method).train_steps is None
         per_cell = [
-            rate.fixed_s + suite.budget(c.budget).train_steps * rate.seconds_per_step
-            if trains
-            else rate.wall_s
-            for c in group
+            _projected(rate, suite.budget(c.budget), target) if trains else rate.wall_s for c in group
         ]
         projected += sum(per_cell)
         rows.append(

@@ -13,7 +13,9 @@ Suite file schema (all keys required unless marked optional):
     targets       list of target names
     seeds         list of ints
     budgets       {budget_name: {train_steps: int, chunk_size: int,
-                                 max_evals (optional): the equal-budget axis, see below}}
+                                 max_evals (optional): the equal-budget axis, see below,
+                                 max_train_s (optional): wall cap of a cell's training, seconds,
+                                   in the same forms as max_evals}}
     eval          {num_samples: int}  (samples drawn for every metric; also the reference size)
     exclude       (optional) list of [method, target] pairs or [method, target, budget] triples;
                   "*" matches anything (e.g. ["pis", "*", "low"]: no `pis` cell at budget `low`)
@@ -28,6 +30,11 @@ at the last chunk boundary before the predicted total (training so far + the cos
 sampling) would exceed it (`train_steps` stays a cap); MCMC / SMC / AIS scale their work to it
 with the per-baseline rule `MethodSpec.plan_budget` (`samplers/baselines/budget.py`). The
 record states the budget and the evaluations actually spent.
+
+Wall cap (`max_train_s`). A learned sampler's training also stops at the first chunk boundary after
+`max_train_s` seconds of training wall time (compilation included), so that a suite's total time is
+bounded on slow hardware; the record says when the cap stopped it. The evaluation budget stays the
+comparison axis: a capped cell has spent less than its budget, and its record shows how much.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from benchmarks.grid.records import is_safe_name
 __all__ = ["Budget", "Cell", "Suite", "load_suite", "suite_names"]
 
 _SUITE_KEYS = {"name", "description", "methods", "targets", "seeds", "budgets", "eval", "exclude"}
-_BUDGET_KEYS = {"train_steps", "chunk_size", "max_evals"}
+_BUDGET_KEYS = {"train_steps", "chunk_size", "max_evals", "max_train_s"}
 _EVAL_KEYS = {"num_samples"}
 
 
@@ -60,6 +67,9 @@ class Budget:
             for every target not in `max_evals_per_target` (module docstring).
         max_evals_per_target: `((target, budget), ...)`, per-target budgets that override
             `max_evals`.
+        max_train_s: optional wall cap of a learned sampler's training, seconds (module docstring),
+            for every target not in `max_train_s_per_target`.
+        max_train_s_per_target: `((target, seconds), ...)`, per-target caps.
     """
 
     name: str
@@ -67,6 +77,8 @@ class Budget:
     chunk_size: int
     max_evals: float | None = None
     max_evals_per_target: tuple[tuple[str, float], ...] = ()
+    max_train_s: float | None = None
+    max_train_s_per_target: tuple[tuple[str, float], ...] = ()
 
     def evals_for(self, target: str) -> float | None:
         """The evaluation budget of `target` under this budget (None: no cap)."""
@@ -79,7 +91,12 @@ class Budget:
             "train_steps": self.train_steps,
             "chunk_size": self.chunk_size,
             "max_evals": self.evals_for(target),
+            **({"max_train_s": cap} if (cap := self.train_cap_for(target)) is not None else {}),
         }
+
+    def train_cap_for(self, target: str) -> float | None:
+        """The training wall cap of `target` under this budget, seconds (None: no cap)."""
+        return dict(self.max_train_s_per_target).get(target, self.max_train_s)
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -159,33 +176,33 @@ def _positive_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
-def _parse_max_evals(
-    raw: Any, suite_targets: list[str], where: str
+def _parse_per_target(
+    raw: Any, suite_targets: list[str], where: str, key: str = "max_evals"
 ) -> tuple[float | None, tuple[tuple[str, float], ...]]:
-    """`max_evals` -> (default budget, per-target budgets); see the module docstring."""
+    """`max_evals` (or `max_train_s`) -> (default, per-target values); see the module docstring."""
     if raw is None:
         return None, ()
     if not isinstance(raw, dict):
         _require(
             _positive_number(raw),
             where,
-            f"max_evals must be a positive number, null, or an object {{target: number}}; got {raw!r}",
+            f"{key} must be a positive number, null, or an object {{target: number}}; got {raw!r}",
         )
         return float(raw), ()
     unknown = sorted(set(raw) - set(suite_targets) - {"*"})
     _require(
         not unknown,
         where,
-        f"max_evals names target(s) {unknown} that are not in the suite; valid keys: "
+        f"{key} names target(s) {unknown} that are not in the suite; valid keys: "
         f"{sorted(suite_targets)} and '*' (every other target)",
     )
     bad = sorted(k for k, v in raw.items() if not _positive_number(v))
-    _require(not bad, where, f"max_evals of {bad} must be positive numbers")
+    _require(not bad, where, f"{key} of {bad} must be positive numbers")
     missing = sorted(set(suite_targets) - set(raw))
     _require(
         "*" in raw or not missing,
         where,
-        f"max_evals has no budget for target(s) {missing}; name them or add a '*' default",
+        f"{key} has no value for target(s) {missing}; name them or add a '*' default",
     )
     default = float(raw["*"]) if "*" in raw else None
     return default, tuple(sorted((t, float(v)) for t, v in raw.items() if t != "*"))
@@ -270,8 +287,13 @@ def load_suite(name_or_path: str) -> Suite:
             where,
             f"budget {bname!r}: chunk_size must be an integer >= 1",
         )
-        default, per_target = _parse_max_evals(b.get("max_evals"), tlist, f"{where} budget {bname!r}")
-        budgets.append(Budget(bname, b["train_steps"], b["chunk_size"], default, per_target))
+        default, per_target = _parse_per_target(b.get("max_evals"), tlist, f"{where} budget {bname!r}")
+        cap, cap_per_target = _parse_per_target(
+            b.get("max_train_s"), tlist, f"{where} budget {bname!r}", key="max_train_s"
+        )
+        budgets.append(
+            Budget(bname, b["train_steps"], b["chunk_size"], default, per_target, cap, cap_per_target)
+        )
     _check_keys(raw["eval"], _EVAL_KEYS, f"{where} eval")
     num_samples = raw["eval"]["num_samples"]
     _require(

@@ -85,3 +85,18 @@ def test_a_monitor_replaces_the_probe_and_the_budget_stop():
     assert trained.history["step"].tolist() == [4, 8] and trained.history["eval/n"].tolist() == [1, 2]
     with pytest.raises(ValueError, match="monitor replaces the budget stop"):
         train_cell(key, method, resolved.problem, Budget("b", 8, 4), key, monitor=monitor, max_evals=1e3)
+
+
+def test_a_wall_cap_stops_training_at_a_chunk_boundary_and_says_so(tmp_path):
+    path = toy_method.write_suite(  # a per-target cap, as max_evals takes it
+        tmp_path, budgets={"b": {"train_steps": 5, "chunk_size": 1, "max_train_s": {"gaussian": 1e-9}}}
+    )
+    record = run_cell(Cell("toy_is", "gaussian", "b", 0), load_suite(str(path))).record
+    assert record.status == "ok" and record.metrics["cost/train_steps"] == 1
+    assert record.budget_plan == {"note": "training stopped at the wall cap of 1e-09 s after 1 steps"}
+    assert record.budget["max_train_s"] == 1e-9
+    bad = toy_method.write_suite(
+        tmp_path, name="bad", budgets={"b": {"train_steps": 5, "chunk_size": 1, "max_train_s": -1}}
+    )
+    with pytest.raises(ValueError, match="max_train_s must be a positive number"):
+        load_suite(str(bad))
