@@ -264,10 +264,9 @@ def adjoint_sampling_step(problem, config) -> Callable:
         k = jnp.clip(jnp.searchsorted(ts, t, side="right", method="compare_all") - 1, 0, sigmas.shape[0] - 1)
         sigma = sigmas[k]
         nu = marginal_vars[k] + sigma**2 * (t - ts[k])
-        alpha = nu / marginal_vars[-1]
-        x_t = alpha[:, None] * x_1 + jnp.sqrt(nu * (1.0 - alpha))[:, None] * jax.random.normal(
-            key_x, x_1.shape
-        )
+        alpha = jnp.minimum(nu / marginal_vars[-1], 1.0)  # float32 rounding near t = 1 (geometric σ)
+        bridge_std = jnp.sqrt(jnp.maximum(nu * (1.0 - alpha), 0.0))
+        x_t = alpha[:, None] * x_1 + bridge_std[:, None] * jax.random.normal(key_x, x_1.shape)
         y = sigma[:, None] * grad_1
         weight = 1.0 / sigma**2 if config.loss_weighting == "score" else jnp.ones_like(sigma)
 
