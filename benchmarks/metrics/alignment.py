@@ -38,6 +38,7 @@ from samplers import parallel
 from samplers.parallel import shard_batch
 
 __all__ = [
+    "BRUTE_FORCE_MAX",
     "FRAMES",
     "aligned_distance",
     "aligned_distance_matrix",
@@ -113,18 +114,50 @@ def linear_sum_assignment(cost: jax.Array) -> jax.Array:
     return jnp.zeros(n, jnp.int32).at[p[1:] - 1].set(jnp.arange(n, dtype=jnp.int32))
 
 
+def _polar_2x2(h: jax.Array) -> jax.Array:
+    """The orthogonal polar factor `U Vᵀ` of a 2×2 `h = U S Vᵀ`, in closed form (no SVD).
+
+    `Q = (h + s·cof(h)) / sqrt(|det(h + s·cof(h))|)` with `s = sign(det h)` and
+    `cof([[a, b], [c, d]]) = [[d, −c], [−b, a]]`: a rotation when `det h > 0`, a reflection when
+    `det h < 0` (the O(2) optimum); for a singular `h` either is optimal and the sign taken is +."""
+    (a, b), (c, d) = h[0], h[1]
+    s = jnp.where(a * d - b * c < 0, -1.0, 1.0).astype(h.dtype)
+    m = jnp.stack([jnp.stack([a + s * d, b - s * c]), jnp.stack([c - s * b, d + s * a])])
+    norm = jnp.sqrt(jnp.abs(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]))
+    return jnp.where(norm > 0, m / jnp.where(norm > 0, norm, 1.0), jnp.eye(2, dtype=h.dtype))
+
+
 def kabsch_distance(x: jax.Array, y: jax.Array) -> jax.Array:
-    """`min_{R ∈ O(D)} ‖x − y R‖_F` for centred `(n, D)` point sets (no reflection correction)."""
+    """`min_{R ∈ O(D)} ‖x − y R‖_F` for centred `(n, D)` point sets (no reflection correction).
+
+    `R = U Vᵀ` from the SVD `yᵀx = U S Vᵀ`; in 2-D the same factor in closed form (`_polar_2x2`)."""
     h = y.T @ x
-    u, _, vt = jnp.linalg.svd(h)
-    diff = x - y @ (u @ vt)
+    if h.shape == (2, 2):
+        r = _polar_2x2(h)
+    else:
+        u, _, vt = jnp.linalg.svd(h)
+        r = u @ vt
+    diff = x - y @ r
     return jnp.sqrt(jnp.sum(diff * diff))
 
 
+BRUTE_FORCE_MAX = 5  # up to 5! = 120 permutations, enumerating them beats the Hungarian loops
+
+
 def _match(x: jax.Array, y: jax.Array) -> jax.Array:
-    """Permutation minimising `Σ_a ‖x_a − y_π(a)‖` (Euclidean, as `cdist` + Hungarian in the peers)."""
+    """Permutation minimising `Σ_a ‖x_a − y_π(a)‖` (Euclidean, as `cdist` + Hungarian in the peers).
+
+    Exact either way: up to `BRUTE_FORCE_MAX` particles (DW4) every permutation's cost is computed
+    at once and the smallest taken (the first on a tie, where the Hungarian may pick another
+    minimiser of the same cost); above it, the Hungarian `linear_sum_assignment`."""
     diff = x[:, None, :] - y[None, :, :]
-    return linear_sum_assignment(jnp.sqrt(jnp.sum(diff * diff, -1)))
+    cost = jnp.sqrt(jnp.sum(diff * diff, -1))
+    n = cost.shape[0]
+    if n > BRUTE_FORCE_MAX:
+        return linear_sum_assignment(cost)
+    perms = jnp.asarray(list(itertools.permutations(range(n))), jnp.int32)  # (n!, n), static
+    totals = jnp.sum(cost[jnp.arange(n), perms], axis=-1)
+    return perms[jnp.argmin(totals)]
 
 
 def _principal_frame(x: jax.Array) -> jax.Array:

@@ -90,8 +90,10 @@ def test_eq_w2_invariances():
     assert particles.eq_w2_squared(x, rotated, spec, frames="pca") == pytest.approx(0.0, abs=1e-8)
     # the peers' matching on unaligned coordinates is NOT rotation invariant (documented)
     assert particles.eq_w2_squared(x, rotated, spec) > 0.01
-    assert particles.eq_w2_squared(x, x[::-1] * 1.3, spec, frames="pca") <= \
-        particles.eq_w2_squared(x, x[::-1] * 1.3, spec) + 1e-6
+    assert (
+        particles.eq_w2_squared(x, x[::-1] * 1.3, spec, frames="pca")
+        <= particles.eq_w2_squared(x, x[::-1] * 1.3, spec) + 1e-6
+    )
 
 
 # -- distances and energies --------------------------------------------------------------------------
@@ -125,8 +127,9 @@ def test_particle_metrics_through_evaluate(dw4_context):
     assert np.isnan(particles.pooled_distances(dw4_context.target.particles, x_nan)[:6]).all()
     energies = particles.energies(dw4_context.target, dw4_context.x)
     assert energies.dtype == np.float64
-    np.testing.assert_allclose(energies, -np.asarray(jax.vmap(dw4_context.target.log_prob)(dw4_context.x)),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        energies, -np.asarray(jax.vmap(dw4_context.target.log_prob)(dw4_context.x)), rtol=1e-5
+    )
     _, skipped = metrics.evaluate(dw4_context._replace(reference2=None), names=["eq_w2"])
     assert "noise floor" in skipped["eq_w2"]
 
@@ -142,3 +145,28 @@ def test_exploded_samples_dominate_energy_w2_but_not_its_clipped_variant(dw4_con
     assert values["energy/nonfinite_fraction"] == pytest.approx(1 / 8)
     assert np.isfinite(values["energy_w2_clipped"])
     assert values["energy_w2_clipped"] < base["energy_w2_clipped"] + values["energy/clip_value"] / 2
+
+
+@pytest.mark.parametrize("n", [3, 4, 5])
+def test_small_systems_match_by_enumeration_with_the_hungarian_optimum(n):
+    """Up to BRUTE_FORCE_MAX particles the matching enumerates the permutations: same optimal cost."""
+    rng = np.random.default_rng(n)
+    x, y = rng.normal(size=(64, n, 2)), rng.normal(size=(64, n, 2))
+    got = jax.vmap(alignment._match)(jnp.asarray(x), jnp.asarray(y))
+    cost = np.linalg.norm(x[:, :, None] - y[:, None], axis=-1)
+    for c, perm in zip(cost, np.asarray(got), strict=True):
+        rows, cols = scipy_lsa(c)
+        assert c[np.arange(n), perm].sum() == pytest.approx(c[rows, cols].sum(), rel=1e-5)
+
+
+def test_the_2d_polar_factor_is_the_svd_one_for_rotations_reflections_and_singular_matrices():
+    rng = np.random.default_rng(3)
+    hs = [rng.normal(size=(2, 2)) for _ in range(50)] + [np.array([[1.0, 2.0], [2.0, 4.0]]), np.zeros((2, 2))]
+    for h in hs:
+        q = np.asarray(alignment._polar_2x2(jnp.asarray(h, jnp.float32)))
+        np.testing.assert_allclose(q @ q.T, np.eye(2), atol=1e-5)
+        u, _, vt = np.linalg.svd(h)
+        # the same optimum: tr(Qᵀh) is the nuclear norm (the value Kabsch maximises)
+        assert np.trace(q.T @ h) == pytest.approx(np.linalg.svd(h, compute_uv=False).sum(), abs=1e-5)
+        if abs(np.linalg.det(h)) > 1e-3:
+            np.testing.assert_allclose(q, u @ vt, atol=1e-4)
