@@ -16,11 +16,13 @@ the method actually simulates; every estimator in `samplers.estimators` consumes
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from samplers.fields import configure, merge
 
 __all__ = ["Cost", "Method", "MethodSpec", "Samples"]
 
@@ -163,12 +165,14 @@ class MethodSpec:
             )
         return None
 
-    def make_config(self, **overrides: Any) -> Any:
-        """The config with `overrides`; unknown keys raise with the list of valid fields."""
-        valid = {f.name for f in dataclasses.fields(self.config_cls)}
-        unknown = sorted(set(overrides) - valid)
-        if unknown:
-            raise ValueError(
-                f"method {self.name!r}: unknown config field(s) {unknown}; valid fields: {sorted(valid)}"
-            )
-        return self.config_cls(**overrides)
+    def make_config(self, overrides: Mapping[str, Any] | None = None, /, **fields: Any) -> Any:
+        """The config with `overrides` (a mapping) and keyword `fields` (which win) replacing defaults.
+
+        Keys of a sub-config are dotted (`{"optim.learning_rate": 1e-2}`) or nested
+        (`optim={"learning_rate": 1e-2}`); a nested mapping replaces only the fields it names. An
+        unknown key raises with the valid dotted names (and the new name of a field that moved into a
+        sub-config); an ill-typed value raises naming the field and its requirement
+        (`samplers.fields.configure`).
+        """
+        merged = merge(overrides or {}, fields)
+        return configure(self.config_cls, merged, who=f"method {self.name!r}")

@@ -55,6 +55,7 @@ import jax.numpy as jnp
 from jax.lax import stop_gradient as sg
 
 from samplers.base_processes import gaussian_log_prob
+from samplers.fields import Checked, Rule, field, integer, one_of
 from samplers.method import Cost
 from samplers.parallel import shard_batch
 from samplers.problem import Problem
@@ -80,6 +81,7 @@ __all__ = [
     "WEIGHT_FORMS",
     "PathOutput",
     "SDEConfig",
+    "USER_SDE",
     "GridBrownianPath",
     "brownian_path",
     "evaluation_functions",
@@ -106,8 +108,8 @@ WEIGHT_FORMS: dict[str, str] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class SDEConfig:
-    """Options of the integrators.
+class SDEConfig(Checked):
+    """Options of the integrators (a learned method's `sde` sub-config).
 
     Attributes:
         integrator: `"diffrax"` (default) or `"scan"` (the hand-written reference); see `INTEGRATORS`.
@@ -121,27 +123,24 @@ class SDEConfig:
         weights: path-weight form, one of `WEIGHT_FORMS`.
         checkpoints: checkpoints of `diffrax.RecursiveCheckpointAdjoint` for reverse-mode gradients;
             None stores every step (no recomputation; memory `K·n·dim`).
+
+    In a method config only `integrator`, `weights` and `checkpoints` are the user's (`USER_SDE`): the
+    method sets `detach` and the `save_*` outputs its loss needs.
     """
 
-    integrator: str = "diffrax"
+    integrator: str = field("diffrax", one_of(INTEGRATOR_NAMES))
     save_trajectory: bool = False
     save_noise: bool = False
     save_controls: bool = False
-    detach: str = "none"
-    weights: str = "auto"
-    checkpoints: int | None = None
+    detach: str = field("none", one_of(DETACH_MODES))
+    weights: str = field("auto", one_of(WEIGHT_FORMS))
+    checkpoints: int | None = field(None, integer(1, optional=True))
 
-    def __post_init__(self):
-        if self.integrator not in INTEGRATOR_NAMES:
-            raise ValueError(
-                f"unknown integrator {self.integrator!r}; valid choices: {list(INTEGRATOR_NAMES)}"
-            )
-        if self.detach not in DETACH_MODES:
-            raise ValueError(f"unknown detach mode {self.detach!r}; valid choices: {sorted(DETACH_MODES)}")
-        if self.weights not in WEIGHT_FORMS:
-            raise ValueError(f"unknown weight form {self.weights!r}; valid choices: {sorted(WEIGHT_FORMS)}")
-        if self.checkpoints is not None and (not isinstance(self.checkpoints, int) or self.checkpoints < 1):
-            raise ValueError(f"checkpoints must be a positive integer or None, got {self.checkpoints!r}")
+
+USER_SDE = Rule(
+    lambda c: (c.detach, c.save_trajectory, c.save_noise, c.save_controls) == ("none", False, False, False),
+    "sets only integrator, weights and checkpoints (the method sets detach and save_*)",
+)
 
 
 class PathOutput(NamedTuple):

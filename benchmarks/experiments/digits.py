@@ -71,23 +71,14 @@ __all__ = [
 DEFAULT_METHODS = ("adjoint_matching", "reward_score_matching", "log_variance")
 """Methods run by default; a name that is not registered (yet) is reported as skipped."""
 
+_SHARED = {"batch_size": 64, "network": {"hidden": (256, 256)}, "optim": {"learning_rate": 1e-3}}
 METHOD_CONFIGS: dict[str, dict[str, Any]] = {
     # The same control network for every method (64-D images need more width than the 2-D default);
     # no grad-log-target feature, so every method sees the reward only through its loss.
-    "adjoint_matching": {"batch_size": 64, "hidden": (256, 256), "learning_rate": 1e-3, "time_subsample": 10},
-    "reward_score_matching": {"batch_size": 64, "hidden": (256, 256), "learning_rate": 1e-3},
-    "log_variance": {
-        "batch_size": 64,
-        "hidden": (256, 256),
-        "learning_rate": 1e-3,
-        "grad_log_target_feature": False,
-    },
-    "trajectory_balance": {
-        "batch_size": 64,
-        "hidden": (256, 256),
-        "learning_rate": 1e-3,
-        "grad_log_target_feature": False,
-    },
+    "adjoint_matching": {**_SHARED, "time_subsample": 10},
+    "reward_score_matching": _SHARED,
+    "log_variance": {**_SHARED, "grad_log_target_feature": False},
+    "trajectory_balance": {**_SHARED, "grad_log_target_feature": False},
 }
 """Per-method config overrides of this experiment (chosen from short pilot runs on the base, before
 looking at any fine-tuned metric); fields a method's config does not have are dropped."""

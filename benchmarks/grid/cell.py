@@ -52,6 +52,7 @@ from benchmarks.metrics.cost import cost_metrics
 from benchmarks.metrics.weighted import evaluate_raw_and_weighted
 from samplers import parallel
 from samplers.estimators import log_Z as log_z_estimate
+from samplers.fields import merge
 from samplers.learned import sampled_params
 from samplers.method import Cost
 from samplers.train import Diverged, train
@@ -94,14 +95,14 @@ class Resolved(NamedTuple):
 
 
 def resolve_cell(method: str, target: str, **config_overrides: Any) -> Resolved:
-    """Resolve `(method, target)` as the grid runs it; `config_overrides` replace config fields."""
+    """Resolve `(method, target)` as the grid runs it; `config_overrides` replace config fields over
+    the table's settings (sub-config fields dotted, `**{"optim.learning_rate": 1e-2}`, or nested,
+    `optim={"learning_rate": 1e-2}`; `MethodSpec.make_config`)."""
     spec = samplers.get(method)
     tgt = targets.get(target)
     settings = hyperparams.resolve(method, target)
     problem = hyperparams.build_problem(tgt, settings.problem)
-    config = spec.make_config(**settings.method)
-    if config_overrides:
-        config = dataclasses.replace(config, **config_overrides)
+    config = spec.make_config(merge(settings.method, config_overrides))
     return Resolved(spec, tgt, settings, problem, config)
 
 

@@ -6,6 +6,9 @@ target files, never inside method modules). Resolution order:
     problem: problem.default <- problem.targets[target] <- problem.methods[method] <- problem.pairs["m/t"]
     method:  the config's own defaults <- methods[method]["default"] <- methods[method][target]
 
+Method settings nest by sub-config (`{"optim": {"learning_rate": 3e-3}}`, or the dotted key
+`"optim.learning_rate"`); each layer replaces only the fields it names (`samplers.fields.merge`).
+
 A method value `"$sigma"` (any problem key after `$`) takes the resolved problem setting, so a
 baseline's initial scale follows the per-target base scale without repeating numbers.
 
@@ -29,6 +32,7 @@ from samplers.base_processes import (
     MemorylessFlowBase,
     VPBase,
 )
+from samplers.fields import merge
 from samplers.problem import Problem, finetuning_problem, sampling_problem
 
 __all__ = ["Resolved", "build_finetuning_problem", "build_problem", "load_table", "resolve"]
@@ -77,8 +81,7 @@ def resolve(method: str, target: str, table: dict[str, Any] | None = None) -> Re
             f"hyperparams: unknown problem key(s) {unknown}; valid keys: {sorted(_PROBLEM_KEYS)}"
         )
     m = table.get("methods", {}).get(method, {})
-    method_cfg = dict(m.get("default", {}))
-    method_cfg.update(m.get(target, {}))
+    method_cfg = merge(m.get("default", {}), m.get(target, {}))
     # "$name" values refer to a resolved problem setting (e.g. an MCMC init scale equal to the base's sigma).
     for k, v in method_cfg.items():
         if isinstance(v, str) and v.startswith("$"):

@@ -95,10 +95,9 @@ def _gaussian_log_prob(x, mean, var, dof):
 
 
 def _optimizer(config) -> optax.GradientTransformation:
-    adam = optax.adam(config.learning_rate)
-    return (
-        adam if config.grad_clip is None else optax.chain(optax.clip_by_global_norm(config.grad_clip), adam)
-    )
+    optim = config.optim
+    adam = optax.adam(optim.learning_rate)
+    return adam if optim.grad_clip is None else optax.chain(optax.clip_by_global_norm(optim.grad_clip), adam)
 
 
 def _require(cond: bool, name: str, what: str) -> None:
@@ -171,14 +170,18 @@ def adjoint_matching_step(problem, config) -> Callable:
 
     name = "adjoint_matching"
     _check_problem(problem, name)
-    _require(config.network in ("auto", "mlp") and not config.grad_log_target_feature, name, "the plain MLP")
+    _require(
+        config.network.kind in ("auto", "mlp") and not config.grad_log_target_feature, name, "the plain MLP"
+    )
     _require(config.time_subsample is None and config.time_weighting == "dt", name, "all K times, dt weights")
     _require(config.loss_clip_quantile is None and config.passes_per_batch == 1, name, "one unclipped pass")
     _require(config.max_grad_norm_target is None, name, "no terminal-gradient clip")
     ts, hs, sigmas, *_ = _chain(problem)
     n, num_steps = config.batch_size, problem.num_steps
     optimizer = _optimizer(config)
-    net = lambda p, x, t: mlp(p, x, t, num_hidden=len(config.hidden), num_features=config.time_embedding_dim)
+    net = lambda p, x, t: mlp(
+        p, x, t, num_hidden=len(config.network.hidden), num_features=config.network.time_embedding_dim
+    )
 
     def step(key, state):
         key_sim, _ = jax.random.split(key)
@@ -225,15 +228,15 @@ def adjoint_sampling_step(problem, config) -> Callable:
 
     name = "adjoint_sampling"
     _check_problem(problem, name)
-    _require(config.network in ("auto", "mlp"), name, "the MLP control")
+    _require(config.network.kind in ("auto", "mlp"), name, "the MLP control")
     _require(config.importance_weights == "none", name, "uniform draws")
     _require(config.loss_weighting in ("paper", "score"), name, "the 'paper' and 'score' loss weightings")
-    _require(config.learning_rate_decay_steps is None and config.ema_decay is None, name, "defaults")
+    _require(config.optim.decay_steps is None and config.optim.ema_decay is None, name, "defaults")
     clip = config.max_grad_norm_target
     ts, _, sigmas, _, _, marginal_vars = _chain(problem)
     n, m = config.batch_size, config.resample_size
     optimizer = _optimizer(config)
-    net = lambda p, x, t: mlp(p, x, t, num_hidden=len(config.hidden), num_features=32)
+    net = lambda p, x, t: mlp(p, x, t, num_hidden=len(config.network.hidden), num_features=32)
     t_lo, t_hi = config.t_min, 1.0 - config.t_min
 
     def refresh(key, params, buf):
@@ -305,7 +308,9 @@ def pis_step(problem, config) -> Callable:
 
     name = "pis"
     _check_problem(problem, name)
-    _require(config.network in ("auto", "mlp") and config.grad_log_target_feature, name, "MLP + grad feature")
+    _require(
+        config.network.kind in ("auto", "mlp") and config.grad_log_target_feature, name, "MLP + grad feature"
+    )
     n = config.batch_size
     clip = config.grad_target_clip
     optimizer = _optimizer(config)
@@ -313,7 +318,14 @@ def pis_step(problem, config) -> Callable:
 
     def control(p, x, t):
         grad = sg(jnp.clip(score(x), -clip, clip))
-        return mlp(p, x, t, num_hidden=len(config.hidden), num_features=config.time_embedding_dim, grad=grad)
+        return mlp(
+            p,
+            x,
+            t,
+            num_hidden=len(config.network.hidden),
+            num_features=config.network.time_embedding_dim,
+            grad=grad,
+        )
 
     def objective(params, key):
         _, log_w, _ = _simulate(key, problem, lambda x, t: control(params["control"], x, t), n, save=False)
@@ -347,7 +359,9 @@ def nets_pinn_step(problem, config) -> Callable:
 
     name = "nets_pinn"
     _check_problem(problem, name)
-    _require(config.network in ("auto", "mlp") and problem.dim <= config.exact_div_max_dim, name, "exact div")
+    _require(
+        config.network.kind in ("auto", "mlp") and problem.dim <= config.exact_div_max_dim, name, "exact div"
+    )
     _require(config.max_grad_norm_target is None and config.time_subsample is not None, name, "defaults")
     ts = problem.times
     hs = jnp.diff(ts)
@@ -356,7 +370,7 @@ def nets_pinn_step(problem, config) -> Callable:
     profile = EPSILON_SCHEDULES[config.epsilon_schedule](ts[:-1])
     optimizer = _optimizer(config)
     drift = lambda p, x, t: mlp(
-        p, x, t, num_hidden=len(config.hidden), num_features=config.time_embedding_dim
+        p, x, t, num_hidden=len(config.network.hidden), num_features=config.network.time_embedding_dim
     )
     free = lambda p, t: scalar_t(p, t, num_hidden=len(config.free_energy_hidden))
     log_target = problem.target.log_prob

@@ -47,14 +47,14 @@ def control_network(built) -> tuple[Any, Any] | None:
     from samplers.methods.common import build_control_network
 
     config = built.config
-    if not hasattr(config, "hidden") or not hasattr(config, "network") or built.spec.name == "nets_action":
+    if not hasattr(config, "network") or built.spec.name == "nets_action":
         return None
     feature = bool(getattr(config, "grad_log_target_feature", False)) and built.spec.name != "nets_pinn"
     net = build_control_network(
         built.problem,
-        network=config.network,
-        hidden=tuple(config.hidden),
-        time_embedding_dim=getattr(config, "time_embedding_dim", 32),
+        network=config.network.kind,
+        hidden=config.network.hidden,
+        time_embedding_dim=config.network.time_embedding_dim,
         grad_log_target=(lambda x: jnp.zeros_like(x)) if feature else None,
     )
     return net.apply, lambda state: _network_params(state.params)

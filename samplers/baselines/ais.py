@@ -92,7 +92,7 @@ class AISConfig(Checked):
         num_mcmc_steps: transitions per level.
         step_size: `ε` of the Langevin proposal `x + ε ∇log π̃_β + sqrt(2ε) ξ`.
         init_scale: `s` of `p_0 = N(0, s² I)` (and of the centre-of-mass factor for particle
-            systems).
+            systems); in the benchmark its default follows the problem's `sigma`.
     """
 
     num_levels: int = field(100, integer(1))
@@ -101,7 +101,7 @@ class AISConfig(Checked):
     transition: str = field("mala", one_of(lambda: TRANSITIONS))
     num_mcmc_steps: int = field(1, integer(1))
     step_size: float = field(0.05, POSITIVE)
-    init_scale: float = field(1.0, POSITIVE)
+    init_scale: float = field(1.0, POSITIVE, follows="sigma")
 
 
 def beta_schedule(config: AISConfig) -> jax.Array:

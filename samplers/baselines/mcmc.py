@@ -159,7 +159,8 @@ class ChainConfig(Checked):
         initial_step_size: step size the first round starts dual averaging from.
         target_acceptance_rate: dual-averaging target, in (0, 1).
         init_scale: chains start from `N(0, init_scale² I)`; also the scale of the
-            centre-of-mass factor for particle systems (`common.working_density`).
+            centre-of-mass factor for particle systems (`common.working_density`); in the benchmark
+            its default follows the problem's `sigma`.
     """
 
     method_name: ClassVar[str] = "mcmc"
@@ -169,7 +170,7 @@ class ChainConfig(Checked):
     thinning: int = field(1, integer(1))
     initial_step_size: float = field(0.1, POSITIVE)
     target_acceptance_rate: float = field(0.8, within(0, 1, closed="neither"))
-    init_scale: float = field(1.0, POSITIVE)
+    init_scale: float = field(1.0, POSITIVE, follows="sigma")
 
 
 def _cast_like(new: dict, old: dict) -> dict:

@@ -155,7 +155,7 @@ class SMCConfig(Checked):
     Attributes:
         kernel: MCMC kernel, a key of `KERNELS` ("hmc" or "mala").
         init_scale: `s` of the initial law `N(0, s² I)` (and of the centre-of-mass factor for
-            particle systems).
+            particle systems); in the benchmark its default follows the problem's `sigma`.
         target_ess: ESS fraction in (0, 1) that fixes each tempering increment.
         num_mcmc_steps: MCMC steps per particle per stage.
         step_size: initial step size `ε` of the kernel.
@@ -169,7 +169,7 @@ class SMCConfig(Checked):
     """
 
     kernel: str = field("hmc", one_of(KERNELS))
-    init_scale: float = field(1.0, POSITIVE)
+    init_scale: float = field(1.0, POSITIVE, follows="sigma")
     target_ess: float = field(0.5, within(0, 1, closed="neither"))
     num_mcmc_steps: int = field(10, integer(1))
     step_size: float = field(0.1, POSITIVE)

@@ -53,7 +53,7 @@ import targets
 from samplers import sde
 from samplers.base_processes import BrownianBase, LinearSchedule, VPBase
 from samplers.methods import adjoint_matching as am
-from samplers.methods.common import batch_log_Z, build_control_network, grad_log_target_fn
+from samplers.methods.common import batch_log_Z, config_network, grad_log_target_fn
 from samplers.problem import Problem, sampling_problem
 from samplers.train import train
 
@@ -293,14 +293,8 @@ def measure_lean_adjoint(key: jax.Array, case: LeanAdjointCase) -> dict[str, Any
     problem, config = case.problem, case.config
     key_train, key_eval = jax.random.split(key)
     method = am.build_adjoint_matching(problem, config)
-    net = build_control_network(
-        problem,
-        network=config.network,
-        hidden=config.hidden,
-        time_embedding_dim=config.time_embedding_dim,
-        grad_log_target=grad_log_target_fn(problem) if config.grad_log_target_feature else None,
-        grad_target_clip=config.grad_target_clip,
-    )
+    feature = grad_log_target_fn(problem) if config.grad_log_target_feature else None
+    net = config_network(problem, config, grad_log_target=feature)
 
     @jax.jit
     def evaluate(state):
@@ -313,7 +307,7 @@ def measure_lean_adjoint(key: jax.Array, case: LeanAdjointCase) -> dict[str, Any
             evaluation=config.adjoint_evaluation,
             max_grad_norm_target=config.max_grad_norm_target,
             power_iterations=case.power_iterations,
-            integrator=config.integrator,
+            integrator=config.sde.integrator,
         )
 
     history: dict[str, list] = {"step": []}
@@ -375,7 +369,10 @@ def default_cases(*, quick: bool) -> list[LeanAdjointCase]:
     steps, chunk = (40, 20) if quick else (300, 50)
     eval_samples = 256 if quick else 1024
     config = am.AdjointMatchingConfig(
-        batch_size=64 if quick else 256, hidden=(32, 32), learning_rate=3e-3, integrator="scan"
+        batch_size=64 if quick else 256,
+        network={"hidden": (32, 32)},
+        optim={"learning_rate": 3e-3},
+        sde={"integrator": "scan"},
     )
     cases = []
     for target_name, brownian_sigma, vp_sigma in (("gaussian_correlated", 1.5, 2.0), ("gmm40", 22.0, 22.0)):

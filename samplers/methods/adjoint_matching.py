@@ -94,14 +94,14 @@ from jax.lax import stop_gradient as sg
 
 from samplers import sde
 from samplers.fields import POSITIVE, POSITIVE_OR_NONE, field, integer, one_of, within
-from samplers.learned import Batch, LearnedState, Training, build_learned, sde_sampling
+from samplers.learned import Batch, LearnedState, Training, sde_sampling
 from samplers.method import Cost, Method, MethodSpec
 from samplers.methods.common import (
     ControlTrainingConfig,
     batch_log_Z,
+    build_configured,
     clip_norm,
     config_network,
-    config_optimizer,
     grad_log_target_fn,
 )
 from samplers.problem import Problem
@@ -146,7 +146,6 @@ class AdjointMatchingConfig(ControlTrainingConfig):
         grad_log_target_feature: add the PIS feature `NN₂(t) ⊙ sg[clip(∇log γ̃(x))]` to the MLP control
             (off by default: plain Adjoint Matching; each network call then costs a gradient evaluation).
         grad_target_clip: element-wise clip of that feature.
-        grad_clip: global-norm clip of the parameter gradient (optax), or None.
         max_grad_norm_target: norm clip (per particle for particle systems) of `∇log γ̃` (or of `∇r`
             without a terminal law) in `ã_K`; None = off.
         time_subsample: number `M` of distinct time indices per trajectory in the loss, drawn uniformly
@@ -155,19 +154,18 @@ class AdjointMatchingConfig(ControlTrainingConfig):
         adjoint_evaluation: `"left"` or `"right"` (`ADJOINT_EVALUATIONS`).
         loss_clip_quantile: mask trajectories whose loss exceeds this batch quantile (in (0, 1]); None = off.
         passes_per_batch: optimiser steps per simulated batch (buffered variant when > 1).
-        integrator: `"diffrax"` or `"scan"` (`samplers.sde.INTEGRATORS`), same maths.
+        sde: the integrator (`sde.integrator`: `"diffrax"` or `"scan"`, same maths), `samplers.sde.SDEConfig`.
     """
 
     grad_log_target_feature: bool = False
     grad_target_clip: float = field(100.0, POSITIVE)
-    grad_clip: float | None = field(10.0, POSITIVE_OR_NONE)
     max_grad_norm_target: float | None = field(None, POSITIVE_OR_NONE)
     time_subsample: int | None = field(None, integer(1, optional=True))
     time_weighting: str = field("dt", one_of(TIME_WEIGHTINGS))
     adjoint_evaluation: str = field("left", one_of(ADJOINT_EVALUATIONS))
     loss_clip_quantile: float | None = field(None, within(0, 1, closed="right", optional=True))
     passes_per_batch: int = field(1, integer(1))
-    integrator: str = field("diffrax", one_of(sde.INTEGRATORS))
+    sde: sde.SDEConfig = field(sde.SDEConfig(), sde.USER_SDE)
 
 
 class AdjointMatchingInfo(NamedTuple):
@@ -430,7 +428,7 @@ def build_adjoint_matching(problem: Problem, config: AdjointMatchingConfig) -> M
     grad_fn = grad_log_target_fn(problem) if config.grad_log_target_feature else None
     net = config_network(problem, config, grad_log_target=grad_fn)
     per_control = float(net.grad_evals_per_apply)
-    sde_config = sde.SDEConfig(integrator=config.integrator)
+    sde_config = config.sde
     n = config.batch_size
     m = problem.num_steps if config.time_subsample is None else config.time_subsample
     loss_evals = config.passes_per_batch * n * m
@@ -488,7 +486,7 @@ def build_adjoint_matching(problem: Problem, config: AdjointMatchingConfig) -> M
         passes=config.passes_per_batch,
     )
     sample, backward = sde_sampling(problem, net.apply, sde_config, grad_evals_per_control=per_control)
-    return build_learned(training, config_optimizer(config), sample, backward, ema_decay=config.ema_decay)
+    return build_configured(training, config, sample, backward)
 
 
 SPECS: tuple[MethodSpec, ...] = (

@@ -80,9 +80,9 @@ weighting, energy-gradient clip 100; TSM with `"score_alpha2"`), CSM to the plai
 - `ess_floor` (with `importance_weights="resample"`, default 0.05): the path weights are tempered to
   `w^β`, the largest `β ≤ 1` keeping the buffer's normalised ESS at the floor
   (`samplers.importance.temper_to_ess`); `Info` reports the ESS before and after, and `β`.
-- `ema_decay`: sample with a moving average of the parameters (`samplers.learned`); off by default.
-- `grad_clip`: global-norm clipping of the loss gradient before Adam (default 10);
-  `learning_rate_decay_steps`: optional cosine decay of the learning rate.
+- `optim.ema_decay`: sample with a moving average of the parameters (`samplers.learned`); off by default.
+- `optim.grad_clip`: global-norm clipping of the loss gradient before Adam (default 10);
+  `optim.decay_steps`: optional cosine decay of the learning rate.
 
 References:
     Havens et al., "Adjoint Sampling", ICML 2025 (arXiv 2504.11713).
@@ -104,9 +104,9 @@ from jax.lax import stop_gradient as sg
 
 from samplers import sde
 from samplers.buffer import BufferState, buffer_add, buffer_init
-from samplers.fields import POSITIVE, POSITIVE_OR_NONE, WIDTHS, Checked, field, integer, one_of, within
+from samplers.fields import POSITIVE_OR_NONE, field, integer, one_of, within
 from samplers.importance import Tempered, normalised_ess, temper_to_ess, weighted_indices
-from samplers.learned import Batch, LearnedState, Training, build_learned, sde_sampling
+from samplers.learned import Batch, LearnedState, Training, sde_sampling
 from samplers.method import Cost, Method, MethodSpec
 from samplers.methods.bridge_targets import (
     REGRESSION_TARGETS,
@@ -120,10 +120,10 @@ from samplers.methods.bridge_targets import (
     regression_target,
 )
 from samplers.methods.common import (
-    EMA_DECAY,
-    NETWORKS,
+    ControlTrainingConfig,
+    NetworkConfig,
+    build_configured,
     config_network,
-    config_optimizer,
 )
 from samplers.problem import Problem
 from samplers.types import Control, PyTree
@@ -276,19 +276,12 @@ def regression_loss(
 
 
 @dataclasses.dataclass(frozen=True)
-class BridgeRegressionConfig(Checked):
+class BridgeRegressionConfig(ControlTrainingConfig):
     """Hyper-parameters shared by the four bridge-pair regression methods.
 
-    Attributes:
-        learning_rate: Adam learning rate (the initial one when decayed).
-        learning_rate_decay_steps: if set, the learning rate follows a cosine decay from `learning_rate`
-            to `learning_rate_final_fraction · learning_rate` over this many steps, then stays there
-            (reduces the final-iterate noise of the regression; `None`: constant).
-        learning_rate_final_fraction: see `learning_rate_decay_steps`.
+    Attributes (besides the shared `optim` and `network` sub-configs of `ControlTrainingConfig`; the
+    network defaults to three hidden layers of 64):
         batch_size: regression pairs per gradient step.
-        hidden: MLP hidden widths (for `network="egnn"`: width `hidden[0]`, `len(hidden)` layers).
-        network: `"auto"` (EGNN for particle targets, else MLP), `"mlp"` or `"egnn"`.
-        grad_clip: global-norm clip of the optimiser gradient (`None`: off).
         buffer_size: replay-buffer capacity (end points).
         resample_size: end points simulated per refresh (one epoch), `<= buffer_size`.
         refresh_every: gradient steps per epoch (a refresh happens at steps 0, R, 2R, ...).
@@ -296,22 +289,15 @@ class BridgeRegressionConfig(Checked):
         loss_weighting: one of `LOSS_WEIGHTINGS`.
         importance_weights: one of `IMPORTANCE_WEIGHTS`.
         max_grad_norm_target: per-particle norm clip of `∇log γ` in the gradient data (`None`: off).
-        integrator: SDE integrator for refreshes and sampling (`samplers.sde.INTEGRATORS`).
+        sde: the integrator of refreshes and sampling (`samplers.sde.SDEConfig`).
         ess_floor: with `importance_weights="resample"`, the buffer's path weights are tempered to
             `w^β`, `β` the largest in `[0, 1]` keeping the buffer's normalised ESS `≥ ess_floor`
             (`samplers.importance.temper_to_ess`; `β = 1`, untouched, when the ESS is already above it);
             `None`: off. Ignored for uniform draws.
-        ema_decay: sample with an exponential moving average of the parameters at this decay
-            (`samplers.learned.EMA`); `None`: sample with the trained parameters.
     """
 
-    learning_rate: float = field(1e-3, POSITIVE)
-    learning_rate_decay_steps: int | None = field(None, integer(1, optional=True))
-    learning_rate_final_fraction: float = field(0.1, within(0, 1))
+    network: NetworkConfig = field(NetworkConfig(hidden=(64, 64, 64)))
     batch_size: int = field(256, integer(1))
-    hidden: tuple[int, ...] = field((64, 64, 64), WIDTHS)
-    network: str = field("auto", one_of(NETWORKS))
-    grad_clip: float | None = field(10.0, POSITIVE_OR_NONE)
     buffer_size: int = field(4096, integer(1))
     resample_size: int = field(512, integer(1))
     refresh_every: int = field(20, integer(1))
@@ -319,9 +305,8 @@ class BridgeRegressionConfig(Checked):
     loss_weighting: str = field("paper", one_of(LOSS_WEIGHTINGS))
     importance_weights: str = field("resample", one_of(IMPORTANCE_WEIGHTS))
     max_grad_norm_target: float | None = field(None, POSITIVE_OR_NONE)
-    integrator: str = field("diffrax", one_of(sde.INTEGRATORS))
+    sde: sde.SDEConfig = field(sde.SDEConfig(), sde.USER_SDE)
     ess_floor: float | None = field(0.05, within(0, 1, closed="right", optional=True))
-    ema_decay: float | None = field(None, EMA_DECAY)
 
     def check(self) -> None:
         if self.resample_size > self.buffer_size:
@@ -460,7 +445,7 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
     control = net.apply
     gradient = endpoint_gradients(problem, kind, config.max_grad_norm_target)
     needs_gradient = REGRESSION_TARGETS[kind].gradient != "none"
-    sde_config = sde.SDEConfig(integrator=config.integrator, detach="all")
+    sde_config = dataclasses.replace(config.sde, detach="all")
     time_window = (config.t_min, 1.0 - config.t_min)
     resample_size, batch_size = config.resample_size, config.batch_size
 
@@ -536,7 +521,7 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
         init_extra=init_buffer,
     )
     sample, backward = sde_sampling(problem, control, sde_config, params_of=lambda state: state.params)
-    return build_learned(training, config_optimizer(config), sample, backward, ema_decay=config.ema_decay)
+    return build_configured(training, config, sample, backward)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from samplers.fields import POSITIVE, WIDTHS, Checked, field, integer, one_of, within
+from samplers.fields import POSITIVE, POSITIVE_OR_NONE, WIDTHS, Checked, field, integer, one_of, within
+from samplers.learned import Training, build_learned
+from samplers.method import Method
 from samplers.networks import ControlNet, egnn_control, mlp_control
 from samplers.problem import Problem
 
@@ -23,7 +25,10 @@ __all__ = [
     "EMA_DECAY",
     "NETWORKS",
     "ControlTrainingConfig",
+    "NetworkConfig",
+    "OptimConfig",
     "batch_log_Z",
+    "build_configured",
     "build_control_network",
     "config_network",
     "config_optimizer",
@@ -40,37 +45,74 @@ NETWORKS: dict[str, str] = {
 
 
 EMA_DECAY = within(0, 1, closed="left", optional=True)
-"""The rule of every config's `ema_decay`: a decay in `[0, 1)` of the sampling parameters' moving
+"""The rule of `OptimConfig.ema_decay`: a decay in `[0, 1)` of the sampling parameters' moving
 average (`samplers.learned.build_learned`), or None (sample with the trained parameters)."""
 
 
 @dataclasses.dataclass(frozen=True)
-class ControlTrainingConfig(Checked):
-    """The optimiser and control-network fields that Adjoint Matching, the path-space losses and CMCD
-    share; their configs extend it (these fields come first, in this order).
+class OptimConfig(Checked):
+    """The optimiser of a learned method (its `optim` sub-config): Adam, an optional global-norm clip of
+    the parameter gradient applied first, and an optional cosine learning-rate decay (`make_optimizer`).
 
     Attributes:
-        learning_rate: Adam learning rate (the initial one when decayed).
-        learning_rate_decay_steps: if set, the learning rate follows a cosine decay from `learning_rate`
-            to `learning_rate_final_fraction · learning_rate` over this many steps, then stays there
-            (reduces the final-iterate noise of small budgets; `None`: constant, the default).
-        learning_rate_final_fraction: see `learning_rate_decay_steps`.
-        batch_size: trajectories per training step (`n`).
-        hidden: hidden widths of the control MLP (for `egnn`: width `hidden[0]`, `len(hidden)` layers).
-        network: `"auto"` (egnn for particle systems, else mlp), `"mlp"` or `"egnn"` (`NETWORKS`).
-        time_embedding_dim: number of sinusoidal time features of the network.
+        learning_rate: Adam learning rate `η` (the initial one when decayed).
+        decay_steps: if set, the learning rate follows a cosine decay from `η` to `final_fraction · η`
+            over this many steps, then stays there (reduces the final-iterate noise of small budgets;
+            `None`: constant, the default).
+        final_fraction: see `decay_steps`.
+        grad_clip: global-norm clip of the parameter gradient (optax), or None.
         ema_decay: sample with an exponential moving average of the parameters at this decay
             (`samplers.learned.build_learned`); None (default): with the trained parameters.
     """
 
     learning_rate: float = field(1e-3, POSITIVE)
-    learning_rate_decay_steps: int | None = field(None, integer(1, optional=True))
-    learning_rate_final_fraction: float = field(0.1, within(0, 1))
-    batch_size: int = field(256, integer(2))
-    hidden: tuple[int, ...] = field((64, 64), WIDTHS)
-    network: str = field("auto", one_of(NETWORKS))
-    time_embedding_dim: int = 32
+    decay_steps: int | None = field(None, integer(1, optional=True))
+    final_fraction: float = field(0.1, within(0, 1))
+    grad_clip: float | None = field(10.0, POSITIVE_OR_NONE)
     ema_decay: float | None = field(None, EMA_DECAY)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig(Checked):
+    """The control network of a learned method (its `network` sub-config; `build_control_network`).
+
+    Attributes:
+        kind: `"auto"` (egnn for particle systems, else mlp), `"mlp"` or `"egnn"` (`NETWORKS`).
+        hidden: hidden widths of the MLP (for `egnn`: width `hidden[0]`, `len(hidden)` layers).
+        time_embedding_dim: number of sinusoidal time features of the network.
+    """
+
+    kind: str = field("auto", one_of(NETWORKS))
+    hidden: tuple[int, ...] = field((64, 64), WIDTHS)
+    time_embedding_dim: int = field(32, integer(2))
+
+
+# Flat names of the fields that moved into a sub-config under another name (for the error message).
+_MOVED = {
+    "learning_rate_decay_steps": "optim.decay_steps",
+    "learning_rate_final_fraction": "optim.final_fraction",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlTrainingConfig(Checked):
+    """The fields every learned method's config starts with: the optimiser and the control network as
+    sub-configs, and the batch size. Every learned config extends it (these fields come first).
+
+    Attributes:
+        optim: `OptimConfig` (learning rate, its decay, gradient clip, parameter EMA for sampling).
+        network: `NetworkConfig` (kind, hidden widths, time features).
+        batch_size: examples per training step (trajectories, or regression pairs).
+
+    Overrides name sub-config fields with dots (`optim.learning_rate`) or nested objects
+    (`{"optim": {"learning_rate": ...}}`); see `samplers.fields.configure`.
+    """
+
+    moved = _MOVED
+
+    optim: OptimConfig = field(OptimConfig())
+    network: NetworkConfig = field(NetworkConfig())
+    batch_size: int = field(256, integer(2))
 
 
 def grad_log_target_fn(problem: Problem) -> Callable[[jax.Array], jax.Array]:
@@ -124,27 +166,36 @@ def build_control_network(
 def config_network(
     problem: Problem, config, *, grad_log_target: Callable[[jax.Array], jax.Array] | None = None
 ) -> ControlNet:
-    """`build_control_network` with a method config's network fields: `network`, `hidden` and, where the
-    config has them, `time_embedding_dim` (else 32) and `grad_target_clip` (else 100)."""
+    """`build_control_network` with a method config's `network` sub-config and, where the config has
+    it, its `grad_target_clip` (else 100)."""
+    net = config.network
     return build_control_network(
         problem,
-        network=config.network,
-        hidden=config.hidden,
-        time_embedding_dim=getattr(config, "time_embedding_dim", 32),
+        network=net.kind,
+        hidden=net.hidden,
+        time_embedding_dim=net.time_embedding_dim,
         grad_log_target=grad_log_target,
         grad_target_clip=getattr(config, "grad_target_clip", 100.0),
     )
 
 
+def build_configured(
+    training: Training,
+    config,
+    sample: Callable,
+    backward: Callable | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+) -> Method:
+    """`samplers.learned.build_learned` with a method config's `optim` sub-config: its optimiser
+    (`config_optimizer`, unless `optimizer` is given) and its `ema_decay`."""
+    optimizer = config_optimizer(config) if optimizer is None else optimizer
+    return build_learned(training, optimizer, sample, backward, ema_decay=config.optim.ema_decay)
+
+
 def config_optimizer(config) -> optax.GradientTransformation:
-    """`make_optimizer` with a method config's `learning_rate`, `grad_clip` and, where the config has
-    them, `learning_rate_decay_steps` (else constant) and `learning_rate_final_fraction`."""
-    return make_optimizer(
-        config.learning_rate,
-        config.grad_clip,
-        getattr(config, "learning_rate_decay_steps", None),
-        getattr(config, "learning_rate_final_fraction", 0.1),
-    )
+    """`make_optimizer` with a method config's `optim` sub-config."""
+    optim = config.optim
+    return make_optimizer(optim.learning_rate, optim.grad_clip, optim.decay_steps, optim.final_fraction)
 
 
 def make_optimizer(

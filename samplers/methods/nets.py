@@ -35,14 +35,13 @@ from samplers.fields import (
     POSITIVE,
     POSITIVE_OR_NONE,
     WIDTHS,
-    Checked,
     field,
     integer,
     one_of,
 )
-from samplers.learned import Batch, LearnedState, Training, build_learned
+from samplers.learned import Batch, LearnedState, Training
 from samplers.method import Cost, Method, MethodSpec, Samples
-from samplers.methods.common import EMA_DECAY, NETWORKS, build_control_network, make_optimizer
+from samplers.methods.common import ControlTrainingConfig, build_configured, config_network
 from samplers.methods.nets_losses import (
     action_matching_loss,
     pinn_loss,
@@ -99,22 +98,20 @@ __all__ = [
 
 
 @dataclasses.dataclass(frozen=True)
-class NETSConfig(Checked):
+class NETSConfig(ControlTrainingConfig):
     """Hyper-parameters of `nets_pinn` and `nets_action`.
 
-    Attributes:
-        learning_rate: Adam learning rate (all networks).
+    Attributes (besides the shared `optim` and `network` sub-configs of `ControlTrainingConfig`; the
+    optimiser trains all networks):
         batch_size: detached trajectories simulated per training step.
-        hidden: hidden widths of the drift network `b̂` (PINN; for `egnn`: width `hidden[0]`,
-            `len(hidden)` layers) and of the potential `φ̂` (action matching).
-        network: `"auto"` (egnn for particle systems), `"mlp"` or `"egnn"` for the PINN drift; the
-            action-matching potential is always a `scalar_net` MLP (not permutation invariant). No
-            grad-log-target input feature: it is stop-gradient inside the network, so a forward-mode
-            divergence would miss its Jacobian and the Jarzynski weights would be wrong.
-        time_embedding_dim: number of sinusoidal time features of `b̂` / `φ̂`.
+        network: the drift network `b̂` (PINN: `network.kind` `"auto"`, `"mlp"` or `"egnn"`) and the
+            potential `φ̂` (action matching: always a `scalar_net` MLP of widths `network.hidden`, not
+            permutation invariant). No grad-log-target input feature: it is stop-gradient inside the
+            network, so a forward-mode divergence would miss its Jacobian and the Jarzynski weights
+            would be wrong.
         free_energy_hidden: hidden widths of `F̂(t)` (PINN).
-        grad_clip: global-norm clip of the parameter gradient (optax), or None.
-        s0: standard deviation of `ρ_0 = N(0, s0² I)` (and the centre-of-mass scale of particle systems).
+        s0: standard deviation of `ρ_0 = N(0, s0² I)` (and the centre-of-mass scale of particle systems);
+            in the benchmark its default follows the problem's `sigma`.
         epsilon: the Langevin rate `ε` (re-tunable after training: `with_epsilon`).
         epsilon_schedule: `ε_t = ε · schedule(t)`, one of `EPSILON_SCHEDULES`.
         weights: `"jarzynski"` (the paper's left-point `A`, O(h) bias), `"jarzynski_trapezoid"` (the
@@ -124,25 +121,16 @@ class NETSConfig(Checked):
             weights; None uses every grid point.
         max_grad_norm_target: norm clip of `∇U_1 = -∇log γ̃` in the Langevin drift, or None (see
             `Annealing`: keeps `"crooks"` exact, biases `"jarzynski"`).
-        ema_decay: sample with an exponential moving average of the parameters at this decay
-            (`samplers.learned.build_learned`); None (default): with the trained parameters.
     """
 
-    learning_rate: float = field(1e-3, POSITIVE)
-    batch_size: int = field(256, integer(2))
-    hidden: tuple[int, ...] = field((64, 64), WIDTHS)
-    network: str = field("auto", one_of(NETWORKS))
-    time_embedding_dim: int = 32
     free_energy_hidden: tuple[int, ...] = field((32, 32), WIDTHS)
-    grad_clip: float | None = field(10.0, POSITIVE_OR_NONE)
-    s0: float = field(1.0, POSITIVE)
+    s0: float = field(1.0, POSITIVE, follows="sigma")
     epsilon: float = field(1.0, NON_NEGATIVE)
     epsilon_schedule: str = field("constant", one_of(EPSILON_SCHEDULES))
     weights: str = field("jarzynski", one_of(WEIGHT_FORMS))
     exact_div_max_dim: int = field(16, INTEGER)
     time_subsample: int | None = field(8, integer(1, optional=True))
     max_grad_norm_target: float | None = field(None, POSITIVE_OR_NONE)
-    ema_decay: float | None = field(None, EMA_DECAY)
 
     def check(self) -> None:
         if self.weights == "crooks" and not self.epsilon > 0:
@@ -304,16 +292,13 @@ def _build(
     sample, backward = _sampler(setup, config, drift_of)
     langevin = lambda params: Langevin(jnp.asarray(config.epsilon, jnp.float32))
     training = training._replace(init_extra=langevin)
-    optimizer = make_optimizer(config.learning_rate, config.grad_clip)
-    return build_learned(training, optimizer, sample, backward, ema_decay=config.ema_decay)
+    return build_configured(training, config, sample, backward)
 
 
 def build_nets_pinn(problem: Problem, config: NETSConfig) -> Method:
     """`nets_pinn`: the PINN loss (`pinn_loss`) with a learned drift `b̂` and free energy `F̂(t)`."""
     setup = _setup(problem, config, "nets_pinn")
-    net = build_control_network(
-        problem, network=config.network, hidden=config.hidden, time_embedding_dim=config.time_embedding_dim
-    )
+    net = config_network(problem, config)
     free = scalar_net(hidden=config.free_energy_hidden, input="t")
     drift_of = lambda params: lambda x, t: net.apply(params["drift"], x, t)
     n = config.batch_size
@@ -356,7 +341,10 @@ def build_nets_action(problem: Problem, config: NETSConfig) -> Method:
     """`nets_action`: the action-matching loss (`action_matching_loss`) with `b̂ = ∇_x φ̂`."""
     setup = _setup(problem, config, "nets_action")
     potential = scalar_net(
-        hidden=config.hidden, input="xt", dim=problem.dim, time_embedding_dim=config.time_embedding_dim
+        hidden=config.network.hidden,
+        input="xt",
+        dim=problem.dim,
+        time_embedding_dim=config.network.time_embedding_dim,
     )
     potential_of = lambda params: lambda x, t: potential.apply(params["potential"], x, t)
     drift_of = lambda params: jax.grad(potential_of(params))

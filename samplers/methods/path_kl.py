@@ -64,12 +64,13 @@ import jax.numpy as jnp
 import optax
 
 from samplers import sde
-from samplers.fields import POSITIVE, POSITIVE_OR_NONE, field, one_of
-from samplers.learned import build_learned, sde_sampling, self_drawn
+from samplers.fields import POSITIVE, field
+from samplers.learned import sde_sampling, self_drawn
 from samplers.method import Cost, Method, MethodSpec
 from samplers.methods.common import (
     ControlTrainingConfig,
     batch_log_Z,
+    build_configured,
     config_network,
     config_optimizer,
     grad_log_target_fn,
@@ -108,17 +109,14 @@ class PathKLConfig(ControlTrainingConfig):
             closed-form terminal law). Ignored by `egnn`.
         grad_target_clip: element-wise clip `c` of `∇log γ̃` in that feature (100 as PIS's
             `lgv_clip` and CMCD's `gradU` clipping, methods.md §10.6).
-        grad_clip: global-norm clip of the parameter gradient (optax), or None.
-        integrator: `"diffrax"` or `"scan"` (`samplers.sde.INTEGRATORS`); same maths.
-        checkpoints: diffrax recursive-checkpoint count for backpropagation through the SDE
-            (`pis`/`dds` only); None stores every step.
+        sde: the integrator (`samplers.sde.SDEConfig`): `sde.integrator` `"diffrax"` or `"scan"` (same
+            maths); `sde.checkpoints` the diffrax recursive-checkpoint count for backpropagation through
+            the SDE (`pis`/`dds` only; None stores every step).
     """
 
     grad_log_target_feature: bool = True
     grad_target_clip: float = field(100.0, POSITIVE)
-    grad_clip: float | None = field(10.0, POSITIVE_OR_NONE)
-    integrator: str = field("diffrax", one_of(sde.INTEGRATORS))
-    checkpoints: int | None = None
+    sde: sde.SDEConfig = field(sde.SDEConfig(), sde.USER_SDE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,7 +278,7 @@ def _path_loss_method(
         raise TypeError(f"expected a samplers.problem.Problem, got {type(problem).__name__}")
     grad_fn = grad_log_target_fn(problem) if config.grad_log_target_feature else None
     net = config_network(problem, config, grad_log_target=grad_fn)
-    sde_config = sde.SDEConfig(integrator=config.integrator, checkpoints=config.checkpoints)
+    sde_config = config.sde
     per_control = float(net.grad_evals_per_apply)
     log_Z_args = (lambda params: (params["log_Z"],)) if learned_log_Z else (lambda params: ())
 
@@ -316,8 +314,7 @@ def _path_loss_method(
         grad_norm=(lambda grads: optax.tree.norm(grads["control"])) if learned_log_Z else optax.tree.norm,
     )
     sample, backward = sde_sampling(problem, net.apply, sde_config, grad_evals_per_control=per_control)
-    optimizer = optimizer or config_optimizer(config)
-    return build_learned(training, optimizer, sample, backward, ema_decay=config.ema_decay)
+    return build_configured(training, config, sample, backward, optimizer)
 
 
 def build_pis(problem: Problem, config: PathKLConfig) -> Method:

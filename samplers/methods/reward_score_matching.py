@@ -103,17 +103,16 @@ import jax.numpy as jnp
 from jax.lax import stop_gradient as sg
 
 from samplers import sde
-from samplers.fields import NON_NEGATIVE, POSITIVE, POSITIVE_OR_NONE, WIDTHS, Checked, field, integer, one_of
-from samplers.learned import Batch, LearnedState, Training, build_learned, sde_sampling
+from samplers.fields import NON_NEGATIVE, POSITIVE_OR_NONE, field, integer, one_of
+from samplers.learned import Batch, LearnedState, Training, sde_sampling
 from samplers.method import Cost, Method, MethodSpec
 from samplers.methods.adjoint_matching import select_times
 from samplers.methods.common import (
-    EMA_DECAY,
-    NETWORKS,
+    ControlTrainingConfig,
     batch_log_Z,
+    build_configured,
     clip_norm,
     config_network,
-    config_optimizer,
 )
 from samplers.problem import Problem
 from samplers.types import Control, PyTree
@@ -197,14 +196,11 @@ def _check_choice(value: str, choices, what: str, who: str) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class RewardScoreMatchingConfig(Checked):
+class RewardScoreMatchingConfig(ControlTrainingConfig):
     """Hyper-parameters of `reward_score_matching` (RECONSTRUCTION; the grid comes from the Problem).
 
-    Attributes:
-        learning_rate: Adam learning rate.
+    Attributes (besides the shared `optim` and `network` sub-configs of `ControlTrainingConfig`):
         batch_size: on-policy trajectories per step (`n`).
-        hidden, network, time_embedding_dim: the control network (`samplers.methods.common`).
-        grad_clip: global-norm clip of the parameter gradient, or None.
         guidance: value-guidance estimator, `GUIDANCES` (`"first_order"`, `"zeroth_order"`).
         jacobian: `"vjp"` or `"a_t"` (`JACOBIANS`).
         lookahead_steps: rollout depth `D` after the loss point (first order) or the branch point
@@ -218,17 +214,9 @@ class RewardScoreMatchingConfig(Checked):
         trust_time_weight: `C2` shape (`TIME_WEIGHTS`).
         trust_refresh: refresh `θ† ← θ` every this many steps; 0 disables the trust region.
         guidance_clip: norm clip of `Ψ` (per particle), or None.
-        integrator: `samplers.sde.INTEGRATORS` of the on-policy simulation.
-        ema_decay: sample with an exponential moving average of the parameters at this decay
-            (`samplers.learned.build_learned`); None (default): with the trained parameters.
+        sde: the integrator of the on-policy simulation (`samplers.sde.SDEConfig`).
     """
 
-    learning_rate: float = field(1e-3, POSITIVE)
-    batch_size: int = field(256, integer(2))
-    hidden: tuple[int, ...] = field((64, 64), WIDTHS)
-    network: str = field("auto", one_of(NETWORKS))
-    time_embedding_dim: int = 32
-    grad_clip: float | None = field(10.0, POSITIVE_OR_NONE)
     guidance: str = field("first_order", one_of(lambda: GUIDANCES))
     jacobian: str = field("vjp", one_of(JACOBIANS))
     lookahead_steps: int | None = field(0, integer(0, optional=True))
@@ -240,8 +228,7 @@ class RewardScoreMatchingConfig(Checked):
     trust_time_weight: str = field("uniform", one_of(TIME_WEIGHTS))
     trust_refresh: int = field(0, integer(0))
     guidance_clip: float | None = field(None, POSITIVE_OR_NONE)
-    integrator: str = field("diffrax", one_of(sde.INTEGRATORS))
-    ema_decay: float | None = field(None, EMA_DECAY)
+    sde: sde.SDEConfig = field(sde.SDEConfig(), sde.USER_SDE)
 
     @property
     def trust_region(self) -> bool:
@@ -538,9 +525,7 @@ def build_reward_score_matching(problem: Problem, config: RewardScoreMatchingCon
     at `M` times per trajectory and takes one Adam step on `rsm_loss`."""
     _check_problem(problem, config)
     net = config_network(problem, config)
-    sde_config = dataclasses.replace(
-        sde.SDEConfig(integrator=config.integrator), detach="all", save_trajectory=True
-    )
+    sde_config = dataclasses.replace(config.sde, detach="all", save_trajectory=True)
     n = config.batch_size
     num_steps = problem.num_steps
     m = num_steps if config.time_subsample is None else config.time_subsample
@@ -604,7 +589,7 @@ def build_reward_score_matching(problem: Problem, config: RewardScoreMatchingCon
     sample, backward = sde_sampling(
         problem, net.apply, dataclasses.replace(sde_config, save_trajectory=False)
     )
-    return build_learned(training, config_optimizer(config), sample, backward, ema_decay=config.ema_decay)
+    return build_configured(training, config, sample, backward)
 
 
 _COST_MODEL = (

@@ -13,8 +13,12 @@ from samplers.fields import (
     POSITIVE_OR_NONE,
     WIDTHS,
     Checked,
+    configure,
     field,
+    field_names,
     integer,
+    merge,
+    nest,
     one_of,
     within,
 )
@@ -89,3 +93,64 @@ def test_a_subclass_default_keeps_the_base_rules():
     assert _Child().count == 5
     with pytest.raises(ValueError, match="_Child: count must be an integer >= 2"):
         _Child(count=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# composed configs: sub-configs, nested and dotted overrides
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inner(Checked):
+    rate: float = field(1e-3, POSITIVE)
+    widths: tuple[int, ...] = field((4, 4), WIDTHS)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outer(Checked):
+    moved = {"old_rate": "inner.rate"}
+
+    inner: _Inner = field(_Inner(widths=(2,)))
+    count: int = field(2, integer(2))
+
+
+def test_sub_config_from_a_mapping_replaces_only_the_named_fields():
+    outer = _Outer(inner={"rate": 0.5})
+    assert outer.inner == _Inner(rate=0.5, widths=(2,))  # the class's default sub-config, not _Inner()
+    assert hash(outer) == hash(_Outer(inner=_Inner(rate=0.5, widths=(2,))))
+
+
+def test_configure_takes_dotted_and_nested_keys_over_a_base():
+    base = configure(_Outer, {"inner.rate": 0.5, "count": 3})
+    assert base == _Outer(inner=_Inner(rate=0.5, widths=(2,)), count=3)
+    again = configure(_Outer, {"inner": {"widths": [8]}}, base=base)
+    assert again.inner == _Inner(rate=0.5, widths=(8,)) and again.count == 3
+    assert field_names(_Outer) == ["inner.rate", "inner.widths", "count"]
+
+
+def test_merge_and_nest_are_deep():
+    assert nest({"a.b.c": 1, "a.b.d": 2, "e": 3}) == {"a": {"b": {"c": 1, "d": 2}}, "e": 3}
+    assert merge({"a": {"b": 1, "c": 2}}, {"a.c": 3, "d": 4}) == {"a": {"b": 1, "c": 3}, "d": 4}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"rate": 1.0},
+            r"unknown config field\(s\) \['rate'\] \('rate' is now 'inner.rate'\); valid fields: "
+            r"\['inner.rate', 'inner.widths', 'count'\]",
+        ),
+        ({"old_rate": 1.0}, r"'old_rate' is now 'inner.rate'"),
+        ({"inner.speed": 1.0}, r"unknown config field\(s\) \['inner.speed'\]; valid fields: \['inner.rate'"),
+        ({"inner": {"rate": -1.0}}, "_Inner: rate must be positive, got -1.0"),
+        (
+            {"inner": "fast"},
+            r"inner is a sub-config \(_Inner\); give a _Inner or an object of its fields "
+            r"\['inner.rate', 'inner.widths'\], got 'fast'",
+        ),
+    ],
+)
+def test_configure_errors_name_the_valid_dotted_fields(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        configure(_Outer, overrides)

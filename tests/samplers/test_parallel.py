@@ -39,8 +39,9 @@ def run():
     spec, target = samplers.get("log_variance"), targets.get("gaussian")
     settings = hyperparams.resolve("log_variance", "gaussian")
     problem = hyperparams.build_problem(target, {**settings.problem, "num_steps": 5})
-    config = spec.make_config(**{**settings.method, "batch_size": 32, "hidden": (8,), "time_embedding_dim": 4,
-                                 "grad_log_target_feature": False, "integrator": "scan"})
+    config = spec.make_config(settings.method, **{"batch_size": 32, "network.hidden": (8,),
+                              "network.time_embedding_dim": 4, "grad_log_target_feature": False,
+                              "sde.integrator": "scan"})
     method = spec.build(problem, config)
     result = train(jax.random.key(0), method, num_steps=2, chunk_size=2)
     samples = jax.jit(method.sample, static_argnums=2)(jax.random.key(1), result.state, 32)

@@ -20,7 +20,9 @@ def test_lean_adjoint_report_writes_files(tmp_path, monkeypatch):
     tiny = la.LeanAdjointCase(
         name="vp/gaussian_correlated",
         problem=sampling_problem(target, VPBase(2, sigma0=2.0), num_steps=6),
-        config=AdjointMatchingConfig(batch_size=8, hidden=(4,), time_embedding_dim=4, integrator="scan"),
+        config=AdjointMatchingConfig(
+            batch_size=8, network={"hidden": (4,), "time_embedding_dim": 4}, sde={"integrator": "scan"}
+        ),
         num_train_steps=4,
         chunk_size=2,
         eval_samples=16,

@@ -87,7 +87,9 @@ def test_a_tiny_fine_tuning_step_runs_and_is_finite():
     classifier = _tiny_classifier()
     problem = experiment.digits_problem(_tiny_flow(), classifier, digit=3, lam=1.0, t0=0.05, num_steps=6)
     spec = samplers.get("adjoint_matching")
-    method = spec.build(problem, spec.make_config(batch_size=4, hidden=(8,), integrator="scan"))
+    method = spec.build(
+        problem, spec.make_config(batch_size=4, network={"hidden": (8,)}, sde={"integrator": "scan"})
+    )
     result = train(jax.random.key(0), method, num_steps=2, chunk_size=2)
     # one compiled chunk; its Info carries the loss and the simulated batch's path weights (ELBO, log Ẑ)
     for name in ("loss", "elbo", "log_Z", "grad_norm"):

@@ -173,7 +173,7 @@ def test_short_adjoint_matching_run_moves_towards_the_optimum():
     problem = _problem(num_steps=50)
     target = problem.target
     spec = samplers.get("adjoint_matching")
-    method = spec.build(problem, spec.make_config(batch_size=128, learning_rate=3e-3))
+    method = spec.build(problem, spec.make_config(batch_size=128, optim={"learning_rate": 3e-3}))
 
     def gaps(state):
         s = jax.jit(method.sample, static_argnums=2)(jax.random.key(7), state, 2000)

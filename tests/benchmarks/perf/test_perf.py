@@ -20,7 +20,7 @@ from benchmarks.perf.references import REFERENCES, reference_step
 from benchmarks.perf.timing import interleaved, ratio_summary
 from samplers.networks import mlp_control
 
-TINY = {"batch_size": 4, "hidden": (8, 8)}
+TINY = {"batch_size": 4, "network.hidden": (8, 8)}
 EXTRA = {
     "adjoint_sampling": {"resample_size": 8, "buffer_size": 16, "refresh_every": 2},
     "nets_pinn": {"free_energy_hidden": (8,), "time_subsample": 3},
@@ -31,7 +31,7 @@ def _tiny(method: str):
     settings = hyperparams.resolve(method, "gaussian")
     problem = hyperparams.build_problem(targets.get("gaussian"), settings.problem | {"num_steps": 4})
     spec = samplers.get(method)
-    config = dataclasses.replace(spec.make_config(**settings.method), **TINY, **EXTRA.get(method, {}))
+    config = spec.make_config(settings.method, **TINY, **EXTRA.get(method, {}))
     return problem, config, spec.build(problem, config)
 
 
@@ -189,7 +189,7 @@ TINY_CELL = {
     "chunk_size": 5,
     "num_trace": 64,
     "batch_size": 32,
-    "hidden": (8,),
+    "network.hidden": (8,),
     "resample_size": 32,
     "buffer_size": 64,
 }

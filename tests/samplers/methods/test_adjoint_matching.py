@@ -239,14 +239,14 @@ def test_loss_gradient_vanishes_at_optimal_control(time_subsample):
 # one step on a fixed batch, configs (the Method contract: tests/samplers/test_method_contract.py)
 # ---------------------------------------------------------------------------------------------
 
-TINY = dict(batch_size=16, hidden=(8,), time_embedding_dim=4, integrator="scan")
+TINY = {"batch_size": 16, "network.hidden": (8,), "network.time_embedding_dim": 4, "sde.integrator": "scan"}
 
 
 def test_training_step_decreases_the_loss_on_a_fixed_batch():
     """One Adam step on a fixed batch lowers that batch's loss (the gradient has the right sign)."""
     problem = _problem("brownian", 8)
     spec = samplers.get("adjoint_matching")
-    method = spec.build(problem, spec.make_config(**TINY, learning_rate=1e-2, passes_per_batch=3))
+    method = spec.build(problem, spec.make_config(TINY, optim={"learning_rate": 1e-2}, passes_per_batch=3))
     state, info = jax.jit(method.step)(jax.random.key(7), method.init(jax.random.key(8)))
     assert np.isfinite(float(info.loss)) and float(info.grad_norm) > 0
     assert float(info.terminal_grad_norm) > 0 and float(info.adjoint_max) >= float(info.terminal_grad_norm)
@@ -254,7 +254,7 @@ def test_training_step_decreases_the_loss_on_a_fixed_batch():
 
 def test_bad_configs_raise():
     with pytest.raises(ValueError, match="valid choices"):
-        am.AdjointMatchingConfig(network="transformer")
+        am.AdjointMatchingConfig(network={"kind": "transformer"})
     with pytest.raises(ValueError, match="valid choices"):
         am.AdjointMatchingConfig(time_weighting="log")
     with pytest.raises(ValueError, match="valid choices"):
@@ -305,7 +305,9 @@ def test_training_on_the_vp_base(seed):
     target = targets.get("gaussian_correlated")
     problem = sampling_problem(target, VPBase(2, sigma0=1.5), num_steps=32)
     spec = samplers.get("adjoint_matching")
-    config = spec.make_config(batch_size=256, hidden=(32, 32), learning_rate=5e-3, integrator="scan")
+    config = spec.make_config(
+        {"batch_size": 256, "network.hidden": (32, 32), "optim.learning_rate": 5e-3, "sde.integrator": "scan"}
+    )
     method = spec.build(problem, config)
     result = train(jax.random.key(seed), method, num_steps=400, chunk_size=200)
     assert result.num_compilations == 1

@@ -64,7 +64,7 @@ def test_config_and_problem_errors_name_valid_choices():
     with pytest.raises(ValueError, match="valid choices"):
         br.ScoreMatchingConfig(importance_weights="bogus")
     with pytest.raises(ValueError, match="valid choices"):
-        br.BridgeRegressionConfig(network="transformer")
+        br.BridgeRegressionConfig(network={"kind": "transformer"})
     with pytest.raises(ValueError, match="resample_size"):
         br.BridgeRegressionConfig(buffer_size=10, resample_size=20)
     with pytest.raises(ValueError, match="t_min"):
@@ -72,7 +72,7 @@ def test_config_and_problem_errors_name_valid_choices():
     with pytest.raises(ValueError, match="ess_floor"):
         br.NovelScoreMatchingConfig(ess_floor=0.0)
     with pytest.raises(ValueError, match="ema_decay"):
-        br.AdjointSamplingConfig(ema_decay=1.0)
+        br.AdjointSamplingConfig(optim={"ema_decay": 1.0})
     vp_problem = sampling_problem(targets.get("gaussian"), VPBase(dim=2), num_steps=10)
     with pytest.raises(ValueError, match="valid base kinds"):
         samplers.get("adjoint_sampling").build(vp_problem, br.AdjointSamplingConfig())
@@ -81,7 +81,7 @@ def test_config_and_problem_errors_name_valid_choices():
 def test_defaults_are_the_adjoint_sampling_recipe():
     config = samplers.get("adjoint_sampling").make_config()
     assert config.loss_weighting == "score" and config.max_grad_norm_target == 100.0
-    assert config.importance_weights == "none" and config.ema_decay is None
+    assert config.importance_weights == "none" and config.optim.ema_decay is None
     tsm = samplers.get("target_score_matching").make_config()
     assert tsm.loss_weighting == "score_alpha2" and tsm.max_grad_norm_target == 100.0
     assert tsm.importance_weights == "resample" and tsm.ess_floor == 0.05
@@ -104,7 +104,9 @@ def test_resampled_buffer_reports_its_tempering():
     """One step of NSM on the Gaussian: Info carries the buffer ESS before and after tempering and β;
     at the untrained (zero) control the path weights are far from uniform only if the floor binds."""
     problem = _gaussian_problem(num_steps=8)
-    config = br.NovelScoreMatchingConfig(batch_size=8, hidden=(8,), buffer_size=64, resample_size=32)
+    config = br.NovelScoreMatchingConfig(
+        batch_size=8, network={"hidden": (8,)}, buffer_size=64, resample_size=32
+    )
     method = samplers.get("novel_score_matching").build(problem, config)
     _, info = jax.jit(method.step)(jax.random.key(0), method.init(jax.random.key(1)))
     beta, ess, tempered = float(info.temper_beta), float(info.buffer_ess), float(info.buffer_ess_tempered)

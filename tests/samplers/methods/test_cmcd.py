@@ -166,7 +166,7 @@ def test_loss_gradient_vanishes_when_initial_law_is_the_target(loss_name):
 
 def test_bad_configs_and_problems_raise():
     with pytest.raises(ValueError, match="valid choices"):
-        cmcd.CMCDConfig(network="resnet")
+        cmcd.CMCDConfig(network={"kind": "resnet"})
     with pytest.raises(ValueError, match="diffusion_scale"):
         cmcd.CMCDConfig(diffusion_scale=0.0)
     with pytest.raises(ValueError, match="valid fields"):
@@ -244,7 +244,7 @@ def test_checkpointed_chain_gives_the_same_loss_and_gradient():
         spec = samplers.get(name)
         results = []
         for remat in (True, False):
-            config = spec.make_config(batch_size=16, hidden=(8,), checkpoint_steps=remat)
+            config = spec.make_config(batch_size=16, network={"hidden": (8,)}, checkpoint_steps=remat)
             method = spec.build(problem, config)
             state = method.init(jax.random.key(0))
             state = state._replace(params=jax.tree.map(lambda p: p + 0.05, state.params))

@@ -39,11 +39,13 @@ def test_cosine_decay_reaches_the_final_fraction_and_stays():
 @pytest.mark.parametrize("name", DECAYING)
 def test_configs_validate_the_decay(name):
     spec = samplers.get(name)
-    assert spec.make_config(learning_rate_decay_steps=100).learning_rate_decay_steps == 100
-    with pytest.raises(ValueError, match="learning_rate_decay_steps must be a positive integer or None"):
-        spec.make_config(learning_rate_decay_steps=0)
-    with pytest.raises(ValueError, match=r"learning_rate_final_fraction must lie in \[0, 1\]"):
-        spec.make_config(learning_rate_decay_steps=10, learning_rate_final_fraction=1.5)
+    assert spec.make_config({"optim.decay_steps": 100}).optim.decay_steps == 100
+    with pytest.raises(ValueError, match="decay_steps must be a positive integer or None"):
+        spec.make_config(optim={"decay_steps": 0})
+    with pytest.raises(ValueError, match=r"final_fraction must lie in \[0, 1\]"):
+        spec.make_config(optim={"decay_steps": 10, "final_fraction": 1.5})
+    with pytest.raises(ValueError, match="'learning_rate_decay_steps' is now 'optim.decay_steps'"):
+        spec.make_config(learning_rate_decay_steps=10)
 
 
 # ---------------------------------------------------------------------------------------------

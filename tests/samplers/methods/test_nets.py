@@ -244,7 +244,9 @@ def test_epsilon_retuning_changes_samples_not_log_Z():
     target = targets.get("gaussian", dim=1, mean=1.0, scale=0.5)
     problem = _problem(target, 16)
     spec = samplers.get("nets_pinn")
-    method = spec.build(problem, spec.make_config(weights="crooks", hidden=(8,), time_embedding_dim=4))
+    method = spec.build(
+        problem, spec.make_config(weights="crooks", network={"hidden": (8,), "time_embedding_dim": 4})
+    )
     state = method.init(jax.random.key(0))  # b̂ = 0: AIS, exact Crooks weights for every ε
     sample = jax.jit(method.sample, static_argnums=2)
     low = sample(jax.random.key(1), nets.with_epsilon(state, 0.3), 8000)
@@ -270,7 +272,13 @@ def test_epsilon_retuning_changes_samples_not_log_Z():
 # fine-tuning problems, configs (the Method contract: tests/samplers/test_method_contract.py)
 # ---------------------------------------------------------------------------------------------
 
-TINY = dict(batch_size=8, hidden=(8,), time_embedding_dim=4, free_energy_hidden=(4,), time_subsample=3)
+TINY = {
+    "batch_size": 8,
+    "network.hidden": (8,),
+    "network.time_embedding_dim": 4,
+    "free_energy_hidden": (4,),
+    "time_subsample": 3,
+}
 TINY_STEPS = 6
 
 
@@ -281,7 +289,8 @@ def test_finetuning_problem():
     annealing = nets.annealing_for(problem, 1.0)
     x = jnp.array([0.3, -0.2])
     np.testing.assert_allclose(annealing.u1_and_grad(x)[0], -problem.log_target(x), rtol=1e-6)
-    method = samplers.get("nets_pinn").build(problem, nets.NETSConfig(**TINY))
+    spec = samplers.get("nets_pinn")
+    method = spec.build(problem, spec.make_config(TINY))
     draws = jax.jit(method.sample, static_argnums=2)(jax.random.key(2), method.init(jax.random.key(3)), 16)
     assert draws.x.shape == (16, 2) and np.all(np.isfinite(draws.log_w))
 
@@ -290,7 +299,7 @@ def test_bad_configs_and_problems_raise():
     with pytest.raises(ValueError, match="valid choices"):
         nets.NETSConfig(weights="girsanov")
     with pytest.raises(ValueError, match="valid choices"):
-        nets.NETSConfig(network="transformer")
+        nets.NETSConfig(network={"kind": "transformer"})
     with pytest.raises(ValueError, match="valid choices"):
         nets.NETSConfig(epsilon_schedule="cosine")
     with pytest.raises(ValueError, match="epsilon > 0"):
@@ -334,8 +343,14 @@ def test_training_reaches_log_Z_and_ess_more_seeds(name, target_name):
 # 64 steps: the default left-point Jarzynski weights carry an O(h) quadrature bias (about -1.9/K on the
 # Gaussian with a near-perfect drift), which the trapezoid rule removes.
 TRAIN = {
-    "gaussian": dict(num_steps=400, grid_steps=64, config=dict(hidden=(32, 32), learning_rate=3e-3)),
-    "bimodal": dict(num_steps=400, grid_steps=64, config=dict(hidden=(32, 32), learning_rate=3e-3, s0=2.0)),
+    "gaussian": dict(
+        num_steps=400, grid_steps=64, config={"network.hidden": (32, 32), "optim.learning_rate": 3e-3}
+    ),
+    "bimodal": dict(
+        num_steps=400,
+        grid_steps=64,
+        config={"network.hidden": (32, 32), "optim.learning_rate": 3e-3, "s0": 2.0},
+    ),
 }
 
 

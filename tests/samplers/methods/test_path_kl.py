@@ -166,7 +166,7 @@ def test_optimal_control_log_weights_nearly_constant(oracle_problems, kind):
 # trajectory balance's log Z, configs (the Method contract: tests/samplers/test_method_contract.py)
 # ---------------------------------------------------------------------------------------------
 
-TINY = dict(batch_size=16, hidden=(8,), time_embedding_dim=4)
+TINY = {"batch_size": 16, "network.hidden": (8,), "network.time_embedding_dim": 4}
 TINY_STEPS = 8
 
 
@@ -193,9 +193,9 @@ def test_trajectory_balance_learns_log_Z_parameter():
 
 def test_bad_configs_and_bases_raise():
     with pytest.raises(ValueError, match="valid choices"):
-        path_kl.PathKLConfig(network="transformer")
+        path_kl.PathKLConfig(network={"kind": "transformer"})
     with pytest.raises(ValueError, match="valid choices"):
-        path_kl.PathKLConfig(integrator="rk4")
+        path_kl.PathKLConfig(sde={"integrator": "rk4"})
     with pytest.raises(ValueError, match="batch_size"):
         path_kl.PathKLConfig(batch_size=1)
     with pytest.raises(ValueError, match="valid fields"):

@@ -235,7 +235,7 @@ def test_loss_gradient_vanishes_at_optimal_control_brownian(guidance):
 # trust region, options (the Method contract: tests/samplers/test_method_contract.py)
 # ---------------------------------------------------------------------------------------------
 
-TINY = dict(batch_size=8, hidden=(8,), time_embedding_dim=4, integrator="scan")
+TINY = {"batch_size": 8, "network.hidden": (8,), "network.time_embedding_dim": 4, "sde.integrator": "scan"}
 
 
 def test_trust_region_anchor_is_set_at_init_and_refreshed():
@@ -261,9 +261,16 @@ def test_trust_region_anchor_is_set_at_init_and_refreshed():
 
 
 def test_bad_options_raise_with_valid_choices():
-    for field in ("guidance", "jacobian", "time_weight", "trust_time_weight", "network", "integrator"):
+    for field in (
+        "guidance",
+        "jacobian",
+        "time_weight",
+        "trust_time_weight",
+        "network.kind",
+        "sde.integrator",
+    ):
         with pytest.raises(ValueError, match="valid choices"):
-            rsm.RewardScoreMatchingConfig(**{field: "nonsense"})
+            samplers.get("reward_score_matching").make_config({field: "nonsense"})
     with pytest.raises(ValueError, match="num_branches"):
         rsm.RewardScoreMatchingConfig(num_branches=1)
     with pytest.raises(ValueError, match="lookahead_steps"):
@@ -298,7 +305,11 @@ def test_training_lowers_the_kl_regularised_objective(name):
     problem = _flow_problem(num_steps=16)
     spec = samplers.get(name)
     config = spec.make_config(
-        batch_size=64, hidden=(32, 32), learning_rate=3e-3, time_subsample=4, num_branches=16
+        batch_size=64,
+        network={"hidden": (32, 32)},
+        optim={"learning_rate": 3e-3},
+        time_subsample=4,
+        num_branches=16,
     )
     method = spec.build(problem, config)
     state0 = method.init(jax.random.key(0))
