@@ -107,3 +107,6 @@ def test_particle_tables_lead_with_energy_and_distance_laws_and_check_floors(tmp
     assert "- energy_w2: noise floor 0.3 at 2000 rows" in md and "below it: the metric can rank" in md
     assert "- eq_w2: noise floor 1.63 at 1000 rows" in md and "cannot rank methods near the published" in md
     assert "mmd2/rbf_median" in (tmp_path / "out" / "leaderboard.csv").read_text()
+    # the published values with the same definitions, best first, with their source
+    assert "- eq. W2: ASBS 1.59 ± 0.03, iDEM 1.61 ± 0.01, AS 1.67 ± 0.01" in md
+    assert "[Liu et al. 2025 (ASBS), Table 2]" in md
