@@ -92,18 +92,25 @@ class Resolved(NamedTuple):
     settings: hyperparams.Resolved
     problem: Any
     config: Any
+    tuned: dict[str, Any] = {}  # overrides from a committed tuning file (`benchmarks.grid.tune`)
+    tuning_evals: float = 0.0  # the evaluations that tuning search spent
 
 
 def resolve_cell(method: str, target: str, **config_overrides: Any) -> Resolved:
     """Resolve `(method, target)` as the grid runs it; `config_overrides` replace config fields over
     the table's settings (sub-config fields dotted, `**{"optim.learning_rate": 1e-2}`, or nested,
-    `optim={"learning_rate": 1e-2}`; `MethodSpec.make_config`)."""
+    `optim={"learning_rate": 1e-2}`; `MethodSpec.make_config`). Layers, each over the previous:
+    the table, the committed tuning file of `(method, target)` if any (`tiltbench tune`), then
+    `config_overrides`."""
+    from benchmarks.grid.tune import tuned_overrides
+
     spec = samplers.get(method)
     tgt = targets.get(target)
     settings = hyperparams.resolve(method, target)
     problem = hyperparams.build_problem(tgt, settings.problem)
-    config = spec.make_config(merge(settings.method, config_overrides))
-    return Resolved(spec, tgt, settings, problem, config)
+    tuned, tuning_evals = tuned_overrides(method, target)
+    config = spec.make_config(merge(merge(settings.method, tuned), config_overrides))
+    return Resolved(spec, tgt, settings, problem, config, tuned, tuning_evals)
 
 
 def _canonical(value: Any) -> Any:
@@ -602,6 +609,7 @@ def run_cell(
             "problem": resolved.settings.problem,
             "problem_summary": problem.summary(),
             "method": config_dict(config),
+            **({"tuned": resolved.tuned} if resolved.tuned else {}),
         }
         record.method_family = spec.family
         record.problem_kind = problem.kind
@@ -692,6 +700,8 @@ def run_cell(
             )
         )
         values["cost/train_steps"] = float(trained.steps)
+        if resolved.tuning_evals:  # the search that chose this configuration, once per (method, target)
+            values["cost/tuning_evals"] = resolved.tuning_evals
         if ref is not None:  # the sample metrics and their floors compare this many rows
             values["eval/reference_rows"] = float(num_ref)
         if max_evals is not None:

@@ -128,8 +128,8 @@ def _winner(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(close, key=lambda t: (t["reverse_ess"], t["elbo"]))
 
 
-def tuned_file(method: str, target: str, directory: str | os.PathLike = TUNED_DIR) -> Path:
-    return Path(directory) / f"{method}__{target}.json"
+def tuned_file(method: str, target: str, directory: str | os.PathLike | None = None) -> Path:
+    return Path(TUNED_DIR if directory is None else directory) / f"{method}__{target}.json"
 
 
 def tune(
@@ -140,7 +140,7 @@ def tune(
     num_eval: int = 2048,
     max_trials: int = 6,
     seed: int = 0,
-    out_dir: str | os.PathLike = TUNED_DIR,
+    out_dir: str | os.PathLike | None = None,
     space: Mapping[str, list[Any]] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -197,7 +197,9 @@ def tune(
     return record
 
 
-def tuned_overrides(method: str, target: str, directory: str | os.PathLike = TUNED_DIR) -> tuple[dict, float]:
+def tuned_overrides(
+    method: str, target: str, directory: str | os.PathLike | None = None
+) -> tuple[dict, float]:
     """`(chosen overrides, tuning evaluations)` of a committed tuning file; `({}, 0.0)` when there is none."""
     path = tuned_file(method, target, directory)
     if not path.is_file():

@@ -73,7 +73,7 @@ def test_failed_trials_lose_and_ties_go_to_the_higher_ess(blind_target, tmp_path
 
 
 def test_search_spaces_and_bad_input(blind_target, capsys):
-    assert set(search_space("pis")) == {"learning_rate"} and "num_mcmc_steps" in search_space("smc")
+    assert set(search_space("pis")) == {"optim.learning_rate"} and "num_mcmc_steps" in search_space("smc")
     with pytest.raises(ValueError, match="has no declared search space"):
         search_space("nuts")
     assert trials_of({"x": [1, 2, 3, 4, 5]}, {"x": 3}, 3) == [{"x": 3}, {"x": 1}, {"x": 5}]
@@ -81,3 +81,22 @@ def test_search_spaces_and_bad_input(blind_target, capsys):
         tune("toy_is", blind_target, space={"no_such": [1]}, log=lambda s: None)
     assert cli.main(["tune", "--method", "no_such_method", "--target", blind_target]) == 2
     assert "no_such_method" in capsys.readouterr().err
+
+
+def test_the_grid_runs_the_tuned_configuration_and_records_its_cost(blind_target, tmp_path, monkeypatch):
+    from benchmarks.grid import tune as tune_module
+    from benchmarks.grid.cell import resolve_cell, run_cell
+    from benchmarks.grid.suites import Cell, load_suite
+    from tests.benchmarks import toy_method
+
+    monkeypatch.setattr(tune_module, "TUNED_DIR", tmp_path / "tuned")
+    assert resolve_cell("toy_is", blind_target).tuned == {}
+    tune("toy_is", blind_target, steps=1, num_eval=512, space={"scale": [1.5, 4.0]}, log=lambda s: None)
+    resolved = resolve_cell("toy_is", blind_target)
+    assert (
+        resolved.config.scale == 1.5 and resolved.tuned == {"scale": 1.5} and resolved.tuning_evals == 3 * 512
+    )
+    assert resolve_cell("toy_is", blind_target, scale=3.0).config.scale == 3.0  # explicit overrides win
+    suite = load_suite(str(toy_method.write_suite(tmp_path, targets=[blind_target])))
+    record = run_cell(Cell("toy_is", blind_target, "b", 0), suite).record
+    assert record.config["tuned"] == {"scale": 1.5} and record.metrics["cost/tuning_evals"] == 3 * 512
