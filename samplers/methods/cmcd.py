@@ -329,6 +329,30 @@ def _check_detach(detach: str) -> None:
         raise ValueError(f"unknown detach mode {detach!r}; valid choices: {sorted(CMCD_DETACH_MODES)}")
 
 
+class _Chain(NamedTuple):
+    """What both directions of the chain share: the working target, the annealing, the per-point
+    pieces, the grid and its steps, the control parameters and the stop-gradient of the states."""
+
+    target: Any
+    annealing: Any
+    pieces: Callable
+    ts: jax.Array
+    steps: jax.Array
+    control_params: PyTree
+    stop: Callable[[jax.Array], jax.Array]
+
+
+def _chain(problem: Problem, control: Control, params: PyTree, config: CMCDConfig, detach: str) -> _Chain:
+    _check_detach(detach)
+    if detach == "all":
+        params = sg(params)
+    target = _working_target(problem, config)
+    a = annealing(params["annealing"], config)
+    stop = (lambda v: v) if detach == "none" else sg
+    ts = problem.times
+    return _Chain(target, a, _pieces_fn(target, control, a), ts, jnp.diff(ts), params["control"], stop)
+
+
 def simulate_cmcd(
     key: jax.Array,
     problem: Problem,
@@ -357,16 +381,7 @@ def simulate_cmcd(
     Returns:
         `CMCDPath`.
     """
-    _check_detach(detach)
-    if detach == "all":
-        params = sg(params)
-    target = _working_target(problem, config)
-    a = annealing(params["annealing"], config)
-    pieces = _pieces_fn(target, control, a)
-    ts = problem.times
-    steps = jnp.diff(ts)
-    control_params = params["control"]
-    stop = (lambda v: v) if detach == "none" else sg
+    target, a, pieces, ts, steps, control_params, stop = _chain(problem, control, params, config, detach)
     key_init, key_noise = jax.random.split(key)
     dim = problem.dim
 
@@ -420,16 +435,7 @@ def simulate_cmcd_backward(
 
     Arguments as `simulate_cmcd`, with `x_target` `(n, dim)` target samples instead of `num_samples`.
     """
-    _check_detach(detach)
-    if detach == "all":
-        params = sg(params)
-    target = _working_target(problem, config)
-    a = annealing(params["annealing"], config)
-    pieces = _pieces_fn(target, control, a)
-    ts = problem.times
-    steps = jnp.diff(ts)
-    control_params = params["control"]
-    stop = (lambda v: v) if detach == "none" else sg
+    target, a, pieces, ts, steps, control_params, stop = _chain(problem, control, params, config, detach)
     key_com, key_noise = jax.random.split(key)
     x_target = jnp.asarray(x_target, jnp.float32)
     if x_target.ndim != 2 or x_target.shape[1] != problem.dim:
