@@ -19,11 +19,15 @@ import pytest
 
 import samplers
 import targets
+from samplers import estimators
 from samplers.base_processes import BrownianBase, GeometricSchedule, LinearSchedule, VPBase
+from samplers.fields import merge
 from samplers.gaussian_oracle import GaussianOracle
+from samplers.learned import sampled_params
 from samplers.methods import bridge_regression as br
 from samplers.methods.common import clip_norm
 from samplers.problem import sampling_problem
+from samplers.train import train
 from targets.base import ParticleSpec
 from tests.samplers.methods import analytic
 
@@ -289,6 +293,25 @@ def test_training_reaches_log_Z_and_ess(name, target_name):
     assert float(cost.grad_evals) == (0 if name == "conditional_score_matching" else new_points)
     # resample_size / (refresh_every · batch_size) = 0.2 new end points per regression target used
     assert float(cost.grad_evals) <= 0.2 * setting.train_steps * config["batch_size"]
+
+
+@pytest.mark.slow
+def test_ema_sampling_reaches_the_same_answer_on_the_gaussian():
+    """Adjoint Sampling with its analytic-case settings and the EMA on (decay 0.999, warm-up): the
+    averaged parameters sample the Gaussian as well as the trained ones (|log Ẑ - log Z| < 0.05,
+    reverse ESS > 0.8): the average converges to the same fixed point."""
+    name, target_name = "adjoint_sampling", "gaussian"
+    setting = analytic.SETTINGS[(name, target_name)]
+    problem = analytic.problem_for(name, target_name)
+    spec = samplers.get(name)
+    config = spec.make_config(**merge(dict(setting.config), {"optim.ema_decay": 0.999}))
+    method = spec.build(problem, config)
+    result = train(jax.random.key(0), method, num_steps=setting.train_steps, chunk_size=setting.train_steps)
+    assert sampled_params(result.state) == "ema"
+    log_w = np.asarray(jax.jit(method.sample, static_argnums=2)(jax.random.key(1), result.state, 4000).log_w)
+    error = float(estimators.log_Z(log_w).value) - problem.log_Z
+    ess = float(estimators.reverse_ess(log_w).value)
+    assert abs(error) < analytic.LOG_Z_TOLERANCE and ess > analytic.MIN_ESS, (error, ess)
 
 
 @pytest.mark.slow
