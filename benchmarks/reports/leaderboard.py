@@ -183,6 +183,13 @@ def aggregate(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, str], 
                 s: sum(r["status"] == s for r in recs) for s in ("ok", "diverged", "error", "not_applicable")
             },
             "messages": sorted({r.get("message", "") for r in recs if r["status"] != "ok"} - {""}),
+            "findings": sorted(
+                {
+                    f"seed {r['seed']}: {'; '.join(found)}"
+                    for r in recs
+                    if (found := (r.get("train") or {}).get("findings"))
+                }
+            ),
             "stats": stats,
             "commits": sorted({r["commit"] for r in recs}),
             "hardware": sorted({_hardware(r) for r in recs}),
@@ -318,7 +325,7 @@ def _table_for(
             "",
         ]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    notes, accuracy_notes, collapse_notes = [], [], []
+    notes, accuracy_notes, collapse_notes, finding_notes = [], [], [], []
     for (_suite, _t, method, budget), agg in sorted(rows, key=order):
         st = agg["status"]
         how = agg.get("statistic", "mean")
@@ -343,6 +350,8 @@ def _table_for(
             accuracy_notes.append(f"- `{method}` ({budget}), {reason[:200]}")
         for warning in agg.get("collapse_warnings", []):
             collapse_notes.append(f"- `{method}` ({budget}), {warning}")
+        for finding in agg.get("findings", []):
+            finding_notes.append(f"- `{method}` ({budget}), {finding[:240]}")
     published = _published_lines(target)
     if published:
         lines += ["", *published]
@@ -362,6 +371,12 @@ def _table_for(
             "",
             "Mode-collapse warnings (reverse ESS high, forward ESS or mode coverage low):",
             *collapse_notes,
+        ]
+    if finding_notes:
+        lines += [
+            "",
+            "What training showed (`benchmarks/grid/findings.py`, first chunk where each diagnostic fired):",
+            *finding_notes,
         ]
     return "\n".join(lines)
 

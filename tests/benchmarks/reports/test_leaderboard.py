@@ -52,7 +52,9 @@ def test_aggregate_and_tables(tmp_path):
     for seed, err in enumerate([0.1, 0.3]):
         atomic_write_json(runs / f"good_{seed}.json", _record("good", "g", seed, **{"logZ/error": err}))
         atomic_write_json(runs / f"bad_{seed}.json", _record("bad", "g", seed, **{"logZ/error": 5.0}))
-    atomic_write_json(runs / "div.json", _record("bad", "g", 2, status="diverged"))
+    diverged = _record("bad", "g", 2, status="diverged")
+    diverged["train"] = {"info": {}, "findings": ["buffer ESS 0.0004 < 1% of the buffer at step 300"]}
+    atomic_write_json(runs / "div.json", diverged)
     agg = aggregate(list(iter_records(tmp_path / "runs")))
     good = agg[("s", "g", "good", "b")]
     assert good["stats"]["logZ/error"][0] == pytest.approx(0.2)
@@ -62,6 +64,7 @@ def test_aggregate_and_tables(tmp_path):
     md = (tmp_path / "out" / "leaderboard.md").read_text()
     assert md.index("`good`") < md.index("`bad`"), "rows are sorted by log-Z error"
     assert "1 diverged" in md
+    assert "- `bad` (b), seed 2: buffer ESS 0.0004 < 1% of the buffer at step 300" in md  # train.findings
     rows = (tmp_path / "out" / "leaderboard.csv").read_text().splitlines()
     assert rows[0].startswith("suite,target,method") and len(rows) == 3
     assert summary["suites"]["s"]["records"] == 5
