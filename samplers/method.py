@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from samplers.fields import configure, merge
 
-__all__ = ["Cost", "Method", "MethodSpec", "Samples"]
+__all__ = ["Cost", "Method", "MethodSpec", "Samples", "sibling_specs"]
 
 
 class Cost(NamedTuple):
@@ -176,3 +176,27 @@ class MethodSpec:
         """
         merged = merge(overrides or {}, fields)
         return configure(self.config_cls, merged, who=f"method {self.name!r}")
+
+
+def sibling_specs(
+    family: str,
+    config_cls: type,
+    bases: tuple[str, ...],
+    cost_model: str,
+    entries: dict[str, tuple[Callable[..., Method], str, str]],
+) -> tuple[MethodSpec, ...]:
+    """The `MethodSpec`s of losses that share one family, config class, bases and cost-model prefix
+    (e.g. the KL and log-variance variants of one sampler): `entries` maps each name to
+    `(build, cost-model suffix, description)`."""
+    return tuple(
+        MethodSpec(
+            name=name,
+            family=family,
+            config_cls=config_cls,
+            build=build,
+            bases=bases,
+            cost_model=cost_model + extra_cost,
+            description=description,
+        )
+        for name, (build, extra_cost, description) in entries.items()
+    )

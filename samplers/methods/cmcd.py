@@ -74,7 +74,7 @@ from jax.lax import stop_gradient as sg
 from samplers.baselines.common import complete_centre_of_mass, working_density
 from samplers.fields import POSITIVE, field
 from samplers.learned import LearnedState, self_drawn
-from samplers.method import Cost, Method, MethodSpec, Samples
+from samplers.method import Cost, Method, MethodSpec, Samples, sibling_specs
 from samplers.methods.common import (
     ControlTrainingConfig,
     batch_log_Z,
@@ -585,30 +585,24 @@ _COST = (
     "K+1 network evals, K SDE steps"
 )
 
-SPECS: tuple[MethodSpec, ...] = (
-    MethodSpec(
-        name="cmcd_kl",
-        family="thermodynamic",
-        config_cls=CMCDConfig,
-        build=build_cmcd_kl,
-        bases=("brownian", "vp"),
-        cost_model=_COST + "; +K+2 Hessian-vector products (backprop through the drifts)",
-        description=(
+SPECS: tuple[MethodSpec, ...] = sibling_specs(
+    "thermodynamic",
+    CMCDConfig,
+    ("brownian", "vp"),
+    _COST,
+    {
+        "cmcd_kl": (
+            build_cmcd_kl,
+            "; +K+2 Hessian-vector products (backprop through the drifts)",
             "Controlled Monte Carlo Diffusion: annealed Langevin on the geometric path from a learned "
             "diagonal Gaussian with a learned control, monotone schedule and step sizes; exact Crooks-type "
-            "weights; negative ELBO with reparametrised paths (the base supplies only the grid and log γ)."
+            "weights; negative ELBO with reparametrised paths (the base supplies only the grid and log γ).",
         ),
-    ),
-    MethodSpec(
-        name="cmcd_lv",
-        family="thermodynamic",
-        config_cls=CMCDConfig,
-        build=build_cmcd_lv,
-        bases=("brownian", "vp"),
-        cost_model=_COST + "; no backprop through the chain",
-        description=(
+        "cmcd_lv": (
+            build_cmcd_lv,
+            "; no backprop through the chain",
             "Controlled Monte Carlo Diffusion trained with the log-variance loss Var(log w) on detached "
-            "trajectories (Vargas et al. 2024); the base only supplies the grid and log γ."
+            "trajectories (Vargas et al. 2024); the base only supplies the grid and log γ.",
         ),
-    ),
+    },
 )

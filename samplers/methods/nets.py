@@ -40,7 +40,7 @@ from samplers.fields import (
     one_of,
 )
 from samplers.learned import Batch, LearnedState, Training
-from samplers.method import Cost, Method, MethodSpec, Samples
+from samplers.method import Cost, Method, MethodSpec, Samples, sibling_specs
 from samplers.methods.common import ControlTrainingConfig, build_configured, config_network
 from samplers.methods.nets_losses import (
     action_matching_loss,
@@ -394,33 +394,26 @@ _COST = (
     "no backprop through the SDE"
 )
 
-SPECS: tuple[MethodSpec, ...] = (
-    MethodSpec(
-        name="nets_pinn",
-        family="thermodynamic",
-        config_cls=NETSConfig,
-        build=build_nets_pinn,
-        bases=("brownian", "vp"),
-        cost_model=_COST
-        + "; loss: time_subsample points per path, each dim (exact) or 1 drift evals + 1 F̂ eval",
-        description=(
+SPECS: tuple[MethodSpec, ...] = sibling_specs(
+    "thermodynamic",
+    NETSConfig,
+    ("brownian", "vp"),
+    _COST,
+    {
+        "nets_pinn": (
+            build_nets_pinn,
+            "; loss: time_subsample points per path, each dim (exact) or 1 drift evals + 1 F̂ eval",
             "NETS [RECON from arXiv 2410.02711, no code]: annealed Langevin dX = (-ε∇U_t + b̂)dt + sqrt(2ε)dW "
             "along U_t = (1-t)U_0 - t log γ̃ with Jarzynski weights dA = (∇·b̂ - ∇U·b̂ - ∂_tU)dt; b̂ and F̂(t) "
             "trained by the PINN loss E|∂_tF̂ + ∇·b̂ - ∇U·b̂ - ∂_tU|² on detached samples. The base process "
-            "supplies only the grid."
+            "supplies only the grid.",
         ),
-    ),
-    MethodSpec(
-        name="nets_action",
-        family="thermodynamic",
-        config_cls=NETSConfig,
-        build=build_nets_action,
-        bases=("brownian", "vp"),
-        cost_model=_COST + "; loss: time_subsample times × batch potential evals",
-        description=(
+        "nets_action": (
+            build_nets_action,
+            "; loss: time_subsample times × batch potential evals",
             "NETS [RECON from arXiv 2410.02711, no code] with a gradient-field drift b̂ = ∇φ̂ trained by "
             "action matching ∫ E_ρt[½|∇φ̂|²] + Cov_ρt(φ̂, ∂_tU) dt, ρ_t-expectations by self-normalised "
-            "running Jarzynski weights of detached trajectories."
+            "running Jarzynski weights of detached trajectories.",
         ),
-    ),
+    },
 )
