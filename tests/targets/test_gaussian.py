@@ -10,18 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
+import target_checks as tc
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from target_checks import (
-    NUM_SAMPLES,
-    P_VALUE_FLOOR,
-    assert_moments_match,
-    cached_cell_probabilities,
-    cached_samples,
-    cached_target,
-    grid_cell_probabilities,
-    grid_chi_square_pvalue,
-)
 
 import targets
 from targets.gaussian import Gaussian, correlated_gaussian, givens_rotation
@@ -37,7 +28,7 @@ def _correlated6():
 
 
 def test_default_log_Z_is_log_two_pi_and_not_zero():
-    target = cached_target("gaussian")
+    target = tc.cached_target("gaussian")
     assert target.dim == 2
     assert target.log_Z == pytest.approx(math.log(2 * math.pi), rel=1e-15)
     assert float(target.log_prob(np.zeros(2, np.float32))) == 0.0  # the normaliser is omitted
@@ -51,7 +42,7 @@ def test_default_log_Z_is_log_two_pi_and_not_zero():
 def test_two_dimensional_gaussians_integrate_to_exp_log_Z(name, kwargs):
     target = targets.get(name, **kwargs)
     bounds = ((-15.0, 17.0), (-15.0, 17.0))
-    mass = grid_cell_probabilities(target.log_prob, target.log_Z, bounds, bins=40).sum()
+    mass = tc.grid_cell_probabilities(target.log_prob, target.log_Z, bounds, bins=40).sum()
     assert mass == pytest.approx(1.0, abs=1e-6)
 
 
@@ -111,19 +102,19 @@ def test_gaussian_class_matches_scipy_and_exposes_arrays(x64):
 
 def test_correlated_samples_match_moments_and_mahalanobis_law():
     target = _correlated6()
-    samples = np.asarray(target.sample(jax.random.key(3), NUM_SAMPLES), np.float64)
-    assert_moments_match(samples, target.ground_truth)
+    samples = np.asarray(target.sample(jax.random.key(3), tc.NUM_SAMPLES), np.float64)
+    tc.assert_moments_match(samples, target.ground_truth)
     centred = samples - target.ground_truth["mean"]
     squared_distances = np.einsum("ni,ij,nj->n", centred, target.ground_truth["precision"], centred)
-    assert scipy.stats.kstest(squared_distances, scipy.stats.chi2(df=6).cdf).pvalue > P_VALUE_FLOOR
+    assert scipy.stats.kstest(squared_distances, scipy.stats.chi2(df=6).cdf).pvalue > tc.P_VALUE_FLOOR
 
 
 def test_default_samples_fit_log_prob_in_two_dimensions():
     for name in ("gaussian", "gaussian_correlated"):
-        samples = cached_samples(name)
-        assert_moments_match(samples, cached_target(name).ground_truth)
-        probabilities = cached_cell_probabilities(name, CORRELATED_BOX, 30)
-        assert grid_chi_square_pvalue(probabilities, samples, CORRELATED_BOX) > P_VALUE_FLOOR
+        samples = tc.cached_samples(name)
+        tc.assert_moments_match(samples, tc.cached_target(name).ground_truth)
+        probabilities = tc.cached_cell_probabilities(name, CORRELATED_BOX, 30)
+        assert tc.grid_chi_square_pvalue(probabilities, samples, CORRELATED_BOX) > tc.P_VALUE_FLOOR
 
 
 @pytest.mark.parametrize("dim", [0, -1, 2.5, True, "3", None])

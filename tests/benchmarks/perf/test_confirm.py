@@ -8,14 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.perf.confirm import (
-    MIN_CONFIRM_SAMPLES,
-    check_confirm_samples,
-    check_seeds,
-    confirmed_index,
-    needs_confirmation,
-    seed_summary,
-)
+from benchmarks.perf import confirm
 
 TOL = 0.1
 
@@ -26,8 +19,8 @@ def _monitor(probe_errors, confirm_error_at):
     confirms: list[float | None] = []
     for i, probe in enumerate(probe_errors):
         previous = confirms[-1] if confirms else None
-        confirms.append(confirm_error_at(i) if needs_confirmation(probe, previous, TOL) else None)
-    return confirms, confirmed_index(confirms, TOL)
+        confirms.append(confirm_error_at(i) if confirm.needs_confirmation(probe, previous, TOL) else None)
+    return confirms, confirm.confirmed_index(confirms, TOL)
 
 
 def test_a_noisy_trace_that_crosses_once_is_rejected():
@@ -46,9 +39,11 @@ def test_a_noisy_trace_that_crosses_once_is_rejected():
 
 def test_a_confirmation_that_does_not_stay_below_is_rejected():
     """Below ε at one check only (even on the independent estimate): not reached."""
-    assert confirmed_index([None, 0.08, 0.5, None, 0.09], TOL) is None
-    assert confirmed_index([None, 0.08, None, 0.05], TOL) is None  # a check without confirmation breaks it
-    assert confirmed_index([0.08, math.inf], TOL) is None
+    assert confirm.confirmed_index([None, 0.08, 0.5, None, 0.09], TOL) is None
+    assert (
+        confirm.confirmed_index([None, 0.08, None, 0.05], TOL) is None
+    )  # a check without confirmation breaks it
+    assert confirm.confirmed_index([0.08, math.inf], TOL) is None
 
 
 def test_a_crossing_that_stays_below_is_confirmed_at_its_first_check():
@@ -59,22 +54,22 @@ def test_a_crossing_that_stays_below_is_confirmed_at_its_first_check():
 
 
 def test_sizes_and_seeds_are_checked():
-    assert check_confirm_samples(MIN_CONFIRM_SAMPLES) == MIN_CONFIRM_SAMPLES
+    assert confirm.check_confirm_samples(confirm.MIN_CONFIRM_SAMPLES) == confirm.MIN_CONFIRM_SAMPLES
     with pytest.raises(ValueError, match="at least 4096 fresh samples, got 512"):
-        check_confirm_samples(512)
-    assert check_seeds([0, 1, 2]) == (0, 1, 2)
+        confirm.check_confirm_samples(512)
+    assert confirm.check_seeds([0, 1, 2]) == (0, 1, 2)
     for bad in ([0, 1], [0, 0, 1]):
         with pytest.raises(ValueError, match="at least 3 distinct seeds"):
-            check_seeds(bad)
+            confirm.check_seeds(bad)
 
 
 def test_seed_summary_is_median_and_range_with_unreached_as_infinite():
     row = lambda reached, evals, err: {"reached": reached, "evals": evals, "wall_s": evals / 10, "error": err}
-    q = seed_summary([row(True, 100.0, 0.05), row(False, 50.0, 0.8), row(True, 300.0, 0.09)])
+    q = confirm.seed_summary([row(True, 100.0, 0.05), row(False, 50.0, 0.8), row(True, 300.0, 0.09)])
     assert q["seeds_reached"] == 2 and q["num_seeds"] == 3 and q["reached"]
     assert q["evals"] == {"median": 300.0, "min": 100.0, "max": math.inf}
     assert q["error"] == {"median": 0.09, "min": 0.05, "max": 0.8}
-    q = seed_summary([row(True, 100.0, 0.05), row(False, 50.0, 0.8), row(False, 30.0, 1.2)])
+    q = confirm.seed_summary([row(True, 100.0, 0.05), row(False, 50.0, 0.8), row(False, 30.0, 1.2)])
     assert not q["reached"] and q["evals"]["median"] == math.inf and q["evals"]["min"] == 100.0
     with pytest.raises(ValueError, match="at least 3 seeds"):
-        seed_summary([row(True, 1.0, 0.0)] * 2)
+        confirm.seed_summary([row(True, 1.0, 0.0)] * 2)
