@@ -361,7 +361,7 @@ def _tune_args(p: argparse.ArgumentParser) -> None:
 def _tune(args: argparse.Namespace) -> int:
     import samplers
     import targets
-    from benchmarks.grid.tune import TUNED_DIR, tune
+    from benchmarks.grid.tune import TUNED_DIR, TuneSettings, tune
 
     for m in args.method:
         samplers.get(m)  # unknown names: exit 2 with the valid ones
@@ -372,10 +372,7 @@ def _tune(args: argparse.Namespace) -> int:
             rec = tune(
                 m,
                 t,
-                steps=args.steps,
-                num_eval=args.num_eval,
-                max_trials=args.trials,
-                seed=args.seed,
+                TuneSettings(args.steps, args.num_eval, args.trials, args.seed),
                 out_dir=args.out or TUNED_DIR,
             )
             print(

@@ -23,6 +23,7 @@ and are refused with that reason (they keep their own window adaptation).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -37,7 +38,16 @@ import numpy as np
 import samplers
 from benchmarks.grid.records import atomic_write_json, environment, git_commit
 
-__all__ = ["SEARCH_SPACES", "TUNED_DIR", "search_space", "trials_of", "tune", "tuned_file", "tuned_overrides"]
+__all__ = [
+    "SEARCH_SPACES",
+    "TUNED_DIR",
+    "TuneSettings",
+    "search_space",
+    "trials_of",
+    "tune",
+    "tuned_file",
+    "tuned_overrides",
+]
 
 SEARCH_SPACES = Path(__file__).with_name("configs") / "search_spaces.json"
 TUNED_DIR = Path(__file__).with_name("configs") / "tuned"
@@ -132,19 +142,28 @@ def tuned_file(method: str, target: str, directory: str | os.PathLike | None = N
     return Path(TUNED_DIR if directory is None else directory) / f"{method}__{target}.json"
 
 
+@dataclasses.dataclass(frozen=True)
+class TuneSettings:
+    """How much each search spends: `steps` training steps per trial, `num_eval` fresh samples scoring
+    it, at most `max_trials` trials, the trials' root `seed`."""
+
+    steps: int = 200
+    num_eval: int = 2048
+    max_trials: int = 6
+    seed: int = 0
+
+
 def tune(
     method: str,
     target: str,
+    settings: TuneSettings = TuneSettings(),
     *,
-    steps: int = 200,
-    num_eval: int = 2048,
-    max_trials: int = 6,
-    seed: int = 0,
     out_dir: str | os.PathLike | None = None,
     space: Mapping[str, list[Any]] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the search of `method` on `target` and write its tuning file (see the module docstring)."""
+    steps, num_eval, max_trials, seed = settings.steps, settings.num_eval, settings.max_trials, settings.seed
     from benchmarks.perf.cells import build_cell
 
     space = dict(space if space is not None else search_space(method))

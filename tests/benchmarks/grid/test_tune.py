@@ -11,7 +11,7 @@ import pytest
 
 import targets
 from benchmarks import cli
-from benchmarks.grid.tune import _winner, search_space, trials_of, tune, tuned_overrides
+from benchmarks.grid.tune import TuneSettings, _winner, search_space, trials_of, tune, tuned_overrides
 
 pytestmark = pytest.mark.usefixtures("toy_methods")
 
@@ -31,8 +31,7 @@ def test_the_elbo_picks_the_proposal_that_matches_the_target(blind_target, tmp_p
     rec = tune(
         "toy_is",
         blind_target,
-        steps=1,
-        num_eval=4096,
+        TuneSettings(steps=1, num_eval=4096),
         space={"scale": [0.5, 1.5, 4.0]},
         out_dir=tmp_path,
         log=lines.append,
@@ -55,8 +54,7 @@ def test_failed_trials_lose_and_ties_go_to_the_higher_ess(blind_target, tmp_path
     rec = tune(
         "toy_is",
         blind_target,
-        steps=1,
-        num_eval=256,
+        TuneSettings(steps=1, num_eval=256),
         space={"inject_nan": [False, True]},
         out_dir=tmp_path,
         log=lambda s: None,
@@ -91,7 +89,13 @@ def test_the_grid_runs_the_tuned_configuration_and_records_its_cost(blind_target
 
     monkeypatch.setattr(tune_module, "TUNED_DIR", tmp_path / "tuned")
     assert resolve_cell("toy_is", blind_target).tuned == {}
-    tune("toy_is", blind_target, steps=1, num_eval=512, space={"scale": [1.5, 4.0]}, log=lambda s: None)
+    tune(
+        "toy_is",
+        blind_target,
+        TuneSettings(steps=1, num_eval=512),
+        space={"scale": [1.5, 4.0]},
+        log=lambda s: None,
+    )
     resolved = resolve_cell("toy_is", blind_target)
     assert (
         resolved.config.scale == 1.5 and resolved.tuned == {"scale": 1.5} and resolved.tuning_evals == 3 * 512
