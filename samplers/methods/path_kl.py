@@ -164,16 +164,41 @@ class TrajectoryBalanceInfo(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 
 
-def path_kl_loss(
-    key: jax.Array,
-    problem: Problem,
-    control: Control,
-    params: PyTree,
-    batch_size: int,
-    sde_config: sde.SDEConfig | None = None,
-    *,
-    grad_evals_per_control: float = 0.0,
-) -> tuple[jax.Array, sde.PathOutput]:
+def _paths(key, problem, control, params, batch_size, sde_config, detach, grad_evals_per_control):
+    """A batch of `batch_size` paths simulated with `detach` (`samplers.sde.simulate`)."""
+    config = dataclasses.replace(sde_config or sde.SDEConfig(), detach=detach)
+    return sde.simulate(
+        key, problem, control, params, batch_size, config, grad_evals_per_control=grad_evals_per_control
+    )
+
+
+def _path_loss(detach: str, reduce: Callable[[jax.Array], jax.Array], backprop_terminal: bool, doc: str):
+    """A loss `reduce(log w)` on a batch simulated with `detach`; `backprop_terminal` counts the `n`
+    gradient evaluations of the backward pass through `log γ̃(x_K)`."""
+
+    def loss(
+        key: jax.Array,
+        problem: Problem,
+        control: Control,
+        params: PyTree,
+        batch_size: int,
+        sde_config: sde.SDEConfig | None = None,
+        *,
+        grad_evals_per_control: float = 0.0,
+    ) -> tuple[jax.Array, sde.PathOutput]:
+        path = _paths(key, problem, control, params, batch_size, sde_config, detach, grad_evals_per_control)
+        if backprop_terminal:
+            path = path._replace(cost=path.cost + Cost.of(grad_evals=batch_size))
+        return reduce(path.log_w), path
+
+    loss.__doc__ = doc
+    return loss
+
+
+path_kl_loss = _path_loss(
+    "none",
+    lambda log_w: -jnp.mean(log_w),
+    True,
     """Path-KL (PIS / DDS) loss `-mean_i log w_θ(X^i)` on reparametrised trajectories.
 
     `E[-log w_θ] = KL(P^θ || P*) - log Z`, minimised by the optimal control. Gradients flow through
@@ -191,37 +216,20 @@ def path_kl_loss(
     Returns:
         `(loss, path)`: the scalar loss and the `PathOutput` (log-weights, cost incl. the `n`
         gradient evaluations of the backward pass through `log γ̃(x_K)`).
-    """
-    config = dataclasses.replace(sde_config or sde.SDEConfig(), detach="none")
-    path = sde.simulate(
-        key, problem, control, params, batch_size, config, grad_evals_per_control=grad_evals_per_control
-    )
-    path = path._replace(cost=path.cost + Cost.of(grad_evals=batch_size))
-    return -jnp.mean(path.log_w), path
-
-
-def log_variance_loss(
-    key: jax.Array,
-    problem: Problem,
-    control: Control,
-    params: PyTree,
-    batch_size: int,
-    sde_config: sde.SDEConfig | None = None,
-    *,
-    grad_evals_per_control: float = 0.0,
-) -> tuple[jax.Array, sde.PathOutput]:
+    """,
+)
+log_variance_loss = _path_loss(
+    "states",
+    jnp.var,
+    False,
     """Log-variance loss `Var_i[log w_θ(X^i)]` (ddof 0) on detached trajectories `X ~ P^{sg[θ]}`.
 
     The states are stop-gradient (`detach="states"`) and `log w` is the kernel form at those fixed
     points, so θ enters only through the forward-kernel means `u_θ(x_k, t_k)` (methods.md §8.1).
 
     Arguments and returns as `path_kl_loss`.
-    """
-    config = dataclasses.replace(sde_config or sde.SDEConfig(), detach="states")
-    path = sde.simulate(
-        key, problem, control, params, batch_size, config, grad_evals_per_control=grad_evals_per_control
-    )
-    return jnp.var(path.log_w), path
+    """,
+)
 
 
 def trajectory_balance_loss(
@@ -241,10 +249,7 @@ def trajectory_balance_loss(
 
     Arguments as `path_kl_loss`, plus `log_Z_param` (`log Z_φ`, shape `()`); returns `(loss, path)`.
     """
-    config = dataclasses.replace(sde_config or sde.SDEConfig(), detach="states")
-    path = sde.simulate(
-        key, problem, control, params, batch_size, config, grad_evals_per_control=grad_evals_per_control
-    )
+    path = _paths(key, problem, control, params, batch_size, sde_config, "states", grad_evals_per_control)
     return 0.5 * jnp.mean((log_Z_param - path.log_w) ** 2), path
 
 
