@@ -62,6 +62,7 @@ class NumpyroNUTSConfig(ChainConfig):
 
     method_name: ClassVar[str] = "numpyro_nuts"
 
+    num_chains: int = 64  # as NUTS and MALA: enough chains that their count never bounds mode coverage
     max_tree_depth: int = field(10, integer(1))
     dense_mass: bool = False
 
