@@ -75,7 +75,8 @@ def test_one_and_four_devices_agree():
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        # the test session's compile flags (tests/conftest.py) plus four virtual devices
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip(),
         "PYTHONPATH": str(ROOT),
     }
     env.pop("TILTBENCH_DATA_PARALLEL", None)
