@@ -27,7 +27,7 @@ def _suite_file(tmp_path: Path, **overrides) -> Path:
         "description": "runner test",
         "seeds": [0, 1],
         "budgets": {"b": {"train_steps": 2, "chunk_size": 1}},
-        "eval": {"num_samples": 200},
+        "eval": {"num_samples": 64},  # every metric still runs; fewer points cost less per cell
     }
     return toy_method.write_suite(tmp_path, **{**suite, **overrides})
 
@@ -127,7 +127,7 @@ def test_cli_exit_code_2_on_bad_input(capsys):
 
 def test_killed_grid_resumes_without_losing_or_repeating_cells(tmp_path):
     seeds = list(range(5))  # killed after 2 records: 3 cells left for the resumed run
-    suite_path = _suite_file(tmp_path, seeds=seeds, eval={"num_samples": 64})
+    suite_path = _suite_file(tmp_path, seeds=seeds)
     out = tmp_path / "runs"
     code = (
         "import sys, tests.benchmarks.toy_method as t; t.register(); from benchmarks.cli import main; "
