@@ -150,6 +150,15 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         help="filter cells, e.g. --only method=pis,cmcd_lv target=gmm25 (keys: method target budget seed)",
     )
     p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting for this run: problem.<field>=V (e.g. problem.sigma=6), method.<field>=V "
+        "(every method that has the field; sub-config fields dotted: method.optim.learning_rate=3e-3) or "
+        "methods.<method>.<field>=V; V is JSON or a string. The records go to the suite <name>+set-<hash>",
+    )
+    p.add_argument(
         "--force", action="store_true", help="re-run every selected cell, even those with a valid record"
     )
     p.add_argument(
@@ -206,10 +215,13 @@ def _benchmark(args: argparse.Namespace) -> int:
     from benchmarks.grid.launchers import SubmititOptions, launch
     from benchmarks.grid.records import RETRY, ensure_writable
     from benchmarks.grid.runner import parse_only, parse_shard
-    from benchmarks.grid.suites import load_suite
+    from benchmarks.grid.suites import load_suite, parse_set, with_settings
     from benchmarks.reports.leaderboard import build_leaderboard
 
     suite = load_suite(args.suite)
+    if args.set:
+        suite = with_settings(suite, parse_set(args.set))
+        print(f"--set: suite {args.suite!r} with settings {suite.settings}; records under {suite.name!r}")
     shard, only = parse_shard(args.shard), parse_only(args.only)
     if args.estimate:
         from benchmarks.grid.estimate import estimate_suite

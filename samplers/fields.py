@@ -43,6 +43,7 @@ __all__ = [
     "integer",
     "merge",
     "nest",
+    "new_name",
     "one_of",
     "validate",
     "within",
@@ -253,6 +254,13 @@ def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def new_name(cls: type, key: str) -> str | None:
+    """The dotted name that the old flat field `key` of config `cls` has now (`cls.moved`, or the one
+    sub-config field of that name), or None."""
+    moved = getattr(cls, "moved", {})
+    return moved.get(key) or next((n for n in field_names(cls) if n.endswith("." + key)), None)
+
+
 def configure(
     cls: type, overrides: Mapping[str, Any], *, base: Any = None, who: str | None = None, prefix: str = ""
 ) -> Any:
@@ -269,11 +277,10 @@ def configure(
     unknown = sorted(set(values) - set(fields))
     if unknown:
         valid = field_names(cls, prefix)
-        moved = getattr(cls, "moved", {})
         hints = []
         for key in unknown:
-            new = moved.get(key) or next((n for n in valid if n.endswith("." + key)), None)
-            if new and not prefix:
+            new = None if prefix else new_name(cls, key)
+            if new:
                 hints.append(f"{key!r} is now {new!r}")
         hint = f" ({'; '.join(hints)})" if hints else ""
         names = [prefix + key for key in unknown]

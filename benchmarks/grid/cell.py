@@ -30,6 +30,7 @@ exception gives `error` with its message. Nothing is written here (`benchmarks.g
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 import traceback
@@ -44,6 +45,7 @@ import samplers
 import targets
 from benchmarks.grid import hyperparams
 from benchmarks.grid.findings import diagnosis
+from benchmarks.grid.problems import build_problem, settings_dict
 from benchmarks.grid.records import environment, git_commit, jsonable
 from benchmarks.grid.suites import Budget, Cell, Suite
 from benchmarks.metrics import EvalContext
@@ -96,20 +98,25 @@ class Resolved(NamedTuple):
     tuning_evals: float = 0.0  # the evaluations that tuning search spent
 
 
-def resolve_cell(method: str, target: str, **config_overrides: Any) -> Resolved:
-    """Resolve `(method, target)` as the grid runs it; `config_overrides` replace config fields over
-    the table's settings (sub-config fields dotted, `**{"optim.learning_rate": 1e-2}`, or nested,
-    `optim={"learning_rate": 1e-2}`; `MethodSpec.make_config`). Layers, each over the previous:
-    the table, the committed tuning file of `(method, target)` if any (`tiltbench tune`), then
-    `config_overrides`."""
+def resolve_cell(
+    method: str, target: str, overrides: dict[str, Any] | None = None, **config_overrides: Any
+) -> Resolved:
+    """Resolve `(method, target)` as the grid runs it. Layers, each over the previous and each replacing
+    only the fields it names (sub-config fields dotted, `**{"optim.learning_rate": 1e-2}`, or nested,
+    `optim={"learning_rate": 1e-2}`; `MethodSpec.make_config`): the table (`hyperparams.resolve`), the
+    committed tuning file of `(method, target)` if any (`tiltbench tune`), the suite's `overrides`
+    (`{"problem": ..., "method": ...}`, `Suite.overrides(method)`: its settings and the CLI's `--set`),
+    then `config_overrides`."""
     from benchmarks.grid.tune import tuned_overrides
 
+    overrides = overrides or {}
     spec = samplers.get(method)
     tgt = targets.get(target)
-    settings = hyperparams.resolve(method, target)
-    problem = hyperparams.build_problem(tgt, settings.problem)
+    settings = hyperparams.resolve(method, target, overrides={"problem": overrides.get("problem", {})})
+    problem = build_problem(tgt, settings.problem)
     tuned, tuning_evals = tuned_overrides(method, target)
-    config = spec.make_config(merge(merge(settings.method, tuned), config_overrides))
+    layers = (settings.method, tuned, overrides.get("method", {}), config_overrides)
+    config = spec.make_config(functools.reduce(merge, layers))
     return Resolved(spec, tgt, settings, problem, config, tuned, tuning_evals)
 
 
@@ -128,7 +135,7 @@ def cell_inputs(
     return _canonical(
         {
             "target_fingerprint": fingerprint or resolved.target.fingerprint(),
-            "problem": resolved.settings.problem,
+            "problem": settings_dict(resolved.settings.problem),
             "method": config_dict(resolved.config),
             "budget": budget,
             "num_samples": num_samples,
@@ -197,6 +204,9 @@ class CellRecord:
         config: {"problem", "problem_summary", "method"} as run (after a budget plan).
         metrics, skipped_metrics: metric values and the reasons of those not computed.
         trace: the between-chunk probe points (accuracy-versus-cost curves).
+        pilot: when the problem's `sigma` came from the ground-truth-free pilot
+            (`benchmarks.grid.hyperparams`): its settings, estimate and cost (energy and gradient
+            evaluations, not counted in the cell's budget: the problem's set-up, shared by every method).
         cost_train, cost_sample: `Cost` counters of training (with pilots) and of sampling.
         budget_plan, budget_spent: the budget rule's notes and what was spent (equal budgets).
         train: compilations and final loss; traceback: of an `error`; wall_time_s: the whole cell.
@@ -229,6 +239,7 @@ class CellRecord:
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     skipped_metrics: dict[str, str] = dataclasses.field(default_factory=dict)
     trace: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    pilot: dict[str, Any] | None = None
     cost_train: dict[str, float] | None = None
     cost_sample: dict[str, float] | None = None
     budget_plan: dict[str, Any] | None = None
@@ -601,12 +612,13 @@ def run_cell(
 
     try:
         phase("resolving")
-        resolved = resolve_cell(cell.method, cell.target)
+        resolved = resolve_cell(cell.method, cell.target, suite.overrides(cell.method))
         spec, target, problem, config = resolved.spec, resolved.target, resolved.problem, resolved.config
         record.inputs = cell_inputs(resolved, record.budget, suite.num_samples)
         record.target_fingerprint = record.inputs["target_fingerprint"]
+        record.pilot = resolved.settings.pilot
         record.config = {
-            "problem": resolved.settings.problem,
+            "problem": settings_dict(resolved.settings.problem),
             "problem_summary": problem.summary(),
             "method": config_dict(config),
             **({"tuned": resolved.tuned} if resolved.tuned else {}),

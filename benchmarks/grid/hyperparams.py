@@ -1,19 +1,28 @@
-"""The per-(method, target) settings table and the construction of a cell's Problem.
+"""The per-(method, target) settings table, resolved into a cell's typed problem config and method settings.
 
 All tuned values live in one file, `benchmarks/grid/configs/hyperparams.json` (design rule: never inside
-target files, never inside method modules). Resolution order:
+target files, never inside method modules). Resolution order, each layer replacing only the fields it
+names (sub-config fields nested, `{"optim": {"learning_rate": 3e-3}}`, or dotted, `"optim.learning_rate"`):
 
-    problem: problem.default <- problem.targets[target] <- problem.methods[method] <- problem.pairs["m/t"]
-    method:  the config's own defaults <- methods[method]["default"] <- methods[method][target]
+    problem: ProblemConfig defaults <- problem.default <- problem.targets[target]
+             <- problem.methods[method] <- problem.pairs["m/t"] <- overrides["problem"]
+    method:  the config's own defaults <- the problem settings its fields follow
+             <- methods[method]["default"] <- methods[method][target] <- overrides["method"]
 
-Method settings nest by sub-config (`{"optim": {"learning_rate": 3e-3}}`, or the dotted key
-`"optim.learning_rate"`); each layer replaces only the fields it names (`samplers.fields.merge`).
+`overrides` are a suite's settings or the CLI's `--set` (`benchmarks.grid.suites`). A method config
+field declared with `follows="sigma"` (`samplers.fields.field`: the MCMC / SMC / AIS `init_scale`,
+CMCD's `initial_std`, NETS's `s0`) takes the resolved `problem.sigma` as its default, so an initial
+scale follows the base's scale without repeating numbers.
 
-A method value `"$sigma"` (any problem key after `$`) takes the resolved problem setting, so a
-baseline's initial scale follows the per-target base scale without repeating numbers.
+**Ground-truth-free default of the scale.** When no layer sets `sigma` and the base needs it, `sigma`
+is the estimate of a short seeded pilot on the target's unnormalised density (`samplers.pilot`: a
+Gaussian variational fit refined by preconditioned MALA, then a robust spread of the draws about the
+origin), rounded to three significant digits. A warning naming the target is printed (once per
+process), and the pilot's settings, estimate and cost (energy and gradient evaluations) go into the
+cell's record (`Resolved.pilot`). It never looks at reference samples or `log Z`.
 
-Model selection never looks at reference samples: the values come from the target's scale and pilot
-runs judged on training signals (loss, ESS of the training batch).
+Model selection never looks at reference samples: the tabled values come from the target's scale and
+pilot runs judged on training signals (loss, ESS of the training batch).
 """
 
 from __future__ import annotations
@@ -21,35 +30,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
+import sys
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
+import samplers
 import targets
-from samplers.base_processes import (
-    BrownianBase,
-    GeometricSchedule,
-    LinearSchedule,
-    MemorylessFlowBase,
-    VPBase,
-)
-from samplers.fields import merge
-from samplers.problem import Problem, finetuning_problem, sampling_problem
+from benchmarks.grid.problems import ProblemConfig, build_problem
+from samplers.fields import configure, followers, merge
+from samplers.pilot import PilotConfig, pilot_scale
 
-__all__ = ["Resolved", "build_finetuning_problem", "build_problem", "load_table", "resolve"]
-
-_PROBLEM_KEYS = {
-    "base",
-    "schedule",
-    "sigma",
-    "sigma0",
-    "sigma_min",
-    "sigma_max",
-    "beta_min",
-    "beta_max",
-    "num_steps",
-    "grid",
-    "t0",
-}
+__all__ = ["Resolved", "build_problem", "load_table", "resolve", "resolve_problem"]
 
 
 @functools.cache
@@ -61,97 +54,103 @@ def load_table() -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class Resolved:
-    """The resolved settings of one (method, target) pair."""
+    """The resolved settings of one (method, target) pair.
 
-    problem: dict[str, Any]
+    Attributes:
+        problem: the typed problem config, its scales resolved.
+        method: the method's config settings (nested by sub-config) over its defaults.
+        pilot: when `sigma` came from the pilot: its settings, estimate and cost; else None.
+    """
+
+    problem: ProblemConfig
     method: dict[str, Any]
+    pilot: dict[str, Any] | None = None
 
 
-def resolve(method: str, target: str, table: dict[str, Any] | None = None) -> Resolved:
-    """Resolve the problem and method settings of `(method, target)` (see the module docstring)."""
+def _layers(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for layer in layers:
+        out = merge(out, {k: v for k, v in layer.items() if not k.startswith("_")})
+    return out
+
+
+def resolve_problem(
+    method: str, target: str, table: dict[str, Any] | None = None, overrides: Mapping[str, Any] | None = None
+) -> tuple[ProblemConfig, dict[str, Any] | None]:
+    """The problem config of `(method, target)` (module docstring) and the pilot's record (or None)."""
     table = load_table() if table is None else table
     p = table["problem"]
-    problem = dict(p["default"])
-    problem.update(p.get("targets", {}).get(target, {}))
-    problem.update(p.get("methods", {}).get(method, {}))
-    problem.update(p.get("pairs", {}).get(f"{method}/{target}", {}))
-    unknown = sorted(set(problem) - _PROBLEM_KEYS)
-    if unknown:
+    settings = _layers(
+        p["default"],
+        p.get("targets", {}).get(target, {}),
+        p.get("methods", {}).get(method, {}),
+        p.get("pairs", {}).get(f"{method}/{target}", {}),
+        overrides or {},
+    )
+    problem = configure(ProblemConfig, settings, who=f"problem settings of {method}/{target}")
+    tgt = targets.get(target)
+    if problem.sigma is not None or not problem.needs_sigma or tgt.finetune_task is not None:
+        return problem, None
+    pilot = _pilot(target, tgt.fingerprint(), problem.pilot)
+    return dataclasses.replace(problem, sigma=pilot["sigma"]), pilot
+
+
+def _significant(x: float, digits: int = 3) -> float:
+    return float(f"{x:.{digits}g}")
+
+
+@functools.cache
+def _pilot(target: str, fingerprint: str, config: PilotConfig) -> dict[str, Any]:
+    """The pilot's record for `target` (cached per target definition and pilot settings); prints the
+    warning that the default is used."""
+    tgt = targets.get(target)
+    result = pilot_scale(tgt.log_prob, tgt.dim, config)
+    if not math.isfinite(result.scale) or result.scale <= 0:
         raise ValueError(
-            f"hyperparams: unknown problem key(s) {unknown}; valid keys: {sorted(_PROBLEM_KEYS)}"
+            f"target {target!r} has no sigma in hyperparams.json and the pilot found no usable scale "
+            f"(got {result.scale}); set problem.sigma (suite settings or --set problem.sigma=...)"
         )
-    m = table.get("methods", {}).get(method, {})
-    method_cfg = merge(m.get("default", {}), m.get(target, {}))
-    # "$name" values refer to a resolved problem setting (e.g. an MCMC init scale equal to the base's sigma).
-    for k, v in method_cfg.items():
-        if isinstance(v, str) and v.startswith("$"):
-            if v[1:] not in problem:
-                raise ValueError(
-                    f"hyperparams: {method}.{k} = {v!r} names no problem setting; valid: {sorted(problem)}"
-                )
-            method_cfg[k] = problem[v[1:]]
-    return Resolved(problem=problem, method=method_cfg)
+    sigma = _significant(result.scale)
+    cost = result.cost.as_dict()
+    print(
+        f"warning: target {target!r} has no sigma in hyperparams.json; using the ground-truth-free pilot "
+        f"estimate sigma = {sigma:g} ({cost['energy_evals']:.0f} energy + {cost['grad_evals']:.0f} gradient "
+        "evaluations); set problem.sigma in a suite's settings or with --set problem.sigma=... to override",
+        file=sys.stderr,
+    )
+    return {
+        "sigma": sigma,
+        "estimate": result.scale,
+        "acceptance": result.acceptance,
+        "settings": dataclasses.asdict(config),
+        "cost": cost,
+    }
 
 
-def _brownian(target: targets.Target, s: dict[str, Any]) -> BrownianBase:
-    if s["schedule"] == "linear":
-        schedule = LinearSchedule(float(s["sigma"]))
-    elif s["schedule"] == "geometric":
-        schedule = GeometricSchedule(float(s.get("sigma_min", 1e-3)), float(s.get("sigma_max", s["sigma"])))
-    else:
-        raise ValueError(f"unknown schedule {s['schedule']!r}; valid schedules: ['geometric', 'linear']")
-    return BrownianBase(target.dim, schedule, particles=target.particles)
+def resolve(
+    method: str,
+    target: str,
+    table: dict[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Resolved:
+    """Resolve the problem and method settings of `(method, target)` (see the module docstring).
 
+    Args:
+        method, target: registered names.
+        table: the hyper-parameter table (default: the shipped one).
+        overrides: `{"problem": {...}, "method": {...}}`, the last layer of each (suite settings, CLI).
 
-def _vp(target: targets.Target, s: dict[str, Any]) -> VPBase:
-    extra = {k: float(s[k]) for k in ("beta_min", "beta_max") if k in s}
-    return VPBase(target.dim, float(s["sigma0"]), particles=target.particles, **extra)
-
-
-_BASES = {"brownian": _brownian, "vp": _vp}
-
-
-def build_finetuning_problem(target: targets.Target, settings: dict[str, Any]) -> Problem:
-    """The fine-tuning Problem of a task's tilted target (`target.finetune_task` set).
-
-    The base is the task's pretrained flow run with the memoryless schedule from `t0` (setting `t0`),
-    started at the flow marginal `p_{t0}` (`task.marginal(t0)`, exact samples and density); the tilt is
-    `λ·reward` with its closed-form gradient; `log_Z` and `target` are the task's exact ones. The base
-    of a fine-tuning task IS the pretrained model, so a `base` setting other than `"flow"` (e.g. the
-    `"vp"` that `dds` asks for) is ignored: the method is then judged on the flow base, and the runner
-    records it as not applicable if it does not support that base.
+    Raises:
+        ValueError: an unknown or ill-typed problem setting, naming the valid fields.
     """
-    task = target.finetune_task
-    t0 = float(settings.get("t0", 0.01))
-    initial = task.marginal(t0)
-    base = MemorylessFlowBase(
-        task.dim,
-        task.velocity,
-        t0,
-        initial_sample_fn=initial.sample,
-        initial_log_prob_fn=initial.log_prob,
-        terminal_log_prob_fn=task.data.log_prob,
-    )
-    return finetuning_problem(
-        base,
-        task.reward,
-        task.lam,
-        num_steps=int(settings["num_steps"]),
-        grid=settings["grid"],
-        log_Z=task.log_Z,
-        target=target,
-        name=task.name,
-        grad_reward=task.grad_reward,
-    )
-
-
-def build_problem(target: targets.Target, settings: dict[str, Any]) -> Problem:
-    """The Problem of `target` with the resolved problem `settings`: fine-tuning for a task's tilted
-    target (`build_finetuning_problem`), else sampling with the named base."""
-    if target.finetune_task is not None:
-        return build_finetuning_problem(target, settings)
-    kind = settings["base"]
-    if kind not in _BASES:
-        raise ValueError(f"unknown base {kind!r} for a sampling problem; valid bases: {sorted(_BASES)}")
-    base = _BASES[kind](target, settings)
-    return sampling_problem(target, base, num_steps=int(settings["num_steps"]), grid=settings["grid"])
+    table = load_table() if table is None else table
+    overrides = overrides or {}
+    problem, pilot = resolve_problem(method, target, table, overrides.get("problem"))
+    follow = {}
+    for name, source in followers(samplers.get(method).config_cls).items():
+        value = getattr(problem, source)
+        if value is not None:
+            follow[name] = value
+    m = table.get("methods", {}).get(method, {})
+    method_cfg = _layers(follow, m.get("default", {}), m.get(target, {}), overrides.get("method", {}))
+    return Resolved(problem=problem, method=method_cfg, pilot=pilot)

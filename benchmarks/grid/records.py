@@ -232,6 +232,7 @@ _OPTIONAL: dict[str, tuple[type, str]] = {
     "config": (dict, "an object"),
     "hardware": (dict, "an object"),
     "accuracy": (dict, "an object"),
+    "pilot": (dict, "an object"),
 }
 
 

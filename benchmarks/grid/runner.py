@@ -130,7 +130,7 @@ class _Inputs:
         key = (cell.method, cell.target)
         if key not in self._resolved:
             try:
-                resolved = resolve_cell(cell.method, cell.target)
+                resolved = resolve_cell(cell.method, cell.target, self.suite.overrides(cell.method))
                 if cell.target not in self._fingerprints:
                     self._fingerprints[cell.target] = resolved.target.fingerprint()
             except Exception:  # noqa: BLE001 - the run records the error

@@ -19,6 +19,14 @@ Suite file schema (all keys required unless marked optional):
     eval          {num_samples: int}  (samples drawn for every metric; also the reference size)
     exclude       (optional) list of [method, target] pairs or [method, target, budget] triples;
                   "*" matches anything (e.g. ["pis", "*", "low"]: no `pis` cell at budget `low`)
+    settings      (optional) overrides of the hyper-parameter table for this suite's cells, the last
+                  layer of `benchmarks.grid.hyperparams.resolve`:
+                  {"problem": {...},          ProblemConfig fields of every cell (e.g. {"sigma": 6})
+                   "method": {...},           config fields of every method that has them
+                   "methods": {name: {...}}}  config fields of one method of the suite
+                  Keys nest by sub-config or are dotted ({"optim": {"learning_rate": 3e-3}} or
+                  {"optim.learning_rate": 3e-3}); every key is checked when the suite is loaded.
+                  `tiltbench benchmark --set KEY=VALUE` adds to them (`with_settings`).
 
 Equal budgets (`max_evals`). The budget of a cell counts energy + gradient evaluations
 (`Cost.energy_evals + Cost.grad_evals`) of everything the cell spends: training (or MCMC warm-up,
@@ -40,6 +48,7 @@ comparison axis: a capped cell has spent less than its budget, and its record sh
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from importlib import resources
@@ -47,10 +56,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.grid.records import is_safe_name
+from samplers.fields import configure, merge, nest, new_name
 
-__all__ = ["Budget", "Cell", "Suite", "load_suite", "suite_names"]
+__all__ = ["Budget", "Cell", "Suite", "load_suite", "parse_set", "suite_names", "with_settings"]
 
-_SUITE_KEYS = {"name", "description", "methods", "targets", "seeds", "budgets", "eval", "exclude"}
+_SUITE_KEYS = {"name", "description", "methods", "targets", "seeds", "budgets", "eval", "exclude", "settings"}
+_SETTINGS_KEYS = {"problem", "method", "methods"}
 _BUDGET_KEYS = {"train_steps", "chunk_size", "max_evals", "max_train_s"}
 _EVAL_KEYS = {"num_samples"}
 
@@ -125,6 +136,18 @@ class Suite:
     num_samples: int
     exclude: frozenset[tuple[str, str, str]] = frozenset()
     source: str = ""
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+
+    def overrides(self, method: str) -> dict[str, Any]:
+        """The `settings` that apply to `method`'s cells, as `hyperparams.resolve` takes them:
+        `{"problem": ..., "method": ...}` (the suite-wide method settings this method's config has,
+        then its own)."""
+        import samplers
+
+        fields = {f.name for f in dataclasses.fields(samplers.get(method).config_cls)}
+        shared = {k: v for k, v in nest(self.settings.get("method", {})).items() if k in fields}
+        own = self.settings.get("methods", {}).get(method, {})
+        return {"problem": self.settings.get("problem", {}), "method": merge(shared, own)}
 
     def budget(self, name: str) -> Budget:
         for b in self.budgets:
@@ -235,7 +258,7 @@ def load_suite(name_or_path: str) -> Suite:
     except json.JSONDecodeError as err:
         raise ValueError(f"suite {where}: not valid JSON ({err})") from None
     _require(isinstance(raw, dict), where, "the file must hold a JSON object")
-    _check_keys(raw, _SUITE_KEYS, where, required=_SUITE_KEYS - {"exclude"})
+    _check_keys(raw, _SUITE_KEYS, where, required=_SUITE_KEYS - {"exclude", "settings"})
 
     name = raw["name"]
     _require(
@@ -315,6 +338,8 @@ def load_suite(name_or_path: str) -> Suite:
                 where,
                 f"exclude entry {entry}: unknown {what} {value!r}; valid: {sorted(valid)} or '*'",
             )
+    settings = raw.get("settings", {})
+    _check_settings(settings, methods, where)
     return Suite(
         name=name,
         description=str(raw["description"]),
@@ -325,4 +350,97 @@ def load_suite(name_or_path: str) -> Suite:
         num_samples=num_samples,
         exclude=frozenset((*e, "*")[:3] for e in exclude),
         source=where,
+        settings=settings,
     )
+
+
+def _check_settings(settings: Any, methods: list[str] | tuple[str, ...], where: str) -> None:
+    """Check a suite's `settings` (module docstring): known keys, valid problem fields, and method
+    fields each valid for the method(s) they apply to. Raises ValueError naming the valid fields."""
+    import samplers
+    from benchmarks.grid.problems import ProblemConfig
+
+    _require(isinstance(settings, dict), where, f"settings must be an object, got {settings!r}")
+    unknown = sorted(set(settings) - _SETTINGS_KEYS)
+    _require(not unknown, where, f"settings: unknown key(s) {unknown}; valid keys: {sorted(_SETTINGS_KEYS)}")
+    for key in _SETTINGS_KEYS & set(settings):
+        _require(isinstance(settings[key], dict), where, f"settings.{key} must be an object")
+    try:
+        configure(ProblemConfig, settings.get("problem", {}), who="settings.problem")
+    except ValueError as err:
+        raise ValueError(f"suite {where}: {err}") from None
+    per_method = settings.get("methods", {})
+    unknown = sorted(set(per_method) - set(methods))
+    _require(
+        not unknown,
+        where,
+        f"settings.methods names method(s) {unknown} not in the suite; valid: {sorted(methods)}",
+    )
+    shared = nest(settings.get("method", {}))
+    used = set()
+    for method in methods:
+        spec = samplers.get(method)
+        fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+        mine = {k: v for k, v in shared.items() if k in fields}
+        used |= set(mine)
+        try:
+            spec.make_config(merge(mine, per_method.get(method, {})))
+        except ValueError as err:
+            raise ValueError(f"suite {where}: settings of {method}: {err}") from None
+    unused = sorted(set(shared) - used)
+    for key in unused:
+        new = next((n for m in methods if (n := new_name(samplers.get(m).config_cls, key))), None)
+        _require(new is None, where, f"settings.method: {key!r} is now {new!r}")
+    _require(
+        not unused,
+        where,
+        f"settings.method field(s) {unused} belong to no method of the suite (give a method's own settings "
+        "under settings.methods.<name>; `tiltbench methods` lists the methods)",
+    )
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """`--set KEY=VALUE` items as suite settings: `problem.<field>=v`, `method.<field>=v` (every method
+    of the run that has the field) or `methods.<name>.<field>=v`; sub-config fields are dotted
+    (`method.optim.learning_rate=3e-3`). VALUE is read as JSON (numbers, true/false/null, lists), else
+    as a string.
+
+    Raises:
+        ValueError: an item without `=` or with an unknown prefix.
+    """
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        head = key.split(".", 1)[0]
+        if (
+            not sep
+            or head not in _SETTINGS_KEYS
+            or "." not in key
+            or (head == "methods" and key.count(".") < 2)
+        ):
+            raise ValueError(
+                f"--set {item!r}: expected KEY=VALUE with KEY problem.<field>, method.<field> or "
+                "methods.<method>.<field> (sub-config fields dotted, e.g. method.optim.learning_rate=3e-3)"
+            )
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        if head == "methods":
+            _, name, rest = key.split(".", 2)
+            out = merge(out, {"methods": {name: {rest: value}}})
+        else:
+            out = merge(out, {key: value})
+    return out
+
+
+def with_settings(suite: Suite, extra: dict[str, Any]) -> Suite:
+    """`suite` with `extra` settings (`parse_set`) over its own, checked as the suite's are. The result
+    is renamed `<name>+set-<hash>` (hash of the merged settings), so that its records never replace
+    those of the suite run with its own settings."""
+    if not extra:
+        return suite
+    settings = merge(suite.settings, extra)
+    _check_settings(settings, suite.methods, f"{suite.source or suite.name} with --set")
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=repr).encode()).hexdigest()[:8]
+    return dataclasses.replace(suite, name=f"{suite.name}+set-{digest}", settings=settings)

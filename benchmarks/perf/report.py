@@ -134,7 +134,7 @@ def applicable(method: str, target: str) -> bool:
     """Whether `method` supports the base the hyper-parameter table gives `(method, target)`."""
     from benchmarks.grid import hyperparams
 
-    return samplers.get(method).supports(hyperparams.resolve(method, target).problem["base"])
+    return samplers.get(method).supports(hyperparams.resolve(method, target).problem.base)
 
 
 def _cell(method: str, target: str, config: PerfConfig) -> Callable[[], dict]:

@@ -23,6 +23,7 @@ from samplers import parallel
 ROOT = Path(__file__).resolve().parents[2]
 
 _SCRIPT = r"""
+import dataclasses
 import json
 import jax, jax.numpy as jnp, numpy as np
 import samplers, targets
@@ -38,7 +39,7 @@ assert parallel.num_shards() == 4  # selected automatically
 def run():
     spec, target = samplers.get("log_variance"), targets.get("gaussian")
     settings = hyperparams.resolve("log_variance", "gaussian")
-    problem = hyperparams.build_problem(target, {**settings.problem, "num_steps": 5})
+    problem = hyperparams.build_problem(target, dataclasses.replace(settings.problem, num_steps=5))
     config = spec.make_config(settings.method, **{"batch_size": 32, "network.hidden": (8,),
                               "network.time_embedding_dim": 4, "grad_log_target_feature": False,
                               "sde.integrator": "scan"})

@@ -3,6 +3,7 @@ exact optimal control of a task (log Ẑ and ESS of the memoryless flow base wit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -22,7 +23,7 @@ TASK = "ft_gmm2d_linear"
 
 
 def _problem(name=TASK, **overrides):
-    settings = hyperparams.resolve("adjoint_matching", name).problem | overrides
+    settings = dataclasses.replace(hyperparams.resolve("adjoint_matching", name).problem, **overrides)
     return hyperparams.build_problem(targets.get(name), settings)
 
 

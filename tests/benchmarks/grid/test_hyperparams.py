@@ -22,7 +22,7 @@ def test_adjoint_sampling_recipe_schedule_on_every_standard_target(method):
     t = jnp.concatenate([jnp.linspace(0.0, 1.0, 10_001), jnp.linspace(0.99, 1.0, 10_001)]).astype(jnp.float32)
     for name in STANDARD_TARGETS:
         settings = hyperparams.resolve(method, name).problem
-        assert settings["schedule"] == "geometric" and settings["sigma_min"] == 1e-3, (name, settings)
+        assert settings.schedule == "geometric" and settings.sigma_min == 1e-3, (name, settings)
         problem = hyperparams.build_problem(targets.get(name), settings)
         c = bridge_schedule(problem).coefficients(t)
         assert float(jnp.max(c.alpha)) <= 1.0 and float(jnp.min(c.bridge_var)) >= 0.0, name
@@ -31,11 +31,11 @@ def test_adjoint_sampling_recipe_schedule_on_every_standard_target(method):
 
 def test_conditional_score_matching_keeps_the_constant_schedule():
     """CSM's target is singular as t -> 1 (~ 1/β_t): at σ_min = 1e-3 it diverged at step 0 on gmm25."""
-    assert hyperparams.resolve("conditional_score_matching", "gmm25").problem["schedule"] == "linear"
+    assert hyperparams.resolve("conditional_score_matching", "gmm25").problem.schedule == "linear"
 
 
 @pytest.mark.parametrize("method", ["cmcd_kl", "cmcd_lv"])
 def test_cmcd_starts_at_std_1_on_the_funnel_and_at_the_base_scale_elsewhere(method):
     assert hyperparams.resolve(method, "funnel10").method["initial_std"] == 1.0
     gmm = hyperparams.resolve(method, "gmm25")
-    assert gmm.method["initial_std"] == gmm.problem["sigma"]
+    assert gmm.method["initial_std"] == gmm.problem.sigma

@@ -29,7 +29,9 @@ EXTRA = {
 
 def _tiny(method: str):
     settings = hyperparams.resolve(method, "gaussian")
-    problem = hyperparams.build_problem(targets.get("gaussian"), settings.problem | {"num_steps": 4})
+    problem = hyperparams.build_problem(
+        targets.get("gaussian"), dataclasses.replace(settings.problem, num_steps=4)
+    )
     spec = samplers.get(method)
     config = spec.make_config(settings.method, **TINY, **EXTRA.get(method, {}))
     return problem, config, spec.build(problem, config)

@@ -1,0 +1,168 @@
+"""The typed problem settings of a cell and the construction of its `Problem`.
+
+`ProblemConfig` is what `benchmarks/grid/configs/hyperparams.json` (section `problem`), a suite's
+`settings.problem` and the CLI's `--set problem.<field>=...` set: the base process, its scale, the
+time grid. `build_problem` turns a resolved config into a `samplers.problem.Problem`.
+
+Scales left unset follow others: `sigma0` (the VP base's stationary std) and `sigma_max` (the top of
+the geometric schedule) follow `sigma`; `sigma` itself, when no layer sets it, is the ground-truth-free
+pilot estimate of `benchmarks.grid.hyperparams` (`samplers.pilot`). A method config field declared with
+`follows="sigma"` (the MCMC / SMC / AIS `init_scale`, CMCD's `initial_std`, NETS's `s0`) takes the
+resolved `sigma` as its default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import targets
+from samplers.base_processes import (
+    BrownianBase,
+    GeometricSchedule,
+    LinearSchedule,
+    MemorylessFlowBase,
+    VPBase,
+)
+from samplers.fields import POSITIVE, POSITIVE_OR_NONE, Checked, field, integer, one_of, within
+from samplers.pilot import PilotConfig
+from samplers.problem import GRIDS, Problem, finetuning_problem, sampling_problem
+
+__all__ = [
+    "BASES",
+    "SCHEDULES",
+    "ProblemConfig",
+    "build_finetuning_problem",
+    "build_problem",
+    "settings_dict",
+]
+
+BASES: dict[str, str] = {
+    "brownian": "Brownian motion from a Dirac at 0 with the named schedule (terminal law N(0, sigma^2 I))",
+    "vp": "the variance-preserving OU process started at N(0, sigma0^2 I)",
+    "flow": "a fine-tuning task's pretrained flow, memoryless from t0 (fine-tuning targets only)",
+}
+SCHEDULES: dict[str, str] = {
+    "linear": "constant diffusion sigma",
+    "geometric": "sigma(t) geometric from sigma_max at t = 0 to sigma_min at t = 1",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ProblemConfig(Checked):
+    """The problem settings of a cell (module docstring).
+
+    Attributes:
+        base: one of `BASES`. A fine-tuning target always runs on its pretrained flow.
+        schedule: the Brownian base's noise schedule, one of `SCHEDULES`.
+        sigma: the Brownian base's scale; None: the pilot's ground-truth-free estimate.
+        sigma0: the VP base's stationary std; None: `sigma`.
+        sigma_min, sigma_max: the geometric schedule's ends; `sigma_max` None: `sigma`.
+        beta_min, beta_max: the VP base's `β(1)` and `β(0)`.
+        num_steps: SDE steps `K`.
+        grid: the time grid, one of `samplers.problem.GRIDS`.
+        t0: the start time of a fine-tuning task's memoryless flow.
+        pilot: the settings of the pilot that estimates `sigma` when it is None (`samplers.pilot`).
+    """
+
+    base: str = field("brownian", one_of(BASES))
+    schedule: str = field("linear", one_of(SCHEDULES))
+    sigma: float | None = field(None, POSITIVE_OR_NONE)
+    sigma0: float | None = field(None, POSITIVE_OR_NONE)
+    sigma_min: float = field(1e-3, POSITIVE)
+    sigma_max: float | None = field(None, POSITIVE_OR_NONE)
+    beta_min: float = field(0.1, POSITIVE)
+    beta_max: float = field(10.0, POSITIVE)
+    num_steps: int = field(100, integer(1))
+    grid: str = field("uniform", one_of(GRIDS))
+    t0: float = field(0.01, within(0, 1, closed="neither"))
+    pilot: PilotConfig = field(PilotConfig())
+
+    @property
+    def needs_sigma(self) -> bool:
+        """Whether the base of a sampling problem needs `sigma` (the Brownian base, or a VP base without
+        its own `sigma0`)."""
+        return self.base == "brownian" or (self.base == "vp" and self.sigma0 is None)
+
+
+def settings_dict(config: ProblemConfig) -> dict[str, Any]:
+    """The config as recorded with a cell: every field that is set (None left out), without the pilot's
+    settings (a cell whose `sigma` came from the pilot records them, with its cost, under `pilot`)."""
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "pilot"}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _sigma(config: ProblemConfig, what: str) -> float:
+    if config.sigma is None:
+        raise ValueError(f"ProblemConfig: the {what} needs sigma; resolve it first (hyperparams.resolve)")
+    return float(config.sigma)
+
+
+def _brownian(target: targets.Target, config: ProblemConfig) -> BrownianBase:
+    if config.schedule == "linear":
+        schedule = LinearSchedule(_sigma(config, "linear schedule"))
+    else:
+        top = config.sigma_max if config.sigma_max is not None else _sigma(config, "geometric schedule")
+        schedule = GeometricSchedule(float(config.sigma_min), float(top))
+    return BrownianBase(target.dim, schedule, particles=target.particles)
+
+
+def _vp(target: targets.Target, config: ProblemConfig) -> VPBase:
+    sigma0 = config.sigma0 if config.sigma0 is not None else _sigma(config, "VP base")
+    return VPBase(
+        target.dim,
+        float(sigma0),
+        particles=target.particles,
+        beta_min=float(config.beta_min),
+        beta_max=float(config.beta_max),
+    )
+
+
+_BUILDERS = {"brownian": _brownian, "vp": _vp}
+
+
+def build_finetuning_problem(target: targets.Target, config: ProblemConfig) -> Problem:
+    """The fine-tuning Problem of a task's tilted target (`target.finetune_task` set).
+
+    The base is the task's pretrained flow run with the memoryless schedule from `t0`, started at the
+    flow marginal `p_{t0}` (`task.marginal(t0)`, exact samples and density); the tilt is `λ·reward` with
+    its closed-form gradient; `log_Z` and `target` are the task's exact ones. The base of a fine-tuning
+    task IS the pretrained model, so a `base` other than `"flow"` (e.g. the `"vp"` that `dds` asks for)
+    is ignored: the method is then judged on the flow base, and the runner records it as not applicable
+    if it does not support that base.
+    """
+    task = target.finetune_task
+    initial = task.marginal(float(config.t0))
+    base = MemorylessFlowBase(
+        task.dim,
+        task.velocity,
+        float(config.t0),
+        initial_sample_fn=initial.sample,
+        initial_log_prob_fn=initial.log_prob,
+        terminal_log_prob_fn=task.data.log_prob,
+    )
+    return finetuning_problem(
+        base,
+        task.reward,
+        task.lam,
+        num_steps=config.num_steps,
+        grid=config.grid,
+        log_Z=task.log_Z,
+        target=target,
+        name=task.name,
+        grad_reward=task.grad_reward,
+    )
+
+
+def build_problem(target: targets.Target, config: ProblemConfig) -> Problem:
+    """The Problem of `target` with the resolved `config`: fine-tuning for a task's tilted target
+    (`build_finetuning_problem`), else sampling with the named base."""
+    if target.finetune_task is not None:
+        return build_finetuning_problem(target, config)
+    if config.base not in _BUILDERS:
+        raise ValueError(
+            f"base {config.base!r} is for fine-tuning targets only; valid bases of a sampling problem: "
+            f"{sorted(_BUILDERS)}"
+        )
+    base = _BUILDERS[config.base](target, config)
+    return sampling_problem(target, base, num_steps=config.num_steps, grid=config.grid)
