@@ -225,7 +225,7 @@ def _parse_per_target(
     _require(
         "*" in raw or not missing,
         where,
-        f"{key} has no value for target(s) {missing}; name them or add a '*' default",
+        f"{key} has no budget for target(s) {missing}; name them or add a '*' default",
     )
     default = float(raw["*"]) if "*" in raw else None
     return default, tuple(sorted((t, float(v)) for t, v in raw.items() if t != "*"))
