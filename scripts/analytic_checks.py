@@ -1,4 +1,4 @@
-"""Issue #4's analytic checks of every learned method, tabulated from a real run.
+"""The analytic checks of every learned method (fixed point, training on closed-form cases), from a run.
 
     .venv/bin/python scripts/analytic_checks.py [--seeds 0 1 2] [--out results/analytic_checks.md]
 
