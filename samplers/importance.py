@@ -49,7 +49,8 @@ def normalised_ess(log_w: jax.Array, num: jax.Array) -> jax.Array:
     """`(Σw)² / (num Σw²)` of the weights `exp(log_w)` (`-inf` entries count as weight 0), stably."""
     top = jnp.max(log_w)
     w = jnp.exp(log_w - jnp.where(jnp.isfinite(top), top, 0.0))
-    return jnp.sum(w) ** 2 / (jnp.maximum(num, 1) * jnp.maximum(jnp.sum(w * w), jnp.finfo(w.dtype).tiny))
+    count = jnp.maximum(num, 1).astype(w.dtype)  # an int32 buffer size
+    return jnp.sum(w) ** 2 / (count * jnp.maximum(jnp.sum(w * w), jnp.finfo(w.dtype).tiny))
 
 
 def _scaled(log_w: jax.Array, beta: jax.Array) -> jax.Array:

@@ -37,6 +37,7 @@ import optax
 
 from samplers.fields import INTEGER, POSITIVE, Checked, field, integer
 from samplers.method import Cost
+from samplers.promotion import standard_promotion
 
 __all__ = ["PilotConfig", "PilotScale", "pilot_scale", "robust_scale"]
 
@@ -117,7 +118,7 @@ def _fit(key, value_and_grad, dim: int, config: PilotConfig):
         g = grad * weight[:, None]
         # ascent directions of the ELBO, negated for the minimiser
         grads = (-jnp.sum(g, axis=0), -(jnp.sum(g * eps, axis=0) * jnp.exp(log_std) + 1.0))
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+        updates, opt_state = standard_promotion(optimizer.update)(grads, opt_state, params)  # optax promotes
         return (optax.apply_updates(params, updates), opt_state), None
 
     keys = jax.random.split(key, config.vi_steps)

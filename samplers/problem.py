@@ -234,7 +234,8 @@ def sampling_problem(
             f"sampling needs a base with a known terminal law ('brownian' or 'vp'), got {base.kind!r}"
         )
     grid_ts = _grid_for(base, ts, num_steps, grid)
-    terminal_var = base.discretise(grid_ts).marginal_vars[-1]
+    # a Python float (weakly typed), so that the tilt keeps the dtype of x (float32, or float64 under x64)
+    terminal_var = float(base.discretise(grid_ts).marginal_vars[-1])
     dof = base.dof
     log_prob = target.log_prob
 
@@ -243,7 +244,7 @@ def sampling_problem(
         base_log_prob = -0.5 * jnp.sum(x * x) / terminal_var - 0.5 * dof * jnp.log(
             2.0 * jnp.pi * terminal_var
         )
-        return log_prob(x) - base_log_prob
+        return jnp.asarray(log_prob(x), base_log_prob.dtype) - base_log_prob
 
     return Problem(
         name=target.name,

@@ -127,12 +127,16 @@ class Gaussian:
             raise ValueError(
                 f"Gaussian takes one point of shape ({self.dim},), got {jnp.shape(x)}; batch with jax.vmap"
             )
-        whitened = solve_triangular(self.scale_tril, x - self.mean, lower=True)
+        x = jnp.asarray(x)  # the parameters in the precision of x (float32, or float64 under x64)
+        dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
+        scale_tril, mean = jnp.asarray(self.scale_tril, dtype), jnp.asarray(self.mean, dtype)
+        whitened = solve_triangular(scale_tril, jnp.asarray(x, dtype) - mean, lower=True)
         return -0.5 * jnp.sum(whitened**2)
 
     def log_prob(self, x: jax.Array) -> jax.Array:
         """Normalised log density `log N(x; μ, Σ)` of ONE point `(d,)`."""
-        return self.unnormalised_log_prob(x) - self.log_normaliser()
+        value = self.unnormalised_log_prob(x)
+        return value - jnp.asarray(self.log_normaliser(), value.dtype)
 
     def sample(self, key: jax.Array, num_samples: int) -> jax.Array:
         """Exact samples `μ + L ε`, `ε ~ N(0, I)`, shape `(num_samples, d)`."""

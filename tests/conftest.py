@@ -19,6 +19,12 @@ _FAST_COMPILE = (
 )
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
 
+# Strict dtype promotion for the whole suite: mixing dtypes without an explicit cast raises, so the
+# library's casts are checked everywhere (calls into libraries that promote internally go through
+# `samplers.promotion.standard_promotion`). Subprocesses started by tests get it from the environment.
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+os.environ["JAX_NUMPY_DTYPE_PROMOTION"] = "strict"
+
 
 @pytest.fixture
 def x64():

@@ -260,7 +260,7 @@ def lean_adjoint(
             f"trajectory has {trajectory.shape[0]} time points, the grid has {problem.num_steps + 1}"
         )
     base = problem.base
-    ts = problem.times
+    ts = problem.times.astype(trajectory.dtype)  # the grid in the trajectory's precision
     step_sizes = jnp.diff(ts)
     shift = 0 if evaluation == "left" else 1
 

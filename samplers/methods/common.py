@@ -20,6 +20,7 @@ from samplers.learned import Training, build_learned
 from samplers.method import Method
 from samplers.networks import ControlNet, egnn_control, mlp_control
 from samplers.problem import Problem
+from samplers.promotion import standard_promotion
 
 __all__ = [
     "EMA_DECAY",
@@ -214,7 +215,11 @@ def make_optimizer(
     if decay_steps is not None:
         learning_rate = optax.cosine_decay_schedule(learning_rate, decay_steps, alpha=final_fraction)
     adam = optax.adam(learning_rate)
-    return adam if grad_clip is None else optax.chain(optax.clip_by_global_norm(grad_clip), adam)
+    optimizer = adam if grad_clip is None else optax.chain(optax.clip_by_global_norm(grad_clip), adam)
+    # optax's bias correction and schedules mix its int32 step count with floats
+    return optax.GradientTransformation(
+        standard_promotion(optimizer.init), standard_promotion(optimizer.update)
+    )
 
 
 def batch_log_Z(log_w: jax.Array) -> jax.Array:

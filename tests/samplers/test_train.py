@@ -12,6 +12,7 @@ import optax
 import pytest
 
 from samplers.method import Cost, Method
+from samplers.promotion import standard_promotion
 from samplers.train import Diverged, _ChunkRunner, train
 
 TARGET = jnp.array([1.0, -2.0, 0.5, 3.0])
@@ -48,7 +49,7 @@ def toy_method(*, learning_rate=0.05, nan_at=None, nan_in="params", weak_counter
     def step(key, state):
         goal = TARGET + NOISE * jax.random.normal(key, TARGET.shape)
         loss, grad = jax.value_and_grad(lambda p: jnp.sum((p - goal) ** 2))(state.params)
-        updates, opt_state = optimizer.update(grad, state.opt_state)
+        updates, opt_state = standard_promotion(optimizer.update)(grad, state.opt_state)  # optax promotes
         params = optax.apply_updates(state.params, updates)
         if nan_at is not None:
             poison = jnp.where(state.step == nan_at, jnp.nan, 0.0)

@@ -39,7 +39,7 @@ from tests.samplers.methods import analytic, fixed_point
 def _flow_problem(num_steps: int = 12):
     """A fine-tuning problem whose base drift `b = 2v - x/t` is non-linear in x (tanh velocity)."""
     matrix = jnp.array([[1.0, 0.7], [-0.4, 1.3]])
-    velocity = lambda x, t: jnp.tanh(matrix @ x) * (1.0 + t) - 0.3 * x
+    velocity = lambda x, t: jnp.tanh(matrix.astype(x.dtype) @ x) * (1.0 + t) - 0.3 * x  # in x's precision
     base = MemorylessFlowBase(dim=2, velocity=velocity, t0=0.2)
     reward = lambda x: -0.5 * jnp.sum((x - 1.0) ** 2) + jnp.sin(2.0 * x[0]) * x[1]
     return finetuning_problem(base, reward, 1.0, num_steps=num_steps)
@@ -104,7 +104,7 @@ def _vjp_reference(problem, trajectory):
 
     Differentiating w.r.t. additive perturbations `e_k` of every state (at 0) gives all `k` at once.
     """
-    base, ts = problem.base, problem.times
+    base, ts = problem.base, problem.times.astype(trajectory.dtype)
     h = jnp.diff(ts)
     drift = jax.vmap(lambda x, t: jax.vmap(base.drift, in_axes=(0, None))(x, t))(trajectory[:-1], ts[:-1])
     deltas = trajectory[1:] - trajectory[:-1] - h[:, None, None] * drift  # noise + σ h u, frozen
