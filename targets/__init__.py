@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from targets.base import ParticleSpec, ReferenceSet, Target, remove_mean
+from targets import finetuning, funnel, gaussian, many_well, mixtures, particles
+from targets.base import ParticleSpec, ReferenceSet, Target, TargetEntry, remove_mean
 from targets.registry import Registry, UnknownNameError
 
 __all__ = [
+    "BUILTIN",
     "TARGETS",
     "ParticleSpec",
     "ReferenceSet",
@@ -129,5 +131,16 @@ def check_log_prob(name: str, log_prob: Callable, dim: int) -> None:
         pass
 
 
-# Built-in targets register themselves on import.
-from targets import finetuning, funnel, gaussian, many_well, mixtures, particles  # noqa: E402,F401
+
+BUILTIN: tuple[TargetEntry, ...] = (
+    *finetuning.ENTRIES,
+    *funnel.ENTRIES,
+    *gaussian.ENTRIES,
+    *many_well.ENTRIES,
+    *mixtures.ENTRIES,
+    *particles.ENTRIES,
+)
+"""Every built-in target; each module lists its own as `ENTRIES` and registers nothing itself."""
+
+for _entry in BUILTIN:
+    register(_entry.name, _entry.factory, **_entry.meta)

@@ -16,13 +16,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["ParticleSpec", "ReferenceSet", "Target", "remove_mean"]
+__all__ = ["ParticleSpec", "ReferenceSet", "Target", "TargetEntry", "entry", "remove_mean"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,3 +216,23 @@ class Target:
             "log_Z_source": self.log_Z_source,
             "capabilities": list(self.capabilities),
         }
+
+
+class TargetEntry(NamedTuple):
+    """A built-in target's registry entry: each target module lists its entries in `ENTRIES`, and
+    `targets/__init__.py` registers them all in one place (no module registers itself on import).
+
+    Attributes:
+        name: registry id.
+        factory: `(**overrides) -> Target`.
+        meta: registry metadata (`family`, and e.g. `training_only`, `evaluate_on`, `variant_of`).
+    """
+
+    name: str
+    factory: Callable[..., Target]
+    meta: Mapping[str, Any]
+
+
+def entry(name: str, factory: Callable[..., Target], **meta: Any) -> TargetEntry:
+    """`TargetEntry(name, factory, meta)`."""
+    return TargetEntry(name, factory, meta)

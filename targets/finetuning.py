@@ -67,15 +67,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from targets import register
-from targets.base import Target
+from targets.base import Target, entry
 from targets.mixtures import GaussianMixture, mixture_moments
 from targets.registry import Registry
 
@@ -622,11 +621,10 @@ def task_names() -> list[str]:
     return FINETUNE_TASKS.names()
 
 
-def _register_targets(register_fn: Callable[..., Any]) -> None:
-    for task_name in FINETUNE_TASKS.names():
-        register_fn(
-            task_name, functools.partial(lambda n: get_task(n).target(), task_name), family="finetune"
-        )
+def _task_target(name: str) -> Target:
+    return get_task(name).target()
 
 
-_register_targets(register)
+ENTRIES = tuple(
+    entry(name, functools.partial(_task_target, name), family="finetune") for name in FINETUNE_TASKS.names()
+)

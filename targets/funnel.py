@@ -26,8 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from targets import register
-from targets.base import Target
+from targets.base import Target, entry
 
 __all__ = ["FUNNEL_V_STD", "funnel10", "make_funnel"]
 
@@ -97,4 +96,4 @@ def funnel10() -> Target:
     return make_funnel(10, FUNNEL_V_STD)
 
 
-register("funnel10", funnel10, family="funnel")
+ENTRIES = (entry("funnel10", funnel10, family="funnel"),)

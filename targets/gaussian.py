@@ -32,8 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
-from targets import register
-from targets.base import Target
+from targets.base import Target, entry
 
 __all__ = [
     "Gaussian",
@@ -280,5 +279,7 @@ def gaussian_correlated(
     )
 
 
-register("gaussian", gaussian, family="gaussian")
-register("gaussian_correlated", gaussian_correlated, family="gaussian")
+ENTRIES = (
+    entry("gaussian", gaussian, family="gaussian"),
+    entry("gaussian_correlated", gaussian_correlated, family="gaussian"),
+)

@@ -31,8 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.integrate
 
-from targets import register
-from targets.base import Target
+from targets.base import Target, entry
 
 __all__ = ["DoubleWellQuadrature", "double_well_log_density", "double_well_quadrature", "make_many_well"]
 
@@ -171,5 +170,7 @@ def make_many_well(dim: int = 32, *, name: str | None = None) -> Target:
     )
 
 
-for _dim in (8, 16, 32, 64):
-    register(f"many_well{_dim}", functools.partial(make_many_well, _dim), family="many_well")
+ENTRIES = tuple(
+    entry(f"many_well{dim}", functools.partial(make_many_well, dim), family="many_well")
+    for dim in (8, 16, 32, 64)
+)

@@ -38,8 +38,7 @@ import numpy as np
 from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
-from targets import register
-from targets.base import Target
+from targets.base import Target, entry
 
 __all__ = [
     "GMM40_MEANS",
@@ -571,8 +570,10 @@ def mog50() -> Target:
     return _mog_target(50)
 
 
-register("gmm40", gmm40, family="mixture")
-register("gmm9", gmm9, family="mixture")
-register("gmm25", gmm25, family="mixture")
-register("mog2", mog2, family="mixture")
-register("mog50", mog50, family="mixture")
+ENTRIES = (
+    entry("gmm40", gmm40, family="mixture"),
+    entry("gmm9", gmm9, family="mixture"),
+    entry("gmm25", gmm25, family="mixture"),
+    entry("mog2", mog2, family="mixture"),
+    entry("mog50", mog50, family="mixture"),
+)

@@ -54,8 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from targets import register
-from targets.base import ParticleSpec, ReferenceSet, Target
+from targets.base import ParticleSpec, ReferenceSet, Target, entry
 
 __all__ = [
     "DATA_DIR",
@@ -331,7 +330,6 @@ def _particle_target(
     )
 
 
-@register("dw4", family="particles")
 def dw4() -> Target:
     """DW4: 4 particles in 2-D, `E = Σ_{i<j} 0.9(d−4)⁴ − 4(d−4)²`, T = 1 (dim 8, 6 mean-free dof)."""
     return _particle_target(
@@ -353,13 +351,11 @@ def _lennard_jones(n: int, energy: Callable[[jax.Array], jax.Array]) -> Target:
     )
 
 
-@register("lj13", family="particles")
 def lj13() -> Target:
     """LJ13: 13 particles in 3-D, iDEM-convention LJ + harmonic, T = 1 (dim 39, 36 mean-free dof)."""
     return _lennard_jones(13, lj13_energy)
 
 
-@register("lj55", family="particles")
 def lj55() -> Target:
     """LJ55: 55 particles in 3-D, iDEM-convention LJ + harmonic, T = 1 (dim 165, 162 mean-free dof)."""
     return _lennard_jones(55, lj55_energy)
@@ -377,13 +373,11 @@ def _softcore(base: str, cutoff: float) -> Target:
     )
 
 
-@register("lj13_softcore", family="particles", training_only=True, evaluate_on="lj13")
 def lj13_softcore(*, cutoff: float = LJ_SOFTCORE_CUTOFF) -> Target:
     """TRAINING ONLY: LJ13 with `φ` linearised below `cutoff` (see `lennard_jones_pair`)."""
     return _softcore("lj13", cutoff)
 
 
-@register("lj55_softcore", family="particles", training_only=True, evaluate_on="lj55")
 def lj55_softcore(*, cutoff: float = LJ_SOFTCORE_CUTOFF) -> Target:
     """TRAINING ONLY: LJ55 with `φ` linearised below `cutoff` (see `lennard_jones_pair`)."""
     return _softcore("lj55", cutoff)
@@ -401,13 +395,22 @@ def _single_count(base: str) -> Target:
     )
 
 
-@register("lj13_single_count", family="particles", variant_of="lj13")
 def lj13_single_count() -> Target:
     """LJ13 with `Σ_{i<j}` (half the iDEM pair energy) + the harmonic term; no reference set."""
     return _single_count("lj13")
 
 
-@register("lj55_single_count", family="particles", variant_of="lj55")
 def lj55_single_count() -> Target:
     """LJ55 with `Σ_{i<j}` (half the iDEM pair energy) + the harmonic term; no reference set."""
     return _single_count("lj55")
+
+
+ENTRIES = (
+    entry("dw4", dw4, family="particles"),
+    entry("lj13", lj13, family="particles"),
+    entry("lj55", lj55, family="particles"),
+    entry("lj13_softcore", lj13_softcore, family="particles", training_only=True, evaluate_on="lj13"),
+    entry("lj55_softcore", lj55_softcore, family="particles", training_only=True, evaluate_on="lj55"),
+    entry("lj13_single_count", lj13_single_count, family="particles", variant_of="lj13"),
+    entry("lj55_single_count", lj55_single_count, family="particles", variant_of="lj55"),
+)

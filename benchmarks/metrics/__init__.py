@@ -27,10 +27,12 @@ Add your own with `register_metric(name, fn, requires=(...), description=...)`.
 
 from __future__ import annotations
 
+from benchmarks.metrics import ess, finetune, log_z, mmd, modes, ot, particles
 from benchmarks.metrics.base import (
     METRICS,
     REQUIREMENTS,
     EvalContext,
+    MetricEntry,
     MetricFn,
     check_context,
     evaluate,
@@ -41,6 +43,7 @@ from benchmarks.metrics.base import (
 from benchmarks.metrics.cost import cost_metrics
 
 __all__ = [
+    "BUILTIN",
     "METRICS",
     "REQUIREMENTS",
     "EvalContext",
@@ -67,5 +70,16 @@ def describe() -> list[dict[str, object]]:
              "description": METRICS.meta(name)["description"]} for name in METRICS.names()]
 
 
-# Built-in metrics register themselves on import.
-from benchmarks.metrics import ess, finetune, log_z, mmd, modes, ot, particles  # noqa: E402,F401
+BUILTIN: tuple[MetricEntry, ...] = (
+    *ess.ENTRIES,
+    *finetune.ENTRIES,
+    *log_z.ENTRIES,
+    *mmd.ENTRIES,
+    *modes.ENTRIES,
+    *ot.ENTRIES,
+    *particles.ENTRIES,
+)
+"""Every built-in metric; each module lists its own as `ENTRIES` and registers nothing itself."""
+
+for _entry in BUILTIN:
+    register_metric(_entry.name, _entry.fn, requires=_entry.requires, description=_entry.description)

@@ -257,3 +257,17 @@ def evaluate(ctx: EvalContext, names: Iterable[str] | None = None, *,
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
     return values, skipped
 
+
+class MetricEntry(NamedTuple):
+    """A built-in metric's registry entry: each metric module lists its entries in `ENTRIES`, and
+    `benchmarks/metrics/__init__.py` registers them all in one place (`register_metric`)."""
+
+    name: str
+    fn: MetricFn
+    requires: tuple[str, ...] = ()
+    description: str = ""
+
+
+def metric(name: str, fn: MetricFn, requires: Iterable[str] = (), description: str = "") -> MetricEntry:
+    """`MetricEntry(name, fn, requires, description)`."""
+    return MetricEntry(name, fn, tuple(requires), description)

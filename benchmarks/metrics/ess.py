@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.metrics.base import EvalContext, register_metric
+from benchmarks.metrics.base import EvalContext, metric
 from benchmarks.metrics.log_z import x64_estimate
 from samplers import estimators
 
@@ -35,7 +35,10 @@ def ess_forward_metrics(ctx: EvalContext) -> dict[str, float]:
             "ess/forward_num_samples": float(np.size(ctx.backward_log_w))}
 
 
-register_metric("ess_reverse", ess_reverse_metrics, requires=("log_w",),
-                description="(Σw)² / (N Σw²) on the N model samples")
-register_metric("ess_forward", ess_forward_metrics, requires=("backward_log_w",),
-                description="M² / (Σ w_B Σ 1/w_B) on M backward paths from target samples")
+ENTRIES = (
+    metric("ess_reverse", ess_reverse_metrics, requires=("log_w",),
+        description="(Σw)² / (N Σw²) on the N model samples"),
+    metric("ess_forward", ess_forward_metrics, requires=("backward_log_w",),
+        description="M² / (Σ w_B Σ 1/w_B) on M backward paths from target samples"),
+)
+"""The metrics of this module, registered by `benchmarks/metrics/__init__.py`."""

@@ -39,7 +39,7 @@ import math
 import jax
 import numpy as np
 
-from benchmarks.metrics.base import EvalContext, register_metric
+from benchmarks.metrics.base import EvalContext, metric
 
 __all__ = ["finetune_kl_metrics", "finetune_reward_metrics", "reward_values"]
 
@@ -106,17 +106,20 @@ def finetune_kl_metrics(ctx: EvalContext) -> dict[str, float]:
     }
 
 
-register_metric(
-    "finetune_reward",
-    finetune_reward_metrics,
-    requires=("finetune",),
-    description="mean reward (+SE) of the samples, exact optimum E_p*[r], gap and fraction of the "
-    "achievable improvement",
+ENTRIES = (
+    metric(
+        "finetune_reward",
+        finetune_reward_metrics,
+        requires=("finetune",),
+        description="mean reward (+SE) of the samples, exact optimum E_p*[r], gap and fraction of the "
+        "achievable improvement",
+    ),
+    metric(
+        "finetune_kl",
+        finetune_kl_metrics,
+        requires=("finetune", "log_w"),
+        description="path KL = mean(λr - log w) = KL(P^u||P) (+SE), exact KL(p*||p_data), objective "
+        "λE[r] - KL = mean log w and its gap to log Z",
+    ),
 )
-register_metric(
-    "finetune_kl",
-    finetune_kl_metrics,
-    requires=("finetune", "log_w"),
-    description="path KL = mean(λr - log w) = KL(P^u||P) (+SE), exact KL(p*||p_data), objective "
-    "λE[r] - KL = mean log w and its gap to log Z",
-)
+"""The metrics of this module, registered by `benchmarks/metrics/__init__.py`."""

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from benchmarks.metrics.base import EvalContext, register_metric
+from benchmarks.metrics.base import EvalContext, metric
 from samplers import estimators
 
 __all__ = [
@@ -101,11 +101,14 @@ def log_z_bar_metrics(ctx: EvalContext) -> dict[str, float]:
     return out
 
 
-register_metric("log_z", log_z_metrics, requires=("log_w",),
-                description="IS log Z = LSE(log w) - log N and ELBO = mean log w, with SEs")
-register_metric("log_z_error", log_z_error_metrics, requires=("log_w", "log_Z"),
-                description="|log Z_IS - log Z| (and signed), log Z - ELBO")
-register_metric("log_z_backward", log_z_backward_metrics, requires=("backward_log_w",),
-                description="EUBO = mean_B log w and backward estimate -(LSE(-log w_B) - log M)")
-register_metric("log_z_bar", log_z_bar_metrics, requires=("log_w", "backward_log_w"),
-                description="Bennett acceptance ratio (Crooks) log Z from forward and backward paths")
+ENTRIES = (
+    metric("log_z", log_z_metrics, requires=("log_w",),
+        description="IS log Z = LSE(log w) - log N and ELBO = mean log w, with SEs"),
+    metric("log_z_error", log_z_error_metrics, requires=("log_w", "log_Z"),
+        description="|log Z_IS - log Z| (and signed), log Z - ELBO"),
+    metric("log_z_backward", log_z_backward_metrics, requires=("backward_log_w",),
+        description="EUBO = mean_B log w and backward estimate -(LSE(-log w_B) - log M)"),
+    metric("log_z_bar", log_z_bar_metrics, requires=("log_w", "backward_log_w"),
+        description="Bennett acceptance ratio (Crooks) log Z from forward and backward paths"),
+)
+"""The metrics of this module, registered by `benchmarks/metrics/__init__.py`."""

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.metrics.base import EvalContext, noise_floor, register_metric
+from benchmarks.metrics.base import EvalContext, metric, noise_floor
 from samplers.parallel import shard_batch
 
 __all__ = [
@@ -221,7 +221,10 @@ def rbf_multi_metrics(ctx: EvalContext, config: MMDConfig = MMDConfig()) -> dict
     }
 
 
-register_metric("mmd_rbf_median", rbf_median_metrics, requires=("reference", "reference2"),
-                description="unbiased MMD² (not its root), Gaussian kernel, median bandwidth of x ∪ y")
-register_metric("mmd_rbf_multi", rbf_multi_metrics, requires=("reference", "reference2"),
-                description="unbiased MMD², mean Gaussian kernel at (0.25..4)× the reference median distance")
+ENTRIES = (
+    metric("mmd_rbf_median", rbf_median_metrics, requires=("reference", "reference2"),
+        description="unbiased MMD² (not its root), Gaussian kernel, median bandwidth of x ∪ y"),
+    metric("mmd_rbf_multi", rbf_multi_metrics, requires=("reference", "reference2"),
+        description="unbiased MMD², mean Gaussian kernel at (0.25..4)× the reference median distance"),
+)
+"""The metrics of this module, registered by `benchmarks/metrics/__init__.py`."""

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.metrics.base import EvalContext, register_metric
+from benchmarks.metrics.base import EvalContext, metric
 
 __all__ = ["ModeConfig", "mode_counts", "mode_metrics", "mode_statistics", "multinomial_tv_floor"]
 
@@ -103,5 +103,8 @@ def mode_metrics(ctx: EvalContext, config: ModeConfig = ModeConfig()) -> dict[st
     return out
 
 
-register_metric("modes", mode_metrics, requires=("mixture",),
-                description="mode hit fraction, EMC (histogram entropy / log K), TV of mode weights")
+ENTRIES = (
+    metric("modes", mode_metrics, requires=("mixture",),
+        description="mode hit fraction, EMC (histogram entropy / log K), TV of mode weights"),
+)
+"""The metrics of this module, registered by `benchmarks/metrics/__init__.py`."""

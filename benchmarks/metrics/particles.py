@@ -42,7 +42,7 @@ import numpy as np
 from scipy import optimize
 
 from benchmarks.metrics.alignment import aligned_distance_matrix
-from benchmarks.metrics.base import EvalContext, noise_floor, register_metric
+from benchmarks.metrics.base import EvalContext, metric, noise_floor
 from benchmarks.metrics.ot import w2_squared_1d
 from targets.particles import interatomic_distances
 
@@ -210,11 +210,16 @@ def eq_w2_invariant_metrics(ctx: EvalContext) -> dict[str, float]:
 
 
 _PARTICLE_REQS = ("particles", "reference", "reference2")
-register_metric("energy_w2", energy_metrics, requires=_PARTICLE_REQS,
-                description="W2 (and W2²) of 1-D energy laws, E = −log_prob in float64; clipped at max E_ref")
-register_metric("dist_w2", dist_metrics, requires=_PARTICLE_REQS,
-                description="W2² (and W2) of pooled interatomic distances; 200-bin histogram TV")
-register_metric("eq_w2", eq_w2_metrics, requires=_PARTICLE_REQS,
-                description="sqrt exact OT on M², M = Hungarian-matched, Kabsch-aligned (O(D)) distance")
-register_metric("eq_w2_invariant", eq_w2_invariant_metrics, requires=_PARTICLE_REQS,
-                description="eq_w2 with matching also tried in principal-axes frames (rotation invariant)")
+
+
+ENTRIES = (
+    metric("energy_w2", energy_metrics, requires=_PARTICLE_REQS,
+        description="W2 (and W2²) of 1-D energy laws, E = −log_prob in float64; clipped at max E_ref"),
+    metric("dist_w2", dist_metrics, requires=_PARTICLE_REQS,
+        description="W2² (and W2) of pooled interatomic distances; 200-bin histogram TV"),
+    metric("eq_w2", eq_w2_metrics, requires=_PARTICLE_REQS,
+        description="sqrt exact OT on M², M = Hungarian-matched, Kabsch-aligned (O(D)) distance"),
+    metric("eq_w2_invariant", eq_w2_invariant_metrics, requires=_PARTICLE_REQS,
+        description="eq_w2 with matching also tried in principal-axes frames (rotation invariant)"),
+)
+"""The metrics of this module, registered by `benchmarks/metrics/__init__.py`."""

@@ -506,12 +506,12 @@ def _chain_loss(detach: str, reduce: Callable[[jax.Array], jax.Array], doc: str)
 cmcd_kl_loss = _chain_loss(
     "none",
     lambda log_w: -jnp.mean(log_w),
-    '`-mean_i log w_θ(X^i)` (negative ELBO) with reparametrised trajectories (`detach="none"`).',
+    "`-mean_i log w_θ(X^i)` (negative ELBO) with reparametrised trajectories (`detach=\"none\"`).",
 )
 cmcd_lv_loss = _chain_loss(
     "states",
     jnp.var,
-    '`Var_i[log w_θ(X^i)]` (ddof 0) on detached trajectories (`detach="states"`).',
+    "`Var_i[log w_θ(X^i)]` (ddof 0) on detached trajectories (`detach=\"states\"`).",
 )
 
 
