@@ -44,11 +44,15 @@ def sample_metric_names(names: Iterable[str] | None = None) -> list[str]:
 def resample(key: jax.Array, x: jax.Array, log_w: jax.Array, num: int | None = None) -> jax.Array:
     """`num` (default N) multinomial draws from the rows of `x` with probabilities ∝ exp(log_w).
 
+    Inverse-CDF sampling: `num` uniforms located in the cumulative normalised weights by binary
+    search, O((N + num) log N) (`jax.random.categorical` with a shape draws an N × num Gumbel array).
     Non-finite log-weights count as zero weight. Raises ValueError when no weight is positive."""
     log_w = jnp.where(jnp.isfinite(log_w), log_w, -jnp.inf)
     if not bool(jnp.isfinite(log_w).any()):
         raise ValueError("cannot resample by weight: no finite log-weight")
-    idx = jax.random.categorical(key, log_w, shape=(x.shape[0] if num is None else num,))
+    cdf = jnp.cumsum(jnp.exp(log_w - jnp.max(log_w)))
+    u = jax.random.uniform(key, (x.shape[0] if num is None else num,), cdf.dtype) * cdf[-1]
+    idx = jnp.minimum(jnp.searchsorted(cdf, u, side="right"), x.shape[0] - 1)
     return x[idx]
 
 
