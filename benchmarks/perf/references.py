@@ -36,6 +36,7 @@ import optax
 
 from samplers.method import Cost
 from samplers.networks import DEFAULT_FREQUENCY_RANGE
+from samplers.promotion import standard_promotion
 
 __all__ = ["REFERENCES", "reference_step"]
 
@@ -97,7 +98,9 @@ def _gaussian_log_prob(x, mean, var, dof):
 def _optimizer(config) -> optax.GradientTransformation:
     optim = config.optim
     adam = optax.adam(optim.learning_rate)
-    return adam if optim.grad_clip is None else optax.chain(optax.clip_by_global_norm(optim.grad_clip), adam)
+    chain = adam if optim.grad_clip is None else optax.chain(optax.clip_by_global_norm(optim.grad_clip), adam)
+    # optax mixes its int32 step count with floats (traced under standard promotion; no runtime cost)
+    return optax.GradientTransformation(standard_promotion(chain.init), standard_promotion(chain.update))
 
 
 def _require(cond: bool, name: str, what: str) -> None:
@@ -280,7 +283,8 @@ def adjoint_sampling_step(problem, config) -> Callable:
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         valid = jnp.arange(buf.data.log_w.shape[0]) < buf.size
         lw = jnp.where(valid, buf.data.log_w, -jnp.inf)
-        ess = jnp.exp(2 * jax.nn.logsumexp(lw) - jax.nn.logsumexp(2 * lw)) / jnp.maximum(buf.size, 1)
+        count = jnp.maximum(buf.size, 1).astype(lw.dtype)
+        ess = jnp.exp(2 * jax.nn.logsumexp(lw) - jax.nn.logsumexp(2 * lw)) / count
         info = BridgeRegressionInfo(
             loss=loss,
             grad_norm=optax.tree.norm(grads),
