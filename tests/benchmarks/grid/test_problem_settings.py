@@ -81,7 +81,8 @@ def test_overrides_win_over_the_pilot_and_the_table(offset_target, capsys):
 
 def test_problem_config_is_typed_and_recorded():
     config = hyperparams.resolve("dds", "gmm9").problem
-    assert isinstance(config, ProblemConfig) and config.base == "vp" and config.sigma0 == 5.0
+    assert isinstance(config, ProblemConfig) and config.base == "vp" and config.sigma == 5.0
+    assert float(build_problem(targets.get("gmm9"), config).base.sigma0) == 5.0  # sigma0 follows sigma
     with pytest.raises(ValueError, match=r"unknown config field\(s\) \['sigmaa'\]; valid fields: \['base'"):
         hyperparams.resolve("smc", "gmm9", overrides={"problem": {"sigmaa": 1}})
     with pytest.raises(ValueError, match="sigma must be positive or None, got 'big'"):
@@ -91,7 +92,7 @@ def test_problem_config_is_typed_and_recorded():
     geometric = dataclasses.replace(config, base="brownian", schedule="geometric")
     assert float(build_problem(targets.get("gmm9"), geometric).base.schedule.sigma_max) == 5.0
     inputs = cell_inputs(resolve_cell("smc", "gmm9"), {"name": "b"}, 8, fingerprint="f")
-    assert inputs["problem"]["sigma"] == 5.0 and "sigma0" in inputs["problem"]
+    assert inputs["problem"]["sigma"] == 5.0 and "sigma0" not in inputs["problem"]
     json.dumps(inputs)
 
 
