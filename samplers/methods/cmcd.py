@@ -80,6 +80,7 @@ from samplers.methods.common import (
     batch_log_Z,
     build_configured,
     config_network,
+    path_weight_loss,
 )
 from samplers.parallel import shard_batch
 from samplers.problem import Problem
@@ -477,17 +478,8 @@ def simulate_cmcd_backward(
 def _chain_loss(detach: str, reduce: Callable[[jax.Array], jax.Array], doc: str) -> Callable:
     """A CMCD loss: `reduce(log w)` over a batch simulated by `simulate_cmcd` with `detach`."""
 
-    def loss(
-        key: jax.Array,
-        problem: Problem,
-        control: Control,
-        params: PyTree,
-        batch_size: int,
-        config: CMCDConfig,
-        *,
-        grad_evals_per_control: float = 0.0,
-    ) -> tuple[jax.Array, CMCDPath]:
-        path = simulate_cmcd(
+    def simulate(key, problem, control, params, batch_size, config, grad_evals_per_control):
+        return simulate_cmcd(
             key,
             problem,
             control,
@@ -497,21 +489,19 @@ def _chain_loss(detach: str, reduce: Callable[[jax.Array], jax.Array], doc: str)
             detach=detach,
             grad_evals_per_control=grad_evals_per_control,
         )
-        return reduce(path.log_w), path
 
-    loss.__doc__ = doc
-    return loss
+    return path_weight_loss(simulate, reduce, doc)
 
 
 cmcd_kl_loss = _chain_loss(
     "none",
     lambda log_w: -jnp.mean(log_w),
-    "`-mean_i log w_θ(X^i)` (negative ELBO) with reparametrised trajectories (`detach=\"none\"`).",
+    '`-mean_i log w_θ(X^i)` (negative ELBO) with reparametrised trajectories (`detach="none"`).',
 )
 cmcd_lv_loss = _chain_loss(
     "states",
     jnp.var,
-    "`Var_i[log w_θ(X^i)]` (ddof 0) on detached trajectories (`detach=\"states\"`).",
+    '`Var_i[log w_θ(X^i)]` (ddof 0) on detached trajectories (`detach="states"`).',
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +37,7 @@ __all__ = [
     "clip_norm",
     "grad_log_target_fn",
     "make_optimizer",
+    "path_weight_loss",
 ]
 
 NETWORKS: dict[str, str] = {
@@ -254,3 +256,17 @@ def clip_norm(g: jax.Array, max_norm: float | None, particles) -> jax.Array:
     # the sign vector has norm ≥ 1: scale it to c exactly
     scale = jnp.where(has_inf, max_norm / jnp.maximum(norms, 1.0), scale)
     return (blocks * scale).reshape(g.shape)
+
+
+def path_weight_loss(simulate: Callable[..., Any], reduce: Callable[[jax.Array], jax.Array], doc: str):
+    """A loss `reduce(log w)` on a batch of paths: `loss(key, problem, control, params, batch_size,
+    config, *, grad_evals_per_control) -> (loss, path)`, with the batch drawn by
+    `simulate(key, problem, control, params, batch_size, config, grad_evals_per_control) -> path`
+    (a path with `log_w` and `cost`); `doc` is the loss's docstring (its maths)."""
+
+    def loss(key, problem, control, params, batch_size, config=None, *, grad_evals_per_control=0.0):
+        path = simulate(key, problem, control, params, batch_size, config, grad_evals_per_control)
+        return reduce(path.log_w), path
+
+    loss.__doc__ = doc
+    return loss

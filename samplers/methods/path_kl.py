@@ -74,6 +74,7 @@ from samplers.methods.common import (
     config_network,
     config_optimizer,
     grad_log_target_fn,
+    path_weight_loss,
 )
 from samplers.problem import Problem
 from samplers.types import Control, PyTree
@@ -176,23 +177,13 @@ def _path_loss(detach: str, reduce: Callable[[jax.Array], jax.Array], backprop_t
     """A loss `reduce(log w)` on a batch simulated with `detach`; `backprop_terminal` counts the `n`
     gradient evaluations of the backward pass through `log γ̃(x_K)`."""
 
-    def loss(
-        key: jax.Array,
-        problem: Problem,
-        control: Control,
-        params: PyTree,
-        batch_size: int,
-        sde_config: sde.SDEConfig | None = None,
-        *,
-        grad_evals_per_control: float = 0.0,
-    ) -> tuple[jax.Array, sde.PathOutput]:
+    def simulate(key, problem, control, params, batch_size, sde_config, grad_evals_per_control):
         path = _paths(key, problem, control, params, batch_size, sde_config, detach, grad_evals_per_control)
         if backprop_terminal:
             path = path._replace(cost=path.cost + Cost.of(grad_evals=batch_size))
-        return reduce(path.log_w), path
+        return path
 
-    loss.__doc__ = doc
-    return loss
+    return path_weight_loss(simulate, reduce, doc)
 
 
 path_kl_loss = _path_loss(
