@@ -16,6 +16,7 @@ from benchmarks.grid import hyperparams
 from benchmarks.grid.cell import cell_inputs, resolve_cell
 from benchmarks.grid.problems import ProblemConfig, build_problem
 from benchmarks.grid.suites import load_suite, parse_set, with_settings
+from tests.benchmarks import toy_method
 
 RADIUS = 6.0
 SCALES = jnp.array([0.1, 10.0])  # along and across the direction of the centre
@@ -116,18 +117,14 @@ def test_suite_settings_and_cli_set_are_checked(tmp_path):
             with_settings(quick, parse_set(bad))
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         parse_set(["sigma=6"])
-    raw = {
-        "name": "mine",
-        "description": "d",
-        "methods": ["smc"],
-        "targets": ["gmm9"],
-        "seeds": [0],
-        "budgets": {"b": {"train_steps": 1, "chunk_size": 1}},
-        "eval": {"num_samples": 8},
-        "settings": {"problem": {"num_steps": 8}, "methods": {"smc": {"init_scale": "wide"}}},
-    }
-    path = tmp_path / "mine.json"
-    path.write_text(json.dumps(raw))
+    path = toy_method.write_suite(
+        tmp_path,
+        name="mine",
+        methods=["smc"],
+        targets=["gmm9"],
+        eval={"num_samples": 8},
+        settings={"problem": {"num_steps": 8}, "methods": {"smc": {"init_scale": "wide"}}},
+    )
     with pytest.raises(
         ValueError, match="settings of smc: SMCConfig: init_scale must be positive, got 'wide'"
     ):

@@ -165,10 +165,12 @@ def test_loss_gradient_vanishes_when_initial_law_is_the_target(loss_name):
 
 
 def test_bad_configs_and_problems_raise():
-    with pytest.raises(ValueError, match="valid choices"):
-        cmcd.CMCDConfig(network={"kind": "resnet"})
-    with pytest.raises(ValueError, match="diffusion_scale"):
-        cmcd.CMCDConfig(diffusion_scale=0.0)
+    for bad, match in (
+        ({"network": {"kind": "resnet"}}, "valid choices"),
+        ({"diffusion_scale": 0.0}, "diffusion_scale"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            cmcd.CMCDConfig(**bad)
     with pytest.raises(ValueError, match="valid fields"):
         samplers.get("cmcd_lv").make_config(num_steps=10)
     with pytest.raises(TypeError, match="CMCDConfig"):
