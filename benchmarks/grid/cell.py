@@ -737,13 +737,8 @@ def run_cell(
         record.wall_time_s = time.perf_counter() - t_cell
         phases = clock.stop()
         if "training" in timing:  # set-up, the first chunk's dispatch, history: the rest of the phase
-            timing["training"]["other_s"] = (
-                phases["training"]
-                - sum(timing["training"].values())
-                + (
-                    timing["training"]["probe_first_call_s"]  # counted within probe_s already
-                )
-            )
+            tr = timing["training"]  # the probe's first call is inside probe_s
+            tr["other_s"] = phases["training"] - tr["steps_run_s"] - tr["steps_compile_s"] - tr["probe_s"]
         record.time = {
             "phases_s": phases,
             "unaccounted_s": record.wall_time_s - sum(phases.values()),
