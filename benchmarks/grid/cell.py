@@ -734,8 +734,8 @@ def run_cell(
         record.status, record.message = "error", f"{type(err).__name__}: {err}"
         record.traceback = traceback.format_exc(limit=8)
     finally:
+        phases = clock.stop()  # before the wall time, so the phases never add up to more than it
         record.wall_time_s = time.perf_counter() - t_cell
-        phases = clock.stop()
         if "training" in timing:  # set-up, the first chunk's dispatch, history: the rest of the phase
             tr = timing["training"]  # the probe's first call is inside probe_s
             tr["other_s"] = phases["training"] - tr["steps_run_s"] - tr["steps_compile_s"] - tr["probe_s"]
