@@ -503,6 +503,13 @@ class MemorylessFlowBase(AbstractBaseProcess):
 
     This holds when `v` is the exact velocity of the interpolant for some data law [DERIVED here].
 
+    Marginalising the start, `X_t | X_1 = y ~ N(t y, (1 - t)² I)` for every `t ∈ [t_0, 1]` (the
+    interpolant's conditional; exact for the continuous-time process started at `p_{t_0}`): the bridge
+    of the regression losses (`samplers.methods.bridge_targets`, methods.md §1.5).
+
+    **Scores.** `∇log p_t(x) = (t v(x, t) - x)/(1 - t)` (`score`, methods.md §2.1), and at `t = 1` the
+    data law's score `∇log p_1 = ∇ terminal_log_prob_fn` (`terminal_score`, only when that is given).
+
     `ν_t = ∫_{t_0}^t σ² = 2 log(t/t_0) - 2(t - t_0)`. `E[X_1 | X_t] = x + (1 - t) v(x, t)` is not linear,
     so `conditional_mean_coefficient` is not available; no closed-form discrete chain either (use the
     Girsanov form of the path weights).
@@ -568,6 +575,22 @@ class MemorylessFlowBase(AbstractBaseProcess):
         if self.terminal_log_prob_fn is None:
             return super().terminal_log_prob(x)
         return self.terminal_log_prob_fn(x)
+
+    def score(self, x: jax.Array, t: jax.Array) -> jax.Array:
+        """`∇log p_t(x) = (t v(x, t) - x)/(1 - t)` of ONE point, `t ∈ [t_0, 1)` (methods.md §2.1)."""
+        t = jnp.asarray(t, x.dtype)
+        return (t * self.velocity(x, t) - x) / (1.0 - t)
+
+    @property
+    def has_terminal_law(self) -> bool:
+        """True when the data law's log density `terminal_log_prob_fn` (hence `terminal_score`) is given."""
+        return self.terminal_log_prob_fn is not None
+
+    def terminal_score(self, x: jax.Array) -> jax.Array:
+        """`∇log p_1(x)`, the score of the data law, of ONE point (needs `terminal_log_prob_fn`)."""
+        if self.terminal_log_prob_fn is None:
+            return super().terminal_log_prob(x)  # raises: the terminal law is not known
+        return jax.grad(self.terminal_log_prob_fn)(x)
 
     def bridge(self, t, x0, x1):
         s = self.t0

@@ -2,7 +2,7 @@
 
 All four methods of this module share ONE loss skeleton (`docs/methods.md` §1.3):
 
-    L(u) = E_{t ~ U[t_lo, t_hi], X_1 ~ D, X_t ~ p^base(· | X_0 = 0, X_1)} [ w(t) |u_θ(X_t, t) - Y_t|² ],
+    L(u) = E_{t ~ U[t_lo, t_hi], X_1 ~ D, X_t ~ p^base(· | X_1)} [ w(t) |u_θ(X_t, t) - Y_t|² ],
 
 with the squared norm summed over coordinates and averaged over the minibatch. Only `u_θ` carries a
 gradient: the pairs `(X_t, X_1)`, the end-point data `D` and the regression target `Y_t` are all
@@ -11,18 +11,26 @@ the paper form (P1): `dX = (b + σ u) dt + σ dB` with `b = 0` for the Brownian 
 schedule, the four targets and their end-point gradient data live in `samplers.methods.bridge_targets`;
 this module draws the pairs, defines the loss and binds it to a replay buffer and the training engine.
 
-**Base.** Brownian motion from the Dirac at 0 (the only memoryless base with a Gaussian bridge whose
-scores are known in closed form; `bases=("brownian",)`). The methods work with the base *as its
-Euler–Maruyama chain on the problem's grid sees it*: a Brownian motion with piecewise-constant
-`σ̃(t) = σ(t_k)` on `[t_k, t_{k+1})`, hence `ν̃_t = s_k + σ(t_k)²(t - t_k)` with `s_k` the exact
-marginal variances of the chain (`DiscreteChain.marginal_vars`, `ν̃_1 = s_K`). This makes the bridge
-and the tilt `r = log γ - log N(0, s_K I)` of `samplers.problem.sampling_problem` mutually consistent
-(methods.md §10.7); for the linear schedule `ν̃ = ν` exactly. With `α_t = ν̃_t/ν̃_1` and
-`β_t² = ν̃_t (1 - α_t)`, the base bridge is `X_t | X_1 ~ N(α_t X_1, β_t² I)` (projected to zero centre
-of mass for particle systems) and `∇log p^base_t(x) = -x/ν̃_t`.
+**Base.** Any base kind with a bridge schedule (`bridge_targets.BRIDGE_SCHEDULES`, one per kind:
+`bases=("brownian", "flow")`); the VP base has none (not derived, `bridge_targets`).
 
-**Regression targets** `Y_t` (P1, all satisfy `E[Y_t | X_t = x] = u*(x, t) = σ(t)∇log h_t(x)` when
-`X_1 ~ p*`; methods.md §1.3, [DERIVED]):
+- Brownian motion from the Dirac at 0. The methods work with the base *as its Euler–Maruyama chain on
+  the problem's grid sees it*: a Brownian motion with piecewise-constant `σ̃(t) = σ(t_k)` on
+  `[t_k, t_{k+1})`, hence `ν̃_t = s_k + σ(t_k)²(t - t_k)` with `s_k` the exact marginal variances of the
+  chain (`DiscreteChain.marginal_vars`, `ν̃_1 = s_K`). This makes the bridge and the tilt
+  `r = log γ - log N(0, s_K I)` of `samplers.problem.sampling_problem` mutually consistent (methods.md
+  §10.7); for the linear schedule `ν̃ = ν` exactly. With `α_t = ν̃_t/ν̃_1` and `β_t² = ν̃_t (1 - α_t)`, the
+  base bridge is `X_t | X_1 ~ N(α_t X_1, β_t² I)` (projected to zero centre of mass for particle systems)
+  and `∇log p^base_t(x) = -x/ν̃_t`. The table below is for this base.
+- The memoryless rectified-flow base of fine-tuning (`MemorylessFlowBase`, methods.md §1.5): the bridge
+  `X_t | X_1 ~ N(t X_1, (1 - t)² I)` of the continuous process on `[t_0, 1]`, the base score
+  `(t v(x, t) - x)/(1 - t)` from the velocity, and the data law's score at `t = 1` from the base's
+  `terminal_log_prob_fn` (needed by TSM, AS and NSM; CSM needs none). There AS and NSM regress on the
+  exact `α_t`-mixture `t Y^TSM + (1 - t) Y^CSM`: their Brownian targets below are biased on this base.
+  Regression times are drawn from `[max(t_min, t_0), 1 - t_min]`.
+
+**Regression targets** `Y_t` on the Brownian base (P1, all satisfy `E[Y_t | X_t = x] = u*(x, t) =
+σ(t)∇log h_t(x)` when `X_1 ~ p*`; methods.md §1.3, [DERIVED]; flow base: methods.md §1.5):
 
 | method | `Y_t` | gradient data per end point |
 |---|---|---|
@@ -72,8 +80,8 @@ weighting, energy-gradient clip 100; TSM with `"score_alpha2"`), CSM to the plai
   `[TIME_EPS, 1 - TIME_EPS]` (`TIME_EPS = 1e-5`) only so that the float32 arithmetic never divides
   by exactly zero.
 - `max_grad_norm_target`: per-particle norm clipping of `∇log γ` before it enters the stored gradient
-  data (Adjoint Sampling clips per atom at 100, methods.md §10.6); `None` = no clipping. It biases
-  the fixed point.
+  data (Adjoint Sampling clips per atom at 100, methods.md §10.6; on the flow base, of the stored
+  `∇log p* = ∇log p_data + ∇r`); `None` = no clipping. It biases the fixed point where it is active.
 - `loss_weighting` (`LOSS_WEIGHTINGS`): `"paper"` (`w = 1`, the P1 loss), `"score"` (`w = 1/σ(t)²`,
   the weighting the AS code trains with, methods.md §10.1), `"alpha2"` (`w = α_t²`) or
   `"score_alpha2"` (`w = α_t²/σ(t)²`). A weight of `t` alone leaves the minimiser `E[Y_t | X_t]`.
@@ -109,15 +117,20 @@ from samplers.importance import Tempered, normalised_ess, temper_to_ess, weighte
 from samplers.learned import Batch, LearnedState, Training, sde_sampling
 from samplers.method import Cost, Method, MethodSpec
 from samplers.methods.bridge_targets import (
+    BRIDGE_SCHEDULES,
+    FLOW_REGRESSION_TARGETS,
     REGRESSION_TARGETS,
     TIME_EPS,
     BridgeCoefficients,
     BridgeSchedule,
+    FlowBridgeSchedule,
     RegressionTarget,
     bridge_schedule,
     check_choice,
     endpoint_gradients,
     regression_target,
+    target_of,
+    time_window,
 )
 from samplers.methods.common import (
     ControlTrainingConfig,
@@ -129,6 +142,8 @@ from samplers.problem import Problem
 from samplers.types import Control, PyTree
 
 __all__ = [
+    "BRIDGE_SCHEDULES",
+    "FLOW_REGRESSION_TARGETS",
     "SPECS",
     "IMPORTANCE_WEIGHTS",
     "LOSS_WEIGHTINGS",
@@ -140,6 +155,7 @@ __all__ = [
     "BridgeCoefficients",
     "BridgeSchedule",
     "BufferEntry",
+    "FlowBridgeSchedule",
     "NovelScoreMatchingConfig",
     "RegressionTarget",
     "ScoreMatchingConfig",
@@ -150,6 +166,7 @@ __all__ = [
     "regression_loss",
     "regression_pairs",
     "regression_target",
+    "time_window",
 ]
 
 
@@ -194,19 +211,20 @@ IMPORTANCE_WEIGHTS: dict[str, str] = {
 def regression_pairs(
     key: jax.Array,
     kind: str,
-    bridge: BridgeSchedule,
+    bridge,
     x_1: jax.Array,
     grad_1: jax.Array,
     *,
     time_window: tuple[float, float] = (0.0, 1.0),
     project: Callable[[jax.Array], jax.Array] = lambda x: x,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Draw `t ~ U[time_window]` (clamped to `[TIME_EPS, 1 - TIME_EPS]`), `X_t ~` bridge: `(t, X_t, Y_t)`.
+    """Draw `t ~ U[time_window]` (clamped to `[max(TIME_EPS, t_start), 1 - TIME_EPS]`), `X_t ~` bridge:
+    `(t, X_t, Y_t)`.
 
     Args:
         key: PRNG key.
         kind: one of `REGRESSION_TARGETS`.
-        bridge: the base's `BridgeSchedule`.
+        bridge: the base's bridge schedule (`bridge_schedule`: `BridgeSchedule`, `FlowBridgeSchedule`).
         x_1: end points `(n, dim)`.
         grad_1: their gradient data `(n, dim)` (`endpoint_gradients`).
         time_window: `(t_lo, t_hi)` with `0 <= t_lo <= t_hi <= 1` (`t_lo == t_hi` fixes the time).
@@ -219,12 +237,12 @@ def regression_pairs(
     key_t, key_x = jax.random.split(key)
     t_lo, t_hi = time_window
     t = jax.random.uniform(key_t, (n,), x_1.dtype, minval=t_lo, maxval=t_hi)
-    t = jnp.clip(t, TIME_EPS, 1.0 - TIME_EPS)
+    t = jnp.clip(t, max(TIME_EPS, bridge.t_start), 1.0 - TIME_EPS)
     noise = project(jax.random.normal(key_x, (n, dim), x_1.dtype))
     c = bridge.coefficients(t)
     x_t = c.alpha[:, None] * x_1 + jnp.sqrt(c.bridge_var)[:, None] * noise
-    target = REGRESSION_TARGETS[check_choice(kind, REGRESSION_TARGETS, "regression target")]
-    y = jax.vmap(target.fn)(c, x_t, x_1, grad_1)
+    target = target_of(bridge, kind)
+    y = jax.vmap(lambda c, t, x_t, x_1, g: target.fn(bridge, c, t, x_t, x_1, g))(c, t, x_t, x_1, grad_1)
     return sg(t), sg(x_t), sg(project(y))
 
 
@@ -236,7 +254,7 @@ def regression_loss(
     grad_1: jax.Array,
     *,
     kind: str,
-    bridge: BridgeSchedule,
+    bridge,
     time_window: tuple[float, float] = (0.0, 1.0),
     weighting: str = "paper",
     project: Callable[[jax.Array], jax.Array] = lambda x: x,
@@ -253,7 +271,7 @@ def regression_loss(
         x_1: end points `(n, dim)`.
         grad_1: gradient data `(n, dim)` for `kind` (`endpoint_gradients`).
         kind: one of `REGRESSION_TARGETS`.
-        bridge: the base's `BridgeSchedule`.
+        bridge: the base's bridge schedule (`bridge_schedule`).
         time_window: `(t_lo, t_hi)`, see `regression_pairs`.
         weighting: one of `LOSS_WEIGHTINGS`.
         project: projection onto the state space.
@@ -426,7 +444,7 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
     """Bind a bridge-pair regression method (`kind` in `REGRESSION_TARGETS`) to a problem.
 
     Args:
-        problem: a problem with a Brownian base.
+        problem: a problem whose base kind has a bridge schedule (`BRIDGE_SCHEDULES`: Brownian, flow).
         config: a `BridgeRegressionConfig` (or subclass).
         kind: `"adjoint"`, `"tsm"`, `"csm"` or `"nsm"`.
 
@@ -444,9 +462,9 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
     net = config_network(problem, config)
     control = net.apply
     gradient = endpoint_gradients(problem, kind, config.max_grad_norm_target)
-    needs_gradient = REGRESSION_TARGETS[kind].gradient != "none"
+    needs_gradient = target_of(bridge, kind).gradient != "none"
     sde_config = dataclasses.replace(config.sde, detach="all")
-    time_window = (config.t_min, 1.0 - config.t_min)
+    window = time_window(bridge, config.t_min)
     resample_size, batch_size = config.resample_size, config.batch_size
 
     def init_buffer(params) -> BufferState:
@@ -490,7 +508,7 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
             grad_1,
             kind=kind,
             bridge=bridge,
-            time_window=time_window,
+            time_window=window,
             weighting=config.loss_weighting,
             project=base.project,
         )
@@ -530,20 +548,22 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
 
 _COST_MODEL = (
     "per epoch (refresh_every gradient steps): resample_size SDE paths of K steps (K network evals each), "
-    "resample_size energy evals (path weights){grad}; per gradient step: batch_size network evals"
+    "resample_size energy evals (path weights){grad}; per gradient step: batch_size network evals (and, on "
+    "the flow base, batch_size pretrained-velocity evals for the targets, not counted)"
 )
 _WITH_GRADIENTS = " and resample_size energy-gradient evals"
 
 
 def _spec(name: str, kind: str, config_cls: type, description: str) -> MethodSpec:
-    """The registry entry of the bridge regression with target `kind` (Brownian base only)."""
+    """The registry entry of the bridge regression with target `kind`, on every base kind with a bridge
+    schedule (`BRIDGE_SCHEDULES`)."""
     needs_gradient = REGRESSION_TARGETS[kind].gradient != "none"
     return MethodSpec(
         name=name,
         family="soc-regression",
         config_cls=config_cls,
         build=lambda problem, config: build(problem, config, kind=kind),
-        bases=("brownian",),
+        bases=tuple(BRIDGE_SCHEDULES.names()),
         cost_model=_COST_MODEL.format(grad=_WITH_GRADIENTS if needs_gradient else " (no gradient evals)"),
         description=description,
     )
@@ -557,7 +577,8 @@ SPECS: tuple[MethodSpec, ...] = (
         "Adjoint Sampling / reciprocal adjoint matching (Havens et al. 2025): regress u(X_t,t) on "
         "-σ(t)∇g(X_1), g = -r, with X_1 from a replay buffer of model end points (uniform draws) and X_t "
         "from the Brownian bridge; ∇g computed once per end point. "
-        "[CODE] facebookresearch/adjoint_samplers.",
+        "[CODE] facebookresearch/adjoint_samplers. On the flow base: the exact mixture "
+        "t Y^TSM + (1 - t) Y^CSM (methods.md §1.5).",
     ),
     _spec(
         "target_score_matching",
@@ -584,6 +605,7 @@ SPECS: tuple[MethodSpec, ...] = (
         "Novel Score Matching [RECON]: the PDDS guidance loss, regress u on σ(t) a_t ∇r(X_1) "
         "(a_t = 1 for "
         "the Brownian base, where the target coincides with Adjoint Sampling's), X_1 from the "
-        "importance-resampled buffer. Identification with arXiv 2605.00229 unconfirmed (methods.md §1.3).",
+        "importance-resampled buffer. Identification with arXiv 2605.00229 unconfirmed (methods.md §1.3). "
+        "On the flow base: Adjoint Sampling's mixture target (methods.md §1.5).",
     ),
 )

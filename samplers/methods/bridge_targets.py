@@ -1,33 +1,49 @@
-"""The bridge-pair regression targets on the Brownian base as its Euler–Maruyama chain sees it.
+"""The bridge-pair regression targets, per base kind (a registry of bridge schedules).
 
 The data of the losses of `samplers.methods.bridge_regression` (module docstring there, and
-`docs/methods.md` §1.3): the base's piecewise-constant `σ̃` and piecewise-linear `ν̃` on the problem's
-grid (`BridgeSchedule`), the Gaussian bridge `X_t | X_1 ~ N(α_t X_1, β_t² I)`, the four regression
-targets `Y_t` (`REGRESSION_TARGETS`: Adjoint Sampling, TSM, CSM, NSM) and the gradient data each
-needs at an end point (`endpoint_gradients`).
+`docs/methods.md` §1.3, §1.5): for each supported base kind, a *bridge schedule* gives the base's
+coefficients at a time (`BridgeCoefficients`: `σ`, `ν`, the Gaussian bridge `X_t | X_1 ~ N(α_t X_1, β_t² I)`),
+its four regression targets `Y_t` (Adjoint Sampling, TSM, CSM, NSM; each with `E[Y_t | X_t] = u*(X_t, t)`
+when `X_1 ~ p*`) and the gradient data each needs at an end point. `BRIDGE_SCHEDULES` maps a base kind
+to the builder of its schedule from a `Problem`:
+
+- `"brownian"` (`BridgeSchedule`): the Brownian base as its Euler–Maruyama chain sees it (piecewise-constant
+  `σ̃`, piecewise-linear `ν̃` on the problem's grid), targets `REGRESSION_TARGETS`;
+- `"flow"` (`FlowBridgeSchedule`): the memoryless rectified-flow base, `α_t = t`, `β_t = 1 - t`, with the
+  base score from the velocity, targets `FLOW_REGRESSION_TARGETS` (methods.md §1.5).
+
+The VP base is not supported: its `X_t | X_1` is Gaussian, but a bridge consistent with its EM chain (whose
+marginals are not the stationary law) is not derived here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from samplers.base_processes import MemorylessFlowBase
 from samplers.methods.common import clip_norm
 from samplers.problem import Problem
+from targets.registry import Registry
 
 __all__ = [
+    "BRIDGE_SCHEDULES",
+    "FLOW_REGRESSION_TARGETS",
     "REGRESSION_TARGETS",
     "TIME_EPS",
     "BridgeCoefficients",
     "BridgeSchedule",
+    "FlowBridgeSchedule",
     "RegressionTarget",
     "bridge_schedule",
     "check_choice",
     "endpoint_gradients",
     "regression_target",
+    "time_window",
 ]
 
 TIME_EPS = 1e-5
@@ -38,7 +54,7 @@ claim (`δ = 1e-4`), where it truncates the heavy tail of `t ~ U[0, δ]` at `1e-
 
 
 # ---------------------------------------------------------------------------------------------
-# the base as the EM chain sees it
+# regression targets: what a target is
 # ---------------------------------------------------------------------------------------------
 
 
@@ -46,10 +62,10 @@ class BridgeCoefficients(NamedTuple):
     """The base's coefficients at times `t` (same shape as `t`).
 
     Attributes:
-        sigma: `σ̃(t)`.
-        nu: `ν̃_t = ∫_0^t σ̃²`.
-        alpha: `α_t = ν̃_t/ν̃_1` (bridge mean `α_t x_1`).
-        bridge_var: `β_t² = ν̃_t (1 - α_t)` (bridge variance per coordinate).
+        sigma: `σ(t)` (`σ̃(t)` of the EM chain for the Brownian base).
+        nu: `ν_t = ∫_{t_start}^t σ²`.
+        alpha: `α_t` (bridge mean `α_t x_1`).
+        bridge_var: `β_t²` (bridge variance per coordinate).
     """
 
     sigma: jax.Array
@@ -58,11 +74,44 @@ class BridgeCoefficients(NamedTuple):
     bridge_var: jax.Array
 
 
+class RegressionTarget(NamedTuple):
+    """A regression target of the family on one base kind.
+
+    Attributes:
+        fn: `(bridge, coefficients, t, x_t, x_1, grad_1) -> Y_t` for ONE example (the bridge schedule,
+            its `BridgeCoefficients` at the example's time `t`, vectors `(dim,)`).
+        gradient: what `grad_1` holds: `"tilt"` (`∇r`), `"score"` (`∇log p*`) or `"none"`.
+        formula: the target in words (for records and docs).
+    """
+
+    fn: Callable
+    gradient: str
+    formula: str
+
+
+def check_choice(value, choices, what: str):
+    """`value`, or a ValueError naming the valid choices."""
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; valid choices: {sorted(choices)}")
+    return value
+
+
+def _zeros(x: jax.Array) -> jax.Array:
+    return jnp.zeros_like(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# the Brownian base as the EM chain sees it
+# ---------------------------------------------------------------------------------------------
+
+
 class BridgeSchedule(NamedTuple):
     """The Brownian base of the EM chain on a grid: piecewise-constant `σ̃`, piecewise-linear `ν̃`.
 
     On `[t_k, t_{k+1})`: `σ̃(t) = σ(t_k)`, `ν̃_t = s_k + σ(t_k)² (t - t_k)` with `s_k` the marginal
-    variances of the chain, so `ν̃_{t_k} = s_k` and `ν̃_1 = s_K` (the variance the tilt uses).
+    variances of the chain, so `ν̃_{t_k} = s_k` and `ν̃_1 = s_K` (the variance the tilt uses). The bridge
+    is `X_t | X_1 ~ N(α_t X_1, β_t² I)` with `α_t = ν̃_t/ν̃_1`, `β_t² = ν̃_t (1 - α_t)`, and
+    `∇log p^base_t(x) = -x/ν̃_t` (methods.md §1.3).
 
     Attributes:
         ts: grid `(K+1,)`.
@@ -73,6 +122,9 @@ class BridgeSchedule(NamedTuple):
     ts: jax.Array
     sigmas: jax.Array
     marginal_vars: jax.Array
+
+    kind = "brownian"
+    t_start = 0.0
 
     def _index(self, t: jax.Array) -> jax.Array:
         # "compare_all": a vectorised comparison (K is small), no while loop to compile.
@@ -112,56 +164,56 @@ class BridgeSchedule(NamedTuple):
         """`β_t² = ν̃_t (1 - α_t)`: the bridge variance (per coordinate)."""
         return self.coefficients(t).bridge_var
 
+    @property
+    def targets(self) -> Mapping[str, RegressionTarget]:
+        """The four targets on this base (`REGRESSION_TARGETS`)."""
+        return REGRESSION_TARGETS
 
-def bridge_schedule(problem: Problem) -> BridgeSchedule:
-    """The `BridgeSchedule` of a problem with a Brownian base (raises for other bases)."""
-    if problem.base.kind != "brownian":
-        raise ValueError(
-            f"bridge-pair regression needs a Dirac-start Brownian base (kind 'brownian'), got "
-            f"{problem.base.kind!r}; valid base kinds: ['brownian']"
-        )
+    def gradient_data(self, problem: Problem, gradient: str, max_grad_norm_target: float | None) -> Callable:
+        """`x_1 -> grad_1` for the gradient kind `gradient` (`endpoint_gradients`).
+
+        With `s = ∇log γ̃(x_1)` (`γ̃ = p^base_K e^r`, i.e. `∇log γ` for sampling problems), clipped per
+        particle to `max_grad_norm_target` and projected to zero centre of mass: `"score"` is `s`,
+        `"tilt"` is `∇r = s - ∇log p^base_K = s + x_1/s_K`, `"none"` zeros.
+        """
+        base = problem.base
+        if gradient == "none":
+            return _zeros
+        score = jax.grad(problem.log_target)
+        terminal_var = problem.chain.marginal_vars[-1]  # p^base_K = N(0, s_K I) for the linear-Gaussian bases
+
+        def data(x):
+            s = base.project(clip_norm(score(x), max_grad_norm_target, problem.particles))
+            if gradient == "score":
+                return s
+            return base.project(s + base.project(x) / terminal_var)  # ∇r = ∇log γ̃ - ∇log p^base_K
+
+        return data
+
+
+def _brownian_schedule(problem: Problem) -> BridgeSchedule:
     chain = problem.chain  # float64-accurate marginal variances, stored as float32 constants
     return BridgeSchedule(ts=chain.ts, sigmas=chain.sigmas, marginal_vars=chain.marginal_vars)
 
 
-# ---------------------------------------------------------------------------------------------
-# regression targets (one example each; vmap outside)
-# ---------------------------------------------------------------------------------------------
-
-
-def _target_adjoint(c: BridgeCoefficients, x_t, x_1, grad_1):
+def _target_adjoint(bridge, c: BridgeCoefficients, t, x_t, x_1, grad_1):
     # Y = -σ ∇g(X_1) = σ ∇r(X_1): grad_1 is ∇r(X_1).
     return c.sigma * grad_1
 
 
-def _target_tsm(c: BridgeCoefficients, x_t, x_1, grad_1):
+def _target_tsm(bridge, c: BridgeCoefficients, t, x_t, x_1, grad_1):
     # Y = σ [α^{-1} ∇log p*(X_1) + X_t/ν_t]: grad_1 is ∇log p*(X_1).
     return c.sigma * (grad_1 / c.alpha + x_t / c.nu)
 
 
-def _target_csm(c: BridgeCoefficients, x_t, x_1, grad_1):
+def _target_csm(bridge, c: BridgeCoefficients, t, x_t, x_1, grad_1):
     # Y = σ [-(X_t - α X_1)/β² + X_t/ν_t]: no gradient data.
     return c.sigma * (-(x_t - c.alpha * x_1) / c.bridge_var + x_t / c.nu)
 
 
-def _target_nsm(c: BridgeCoefficients, x_t, x_1, grad_1):
+def _target_nsm(bridge, c: BridgeCoefficients, t, x_t, x_1, grad_1):
     # Y = σ a_t ∇r(X_1) with a_t = 1 for the Brownian base (E_base[X_1 | X_t] = X_t): grad_1 is ∇r(X_1).
     return c.sigma * grad_1
-
-
-class RegressionTarget(NamedTuple):
-    """A regression target of the family.
-
-    Attributes:
-        fn: `(coefficients, x_t, x_1, grad_1) -> Y_t` for ONE example (`BridgeCoefficients` at its
-            time, vectors `(dim,)`).
-        gradient: what `grad_1` holds: `"tilt"` (`∇r`), `"score"` (`∇log p* = ∇log γ̃`) or `"none"`.
-        formula: the target in words (for records and docs).
-    """
-
-    fn: Callable
-    gradient: str
-    formula: str
 
 
 REGRESSION_TARGETS: dict[str, RegressionTarget] = {
@@ -170,19 +222,139 @@ REGRESSION_TARGETS: dict[str, RegressionTarget] = {
     "csm": RegressionTarget(_target_csm, "none", "σ(t)[-(X_t - α_t X_1)/β_t² + X_t/ν_t]"),
     "nsm": RegressionTarget(_target_nsm, "tilt", "σ(t) a_t ∇r(X_1), a_t = 1 (Brownian)"),
 }
+"""The targets on the Brownian base (methods.md §1.3); the names are the family's target kinds."""
 
 
-def check_choice(value, choices, what: str):
-    """`value`, or a ValueError naming the valid choices."""
-    if value not in choices:
-        raise ValueError(f"unknown {what} {value!r}; valid choices: {sorted(choices)}")
-    return value
+# ---------------------------------------------------------------------------------------------
+# the memoryless flow base
+# ---------------------------------------------------------------------------------------------
 
 
-def regression_target(kind: str, bridge: BridgeSchedule, t, x_t, x_1, grad_1) -> jax.Array:
+@dataclasses.dataclass(frozen=True, eq=False)
+class FlowBridgeSchedule:
+    """The memoryless rectified-flow base (`MemorylessFlowBase`): `X_t | X_1 ~ N(t X_1, (1 - t)² I)`.
+
+    `σ(t) = sqrt(2(1 - t)/t)`, `ν_t = 2 log(t/t_0) - 2(t - t_0)`, `α_t = t`, `β_t² = (1 - t)²`, base score
+    `∇log p^base_t(x) = (t v(x, t) - x)/(1 - t)` from the velocity and the base denoiser
+    `D_t(x) = E_base[X_1 | X_t = x] = x + (1 - t) v(x, t)` (methods.md §1.5). The bridge is the
+    continuous-time process's (exact for the interpolant; the EM chain matches it to O(h)), and times
+    run over `[t_0, 1]`.
+
+    Attributes:
+        base: the `MemorylessFlowBase`.
+    """
+
+    base: MemorylessFlowBase
+
+    kind = "flow"
+
+    @property
+    def t_start(self) -> float:
+        """`t_0`: the base (and the control) live on `[t_0, 1]`."""
+        return self.base.t_start
+
+    def coefficients(self, t: jax.Array) -> BridgeCoefficients:
+        """`σ`, `ν`, `α = t`, `β² = (1 - t)²` at `t` (elementwise)."""
+        return BridgeCoefficients(
+            sigma=self.base.sigma(t), nu=self.base.nu(t), alpha=t, bridge_var=(1.0 - t) ** 2
+        )
+
+    @property
+    def targets(self) -> Mapping[str, RegressionTarget]:
+        """The four targets on this base (`FLOW_REGRESSION_TARGETS`)."""
+        return FLOW_REGRESSION_TARGETS
+
+    def gradient_data(self, problem: Problem, gradient: str, max_grad_norm_target: float | None) -> Callable:
+        """`x_1 -> grad_1`: `"score"` is `∇log p*(x_1) = ∇log p^base_1(x_1) + ∇r(x_1)` (clipped per particle
+        to `max_grad_norm_target`, projected), `"tilt"` is `∇r(x_1)` (clipped, projected), `"none"` zeros.
+
+        Raises:
+            ValueError: `"score"` on a base without the data law (`terminal_log_prob_fn`).
+        """
+        base = problem.base
+        if gradient == "none":
+            return _zeros
+        if gradient == "score" and not base.has_terminal_law:
+            raise ValueError(
+                "this regression target needs ∇log p*(X_1) = ∇log p^base_1(X_1) + ∇r(X_1) on the flow base, "
+                "i.e. the score of the pretrained data law at t = 1, which MemorylessFlowBase gets from "
+                "terminal_log_prob_fn (not given here; the ft_* tasks pass their data law's log density). "
+                "Pass terminal_log_prob_fn, or use conditional_score_matching, which needs no end-point "
+                "gradient (methods.md §1.5)"
+            )
+        terminal = base.terminal_score if gradient == "score" else _zeros
+
+        def data(x):
+            g = problem.grad_tilt(x) + terminal(x)
+            return base.project(clip_norm(g, max_grad_norm_target, problem.particles))
+
+        return data
+
+
+def _flow_tsm(bridge: FlowBridgeSchedule, c: BridgeCoefficients, t, x_t, x_1, grad_1):
+    # Y = σ [∇log p*(X_1)/t - ∇log p^base_t(X_t)]: grad_1 is ∇log p*(X_1).
+    return c.sigma * (grad_1 / t - bridge.base.score(x_t, t))
+
+
+def _flow_csm(bridge: FlowBridgeSchedule, c: BridgeCoefficients, t, x_t, x_1, grad_1):
+    # Y = σ [-(X_t - t X_1)/(1 - t)² - ∇log p^base_t(X_t)] = σ t (X_1 - D_t(X_t))/(1 - t)², written with
+    # the denoiser D_t(x) = x + (1 - t) v(x, t) (no cancellation of two O(1/(1 - t)²) terms).
+    denoised = x_t + (1.0 - t) * bridge.base.velocity(x_t, t)
+    return c.sigma * t * (x_1 - denoised) / (1.0 - t) ** 2
+
+
+def _flow_mixture(bridge: FlowBridgeSchedule, c: BridgeCoefficients, t, x_t, x_1, grad_1):
+    # Y = t Y^TSM + (1 - t) Y^CSM = σ [∇log p*(X_1) + t (X_1 - v(X_t, t))/(1 - t)]: grad_1 is ∇log p*(X_1).
+    return c.sigma * (grad_1 + t * (x_1 - bridge.base.velocity(x_t, t)) / (1.0 - t))
+
+
+_FLOW_MIXTURE = "σ(t)[∇log p*(X_1) + t(X_1 - v(X_t, t))/(1 - t)] = t Y^TSM + (1 - t) Y^CSM"
+FLOW_REGRESSION_TARGETS: dict[str, RegressionTarget] = {
+    "adjoint": RegressionTarget(_flow_mixture, "score", _FLOW_MIXTURE),
+    "tsm": RegressionTarget(_flow_tsm, "score", "σ(t)[∇log p*(X_1)/t - ∇log p^base_t(X_t)]"),
+    "csm": RegressionTarget(_flow_csm, "none", "σ(t) t (X_1 - D_t(X_t))/(1 - t)², D_t = x + (1 - t) v"),
+    "nsm": RegressionTarget(_flow_mixture, "score", _FLOW_MIXTURE + " (as Adjoint Sampling)"),
+}
+"""The targets on the memoryless flow base (methods.md §1.5): TSM and CSM with `α_t = t`, `β_t = 1 - t`;
+Adjoint Sampling and NSM take their `α_t`-mixture, which is their target `σ a_t ∇r(X_1)` on the Brownian
+base but keeps base-score terms on the flow (whose `p^base_t` is not Gaussian)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry and the per-problem entry points
+# ---------------------------------------------------------------------------------------------
+
+BRIDGE_SCHEDULES: Registry[Any] = Registry("bridge base")
+BRIDGE_SCHEDULES.register("brownian", _brownian_schedule)
+BRIDGE_SCHEDULES.register("flow", lambda problem: FlowBridgeSchedule(problem.base))
+
+
+def bridge_schedule(problem: Problem):
+    """The bridge schedule of the problem's base kind (`BRIDGE_SCHEDULES`; raises for other bases)."""
+    kind = problem.base.kind
+    if kind not in BRIDGE_SCHEDULES:
+        raise ValueError(
+            f"bridge-pair regression needs a base with a Gaussian bridge X_t | X_1 and known scores, got "
+            f"{kind!r}; valid base kinds: {BRIDGE_SCHEDULES.names()}"
+        )
+    return BRIDGE_SCHEDULES.get(kind, problem=problem)
+
+
+def time_window(bridge, t_min: float) -> tuple[float, float]:
+    """`(max(t_min, t_start), 1 - t_min)`: regression times stay on the base's interval `[t_start, 1]`."""
+    return max(float(t_min), float(bridge.t_start)), 1.0 - float(t_min)
+
+
+def target_of(bridge, kind: str) -> RegressionTarget:
+    """The target `kind` on the bridge's base (a ValueError naming the valid kinds otherwise)."""
+    return bridge.targets[check_choice(kind, bridge.targets, "regression target")]
+
+
+def regression_target(kind: str, bridge, t, x_t, x_1, grad_1) -> jax.Array:
     """`Y_t` of the target `kind` for a batch: `t (n,)`, `x_t, x_1, grad_1 (n, dim)` -> `(n, dim)`."""
-    target = REGRESSION_TARGETS[check_choice(kind, REGRESSION_TARGETS, "regression target")]
-    return jax.vmap(target.fn)(bridge.coefficients(t), x_t, x_1, grad_1)
+    target = target_of(bridge, kind)
+    fn = lambda c, t, x_t, x_1, grad_1: target.fn(bridge, c, t, x_t, x_1, grad_1)
+    return jax.vmap(fn)(bridge.coefficients(t), t, x_t, x_1, grad_1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,26 +363,11 @@ def regression_target(kind: str, bridge: BridgeSchedule, t, x_t, x_1, grad_1) ->
 
 
 def endpoint_gradients(problem: Problem, kind: str, max_grad_norm_target: float | None = None) -> Callable:
-    """`x_1 (dim,) -> grad_1 (dim,)`: the gradient data the target `kind` needs at one end point.
-
-    With `s = ∇log γ̃(x_1)` (`γ̃ = p^base_K e^r`, i.e. `∇log γ` for sampling problems), clipped per
-    particle to `max_grad_norm_target` and projected to zero centre of mass:
-
-    - `"score"` (TSM): `∇log p*(x_1) = s`;
-    - `"tilt"` (AS, NSM): `∇r(x_1) = s - ∇log p^base_K(x_1) = s + x_1/s_K`;
-    - `"none"` (CSM): zeros (no gradient evaluation).
+    """`x_1 (dim,) -> grad_1 (dim,)`: the gradient data the target `kind` needs at one end point, on the
+    problem's base (`gradient_data` of its bridge schedule): `"score"` (TSM, and AS / NSM on the flow base)
+    `∇log p*(x_1)`; `"tilt"` (AS, NSM on the Brownian base) `∇r(x_1)`; `"none"` (CSM) zeros. Clipped per
+    particle to `max_grad_norm_target` (the Brownian base clips `∇log γ̃` before `∇r` is formed from it)
+    and projected to zero centre of mass.
     """
-    target = REGRESSION_TARGETS[check_choice(kind, REGRESSION_TARGETS, "regression target")]
-    base = problem.base
-    if target.gradient == "none":
-        return lambda x: jnp.zeros_like(x)
-    score = jax.grad(problem.log_target)
-    terminal_var = problem.chain.marginal_vars[-1]  # p^base_K = N(0, s_K I) for the linear-Gaussian bases
-
-    def gradient(x):
-        s = base.project(clip_norm(score(x), max_grad_norm_target, problem.particles))
-        if target.gradient == "score":
-            return s
-        return base.project(s + base.project(x) / terminal_var)  # ∇r = ∇log γ̃ - ∇log p^base_K
-
-    return gradient
+    bridge = bridge_schedule(problem)
+    return bridge.gradient_data(problem, target_of(bridge, kind).gradient, max_grad_norm_target)

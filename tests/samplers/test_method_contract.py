@@ -33,7 +33,13 @@ import pytest
 
 import samplers
 import targets
-from samplers.base_processes import BrownianBase, LinearSchedule, MemorylessFlowBase, VPBase
+from samplers.base_processes import (
+    BrownianBase,
+    LinearSchedule,
+    MemorylessFlowBase,
+    VPBase,
+    gaussian_log_prob,
+)
 from samplers.problem import finetuning_problem, sampling_problem
 
 DIM = 2
@@ -110,15 +116,20 @@ def _field(config: Any, name: str, default: Any = None) -> Any:
 _MISSING = object()
 
 
+FLOW_DATA_MEAN, FLOW_DATA_VAR = 0.5, 0.8
+
+
 def _flow_velocity(x, t):
     """Exact rectified-flow velocity of the data law `N(0.5, 0.8 I)` (`X̄_t = (1 - t) Z + t X`)."""
-    mean, var = 0.5, 0.8
+    mean, var = FLOW_DATA_MEAN, FLOW_DATA_VAR
     return mean + (t * var - (1 - t)) / ((1 - t) ** 2 + t**2 * var) * (x - t * mean)
 
 
 def _problem(base_kind: str):
     if base_kind == "flow":
-        base = MemorylessFlowBase(DIM, velocity=_flow_velocity, t0=0.05)
+        # the data law's density: the bridge regressions need its score at t = 1
+        data_log_prob = lambda x: gaussian_log_prob(x, FLOW_DATA_MEAN, FLOW_DATA_VAR, DIM)
+        base = MemorylessFlowBase(DIM, velocity=_flow_velocity, t0=0.05, terminal_log_prob_fn=data_log_prob)
         reward = lambda x: jnp.sum(jnp.array([1.0, -0.5]) * x)
         return finetuning_problem(base, reward, 1.0, num_steps=K, grid="quadratic")
     base = VPBase(DIM, sigma0=1.5) if base_kind == "vp" else BrownianBase(DIM, LinearSchedule(1.5))

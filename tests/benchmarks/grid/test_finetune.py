@@ -45,9 +45,9 @@ def test_build_problem_gives_the_flow_finetuning_problem():
 
 def test_applicability_reasons_are_informative():
     problem = _problem()
-    for name in ("adjoint_matching", "log_variance", "trajectory_balance"):
+    for name in ("adjoint_matching", "log_variance", "trajectory_balance", "adjoint_sampling"):
         assert samplers.get(name).applicable(problem) is None
-    reason = samplers.get("adjoint_sampling").applicable(problem)
+    reason = samplers.get("pis").applicable(problem)
     assert "'flow'" in reason and "no Dirac start" in reason
     for name in ("nuts", "smc", "ais"):
         assert "data law's density" in samplers.get(name).applicable(problem)

@@ -20,15 +20,22 @@ import pytest
 import samplers
 import targets
 from samplers import estimators
-from samplers.base_processes import BrownianBase, GeometricSchedule, LinearSchedule, VPBase
+from samplers.base_processes import (
+    BrownianBase,
+    GeometricSchedule,
+    LinearSchedule,
+    MemorylessFlowBase,
+    VPBase,
+)
 from samplers.fields import merge
 from samplers.gaussian_oracle import GaussianOracle
 from samplers.learned import sampled_params
 from samplers.methods import bridge_regression as br
 from samplers.methods.common import clip_norm
-from samplers.problem import sampling_problem
+from samplers.problem import finetuning_problem, sampling_problem
 from samplers.train import train
 from targets.base import ParticleSpec
+from targets.finetuning import get_task
 from tests.samplers.methods import analytic
 
 METHODS = {
@@ -54,8 +61,8 @@ def _gaussian_problem(num_steps: int = NUM_STEPS):
 def test_registered(name):
     spec = samplers.get(name)
     assert spec.family == "soc-regression"
-    assert spec.bases == ("brownian",)
-    assert spec.supports("brownian") and not spec.supports("vp")
+    assert spec.bases == ("brownian", "flow")
+    assert spec.supports("brownian") and spec.supports("flow") and not spec.supports("vp")
     config = spec.make_config()
     assert isinstance(config, br.BridgeRegressionConfig)
     with pytest.raises(ValueError, match="valid fields"):
@@ -221,20 +228,10 @@ FIXED_POINT_CASES = [
 ]
 
 
-def fixed_point_z_scores(kind, weighting, window, schedule) -> tuple[np.ndarray, np.ndarray]:
-    """Mean / SE (200 minibatches of 256 exact target samples) of the loss gradient w.r.t. `θ` at the
-    optimum and at a perturbed control (also used by scripts/analytic_checks.py)."""
-    if schedule == "linear":
-        problem = _gaussian_problem()
-    else:
-        base = BrownianBase(dim=2, schedule=GeometricSchedule(sigma_min=0.2, sigma_max=2.0))
-        problem = sampling_problem(targets.get("gaussian_correlated"), base, num_steps=NUM_STEPS)
-    target = problem.target
+def _z_scores_at_optimum(problem, optimal, sample, kind, weighting, window) -> tuple[np.ndarray, np.ndarray]:
+    """Mean / SE (200 minibatches of 256 exact samples of p*, `sample(key, n)`) of the loss gradient
+    w.r.t. `θ` of `u = optimal + φ(x, t)·θ`, at `θ = 0` and at a perturbed `θ`."""
     bridge = br.bridge_schedule(problem)
-    optimal = _optimal_control(target.ground_truth["mean"], target.ground_truth["covariance"], bridge)
-    if schedule == "linear":  # the closed form of samplers.gaussian_oracle (continuous ν = discrete ν̃ here)
-        oracle = GaussianOracle(target.ground_truth["mean"], target.ground_truth["covariance"], problem.base)
-        optimal = oracle.control
     gradient_data = jax.vmap(br.endpoint_gradients(problem, kind))
 
     def control(theta, x, t):
@@ -242,7 +239,7 @@ def fixed_point_z_scores(kind, weighting, window, schedule) -> tuple[np.ndarray,
 
     def minibatch_gradient(theta, key):
         key_x, key_loss = jax.random.split(key)
-        x_1 = target.sample(key_x, 256)  # exact samples of p* = π
+        x_1 = sample(key_x, 256)  # exact samples of p*
         return jax.grad(br.regression_loss, argnums=1)(
             control,
             theta,
@@ -265,9 +262,178 @@ def fixed_point_z_scores(kind, weighting, window, schedule) -> tuple[np.ndarray,
     return z_scores(jnp.zeros(4)), z_scores(jnp.array([0.3, -0.3, 0.2, 0.3]))
 
 
+def fixed_point_z_scores(kind, weighting, window, schedule) -> tuple[np.ndarray, np.ndarray]:
+    """Mean / SE (200 minibatches of 256 exact target samples) of the loss gradient w.r.t. `θ` at the
+    optimum and at a perturbed control (also used by scripts/analytic_checks.py)."""
+    if schedule == "linear":
+        problem = _gaussian_problem()
+    else:
+        base = BrownianBase(dim=2, schedule=GeometricSchedule(sigma_min=0.2, sigma_max=2.0))
+        problem = sampling_problem(targets.get("gaussian_correlated"), base, num_steps=NUM_STEPS)
+    target = problem.target
+    bridge = br.bridge_schedule(problem)
+    optimal = _optimal_control(target.ground_truth["mean"], target.ground_truth["covariance"], bridge)
+    if schedule == "linear":  # the closed form of samplers.gaussian_oracle (continuous ν = discrete ν̃ here)
+        oracle = GaussianOracle(target.ground_truth["mean"], target.ground_truth["covariance"], problem.base)
+        optimal = oracle.control
+    return _z_scores_at_optimum(problem, optimal, target.sample, kind, weighting, window)
+
+
 @pytest.mark.parametrize(("kind", "weighting", "window", "schedule"), FIXED_POINT_CASES)
 def test_fixed_point_at_optimal_control(kind, weighting, window, schedule):
     z_opt, z_perturbed = fixed_point_z_scores(kind, weighting, window, schedule)
+    assert np.all(np.abs(z_opt) < 3.0), f"{kind}: gradient at the optimum is not zero: z = {z_opt}"
+    assert np.max(np.abs(z_perturbed)) > 6.0, f"{kind}: perturbed gradient not detected: z = {z_perturbed}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the memoryless flow base: an exact tilted Gaussian-mixture flow (methods.md §1.5)
+# ---------------------------------------------------------------------------------------------
+
+FLOW_T0 = 0.05
+
+
+def flow_problem(task_name: str = "ft_gmm2d_linear", *, terminal: bool = True, num_steps: int = 8):
+    """The fine-tuning problem of a shipped ft_* task on its exact pretrained flow, memoryless from
+    `t_0 = 0.05` with the exact initial law `p_{t_0}` (and the data law as the terminal law)."""
+    task = get_task(task_name)
+    initial = task.marginal(FLOW_T0)
+    base = MemorylessFlowBase(
+        task.dim,
+        task.velocity,
+        FLOW_T0,
+        initial_sample_fn=initial.sample,
+        initial_log_prob_fn=initial.log_prob,
+        terminal_log_prob_fn=task.data.log_prob if terminal else None,
+    )
+    problem = finetuning_problem(
+        base, task.reward, task.lam, num_steps=num_steps, grid="quadratic", grad_reward=task.grad_reward
+    )
+    return task, problem
+
+
+def _flow_optimal_control(task, base):
+    """`u*(x, t) = σ(t)(∇log p*_t - ∇log p_t)(x)`: the task's closed-form guidance (targets.finetuning)."""
+    return lambda params, x, t: base.sigma(t) * task.optimal_guidance(x, t)
+
+
+def _tilted_posterior(task, x: np.ndarray, t: float):
+    """`X_1 | X_t = x` under `p*` (the tilted mixture, `X_t | X_1 ~ N(t X_1, (1 - t)² I)`), float64: per
+    component `N(m_j, S_j)`, `S_j = (Σ_j^{-1} + t²/(1 - t)² I)^{-1}`, `m_j = S_j(Σ_j^{-1}μ_j + t x/(1 - t)²)`,
+    weights `∝ w_j N(x; t μ_j, t²Σ_j + (1 - t)² I)`. Returns `(weights, means, chol(S_j))`."""
+    params = task.tilted_parameters()
+    eye, noise_var = np.eye(x.size), (1.0 - t) ** 2
+    log_w, means, chols = [], [], []
+    for lw, mu, cov in zip(params["log_weights"], params["means"], params["covariances"], strict=True):
+        marginal = t * t * cov + noise_var * eye
+        diff = x - t * mu
+        log_w.append(lw - 0.5 * diff @ np.linalg.solve(marginal, diff) - 0.5 * np.linalg.slogdet(marginal)[1])
+        post = np.linalg.inv(np.linalg.inv(cov) + t * t / noise_var * eye)
+        means.append(post @ (np.linalg.solve(cov, mu) + t * x / noise_var))
+        chols.append(np.linalg.cholesky(post))
+    weights = np.exp(np.asarray(log_w) - max(log_w))
+    return weights / weights.sum(), np.asarray(means), np.asarray(chols)
+
+
+def flow_conditional_mean_z_scores(kind: str, num: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
+    """`(E[Y_t | X_t = x] - u*(x, t))/SE` at 3 times x 2 points of ft_gmm2d_linear's flow (`X_1` drawn
+    exactly from its tilted posterior given `X_t = x`, `num` draws each), and the same for the Brownian
+    base's Adjoint Sampling target `σ(t)∇r(X_1)` on this base (biased: it ignores the base score)."""
+    task, problem = flow_problem()
+    bridge = br.bridge_schedule(problem)
+    gradient = jax.jit(jax.vmap(br.endpoint_gradients(problem, kind)))
+    tilt = jax.jit(jax.vmap(problem.grad_tilt))
+    target = jax.jit(lambda t, x_t, x_1, g: br.regression_target(kind, bridge, t, x_t, x_1, g))
+    rng = np.random.default_rng(0)
+    z, z_naive = [], []
+    for t in (0.1, 0.5, 0.9):
+        for x in (np.array([0.3, -0.4]), np.array([1.5, 1.0])):
+            weights, means, chols = _tilted_posterior(task, x, t)
+            comp = rng.choice(weights.size, size=num, p=weights)
+            noise = np.einsum("nij,nj->ni", chols[comp], rng.standard_normal((num, 2)))
+            x_1 = jnp.asarray(means[comp] + noise, jnp.float32)
+            times = jnp.full((num,), t, jnp.float32)
+            x_t = jnp.broadcast_to(jnp.asarray(x, jnp.float32), x_1.shape)
+            u_star = np.asarray(_flow_optimal_control(task, problem.base)(None, x_t[0], times[0]), np.float64)
+            y = np.asarray(target(times, x_t, x_1, gradient(x_1)), np.float64)
+            naive = np.asarray(problem.base.sigma(times)[:, None] * tilt(x_1), np.float64)
+            se = y.std(0, ddof=1) / np.sqrt(num)
+            z.append((y.mean(0) - u_star) / se)
+            z_naive.append((naive.mean(0) - u_star) / se)  # in units of the exact target's SE
+    return np.asarray(z), np.asarray(z_naive)
+
+
+@pytest.mark.parametrize("kind", ["adjoint", "tsm", "csm", "nsm"])
+def test_flow_target_conditional_mean_is_the_optimal_control(kind):
+    """E[Y_t | X_t = x] = u*(x, t) on an exact tilted GMM flow, within 4 SE (12 components per target);
+    the Brownian base's AS target σ∇r(X_1) misses it by far (the flow base's p_t is not Gaussian)."""
+    z, z_naive = flow_conditional_mean_z_scores(kind)
+    assert np.all(np.abs(z) < 4.0), f"{kind}: E[Y | X_t] != u*: z = {z}"
+    assert np.max(np.abs(z_naive)) > 20.0, z_naive
+
+
+def test_flow_targets_mixture_identity():
+    """t Y^TSM + (1 - t) Y^CSM = Y^AS = Y^NSM on the flow base (methods.md §1.5), and the coefficients are
+    those of the interpolant's bridge: α_t = t, β_t² = (1 - t)², σ(t)² = 2(1 - t)/t."""
+    task, problem = flow_problem()
+    bridge = br.bridge_schedule(problem)
+    assert isinstance(bridge, br.FlowBridgeSchedule) and bridge.t_start == FLOW_T0
+    assert br.time_window(bridge, 0.0) == (FLOW_T0, 1.0) and br.time_window(bridge, 0.1) == (0.1, 0.9)
+    key_x, key_t, key_n = jax.random.split(jax.random.key(0), 3)
+    x_1 = problem.target.sample(key_x, 64) if problem.target else task.tilted().sample(key_x, 64)
+    t = jax.random.uniform(key_t, (64,), minval=0.1, maxval=0.9)
+    c = bridge.coefficients(t)
+    np.testing.assert_allclose(c.alpha, t)
+    np.testing.assert_allclose(c.bridge_var, (1 - t) ** 2, rtol=1e-6)
+    np.testing.assert_allclose(c.sigma**2, 2 * (1 - t) / t, rtol=1e-5)
+    x_t = t[:, None] * x_1 + (1 - t)[:, None] * jax.random.normal(key_n, x_1.shape)
+    score = jax.vmap(br.endpoint_gradients(problem, "tsm"))(x_1)
+    y = {k: br.regression_target(k, bridge, t, x_t, x_1, score) for k in ("tsm", "csm", "adjoint", "nsm")}
+    mixed = t[:, None] * y["tsm"] + (1 - t)[:, None] * y["csm"]
+    np.testing.assert_allclose(mixed, y["adjoint"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(y["nsm"], y["adjoint"])
+    # ∇log p* = ∇log p_data + λ∇reward, and the base score is the task's exact one
+    expected = jax.vmap(jax.grad(task.data.log_prob))(x_1) + task.lam * jax.vmap(task.grad_reward)(x_1)
+    np.testing.assert_allclose(score, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        jax.vmap(problem.base.score)(x_t, t), jax.vmap(task.score)(x_t, t), rtol=2e-4, atol=2e-4
+    )
+
+
+def test_flow_targets_that_need_the_data_score_name_it():
+    """TSM, AS and NSM need ∇log p^base_1 on the flow base; without the data law the error says so. CSM
+    needs no end-point gradient and builds."""
+    _, problem = flow_problem(terminal=False)
+    for name in ("target_score_matching", "adjoint_sampling", "novel_score_matching"):
+        with pytest.raises(ValueError, match="terminal_log_prob_fn"):
+            samplers.get(name).build(problem, samplers.get(name).make_config())
+    spec = samplers.get("conditional_score_matching")
+    spec.build(problem, spec.make_config())
+
+
+FLOW_FIXED_POINT_CASES = [
+    ("adjoint", "paper", (FLOW_T0, 1.0)),
+    # The Adjoint Sampling recipe's weighting 1/σ² = t/(2(1 - t)): σ -> 0 at t = 1 on this base, so the
+    # gradient's variance along a perturbation that does not vanish with σ grows like ∫ dt/(1 - t); over
+    # the whole window the perturbed z-scores were only 3.9-4.8 (200 batches): stop at 0.99.
+    ("adjoint", "score", (FLOW_T0, 0.99)),
+    ("nsm", "paper", (FLOW_T0, 1.0)),
+    ("tsm", "paper", (0.1, 0.95)),
+    ("csm", "paper", (0.1, 0.95)),
+]
+
+
+def flow_fixed_point_z_scores(kind, weighting, window) -> tuple[np.ndarray, np.ndarray]:
+    """Mean / SE of the loss gradient at the closed-form optimum of ft_gmm2d_linear's flow and at a
+    perturbed control, with exact samples of its tilted law (also used by scripts/analytic_checks.py)."""
+    task, problem = flow_problem()
+    optimal = _flow_optimal_control(task, problem.base)
+    return _z_scores_at_optimum(problem, optimal, task.tilted().sample, kind, weighting, window)
+
+
+@pytest.mark.parametrize(("kind", "weighting", "window"), FLOW_FIXED_POINT_CASES)
+def test_flow_fixed_point_at_optimal_control(kind, weighting, window):
+    z_opt, z_perturbed = flow_fixed_point_z_scores(kind, weighting, window)
     assert np.all(np.abs(z_opt) < 3.0), f"{kind}: gradient at the optimum is not zero: z = {z_opt}"
     assert np.max(np.abs(z_perturbed)) > 6.0, f"{kind}: perturbed gradient not detected: z = {z_perturbed}"
 
