@@ -5,7 +5,8 @@
 Per method:
 - fixed point: the largest |mean gradient / SE| over independent batches at the closed-form optimum
   (must be < 3) and the largest at a perturbed control (must be > 6), from the fixed-point function of
-  the method's test module (tests/samplers/methods/test_*.py);
+  the method's test module (tests/samplers/methods/test_*.py); for the four bridge regressions also on
+  the memoryless flow base of fine-tuning (`FLOW_FIXED_POINTS`, a second table);
 - training: `log Ẑ - log Z` and reverse ESS / N (4000 samples) on the 2-D correlated Gaussian and the
   1-D bimodal mixture with the small budgets of `tests/samplers/methods/analytic.py` (the ones
   `make test` asserts on), for each seed.
@@ -73,8 +74,30 @@ _BRIDGE_CASE = {
     "conditional_score_matching": ("csm", "paper", (0.05, 0.95), "linear"),
 }
 
+
 def _bridge_fixed_point(case):
     return lambda: t_br.fixed_point_z_scores(*case)
+
+
+def _flow_bridge_fixed_point(case):
+    return lambda: t_br.flow_fixed_point_z_scores(*case)
+
+
+# The same four losses on the memoryless flow base of fine-tuning (methods.md §1.5): the closed-form
+# u* = σ(∇log p*_t - ∇log p_t) of ft_gmm2d_linear's pretrained flow, exact samples of its tilted law.
+_FLOW_BRIDGE_CASE = {
+    "adjoint_sampling": ("adjoint", "paper", (t_br.FLOW_T0, 1.0)),
+    "novel_score_matching": ("nsm", "paper", (t_br.FLOW_T0, 1.0)),
+    "target_score_matching": ("tsm", "paper", (0.1, 0.95)),
+    "conditional_score_matching": ("csm", "paper", (0.1, 0.95)),
+}
+FLOW_FIXED_POINTS = {
+    name: (
+        "ft_gmm2d_linear u*, memoryless flow base, exact tilted samples",
+        _flow_bridge_fixed_point(case),
+    )
+    for name, case in _FLOW_BRIDGE_CASE.items()
+}
 
 
 # method -> (what the fixed point is, function returning (z at optimum, z perturbed[, ...]))
@@ -96,10 +119,11 @@ FIXED_POINTS = {
 }
 
 
-def _fixed_point(name: str) -> dict:
-    if name not in FIXED_POINTS:
+def _fixed_point(name: str, cases: dict | None = None) -> dict:
+    cases = FIXED_POINTS if cases is None else cases
+    if name not in cases:
         return {"kind": "none (no closed-form optimum)", "optimum": "—", "perturbed": "—"}
-    kind, fn = FIXED_POINTS[name]
+    kind, fn = cases[name]
     out = fn()
     optimum, perturbed = (out["optimum"], out["perturbed"]) if isinstance(out, dict) else out[:2]
     optimum = optimum if isinstance(optimum, str) else f"{np.max(np.abs(optimum)):.2f}"
@@ -109,6 +133,8 @@ def _fixed_point(name: str) -> dict:
 def _row(name: str, seeds: tuple[int, ...]) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     row = {"method": name, "fixed_point": _fixed_point(name)}
+    if name in FLOW_FIXED_POINTS:
+        row["fixed_point_flow"] = _fixed_point(name, FLOW_FIXED_POINTS)
     for target_name in analytic.TARGETS:
         row[target_name] = [
             {"seed": f.seed, "log_Z_error": f.log_Z_error, "log_Z_se": f.log_Z_se, "ess": f.ess}
@@ -221,6 +247,19 @@ def _markdown(record: dict) -> str:
             f"| `{row['method']}` | {fp['kind']} | {fp['optimum']} | {fp['perturbed']} | "
             f"{_cell(row['gaussian'])} | {_cell(row['bimodal'])} |"
         )
+    flow_rows = [row for row in record["rows"] if "fixed_point_flow" in row]
+    if flow_rows:
+        lines += [
+            "",
+            "Fixed points on the memoryless flow base of fine-tuning (docs/methods.md §1.5): the same "
+            "statistics at the closed-form optimal control of ft_gmm2d_linear's pretrained flow.",
+            "",
+            "| method | fixed point | at optimum | perturbed |",
+            "|---|---|---|---|",
+        ]
+        for row in flow_rows:
+            fp = row["fixed_point_flow"]
+            lines.append(f"| `{row['method']}` | {fp['kind']} | {fp['optimum']} | {fp['perturbed']} |")
     return "\n".join(lines) + "\n"
 
 
