@@ -438,6 +438,32 @@ def test_flow_fixed_point_at_optimal_control(kind, weighting, window):
     assert np.max(np.abs(z_perturbed)) > 6.0, f"{kind}: perturbed gradient not detected: z = {z_perturbed}"
 
 
+FLOW_TRAIN_STEPS = 200
+# Reverse ESS bars: untrained (u = 0) 0.41, exact u* 0.96 (4000 paths, 50 quadratic steps). Measured at
+# seed 0: AS 0.67, TSM 0.75, CSM 0.82, NSM 0.81 (|log Ẑ - log Z| ≤ 0.005 for all four).
+FLOW_MIN_ESS = {
+    "adjoint_sampling": 0.55,  # uniform buffer draws: the slowest to leave the base
+    "target_score_matching": 0.65,
+    "conditional_score_matching": 0.65,
+    "novel_score_matching": 0.65,
+}
+
+
+@pytest.mark.slow  # a statistical training bar on the flow base, about 30 s per method
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_training_on_the_flow_base_improves_on_the_pretrained_model(name):
+    """Default config, 200 steps on ft_gmm2d_linear's flow (50 quadratic steps): |log Ẑ - log Z| < 0.05
+    and reverse ESS clearly above the untrained base's 0.41 (4000 samples)."""
+    task, problem = flow_problem(num_steps=50)
+    spec = samplers.get(name)
+    method = spec.build(problem, spec.make_config())
+    result = train(jax.random.key(0), method, num_steps=FLOW_TRAIN_STEPS, chunk_size=FLOW_TRAIN_STEPS)
+    log_w = jax.jit(method.sample, static_argnums=2)(jax.random.key(1), result.state, 4000).log_w
+    error = float(estimators.log_Z(log_w).value) - task.log_Z
+    ess = float(estimators.reverse_ess(log_w).value)
+    assert abs(error) < analytic.LOG_Z_TOLERANCE and ess > FLOW_MIN_ESS[name], (error, ess)
+
+
 # ---------------------------------------------------------------------------------------------
 # training to the analytic answer: budgets in tests/samplers/methods/analytic.py
 # ---------------------------------------------------------------------------------------------
