@@ -508,7 +508,10 @@ class MemorylessFlowBase(AbstractBaseProcess):
     of the regression losses (`samplers.methods.bridge_targets`, methods.md §1.5).
 
     **Scores.** `∇log p_t(x) = (t v(x, t) - x)/(1 - t)` (`score`, methods.md §2.1), and at `t = 1` the
-    data law's score `∇log p_1 = ∇ terminal_log_prob_fn` (`terminal_score`, only when that is given).
+    data law's score (`terminal_score`): `∇ terminal_log_prob_fn` when that is given, else, with
+    `terminal_score_from_velocity`, the `t → 1` limit of the formula above, `-(x + ∂_t v(x, 1))`
+    (`t v(x, t) - x` vanishes at `t = 1` because `v(x, 1) = x`; one forward-mode derivative in `t`;
+    exact for the exact velocity, methods.md §1.5).
 
     `ν_t = ∫_{t_0}^t σ² = 2 log(t/t_0) - 2(t - t_0)`. `E[X_1 | X_t] = x + (1 - t) v(x, t)` is not linear,
     so `conditional_mean_coefficient` is not available; no closed-form discrete chain either (use the
@@ -522,6 +525,8 @@ class MemorylessFlowBase(AbstractBaseProcess):
         initial_log_prob_fn: `x -> log p_{t_0}(x)`; default the same Gaussian.
         terminal_log_prob_fn: `x -> log p_1(x)` (the data law) when known.
         particles: particle layout, or None.
+        terminal_score_from_velocity: without `terminal_log_prob_fn`, take the data law's score from the
+            velocity at `t = 1` (`terminal_score`); False: it is not available.
     """
 
     dim: int
@@ -531,6 +536,7 @@ class MemorylessFlowBase(AbstractBaseProcess):
     initial_log_prob_fn: Callable[[jax.Array], jax.Array] | None = None
     terminal_log_prob_fn: Callable[[jax.Array], jax.Array] | None = None
     particles: ParticleSpec | None = None
+    terminal_score_from_velocity: bool = False
     kind: ClassVar[str] = "flow"
     memoryless: ClassVar[bool] = True  # approximately; see the class docstring
 
@@ -582,15 +588,20 @@ class MemorylessFlowBase(AbstractBaseProcess):
         return (t * self.velocity(x, t) - x) / (1.0 - t)
 
     @property
-    def has_terminal_law(self) -> bool:
-        """True when the data law's log density `terminal_log_prob_fn` (hence `terminal_score`) is given."""
-        return self.terminal_log_prob_fn is not None
+    def has_terminal_score(self) -> bool:
+        """Whether `terminal_score` is available (`terminal_log_prob_fn`, `terminal_score_from_velocity`)."""
+        return self.terminal_log_prob_fn is not None or bool(self.terminal_score_from_velocity)
 
     def terminal_score(self, x: jax.Array) -> jax.Array:
-        """`∇log p_1(x)`, the score of the data law, of ONE point (needs `terminal_log_prob_fn`)."""
-        if self.terminal_log_prob_fn is None:
+        """`∇log p_1(x)`, the score of the data law, of ONE point: `∇ terminal_log_prob_fn`, else (with
+        `terminal_score_from_velocity`) `-(x + ∂_t v(x, 1))`; raises when neither is available."""
+        if self.terminal_log_prob_fn is not None:
+            return jax.grad(self.terminal_log_prob_fn)(x)
+        if not self.terminal_score_from_velocity:
             return super().terminal_log_prob(x)  # raises: the terminal law is not known
-        return jax.grad(self.terminal_log_prob_fn)(x)
+        one = jnp.ones((), x.dtype)
+        _, dv_dt = jax.jvp(lambda t: self.velocity(x, t), (one,), (one,))
+        return -(x + dv_dt)
 
     def bridge(self, t, x0, x1):
         s = self.t0

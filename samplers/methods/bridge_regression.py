@@ -25,7 +25,8 @@ this module draws the pairs, defines the loss and binds it to a replay buffer an
 - The memoryless rectified-flow base of fine-tuning (`MemorylessFlowBase`, methods.md §1.5): the bridge
   `X_t | X_1 ~ N(t X_1, (1 - t)² I)` of the continuous process on `[t_0, 1]`, the base score
   `(t v(x, t) - x)/(1 - t)` from the velocity, and the data law's score at `t = 1` from the base's
-  `terminal_log_prob_fn` (needed by TSM, AS and NSM; CSM needs none). There AS and NSM regress on the
+  `terminal_log_prob_fn` or, with `terminal_score_from_velocity`, from the velocity at `t = 1` (needed by
+  TSM, AS and NSM; CSM needs none). There AS and NSM regress on the
   exact `α_t`-mixture `t Y^TSM + (1 - t) Y^CSM`: their Brownian targets below are biased on this base.
   Regression times are drawn from `[max(t_min, t_0), 1 - t_min]`.
 

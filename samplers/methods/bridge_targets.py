@@ -274,13 +274,14 @@ class FlowBridgeSchedule:
         base = problem.base
         if gradient == "none":
             return _zeros
-        if gradient == "score" and not base.has_terminal_law:
+        if gradient == "score" and not base.has_terminal_score:
             raise ValueError(
                 "this regression target needs ∇log p*(X_1) = ∇log p^base_1(X_1) + ∇r(X_1) on the flow base, "
                 "i.e. the score of the pretrained data law at t = 1, which MemorylessFlowBase gets from "
-                "terminal_log_prob_fn (not given here; the ft_* tasks pass their data law's log density). "
-                "Pass terminal_log_prob_fn, or use conditional_score_matching, which needs no end-point "
-                "gradient (methods.md §1.5)"
+                "terminal_log_prob_fn (not given here; the ft_* tasks pass their data law's log density) or, "
+                "with terminal_score_from_velocity=True, from the velocity at t = 1 (-(x + ∂_t v(x, 1))). "
+                "Pass one of them, or use conditional_score_matching, which needs no end-point gradient "
+                "(methods.md §1.5)"
             )
         terminal = base.terminal_score if gradient == "score" else _zeros
 

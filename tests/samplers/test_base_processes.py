@@ -207,6 +207,27 @@ def flow_paths():
     return base, ts, np.asarray(jax.jit(run)(jax.random.key(6)), np.float64)
 
 
+def test_flow_base_scores():
+    """`score` is `(t v - x)/(1 - t)` = the exact Gaussian flow score; `terminal_score` is the data law's,
+    from its density or, without it, from the velocity at t = 1 (`-(x + ∂_t v(x, 1))`), else it raises."""
+    x = jnp.linspace(-3.0, 3.0, 7)[:, None]
+    exact = lambda x, t: -(x - t * MU) / ((1 - t) ** 2 + t**2 * C2)
+    base = MemorylessFlowBase(1, velocity=_gaussian_velocity, t0=T0, terminal_score_from_velocity=True)
+    for t in (0.1, 0.5, 0.9):
+        np.testing.assert_allclose(jax.vmap(base.score, (0, None))(x, t), exact(x, t), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(jax.vmap(base.terminal_score)(x), exact(x, 1.0), rtol=1e-5, atol=1e-5)
+    data_log_prob = lambda x: -0.5 * jnp.sum((x - MU) ** 2) / C2
+    with_density = MemorylessFlowBase(
+        1, velocity=_gaussian_velocity, t0=T0, terminal_log_prob_fn=data_log_prob
+    )
+    np.testing.assert_allclose(jax.vmap(with_density.terminal_score)(x), exact(x, 1.0), rtol=1e-6, atol=1e-6)
+    assert base.has_terminal_score and with_density.has_terminal_score
+    without = MemorylessFlowBase(1, velocity=_gaussian_velocity, t0=T0)
+    assert not without.has_terminal_score
+    with pytest.raises(NotImplementedError, match="terminal law"):
+        without.terminal_score(x[0])
+
+
 def test_flow_base_reaches_the_data_law(flow_paths):
     _, _, xs = flow_paths
     x1 = xs[-1]

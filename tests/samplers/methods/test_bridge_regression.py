@@ -293,9 +293,10 @@ def test_fixed_point_at_optimal_control(kind, weighting, window, schedule):
 FLOW_T0 = 0.05
 
 
-def flow_problem(task_name: str = "ft_gmm2d_linear", *, terminal: bool = True, num_steps: int = 8):
+def flow_problem(task_name: str = "ft_gmm2d_linear", *, terminal: str = "density", num_steps: int = 8):
     """The fine-tuning problem of a shipped ft_* task on its exact pretrained flow, memoryless from
-    `t_0 = 0.05` with the exact initial law `p_{t_0}` (and the data law as the terminal law)."""
+    `t_0 = 0.05` with the exact initial law `p_{t_0}`; the data law's score from its density
+    (`terminal="density"`), from the velocity at `t = 1` (`"velocity"`) or not at all (`"none"`)."""
     task = get_task(task_name)
     initial = task.marginal(FLOW_T0)
     base = MemorylessFlowBase(
@@ -304,7 +305,8 @@ def flow_problem(task_name: str = "ft_gmm2d_linear", *, terminal: bool = True, n
         FLOW_T0,
         initial_sample_fn=initial.sample,
         initial_log_prob_fn=initial.log_prob,
-        terminal_log_prob_fn=task.data.log_prob if terminal else None,
+        terminal_log_prob_fn=task.data.log_prob if terminal == "density" else None,
+        terminal_score_from_velocity=terminal == "velocity",
     )
     problem = finetuning_problem(
         base, task.reward, task.lam, num_steps=num_steps, grid="quadratic", grad_reward=task.grad_reward
@@ -402,13 +404,19 @@ def test_flow_targets_mixture_identity():
 
 def test_flow_targets_that_need_the_data_score_name_it():
     """TSM, AS and NSM need ∇log p^base_1 on the flow base; without the data law the error says so. CSM
-    needs no end-point gradient and builds."""
-    _, problem = flow_problem(terminal=False)
+    needs no end-point gradient and builds. From the velocity at t = 1 the data score is the density's."""
+    _, problem = flow_problem(terminal="none")
     for name in ("target_score_matching", "adjoint_sampling", "novel_score_matching"):
         with pytest.raises(ValueError, match="terminal_log_prob_fn"):
             samplers.get(name).build(problem, samplers.get(name).make_config())
     spec = samplers.get("conditional_score_matching")
     spec.build(problem, spec.make_config())
+    task, density = flow_problem()
+    _, velocity = flow_problem(terminal="velocity")
+    x_1 = task.tilted().sample(jax.random.key(0), 256)
+    from_density = jax.vmap(br.endpoint_gradients(density, "tsm"))(x_1)
+    from_velocity = jax.vmap(br.endpoint_gradients(velocity, "tsm"))(x_1)
+    np.testing.assert_allclose(from_velocity, from_density, rtol=1e-4, atol=1e-4)
 
 
 FLOW_FIXED_POINT_CASES = [
