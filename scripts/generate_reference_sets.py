@@ -65,6 +65,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # runnable as a plain script from anywhere
     sys.path.insert(0, str(REPO))
 
+from samplers.promotion import standard_promotion  # noqa: E402
 from targets.base import ParticleSpec, remove_mean  # noqa: E402
 from targets.particles import (  # noqa: E402
     DATA_DIR,
@@ -537,7 +538,8 @@ def summarise(config: GenerationConfig, result: dict, start_record: dict) -> tup
     distances = distances_float64(name, flat).reshape(num_chains, num_per_chain, -1)
     ess = float(blackjax.diagnostics.effective_sample_size(jnp.asarray(energies, jnp.float32)))
     rhat_classic = float(blackjax.diagnostics.potential_scale_reduction(jnp.asarray(energies, jnp.float32)))
-    rhat_rank = float(blackjax.diagnostics.rhat(jnp.asarray(energies, jnp.float32)))
+    # blackjax's rank normalisation divides int32 ranks by Python floats (implicit promotion)
+    rhat_rank = float(standard_promotion(blackjax.diagnostics.rhat)(jnp.asarray(energies, jnp.float32)))
     half = num_chains // 2
     energy_w2_sq = wasserstein_1d_squared(energies[:half], energies[half: 2 * half])
     dist_w2_sq = wasserstein_1d_squared(distances[:half], distances[half: 2 * half])
