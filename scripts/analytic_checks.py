@@ -6,7 +6,7 @@ Per method:
 - fixed point: the largest |mean gradient / SE| over independent batches at the closed-form optimum
   (must be < 3) and the largest at a perturbed control (must be > 6), from the fixed-point function of
   the method's test module (tests/samplers/methods/test_*.py); for the four bridge regressions also on
-  the memoryless flow base of fine-tuning (`FLOW_FIXED_POINTS`, a second table);
+  the memoryless flow base of fine-tuning and the VP base (`OTHER_BASE_FIXED_POINTS`, a second table);
 - training: `log Ẑ - log Z` and reverse ESS / N (4000 samples) on the 2-D correlated Gaussian and the
   1-D bimodal mixture with the small budgets of `tests/samplers/methods/analytic.py` (the ones
   `make test` asserts on), for each seed.
@@ -79,24 +79,38 @@ def _bridge_fixed_point(case):
     return lambda: t_br.fixed_point_z_scores(*case)
 
 
-def _flow_bridge_fixed_point(case):
-    return lambda: t_br.flow_fixed_point_z_scores(*case)
+def _other_base_fixed_point(fn, case):
+    return lambda: fn(*case)
 
 
-# The same four losses on the memoryless flow base of fine-tuning (methods.md §1.5): the closed-form
-# u* = σ(∇log p*_t - ∇log p_t) of ft_gmm2d_linear's pretrained flow, exact samples of its tilted law.
-_FLOW_BRIDGE_CASE = {
-    "adjoint_sampling": ("adjoint", "paper", (t_br.FLOW_T0, 1.0)),
-    "novel_score_matching": ("nsm", "paper", (t_br.FLOW_T0, 1.0)),
-    "target_score_matching": ("tsm", "paper", (0.1, 0.95)),
-    "conditional_score_matching": ("csm", "paper", (0.1, 0.95)),
-}
-FLOW_FIXED_POINTS = {
-    name: (
+# The same four losses on the other bases (a second table): the memoryless flow base of fine-tuning
+# (methods.md §1.5; the closed-form u* = σ(∇log p*_t - ∇log p_t) of ft_gmm2d_linear's pretrained flow,
+# exact samples of its tilted law) and the VP base (§1.6; the continuous-time Gaussian oracle).
+_OTHER_BASE_CASES = {
+    "flow": (
         "ft_gmm2d_linear u*, memoryless flow base, exact tilted samples",
-        _flow_bridge_fixed_point(case),
-    )
-    for name, case in _FLOW_BRIDGE_CASE.items()
+        t_br.flow_fixed_point_z_scores,
+        {
+            "adjoint_sampling": ("adjoint", "paper", (t_br.FLOW_T0, 1.0)),
+            "novel_score_matching": ("nsm", "paper", (t_br.FLOW_T0, 1.0)),
+            "target_score_matching": ("tsm", "paper", (0.1, 0.95)),
+            "conditional_score_matching": ("csm", "paper", (0.1, 0.95)),
+        },
+    ),
+    "vp": (
+        "continuous-time Gaussian oracle u*, VP base, exact target samples",
+        t_br.vp_fixed_point_z_scores,
+        {
+            "adjoint_sampling": ("adjoint", "paper", (0.0, 1.0)),
+            "novel_score_matching": ("nsm", "paper", (0.0, 1.0)),
+            "target_score_matching": ("tsm", "paper", (0.0, 0.95)),
+            "conditional_score_matching": ("csm", "paper", (0.05, 0.95)),
+        },
+    ),
+}
+OTHER_BASE_FIXED_POINTS = {
+    base: {name: (kind, _other_base_fixed_point(fn, case)) for name, case in cases.items()}
+    for base, (kind, fn, cases) in _OTHER_BASE_CASES.items()
 }
 
 
@@ -133,8 +147,11 @@ def _fixed_point(name: str, cases: dict | None = None) -> dict:
 def _row(name: str, seeds: tuple[int, ...]) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     row = {"method": name, "fixed_point": _fixed_point(name)}
-    if name in FLOW_FIXED_POINTS:
-        row["fixed_point_flow"] = _fixed_point(name, FLOW_FIXED_POINTS)
+    other = {
+        base: _fixed_point(name, cases) for base, cases in OTHER_BASE_FIXED_POINTS.items() if name in cases
+    }
+    if other:
+        row["fixed_point_other_bases"] = other
     for target_name in analytic.TARGETS:
         row[target_name] = [
             {"seed": f.seed, "log_Z_error": f.log_Z_error, "log_Z_se": f.log_Z_se, "ess": f.ess}
@@ -247,19 +264,21 @@ def _markdown(record: dict) -> str:
             f"| `{row['method']}` | {fp['kind']} | {fp['optimum']} | {fp['perturbed']} | "
             f"{_cell(row['gaussian'])} | {_cell(row['bimodal'])} |"
         )
-    flow_rows = [row for row in record["rows"] if "fixed_point_flow" in row]
-    if flow_rows:
+    other_rows = [row for row in record["rows"] if "fixed_point_other_bases" in row]
+    if other_rows:
         lines += [
             "",
-            "Fixed points on the memoryless flow base of fine-tuning (docs/methods.md §1.5): the same "
-            "statistics at the closed-form optimal control of ft_gmm2d_linear's pretrained flow.",
+            "Fixed points of the bridge regressions on their other bases (docs/methods.md §1.5, §1.6): the "
+            "same statistics at the closed-form optimal control.",
             "",
-            "| method | fixed point | at optimum | perturbed |",
-            "|---|---|---|---|",
+            "| method | base | fixed point | at optimum | perturbed |",
+            "|---|---|---|---|---|",
         ]
-        for row in flow_rows:
-            fp = row["fixed_point_flow"]
-            lines.append(f"| `{row['method']}` | {fp['kind']} | {fp['optimum']} | {fp['perturbed']} |")
+        for row in other_rows:
+            for base, fp in row["fixed_point_other_bases"].items():
+                lines.append(
+                    f"| `{row['method']}` | {base} | {fp['kind']} | {fp['optimum']} | {fp['perturbed']} |"
+                )
     return "\n".join(lines) + "\n"
 
 

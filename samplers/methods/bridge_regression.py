@@ -12,7 +12,7 @@ schedule, the four targets and their end-point gradient data live in `samplers.m
 this module draws the pairs, defines the loss and binds it to a replay buffer and the training engine.
 
 **Base.** Any base kind with a bridge schedule (`bridge_targets.BRIDGE_SCHEDULES`, one per kind:
-`bases=("brownian", "flow")`); the VP base has none (not derived, `bridge_targets`).
+`bases=("brownian", "flow", "vp")`).
 
 - Brownian motion from the Dirac at 0. The methods work with the base *as its Euler–Maruyama chain on
   the problem's grid sees it*: a Brownian motion with piecewise-constant `σ̃(t) = σ(t_k)` on
@@ -29,6 +29,10 @@ this module draws the pairs, defines the loss and binds it to a replay buffer an
   TSM, AS and NSM; CSM needs none). There AS and NSM regress on the
   exact `α_t`-mixture `t Y^TSM + (1 - t) Y^CSM`: their Brownian targets below are biased on this base.
   Regression times are drawn from `[max(t_min, t_0), 1 - t_min]`.
+- The stationary VP/OU base (`VPBase`, methods.md §1.6): the continuous process's bridge
+  `X_t | X_1 ~ N(φ_{t,1} X_1, σ_0²(1 - φ_{t,1}²) I)`, `∇log p^base_t = -x/σ_0²`, AS and NSM both
+  `σ φ_{t,1} ∇r(X_1)` with `∇r = ∇log γ + x/σ_0²`; the EM chain matches the continuous bridge to O(h), and
+  the base is not memoryless (the path weights correct both).
 
 **Regression targets** `Y_t` on the Brownian base (P1, all satisfy `E[Y_t | X_t = x] = u*(x, t) =
 σ(t)∇log h_t(x)` when `X_1 ~ p*`; methods.md §1.3, [DERIVED]; flow base: methods.md §1.5):
@@ -126,6 +130,7 @@ from samplers.methods.bridge_targets import (
     BridgeSchedule,
     FlowBridgeSchedule,
     RegressionTarget,
+    VPBridgeSchedule,
     bridge_schedule,
     check_choice,
     endpoint_gradients,
@@ -161,6 +166,7 @@ __all__ = [
     "RegressionTarget",
     "ScoreMatchingConfig",
     "TargetScoreMatchingConfig",
+    "VPBridgeSchedule",
     "bridge_schedule",
     "build",
     "endpoint_gradients",

@@ -10,10 +10,9 @@ to the builder of its schedule from a `Problem`:
 - `"brownian"` (`BridgeSchedule`): the Brownian base as its Euler–Maruyama chain sees it (piecewise-constant
   `σ̃`, piecewise-linear `ν̃` on the problem's grid), targets `REGRESSION_TARGETS`;
 - `"flow"` (`FlowBridgeSchedule`): the memoryless rectified-flow base, `α_t = t`, `β_t = 1 - t`, with the
-  base score from the velocity, targets `FLOW_REGRESSION_TARGETS` (methods.md §1.5).
-
-The VP base is not supported: its `X_t | X_1` is Gaussian, but a bridge consistent with its EM chain (whose
-marginals are not the stationary law) is not derived here.
+  base score from the velocity, targets `FLOW_REGRESSION_TARGETS` (methods.md §1.5);
+- `"vp"` (`VPBridgeSchedule`): the stationary VP/OU base of the continuous process, `α_t = φ_{t,1}`,
+  `β_t² = σ_0²(1 - φ_{t,1}²)`, targets `VP_REGRESSION_TARGETS` (methods.md §1.6).
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from samplers.base_processes import MemorylessFlowBase
+from samplers.base_processes import MemorylessFlowBase, VPBase
 from samplers.methods.common import clip_norm
 from samplers.problem import Problem
 from targets.registry import Registry
@@ -34,11 +33,13 @@ __all__ = [
     "BRIDGE_SCHEDULES",
     "FLOW_REGRESSION_TARGETS",
     "REGRESSION_TARGETS",
+    "VP_REGRESSION_TARGETS",
     "TIME_EPS",
     "BridgeCoefficients",
     "BridgeSchedule",
     "FlowBridgeSchedule",
     "RegressionTarget",
+    "VPBridgeSchedule",
     "bridge_schedule",
     "check_choice",
     "endpoint_gradients",
@@ -98,6 +99,26 @@ def check_choice(value, choices, what: str):
 
 def _zeros(x: jax.Array) -> jax.Array:
     return jnp.zeros_like(x)
+
+
+def _log_target_gradient_data(
+    problem: Problem, gradient: str, max_grad_norm_target: float | None, terminal_var
+) -> Callable:
+    """`x_1 -> grad_1` from `s = ∇log γ̃(x_1)` (`γ̃ = p^base_K e^r`, `∇log γ` for sampling problems), clipped
+    per particle to `max_grad_norm_target` and projected: `"score"` is `s`, `"tilt"` is `∇r = s + x_1/v`
+    relative to the Gaussian terminal law `N(0, v I)` of the bridge (`v = terminal_var`), `"none"` zeros."""
+    base = problem.base
+    if gradient == "none":
+        return _zeros
+    score = jax.grad(problem.log_target)
+
+    def data(x):
+        s = base.project(clip_norm(score(x), max_grad_norm_target, problem.particles))
+        if gradient == "score":
+            return s
+        return base.project(s + base.project(x) / terminal_var)  # ∇r = ∇log γ̃ - ∇log N(0, v I)
+
+    return data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,25 +191,13 @@ class BridgeSchedule(NamedTuple):
         return REGRESSION_TARGETS
 
     def gradient_data(self, problem: Problem, gradient: str, max_grad_norm_target: float | None) -> Callable:
-        """`x_1 -> grad_1` for the gradient kind `gradient` (`endpoint_gradients`).
-
-        With `s = ∇log γ̃(x_1)` (`γ̃ = p^base_K e^r`, i.e. `∇log γ` for sampling problems), clipped per
-        particle to `max_grad_norm_target` and projected to zero centre of mass: `"score"` is `s`,
-        `"tilt"` is `∇r = s - ∇log p^base_K = s + x_1/s_K`, `"none"` zeros.
-        """
-        base = problem.base
+        """`x_1 -> grad_1` for the gradient kind `gradient` (`endpoint_gradients`): `"score"` is
+        `∇log γ̃(x_1)` (clipped), `"tilt"` is `∇r = ∇log γ̃ - ∇log p^base_K = ∇log γ̃ + x_1/s_K` with `s_K`
+        the chain's terminal variance, `"none"` zeros (`_log_target_gradient_data`)."""
         if gradient == "none":
             return _zeros
-        score = jax.grad(problem.log_target)
         terminal_var = problem.chain.marginal_vars[-1]  # p^base_K = N(0, s_K I) for the linear-Gaussian bases
-
-        def data(x):
-            s = base.project(clip_norm(score(x), max_grad_norm_target, problem.particles))
-            if gradient == "score":
-                return s
-            return base.project(s + base.project(x) / terminal_var)  # ∇r = ∇log γ̃ - ∇log p^base_K
-
-        return data
+        return _log_target_gradient_data(problem, gradient, max_grad_norm_target, terminal_var)
 
 
 def _brownian_schedule(problem: Problem) -> BridgeSchedule:
@@ -322,12 +331,88 @@ base but keeps base-score terms on the flow (whose `p^base_t` is not Gaussian)."
 
 
 # ---------------------------------------------------------------------------------------------
+# the VP base
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class VPBridgeSchedule:
+    """The stationary VP/OU base (`VPBase`) in continuous time: `X_t | X_1 ~ N(φ_{t,1} X_1, β_t² I)`.
+
+    `φ_{t,1} = exp(-½∫_t^1 β)`, `β_t² = σ_0²(1 - φ_{t,1}²)` (the stationary law `N(0, σ_0² I)` conditioned
+    on `X_1`, with `X_0` marginalised), `∇log p^base_t(x) = -x/σ_0²`, and `a_t = φ_{t,1}` the coefficient of
+    `x_t` in `E_base[X_1 | X_t]` (methods.md §1.6). The bridge and the tilt `∇r = ∇log p* + x/σ_0²` are the
+    continuous process's; the simulated EM chain (not stationary, terminal variance `s_K ≠ σ_0²`) matches
+    them to O(h). Not memoryless (`Corr(X_0, X_1) = φ_{0,1}`).
+
+    Attributes:
+        base: the `VPBase`.
+    """
+
+    base: VPBase
+
+    kind = "vp"
+    t_start = 0.0
+
+    @property
+    def marginal_var(self) -> float:
+        """`σ_0²`: the variance of every marginal `p^base_t` (and of the bridge's terminal law)."""
+        return self.base.initial_variance
+
+    def coefficients(self, t: jax.Array) -> BridgeCoefficients:
+        """`σ`, `ν = σ_0² B(t)`, `α = φ_{t,1}`, `β² = σ_0²(1 - φ_{t,1}²)` at `t` (elementwise)."""
+        remaining = self.base.beta_integral(1.0) - self.base.beta_integral(t)  # ∫_t^1 β
+        return BridgeCoefficients(
+            sigma=self.base.sigma(t),
+            nu=self.base.nu(t),
+            alpha=jnp.exp(-0.5 * remaining),
+            bridge_var=self.marginal_var * -jnp.expm1(-remaining),
+        )
+
+    @property
+    def targets(self) -> Mapping[str, RegressionTarget]:
+        """The four targets on this base (`VP_REGRESSION_TARGETS`)."""
+        return VP_REGRESSION_TARGETS
+
+    def gradient_data(self, problem: Problem, gradient: str, max_grad_norm_target: float | None) -> Callable:
+        """`x_1 -> grad_1`: `"score"` is `∇log γ̃(x_1)` (clipped), `"tilt"` is `∇r = ∇log γ̃ + x_1/σ_0²`
+        relative to the continuous terminal law `N(0, σ_0² I)` of the bridge, `"none"` zeros."""
+        return _log_target_gradient_data(problem, gradient, max_grad_norm_target, self.marginal_var)
+
+
+def _vp_tsm(bridge: VPBridgeSchedule, c: BridgeCoefficients, t, x_t, x_1, grad_1):
+    # Y = σ [φ^{-1} ∇log p*(X_1) + X_t/σ_0²]: grad_1 is ∇log p*(X_1).
+    return c.sigma * (grad_1 / c.alpha + x_t / bridge.marginal_var)
+
+
+def _vp_csm(bridge: VPBridgeSchedule, c: BridgeCoefficients, t, x_t, x_1, grad_1):
+    # Y = σ [-(X_t - φ X_1)/β² + X_t/σ_0²]: no gradient data.
+    return c.sigma * (-(x_t - c.alpha * x_1) / c.bridge_var + x_t / bridge.marginal_var)
+
+
+def _vp_tilt(bridge: VPBridgeSchedule, c: BridgeCoefficients, t, x_t, x_1, grad_1):
+    # Y = σ a_t ∇r(X_1), a_t = φ_{t,1} = α_t (the VP lean adjoint): grad_1 is ∇r(X_1).
+    return c.sigma * c.alpha * grad_1
+
+
+VP_REGRESSION_TARGETS: dict[str, RegressionTarget] = {
+    "adjoint": RegressionTarget(_vp_tilt, "tilt", "σ(t) φ_{t,1} ∇r(X_1) = -σ(t) e^{-½∫_t^1 β} ∇g(X_1)"),
+    "tsm": RegressionTarget(_vp_tsm, "score", "σ(t)[∇log p*(X_1)/φ_{t,1} + X_t/σ_0²]"),
+    "csm": RegressionTarget(_vp_csm, "none", "σ(t)[-(X_t - φ_{t,1} X_1)/β_t² + X_t/σ_0²]"),
+    "nsm": RegressionTarget(_vp_tilt, "tilt", "σ(t) a_t ∇r(X_1), a_t = φ_{t,1} (VP)"),
+}
+"""The targets on the VP base (methods.md §1.6): AS and NSM coincide (`σ a_t ∇r`, the `α_t²`-mixture of TSM
+and CSM)."""
+
+
+# ---------------------------------------------------------------------------------------------
 # the registry and the per-problem entry points
 # ---------------------------------------------------------------------------------------------
 
 BRIDGE_SCHEDULES: Registry[Any] = Registry("bridge base")
 BRIDGE_SCHEDULES.register("brownian", _brownian_schedule)
 BRIDGE_SCHEDULES.register("flow", lambda problem: FlowBridgeSchedule(problem.base))
+BRIDGE_SCHEDULES.register("vp", lambda problem: VPBridgeSchedule(problem.base))
 
 
 def bridge_schedule(problem: Problem):
