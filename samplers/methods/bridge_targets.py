@@ -278,7 +278,7 @@ class FlowBridgeSchedule:
         to `max_grad_norm_target`, projected), `"tilt"` is `∇r(x_1)` (clipped, projected), `"none"` zeros.
 
         Raises:
-            ValueError: `"score"` on a base without the data law (`terminal_log_prob_fn`).
+            ValueError: `"score"` on a base without the data law's score (`has_terminal_score` false).
         """
         base = problem.base
         if gradient == "none":
