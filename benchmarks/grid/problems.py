@@ -126,7 +126,17 @@ def build_finetuning_problem(target: targets.Target, config: ProblemConfig) -> P
 
     The base is the task's pretrained flow run with the memoryless schedule from `t0`, started at the
     flow marginal `p_{t0}` (`task.marginal(t0)`, exact samples and density); the tilt is `λ·reward` with
-    its closed-form gradient; `log_Z` and `target` are the task's exact ones. The base of a fine-tuning
+    its closed-form gradient; `log_Z` and `target` are the task's exact ones.
+
+    **What a method sees.** A fine-tuning method may use the pretrained model and the reward only, never
+    the data law's density: the base gets no `terminal_log_prob_fn`, and the data law's score at `t = 1`
+    (Target Score Matching, Adjoint Sampling, Novel Score Matching) comes from the velocity
+    (`terminal_score_from_velocity=True`: `-(x + ∂_t v(x, 1))`, methods.md §1.5). `p_{t0}` is the
+    pretrained model's own marginal at `t0` (the law its ODE carries `N(0, I)` to from `t = 0`), taken in
+    closed form here because the velocity is exact; its density is read only by the kernel form of the
+    path weights, which the flow base does not have (Girsanov form). `log_Z` and `target` (the data
+    density plus the tilt) are for the evaluation only: the exact-optimum columns, the log Z reference
+    and the cell's log Ẑ probe. The base of a fine-tuning
     task IS the pretrained model, so a `base` other than `"flow"` (e.g. the `"vp"` that `dds` asks for)
     is ignored: the method is then judged on the flow base, and the runner records it as not applicable
     if it does not support that base.
@@ -139,7 +149,7 @@ def build_finetuning_problem(target: targets.Target, config: ProblemConfig) -> P
         float(config.t0),
         initial_sample_fn=initial.sample,
         initial_log_prob_fn=initial.log_prob,
-        terminal_log_prob_fn=task.data.log_prob,
+        terminal_score_from_velocity=True,
     )
     return finetuning_problem(
         base,

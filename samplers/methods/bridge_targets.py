@@ -287,8 +287,8 @@ class FlowBridgeSchedule:
             raise ValueError(
                 "this regression target needs ∇log p*(X_1) = ∇log p^base_1(X_1) + ∇r(X_1) on the flow base, "
                 "i.e. the score of the pretrained data law at t = 1, which MemorylessFlowBase gets from "
-                "terminal_log_prob_fn (not given here; the ft_* tasks pass their data law's log density) or, "
-                "with terminal_score_from_velocity=True, from the velocity at t = 1 (-(x + ∂_t v(x, 1))). "
+                "terminal_log_prob_fn (not given here) or, with terminal_score_from_velocity=True, from the "
+                "velocity at t = 1 (-(x + ∂_t v(x, 1)); what the harness's ft_* problems use). "
                 "Pass one of them, or use conditional_score_matching, which needs no end-point gradient "
                 "(methods.md §1.5)"
             )

@@ -18,6 +18,8 @@ from benchmarks.grid import hyperparams
 from benchmarks.metrics import EvalContext, evaluate
 from benchmarks.reports.leaderboard import build_leaderboard
 from samplers import estimators, sde
+from samplers.methods import bridge_targets as br
+from targets.mixtures import GaussianMixture
 
 TASK = "ft_gmm2d_linear"
 
@@ -192,3 +194,104 @@ def test_short_adjoint_matching_run_moves_towards_the_optimum():
             before[key],
             after[key],
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# honest inputs: a fine-tuning method sees the pretrained model and the reward, never the data density
+# ---------------------------------------------------------------------------------------------
+
+FLOW_METHODS = sorted(
+    name
+    for name in samplers.names()
+    if samplers.get(name).bases != ("any",) and samplers.get(name).supports("flow")
+)
+_TINY = {"batch_size": 8, "buffer_size": 32, "resample_size": 16, "refresh_every": 2}
+
+
+class DataDensityRead(AssertionError):
+    """A fine-tuning method read the data law's density while training or sampling."""
+
+
+def _forbid_data_density(monkeypatch):
+    """Every Gaussian-mixture density (the data law `p_data`, the tilted target `log p_data + λr`) raises;
+    sampling `p_{t0}` (the pretrained model's own marginal) stays allowed."""
+
+    def forbidden(self, x):
+        raise DataDensityRead("a fine-tuning method read a Gaussian-mixture density (the data law)")
+
+    for name in ("log_prob", "component_log_probs", "log_responsibilities"):
+        monkeypatch.setattr(GaussianMixture, name, forbidden)
+
+
+def test_finetuning_problem_gives_the_base_no_data_density():
+    """The harness's fine-tuning base has the data score from the velocity only; it matches the data
+    density's score (rtol 1e-4), which only the evaluation may read."""
+    problem = _problem(num_steps=8)
+    base, task = problem.base, targets.get(TASK).finetune_task
+    assert base.terminal_log_prob_fn is None and base.terminal_score_from_velocity and base.has_terminal_score
+    with pytest.raises(NotImplementedError, match="terminal law"):
+        base.terminal_log_prob(jnp.zeros(2))
+    x = task.data.sample(jax.random.key(0), 64)
+    expected = jax.vmap(jax.grad(task.data.log_prob))(x)
+    np.testing.assert_allclose(jax.vmap(base.terminal_score)(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def _methods_never_read_the_data_density(name, monkeypatch, base_fields=None):
+    """Build, init, two training steps and sampling of `name` on the harness's problem of `TASK` (8 grid
+    steps; `base_fields` replace fields of its base), with every mixture density raising and without the
+    problem's `target` and `log_Z`; then the evaluation, which may read them."""
+    resolved = hyperparams.resolve(name, TASK)
+    problem = hyperparams.build_problem(targets.get(TASK), dataclasses.replace(resolved.problem, num_steps=8))
+    if base_fields:
+        problem = dataclasses.replace(problem, base=dataclasses.replace(problem.base, **base_fields))
+    spec = samplers.get(name)
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    tiny = {k: v for k, v in _TINY.items() if k in fields}
+    if "time_subsample" in fields:
+        tiny["time_subsample"] = None
+    config = spec.make_config(resolved.method, **tiny)
+    with monkeypatch.context() as guard:
+        _forbid_data_density(guard)
+        blind = dataclasses.replace(problem, target=None, log_Z=None)
+        method = spec.build(blind, config)
+        state = method.init(jax.random.key(0))
+        for i in range(2):
+            state, _ = method.step(jax.random.key(1 + i), state)
+        s = method.sample(jax.random.key(3), state, 16)
+    assert np.all(np.isfinite(np.asarray(s.x))) and not np.any(np.isnan(np.asarray(s.log_w)))
+    ctx = EvalContext(key=jax.random.key(4), target=problem.target, x=s.x, log_w=s.log_w)
+    values, skipped = evaluate(ctx, ["finetune_reward", "finetune_kl"])
+    assert not skipped and np.isfinite(values["finetune/objective_gap"])
+
+
+def test_the_data_score_of_the_bridge_regressions_reads_no_data_density(monkeypatch):
+    """AS, TSM and NSM need the data law's score at t = 1 (their end-point gradient data, the one place
+    where a flow-base method reads the base's terminal law): on the harness's problem it is built and
+    traced with every mixture density raising; a base given the data density (the harness's former
+    setting) trips the guard."""
+    problem = _problem(num_steps=8)
+    task = targets.get(TASK).finetune_task
+    x = task.tilted().sample(jax.random.key(0), 16)
+    with monkeypatch.context() as guard:
+        _forbid_data_density(guard)
+        for kind in ("adjoint", "tsm", "nsm"):
+            grad = jax.vmap(br.endpoint_gradients(problem, kind))(x)
+            assert np.all(np.isfinite(np.asarray(grad)))
+        given = dataclasses.replace(
+            problem, base=dataclasses.replace(problem.base, terminal_log_prob_fn=task.data.log_prob)
+        )
+        with pytest.raises(DataDensityRead):
+            jax.vmap(br.endpoint_gradients(given, "tsm"))(x)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FLOW_METHODS)
+def test_flow_methods_never_read_the_data_density(name, monkeypatch):
+    """Every flow-base method (the bridge regressions, Adjoint Matching, log-variance, trajectory balance,
+    reward score matching) trains and samples with every mixture density raising, and the check trips for
+    a base given the data density (Target Score Matching)."""
+    _methods_never_read_the_data_density(name, monkeypatch)
+    if name == "target_score_matching":
+        data = targets.get(TASK).finetune_task.data
+        with pytest.raises(DataDensityRead):
+            _methods_never_read_the_data_density(name, monkeypatch, {"terminal_log_prob_fn": data.log_prob})
