@@ -136,10 +136,11 @@ def build_finetuning_problem(target: targets.Target, config: ProblemConfig) -> P
     closed form here because the velocity is exact; its density is read only by the kernel form of the
     path weights, which the flow base does not have (Girsanov form). `log_Z` and `target` (the data
     density plus the tilt) are for the evaluation only: the exact-optimum columns, the log Z reference
-    and the cell's log Ẑ probe. The base of a fine-tuning
-    task IS the pretrained model, so a `base` other than `"flow"` (e.g. the `"vp"` that `dds` asks for)
-    is ignored: the method is then judged on the flow base, and the runner records it as not applicable
-    if it does not support that base.
+    and the cell's log Ẑ probe.
+
+    The base of a fine-tuning task IS the pretrained model, so a `base` other than `"flow"` (e.g. the
+    `"vp"` that `dds` asks for) is ignored: the method is then judged on the flow base, and the runner
+    records it as not applicable if it does not support that base.
     """
     task = target.finetune_task
     initial = task.marginal(float(config.t0))
