@@ -46,14 +46,15 @@ DIM = 2
 K = 4  # SDE steps of every problem
 NUM_STEPS = 3  # training steps per case
 NUM_SAMPLES = 8  # points drawn by `sample` and started by `backward`
-# XLA's CPU backend without its expensive LLVM passes and with its classic (non-MLIR) fusion
-# emitters: about a quarter of the default compile time of these tiny programs, which is nearly all
-# of this file's time (tests/conftest.py sets the same flags for every test). Only float rounding
-# differs from the default.
+# XLA's CPU backend without its expensive LLVM passes, with its classic (non-MLIR) fusion emitters
+# and with one LLVM module per program (no parallel-codegen split): about a fifth of the default
+# compile time of these tiny programs, which is nearly all of this file's time (tests/conftest.py
+# sets the same flags for every test). Only float rounding differs from the default.
 FAST_COMPILE = {
     "xla_backend_optimization_level": 0,
     "xla_llvm_disable_expensive_passes": True,
     "xla_cpu_use_fusion_emitters": False,
+    "xla_cpu_parallel_codegen_split_count": 1,
 }
 
 # Sizes only: every other field keeps the spec's default. A key applies wherever a config (or one of
