@@ -40,6 +40,7 @@ from benchmarks.grid.records import (
     ensure_writable,
     section_records,
 )
+from benchmarks.grid.suites import load_suite, suite_names
 from benchmarks.metrics.accuracy import assess
 from benchmarks.reports.summary import cross_target_summary, profile_figure, summary_table
 
@@ -51,6 +52,7 @@ __all__ = [
     "bootstrap_ci",
     "build_leaderboard",
     "problem_kind",
+    "suite_coverage",
 ]
 
 # (metric key, column title, lower is better?)  -- the Markdown table columns, in order.
@@ -381,6 +383,23 @@ def _table_for(
     return "\n".join(lines)
 
 
+def suite_coverage(suite: str, records: list[dict[str, Any]]) -> str | None:
+    """For a shipped suite, a line saying how many of its cells have a record (and, when some are
+    missing, that the section is partial and how to finish it); None for a user's own suite."""
+    if suite not in suite_names():
+        return None
+    expected = {c.id for c in load_suite(suite).cells()}
+    have = {f"{r['method']}/{r['target']}/{r['budget']}/seed{r['seed']}" for r in records}
+    done = len(expected & have)
+    if done == len(expected):
+        return f"- cells: all {done} of the suite recorded"
+    return (
+        f"- **partial section**: {done} of the suite's {len(expected)} cells recorded, "
+        f"{len(expected) - done} still to run (`tiltbench benchmark --suite {suite}` runs only those); "
+        "cross-method comparisons cover only the recorded cells"
+    )
+
+
 def _existing_figures(figure_dir: Path, targets: Iterable[str]) -> list[str]:
     """The figures already under `figure_dir` for `targets`, in `make_figures`' order."""
     return [
@@ -471,6 +490,8 @@ def build_leaderboard(
         ]
         if len(commits) > 1:
             md.append("- **warning**: records come from more than one commit; compare rows with care.")
+        if (coverage := suite_coverage(s, records)) is not None:
+            md.append(coverage)
         md.append("")
         by_target: dict[str, list] = defaultdict(list)
         for key, a in agg.items():

@@ -113,3 +113,18 @@ def test_particle_tables_lead_with_energy_and_distance_laws_and_check_floors(tmp
     # the published values with the same definitions, best first, with their source
     assert "- eq. W2: ASBS 1.59 ± 0.03, iDEM 1.61 ± 0.01, AS 1.67 ± 0.01" in md
     assert "[Liu et al. 2025 (ASBS), Table 2]" in md
+
+
+def test_a_shipped_suite_section_says_how_many_of_its_cells_are_recorded():
+    from benchmarks.grid.suites import load_suite
+    from benchmarks.reports.leaderboard import suite_coverage
+
+    cells = load_suite("quick").cells()
+    records = [
+        {"method": c.method, "target": c.target, "budget": c.budget, "seed": c.seed} for c in cells
+    ]
+    assert suite_coverage("quick", records) == f"- cells: all {len(cells)} of the suite recorded"
+    partial = suite_coverage("quick", records[:3])
+    assert partial.startswith(f"- **partial section**: 3 of the suite's {len(cells)} cells recorded")
+    assert "tiltbench benchmark --suite quick" in partial
+    assert suite_coverage("s", records) is None  # a user's own suite: no expected grid
