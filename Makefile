@@ -14,11 +14,13 @@ endif
 
 .PHONY: install test test-slow benchmark leaderboard perf claims digits lint format clean
 
-# --no-compile: pip does not byte-compile every installed file (47 -> 35 s of a fresh install here);
-# Python compiles the modules it imports when it imports them
+# The project's own sources are byte-compiled once here: where PYTHONDONTWRITEBYTECODE is set (as on
+# this project's machines), every Python process (each test worker and subprocess) would otherwise
+# compile them again from source; Python ignores a .pyc whose source has changed since.
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-compile -c requirements/constraints.txt -e '.[test]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c requirements/constraints.txt -e '.[test]'
+	$(VENV)/bin/python -m compileall -q samplers targets benchmarks scripts
 	touch $@
 
 install: $(VENV)/.installed $(if $(ACCEL),$(VENV)/.accel-$(ACCEL))
@@ -26,7 +28,7 @@ install: $(VENV)/.installed $(if $(ACCEL),$(VENV)/.accel-$(ACCEL))
 
 # the accelerator extra on top of the CPU install (a stamp per build, so switching builds reinstalls)
 $(VENV)/.accel-%: $(VENV)/.installed
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-compile -c requirements/constraints.txt -e '.[$*]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c requirements/constraints.txt -e '.[$*]'
 	touch $@
 
 test: install
