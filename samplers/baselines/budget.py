@@ -28,7 +28,9 @@ Known limitation (measured in `results/runs/equal_budget`): the NUTS pilot's 50-
 adaptation ends with a larger step size than a full-length window adaptation, so `L̄_s` can be
 underestimated on harder targets (gmm9: 2.6 in the pilot, 5.5 after a 7000-iteration warm-up,
 spend 1.7 to 2.1 B); on the correlated Gaussian the spend was within 7 % of `B`. A longer pilot, or
-re-planning the thinning after the real warm-up, would tighten it.
+re-planning the thinning after the real warm-up, would tighten it. Those figures were measured with
+4 chains; the pilot's cost grows with `C`: at the default 64 chains it alone spent about 55,000 of a
+60,000-evaluation budget on a 2-D mixture, so a NUTS budget must be well above the pilot's cost.
 
 A budget too small for the minimum work (AIS `K = 1`, SMC `m = 1`, MCMC `t = 1` and
 `W = MCMC_MIN_WARMUP`) runs that minimum and says so in the notes (`feasible: false`); the
