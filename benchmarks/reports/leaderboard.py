@@ -389,7 +389,7 @@ def suite_coverage(suite: str, records: list[dict[str, Any]]) -> str | None:
     if suite not in suite_names():
         return None
     expected = {c.id for c in load_suite(suite).cells()}
-    have = {f"{r['method']}/{r['target']}/{r['budget']}/seed{r['seed']}" for r in records}
+    have = {f"{r['method']}/{r['target']}/{r['budget']['name']}/seed{r['seed']}" for r in records}
     done = len(expected & have)
     if done == len(expected):
         return f"- cells: all {done} of the suite recorded"

@@ -120,9 +120,7 @@ def test_a_shipped_suite_section_says_how_many_of_its_cells_are_recorded():
     from benchmarks.reports.leaderboard import suite_coverage
 
     cells = load_suite("quick").cells()
-    records = [
-        {"method": c.method, "target": c.target, "budget": c.budget, "seed": c.seed} for c in cells
-    ]
+    records = [_record(c.method, c.target, c.seed) | {"budget": {"name": c.budget}} for c in cells]
     assert suite_coverage("quick", records) == f"- cells: all {len(cells)} of the suite recorded"
     partial = suite_coverage("quick", records[:3])
     assert partial.startswith(f"- **partial section**: 3 of the suite's {len(cells)} cells recorded")
