@@ -19,8 +19,11 @@ Resume (`plan_cells`). A selected cell is run again only when
 
 from __future__ import annotations
 
+import gc
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -286,8 +289,11 @@ def run_suite(
     log(f"suite {suite.name!r}: {_plan_summary(len(cells), todo)} -> {out / suite.name}")
     written: list[dict] = []
     bar = tqdm(todo, disable=not progress, unit="cell", dynamic_ncols=True)
+    interrupt = _InterruptMemory()
     try:
         for cell, why in bar:
+            if interrupt.seen:  # a Ctrl-C whose KeyboardInterrupt was swallowed mid-cell
+                raise KeyboardInterrupt
             bar.set_description(cell.id)
             if why not in ("new", "forced"):
                 (bar.write if progress else log)(f"  re-running {cell.id}: {why}")
@@ -299,7 +305,47 @@ def run_suite(
             atomic_write_json(path, rec)
             written.append(rec)
             (bar.write if progress else log)(_summary_line(cell, rec))
+        if interrupt.seen:
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         bar.close()
         raise GridInterrupted(len(written), out / suite.name) from None
+    finally:
+        interrupt.restore()
     return written
+
+
+class _InterruptMemory:
+    """Wraps the SIGINT handler so that a Ctrl-C is remembered as well as raised. Python swallows an
+    exception raised inside a garbage-collection callback (JAX registers one: "Exception ignored in
+    _xla_gc_callback ... KeyboardInterrupt"), so a Ctrl-C landing there would be lost and the grid
+    would run on: there the handler only remembers it, and the runner stops at the next cell."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if callable(previous):
+                self._previous = previous
+                signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        self.seen = True
+        if not _in_gc_callback(frame):
+            self._previous(signum, frame)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _in_gc_callback(frame) -> bool:
+    """Whether `frame` runs inside one of `gc.callbacks` (where a raised exception is swallowed)."""
+    codes = {getattr(cb, "__code__", None) for cb in gc.callbacks} - {None}
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False

@@ -189,3 +189,37 @@ def test_progress_line_shows_stage_step_loss_and_eta():
     assert bar.shown[:2] == ["training (compiling)", "step 50/150 loss 3.97"]
     assert bar.shown[2].startswith("step 100/150 ETA ") and bar.shown[2].endswith("s")
     assert bar.shown[3] == "sampling"
+
+
+def test_a_ctrl_c_inside_a_gc_callback_is_remembered_not_lost():
+    """Python swallows an exception raised in a gc callback (JAX has one), so there the runner's
+    SIGINT handler only remembers the Ctrl-C; elsewhere it raises KeyboardInterrupt as before."""
+    import gc
+    import threading
+
+    from benchmarks.grid.runner import _InterruptMemory
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are installed from the main thread only")
+    before = signal.getsignal(signal.SIGINT)
+    memory = _InterruptMemory()
+    try:
+        handler = signal.getsignal(signal.SIGINT)
+        assert handler is not before
+
+        def callback(phase, info):
+            handler(signal.SIGINT, sys._getframe())
+
+        gc.callbacks.append(callback)
+        try:
+            gc.collect()  # the Ctrl-C lands inside the callback: no exception, remembered
+        finally:
+            gc.callbacks.remove(callback)
+        assert memory.seen
+        memory.seen = False
+        with pytest.raises(KeyboardInterrupt):
+            handler(signal.SIGINT, sys._getframe())
+        assert memory.seen
+    finally:
+        memory.restore()
+    assert signal.getsignal(signal.SIGINT) is before
