@@ -50,11 +50,6 @@ class MergeSummary(NamedTuple):
     groups: dict[str, list[str]]
 
 
-def _cell(rec: dict[str, Any]) -> Cell:
-    budget = rec["budget"]["name"] if isinstance(rec.get("budget"), dict) else str(rec.get("budget"))
-    return Cell(rec["method"], rec["target"], budget, int(rec["seed"]))
-
-
 def _atomic_copy(src: Path, dst: Path) -> None:
     with atomic_output(dst) as tmp:
         shutil.copyfile(src, tmp)
@@ -120,7 +115,7 @@ def merge_records(
         for rec in recs:
             commit = str(rec.get("commit", "unknown"))
             dest = _label(suite, commit) if (mixed and not allow_mixed and commit not in home) else suite
-            cell = _cell(rec)
+            cell = Cell.of_record(rec)
             first = seen.get((dest, cell))
             if first is not None:
                 skipped += 1

@@ -121,6 +121,12 @@ class Cell:
     def id(self) -> str:
         return f"{self.method}/{self.target}/{self.budget}/seed{self.seed}"
 
+    @classmethod
+    def of_record(cls, rec: dict[str, Any]) -> Cell:
+        """The cell a record was written for (its budget is a dict with a name, or a plain name)."""
+        budget = rec["budget"]["name"] if isinstance(rec.get("budget"), dict) else str(rec.get("budget"))
+        return cls(rec["method"], rec["target"], budget, int(rec["seed"]))
+
     def path(self, out_dir: str | Path, suite: str) -> Path:
         return Path(out_dir) / suite / self.method / self.target / self.budget / f"seed{self.seed}.json"
 

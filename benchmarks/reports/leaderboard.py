@@ -40,7 +40,7 @@ from benchmarks.grid.records import (
     ensure_writable,
     section_records,
 )
-from benchmarks.grid.suites import load_suite, suite_names
+from benchmarks.grid.suites import Cell, load_suite, suite_names
 from benchmarks.metrics.accuracy import assess
 from benchmarks.reports.summary import cross_target_summary, profile_figure, summary_table
 
@@ -389,7 +389,7 @@ def suite_coverage(suite: str, records: list[dict[str, Any]]) -> str | None:
     if suite not in suite_names():
         return None
     expected = {c.id for c in load_suite(suite).cells()}
-    have = {f"{r['method']}/{r['target']}/{r['budget']['name']}/seed{r['seed']}" for r in records}
+    have = {Cell.of_record(r).id for r in records}
     done = len(expected & have)
     if done == len(expected):
         return f"- cells: all {done} of the suite recorded"
