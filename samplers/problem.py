@@ -24,11 +24,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplers.base_processes import AbstractBaseProcess, DiscreteChain, gaussian_log_prob
+from samplers.base_processes import AbstractBaseProcess, DiscreteChain, MemorylessFlowBase, gaussian_log_prob
 from targets.base import ParticleSpec, Target
 from targets.registry import Registry
 
-__all__ = ["GRIDS", "PROBLEM_KINDS", "Problem", "finetuning_problem", "sampling_problem", "time_grid"]
+__all__ = [
+    "GRIDS",
+    "PROBLEM_KINDS",
+    "Problem",
+    "finetuning_problem",
+    "sampling_problem",
+    "task_problem",
+    "time_grid",
+]
 
 PROBLEM_KINDS = ("sampling", "finetuning")
 
@@ -303,4 +311,51 @@ def finetuning_problem(
         log_Z=log_Z,
         target=target,
         description=f"fine-tune a {base.kind} base with lambda={lam}, {len(grid_ts) - 1} {grid} steps",
+    )
+
+
+def task_problem(
+    task: Any,
+    t0: float,
+    *,
+    num_steps: int = 100,
+    grid: str = "uniform",
+    ts=None,
+    target: Target | None = None,
+) -> Problem:
+    """The fine-tuning Problem of a task with an exact pretrained flow (`targets.finetuning.FinetuneTask`).
+
+    The base is the task's flow run with the memoryless schedule from `t0` (`MemorylessFlowBase`), started
+    at the flow marginal `p_{t0}` (`task.marginal(t0)`, exact samples and density); the data law's score at
+    `t = 1` comes from the velocity (`terminal_score_from_velocity=True`), never from the data density; the
+    tilt is `λ·reward` with its closed-form gradient, and `log_Z` is the task's exact one.
+
+    Args:
+        task: the task (`dim`, `velocity`, `marginal`, `reward`, `grad_reward`, `lam`, `log_Z`, `name`).
+        t0: the start time `t_0 ∈ (0, 1)` of the memoryless flow.
+        num_steps: EM steps (ignored when `ts` is given).
+        grid: grid name (`GRIDS`).
+        ts: an explicit grid from `t0` to 1.
+        target: the tilted law as a `Target` (exact samples, metrics), or None.
+    """
+    initial = task.marginal(float(t0))
+    base = MemorylessFlowBase(
+        task.dim,
+        task.velocity,
+        float(t0),
+        initial_sample_fn=initial.sample,
+        initial_log_prob_fn=initial.log_prob,
+        terminal_score_from_velocity=True,
+    )
+    return finetuning_problem(
+        base,
+        task.reward,
+        task.lam,
+        num_steps=num_steps,
+        grid=grid,
+        ts=ts,
+        log_Z=task.log_Z,
+        target=target,
+        name=task.name,
+        grad_reward=task.grad_reward,
     )

@@ -149,10 +149,12 @@ def digits_problem(
     t0: float,
     num_steps: int,
     grid: str = "quadratic",
+    ts=None,
 ) -> Problem:
     """`finetuning_problem(MemorylessFlowBase(64, v_θ, t_0, p_{t_0}), log p(digit | ·), λ)`; the data law's
     score at `t = 1` (Target Score Matching, Adjoint Sampling, Novel Score Matching) is the model's own,
-    `-(x + ∂_t v_θ(x, 1))` (`terminal_score_from_velocity`, methods.md §1.5)."""
+    `-(x + ∂_t v_θ(x, 1))` (`terminal_score_from_velocity`, methods.md §1.5). An explicit grid `ts` (from
+    `t0` to 1) replaces `num_steps` and `grid`."""
     sample_fn, log_prob_fn = digits.initial_law(digits.load_digits_data("train").images, t0)
     base = MemorylessFlowBase(
         digits.NUM_PIXELS,
@@ -168,6 +170,7 @@ def digits_problem(
         lam,
         num_steps=num_steps,
         grid=grid,
+        ts=ts,
         name=f"digits{digit}_lam{lam:g}",
     )
 

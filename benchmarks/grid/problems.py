@@ -21,12 +21,11 @@ from samplers.base_processes import (
     BrownianBase,
     GeometricSchedule,
     LinearSchedule,
-    MemorylessFlowBase,
     VPBase,
 )
 from samplers.fields import POSITIVE, POSITIVE_OR_NONE, Checked, field, integer, one_of, within
 from samplers.pilot import PilotConfig
-from samplers.problem import GRIDS, Problem, finetuning_problem, sampling_problem
+from samplers.problem import GRIDS, Problem, sampling_problem, task_problem
 
 __all__ = [
     "BASES",
@@ -142,26 +141,8 @@ def build_finetuning_problem(target: targets.Target, config: ProblemConfig) -> P
     `"vp"` that `dds` asks for) is ignored: the method is then judged on the flow base, and the runner
     records it as not applicable if it does not support that base.
     """
-    task = target.finetune_task
-    initial = task.marginal(float(config.t0))
-    base = MemorylessFlowBase(
-        task.dim,
-        task.velocity,
-        float(config.t0),
-        initial_sample_fn=initial.sample,
-        initial_log_prob_fn=initial.log_prob,
-        terminal_score_from_velocity=True,
-    )
-    return finetuning_problem(
-        base,
-        task.reward,
-        task.lam,
-        num_steps=config.num_steps,
-        grid=config.grid,
-        log_Z=task.log_Z,
-        target=target,
-        name=task.name,
-        grad_reward=task.grad_reward,
+    return task_problem(
+        target.finetune_task, float(config.t0), num_steps=config.num_steps, grid=config.grid, target=target
     )
 
 

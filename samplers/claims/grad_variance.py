@@ -18,12 +18,28 @@ range and (b) time windows `[0, δ]` and `[1 - δ, 1]` of decreasing `δ` (times
 window, clamped to `[TIME_EPS, 1 - TIME_EPS]` as in training), plus the per-time profile at `t = δ` and
 `t = 1 - δ` (fixed time), which isolates the `t`-dependence without the heavy tails of the window average.
 
-Fixed parameters: the closed-form optimal control of the target (`mixture_optimal_control`, exact for
-Gaussian mixtures under the Brownian base) plus a small fixed perturbation `ε · MLP_θ(x, t)` with
-`θ` a fixed random initialisation (so `E G ≠ 0`); `θ` is what is differentiated. End points are EXACT
-target samples for every loss (at the optimum the model's buffer samples `p*`, so this is the law the
+On the memoryless flow base of reward fine-tuning (`σ(t)² = 2(1 - t)/t`, bridge `N(t X_1, (1 - t)² I)`,
+targets `bridge_targets.FLOW_REGRESSION_TARGETS`, docs/methods.md §1.5) the same analysis gives: TSM
+`Var ~ σ²/t² ~ t^{-3}` as `t → 0`; CSM `~ 1/(1 - t)` as `t → 1`; AS / NSM (the `α_t`-mixture)
+`~ σ(t)² ~ 2/t` as `t → 0` (log-divergent in these units, cut at `log(1/t_0)` by the flow's start); AM
+`σ ã` with a lean adjoint `ã_t = O(t)` (`dã/dt = (I/t - 2∇v^T)ã`), bounded.
+
+Setups (`CLAIM_BASES`, by base kind): `"brownian"` — a Gaussian or Gaussian-mixture target, a linear
+Brownian base, `symmetric_grid`, `u* = mixture_optimal_control` (exact); `"flow"` — a fine-tuning task
+(`targets.finetuning`) on its exact pretrained flow from `t_0 = TIME_EPS` (`samplers.problem.task_problem`),
+`two_sided_log_grid`, `u* = σ(t)(∇log p*_t - ∇log p_t)` (the exact tilted Gaussian-mixture flow);
+`"perturbed_base"` — any problem without a closed-form optimum (the digits model with a classifier
+reward): `u* := 0` (the base), end points from a pool simulated under the perturbed control.
+
+Fixed parameters: the closed-form optimal control `u*` plus a small fixed perturbation `ε · MLP_θ(x, t)`
+with `θ` a fixed random initialisation (so `E G ≠ 0`); `θ` is what is differentiated. End points are EXACT
+samples of `p*` for every loss (at the optimum the model's buffer samples `p*`, so this is the law the
 buffers converge to); AM, which regresses along on-policy trajectories, simulates its own paths under
 the perturbed control.
+
+Verdict (`end_verdict`): the variance over `t ~ U[0, 1]` is finite iff `∫ tr Cov(G | t) dt` converges at
+both ends, i.e. iff the fixed-time profile `∝ |t - end|^p` has `p > -1` there; decided as
+`p - 2·SE(p) > -1` from a weighted fit (`fit_exponent`).
 
 Statistics: with `M` minibatch gradients `G_m` (flattened), `Ḡ` their mean,
 `tr Ĉ = Σ_m |G_m - Ḡ|²/(M - 1)` and `|E G|²` estimated without bias by `|Ḡ|² - tr Ĉ/M`. Standard errors
@@ -43,26 +59,35 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplers import sde
 from samplers.base_processes import BrownianBase, LinearSchedule
 from samplers.methods import bridge_regression as br
 from samplers.networks import mlp_control
-from samplers.problem import Problem, sampling_problem
+from samplers.problem import Problem, sampling_problem, task_problem
 from samplers.types import PyTree
 from targets.base import Target
+from targets.registry import Registry
 
 __all__ = [
+    "CLAIM_BASES",
+    "FINITE_VARIANCE_LOSSES",
     "LOSSES",
     "WINDOW_KINDS",
     "ClaimSetup",
+    "EndVerdict",
     "GradVarianceConfig",
     "GradVarianceEstimate",
+    "end_verdict",
+    "fit_exponent",
     "gradient_statistics",
+    "growth_factor",
     "make_setup",
     "measure",
     "minibatch_gradients",
     "mixture_optimal_control",
     "symmetric_grid",
     "time_window",
+    "two_sided_log_grid",
 ]
 
 
@@ -100,6 +125,19 @@ def symmetric_grid(num_steps: int) -> np.ndarray:
     """`t_k = ½(1 - cos(πk/K))`: a grid refined at BOTH ends (steps `~ π²/(4K²)` there), so that AM's
     on-grid control times reach into windows as small as `δ = 10^-4` at `K = 200` (`t_1 ≈ 6·10^-5`)."""
     return 0.5 * (1.0 - np.cos(np.pi * np.arange(num_steps + 1) / num_steps))
+
+
+def two_sided_log_grid(num_steps: int, t0: float, end_gap: float = br.TIME_EPS) -> np.ndarray:
+    """A grid from `t0` to 1, geometric in `t` from `t0` to ½ (`⌊K/2⌋` steps) and geometric in `1 - t` from
+    ½ down to `end_gap`, then one step to 1: the flow base's drift `-x/t` needs `h_k/t_k` small near `t0`
+    (at `K = 200`, `t0 = 10^-5`: `h/t ≈ 0.11`), and AM's control times must reach into windows as small as
+    `δ = 10^-4` at both ends."""
+    if not 0.0 < t0 < 0.5 or not 0.0 < end_gap < 0.5 or num_steps < 3:
+        raise ValueError(f"need 0 < t0, end_gap < 1/2 and num_steps >= 3, got {t0}, {end_gap}, {num_steps}")
+    first = num_steps // 2
+    head = np.geomspace(t0, 0.5, first + 1)
+    tail = 1.0 - np.geomspace(0.5, end_gap, num_steps - first)[1:]
+    return np.concatenate([head, tail, [1.0]])
 
 
 def mixture_optimal_control(log_weights, means, covariances, base: BrownianBase) -> Callable:
@@ -206,26 +244,48 @@ class GradVarianceConfig:
 
 
 class ClaimSetup(NamedTuple):
-    """A target, its problem, and the fixed parameters at which gradients are measured.
+    """A problem, the fixed parameters at which gradients are measured, and the law of the end points.
 
     Attributes:
-        name: target name.
-        problem: sampling problem (Brownian base, linear schedule, symmetric grid).
-        target: the target (exact samples).
-        control: `control(θ, x, t) = u*(x, t) + ε·MLP_θ(x, t)`.
+        name: target (or problem) name.
+        problem: the problem (its base, a grid refined at both ends).
+        target: the target whose exact samples are the end points (the sampled law, or the tilted law of
+            a fine-tuning task); None when the end points come from a simulated pool.
+        control: `control(θ, x, t) = u*(x, t) + ε·MLP_θ(x, t)` (`u* = 0`, the base, when unknown).
         params: the fixed `θ`.
+        endpoints: `(key, n) -> (n, dim)` draws of the bridge losses' end points `X_1`.
     """
 
     name: str
     problem: Problem
-    target: Target
+    target: Target | None
     control: Callable
     params: PyTree
+    endpoints: Callable
 
 
-def make_setup(key: jax.Array, target: Target, sigma: float, config: GradVarianceConfig) -> ClaimSetup:
-    """Problem and fixed parameters for a Gaussian or Gaussian-mixture target (`target.mixture` or
-    `target.ground_truth` mean/covariance) with a linear Brownian base of scale `sigma`."""
+def _perturbed(
+    key: jax.Array, problem: Problem, optimal: Callable, config, *, target: Target | None = None
+) -> ClaimSetup:
+    """`u = u* + ε·MLP_θ` with `θ` a fixed random initialisation drawn from `key`; end points are exact
+    samples of `target`."""
+    net = mlp_control(problem.dim, hidden=config.hidden, zero_init_output=False)
+    scale = float(config.perturbation_scale)
+
+    def control(params, x, t):
+        return optimal(None, x, t) + scale * net.apply(params, x, t)
+
+    endpoints = None if target is None else target.sample
+    name = problem.name if target is None else target.name
+    return ClaimSetup(name, problem, target, control, net.init(key), endpoints)
+
+
+def _brownian_setup(
+    key: jax.Array, target: Target, config: GradVarianceConfig, *, sigma: float
+) -> ClaimSetup:
+    """A Gaussian or Gaussian-mixture target (`target.mixture` or `target.ground_truth` mean/covariance)
+    sampled with a linear Brownian base of scale `sigma` on `symmetric_grid`; `u*` is
+    `mixture_optimal_control`."""
     base = BrownianBase(dim=target.dim, schedule=LinearSchedule(float(sigma)))
     problem = sampling_problem(target, base, ts=symmetric_grid(config.num_steps))
     if target.mixture is not None:
@@ -237,13 +297,72 @@ def make_setup(key: jax.Array, target: Target, sigma: float, config: GradVarianc
         optimal = mixture_optimal_control(jnp.zeros(1), mean, covariance, base)
     else:
         raise ValueError(f"target {target.name!r} is neither a Gaussian nor a Gaussian mixture")
-    net = mlp_control(target.dim, hidden=config.hidden, zero_init_output=False)
-    scale = float(config.perturbation_scale)
+    return _perturbed(key, problem, optimal, config, target=target)
 
-    def control(params, x, t):
-        return optimal(None, x, t) + scale * net.apply(params, x, t)
 
-    return ClaimSetup(target.name, problem, target, control, net.init(key))
+def _flow_setup(
+    key: jax.Array, target: Target, config: GradVarianceConfig, *, t0: float = br.TIME_EPS
+) -> ClaimSetup:
+    """A fine-tuning task (`target.finetune_task`) on its exact pretrained flow, memoryless from `t0`
+    (`task_problem`: what the harness builds, with the data law's score from the velocity) on
+    `two_sided_log_grid`; `u*(x, t) = σ(t)(∇log p*_t - ∇log p_t)(x)` is the task's closed-form guidance
+    (the exact tilted Gaussian-mixture flow). `t0` defaults to `TIME_EPS`, the clamp of the regression
+    times, so that the window `[0, δ]` means `[TIME_EPS, δ]` on both bases."""
+    task = target.finetune_task
+    if task is None:
+        raise ValueError(f"target {target.name!r} is not a fine-tuning task; the flow base needs one")
+    problem = task_problem(task, t0, ts=two_sided_log_grid(config.num_steps, t0), target=target)
+    sigma = problem.base.sigma
+
+    def optimal(params, x, t):
+        del params
+        return sigma(t) * task.optimal_guidance(x, t)
+
+    return _perturbed(key, problem, optimal, config, target=target)
+
+
+def _perturbed_base_setup(
+    key: jax.Array,
+    target: Target | None,
+    config: GradVarianceConfig,
+    *,
+    problem: Problem,
+    pool_size: int = 4096,
+) -> ClaimSetup:
+    """A problem without a closed-form optimum (e.g. a learned flow and a classifier reward): measured at
+    the BASE plus the fixed perturbation, `u = ε·MLP_θ` (`u* := 0`), with end points drawn uniformly from a
+    pool of `pool_size` end points simulated under that control, the law a replay buffer holds at these
+    parameters (not `p*`: the conditional mean of each target is then not `u`, but its variance near the
+    end points is what the claim is about). `target` is ignored (pass None)."""
+    del target
+    key_net, key_pool = jax.random.split(key)
+    setup = _perturbed(key_net, problem, lambda params, x, t: jnp.zeros_like(x), config)
+    simulate = jax.jit(lambda k, p: sde.simulate(k, problem, setup.control, p, pool_size).x)
+    pool = problem.base.project(simulate(key_pool, setup.params))
+    if not bool(jnp.all(jnp.isfinite(pool))):
+        raise ValueError(f"{problem.name}: the simulated end-point pool is not finite")
+
+    def endpoints(key, n):
+        return pool[jax.random.randint(key, (n,), 0, pool_size)]
+
+    return setup._replace(endpoints=endpoints)
+
+
+CLAIM_BASES: Registry[ClaimSetup] = Registry("claim base")
+CLAIM_BASES.register("brownian", _brownian_setup, settings="sigma: the linear schedule's scale")
+CLAIM_BASES.register("flow", _flow_setup, settings="t0: the memoryless flow's start time (default TIME_EPS)")
+CLAIM_BASES.register(
+    "perturbed_base", _perturbed_base_setup, settings="problem: any Problem; pool_size: simulated end points"
+)
+
+
+def make_setup(
+    key: jax.Array, target: Target | None, config: GradVarianceConfig, base: str = "brownian", **settings: Any
+) -> ClaimSetup:
+    """Problem and fixed parameters of `target` on the base kind `base` (`CLAIM_BASES`: `"brownian"` with
+    `sigma=`, `"flow"` for a fine-tuning task with optional `t0=`, `"perturbed_base"` with `problem=` for a
+    problem without a closed-form optimum, `target` None)."""
+    return CLAIM_BASES.get(base, key=key, target=target, config=config, **settings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,16 +396,24 @@ def _group_means(per_example: jax.Array, group: int) -> jax.Array:
 def _bridge_chunk_fn(setup: ClaimSetup, kind: str, chunk_size: int, group: int) -> Callable:
     """`(key, index, window) -> (chunk_size/group, P)` group means of per-example gradients of a bridge loss
     (jitted once)."""
-    problem, target = setup.problem, setup.target
+    problem = setup.problem
     bridge = br.bridge_schedule(problem)
     gradient_data = br.endpoint_gradients(problem, kind)
 
     def one(key, lo, hi):
         key_x, key_loss = jax.random.split(key)
-        x_1 = problem.base.project(target.sample(key_x, 1))
+        x_1 = problem.base.project(setup.endpoints(key_x, 1))
         g = jax.grad(br.regression_loss, argnums=1)(
-            setup.control, setup.params, key_loss, x_1, jax.vmap(gradient_data)(x_1), kind=kind,
-            bridge=bridge, time_window=(lo, hi), weighting="paper", project=problem.base.project,
+            setup.control,
+            setup.params,
+            key_loss,
+            x_1,
+            jax.vmap(gradient_data)(x_1),
+            kind=kind,
+            bridge=bridge,
+            time_window=(lo, hi),
+            weighting="paper",
+            project=problem.base.project,
         )
         return _flat(g)
 
@@ -313,7 +440,7 @@ def _am_chunk_fn(key: jax.Array, setup: ClaimSetup, chunk_size: int, group: int,
     )
     traj, adj = path.trajectory[:-1], adjoints[:-1]  # control times t_0 … t_{K-1}: (K, pool, dim)
     ts = problem.times[:-1]
-    sigmas = problem.chain.sigmas
+    sigmas = problem.base.sigma(ts)  # σ(t_k), as in the AM loss
 
     def one(key, x_path, a_path, probabilities):
         k = jax.random.choice(key, ts.shape[0], p=probabilities)
@@ -335,6 +462,7 @@ def _am_chunk_fn(key: jax.Array, setup: ClaimSetup, chunk_size: int, group: int,
         return _group_means(per_example, group)
 
     ts_np = np.asarray(problem.ts)
+
     def run(key, index, window):
         return chunk(key, index, jnp.asarray(_am_time_weights(ts_np, window), jnp.float32))
 
@@ -356,8 +484,8 @@ def minibatch_gradients(
     per-example gradients are computed in jitted chunks (one compilation per loss) and averaged in
     groups of `batch_size`; examples are never shared between minibatches of one request.
 
-    - Bridge losses: one example = one exact target sample `X_1`, its gradient data, `t ~ U[window]` and
-      a bridge point (`bridge_regression.regression_loss`, P1 weighting).
+    - Bridge losses: one example = one end point `X_1` (`setup.endpoints`), its gradient data,
+      `t ~ U[window]` and a bridge point (`bridge_regression.regression_loss`, P1 weighting).
     - AM: one example = one on-policy trajectory under the perturbed control with its lean adjoint
       (`adjoint_matching.simulate_with_adjoint`) and one control time drawn uniformly in `t` within the
       window; the trajectory pool is shared across requests (and across minibatches of different
@@ -458,6 +586,62 @@ def gradient_statistics(
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# the verdict: is the variance integrable at an end point?
+# ---------------------------------------------------------------------------------------------
+
+FINITE_VARIANCE_LOSSES: tuple[str, ...] = ("adjoint_matching", "adjoint_sampling", "novel_score_matching")
+"""The losses the claim says have finite gradient variance; TSM and CSM do not."""
+
+
+def fit_exponent(deltas, values, ses) -> tuple[float, float]:
+    """`(p, SE(p))`: weighted least-squares slope of `log V` against `log δ` (`V ∝ δ^p`).
+
+    Weights `1/s²` with `s = SE(V)/V`, the delta-method SE of `log V`; the SE of the slope is
+    `(Σ_i w_i (x_i - x̄_w)²)^{-1/2}`, the SEs being taken as known (exact for two points).
+    """
+    x = np.log(np.asarray(deltas, np.float64))
+    values, ses = np.asarray(values, np.float64), np.asarray(ses, np.float64)
+    if x.size < 2 or x.size != values.size or np.any(values <= 0):
+        raise ValueError(f"need >= 2 positive values at distinct δ, got δ={deltas}, V={values}")
+    w = 1.0 / np.maximum(ses / values, 1e-12) ** 2
+    y = np.log(values)
+    x_bar, y_bar = np.sum(w * x) / np.sum(w), np.sum(w * y) / np.sum(w)
+    sxx = np.sum(w * (x - x_bar) ** 2)
+    return float(np.sum(w * (x - x_bar) * (y - y_bar)) / sxx), float(1.0 / np.sqrt(sxx))
+
+
+def growth_factor(narrow: float, narrow_se: float, wide: float, wide_se: float) -> tuple[float, float]:
+    """`(g, SE(g))`, `g = V_narrow/V_wide` (independent estimates; delta-method SE)."""
+    g = narrow / wide
+    return g, g * math.hypot(narrow_se / narrow, wide_se / wide)
+
+
+class EndVerdict(NamedTuple):
+    """Whether the gradient variance is integrable in time at one end point.
+
+    Attributes:
+        exponent: `p` in `tr Cov(G | t) ∝ |t - end|^p`, fitted on the fixed-time profile (`fit_exponent`).
+        exponent_se: its SE.
+        finite: `p - z·SE > -1`: `∫ tr Cov(G | t) dt` converges at this end, with margin `z` SEs; a
+            log-divergence (`p = -1`) or a power divergence (`p < -1`) is not finite.
+    """
+
+    exponent: float
+    exponent_se: float
+    finite: bool
+
+
+def end_verdict(deltas, values, ses, z: float = 2.0) -> EndVerdict:
+    """The `EndVerdict` from the fixed-time profile `V(δ) ± SE` at distance `δ` from the end point.
+
+    The loss gradient over `t ~ U[0, 1]` has variance `∫ tr Cov(G | t) dt` (plus the variance of the
+    conditional mean), finite iff the integral converges at both ends, i.e. iff `p > -1` at each.
+    """
+    p, se = fit_exponent(deltas, values, ses)
+    return EndVerdict(p, se, bool(p - z * se > -1.0))
+
+
 def measure(key: jax.Array, setup: ClaimSetup, config: GradVarianceConfig) -> list[dict[str, Any]]:
     """All measurements of one target: the batch-size sweep (full range) and the time-window sweep.
 
@@ -470,16 +654,29 @@ def measure(key: jax.Array, setup: ClaimSetup, config: GradVarianceConfig) -> li
     rows = []
     losses = [name for name in config.losses if name != "adjoint_matching" or _has_adjoint_matching()]
     specs = [("batch_size", None, (0.0, 1.0), b) for b in config.batch_sizes]
-    specs += [(kind, d, time_window(kind, d), config.window_batch_size) for kind in config.window_kinds
-              for d in config.deltas]
+    specs += [
+        (kind, d, time_window(kind, d), config.window_batch_size)
+        for kind in config.window_kinds
+        for d in config.deltas
+    ]
     for i, loss in enumerate(losses):
         grads = minibatch_gradients(
             jax.random.fold_in(key, i), setup, loss, [(w, b) for _, _, w, b in specs], config.num_minibatches
         )
         for (sweep, delta, (lo, hi), batch_size), g in zip(specs, grads, strict=True):
             est = gradient_statistics(g, rng, config.num_bootstrap)
-            rows.append(dict(target=setup.name, loss=loss, sweep=sweep, batch_size=batch_size, delta=delta,
-                             t_lo=lo, t_hi=hi, **est._asdict()))
+            rows.append(
+                dict(
+                    target=setup.name,
+                    loss=loss,
+                    sweep=sweep,
+                    batch_size=batch_size,
+                    delta=delta,
+                    t_lo=lo,
+                    t_hi=hi,
+                    **est._asdict(),
+                )
+            )
     return rows
 
 
