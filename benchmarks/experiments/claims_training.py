@@ -28,7 +28,14 @@ from benchmarks.grid.cell import Monitor, resolve_cell, train_cell
 from benchmarks.grid.suites import Budget
 from benchmarks.metrics.finetune import reward_values
 
-__all__ = ["TrainingConfig", "equal_budget_table", "training_comparison", "training_run"]
+__all__ = [
+    "TrainingConfig",
+    "equal_budget_table",
+    "ranking_line",
+    "settings_line",
+    "training_comparison",
+    "training_run",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,3 +155,36 @@ def equal_budget_table(runs: list[dict[str, Any]], budgets: tuple[float, ...]) -
             cells.append(f"**{np.mean([g for g, _ in values]):.3f}** ({per_seed})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def ranking_line(runs: list[dict[str, Any]], budget: float) -> str:
+    """One sentence: the methods by their mean objective gap within `budget` (smallest first), with the
+    optimiser steps each ran and the reward evaluations one step costs on average."""
+    parts = []
+    for name in dict.fromkeys(r["method"] for r in runs):
+        mine = [r for r in runs if r["method"] == name]
+        gaps = [_gap_within(r, budget) for r in mine]
+        if any(g is None for g in gaps):
+            continue
+        steps = np.mean([r["steps"] for r in mine])
+        per_step = np.mean([r["trace"][-1]["evals"] / max(r["steps"], 1) for r in mine])
+        parts.append((np.mean([g for g, _ in gaps]), name, steps, per_step))
+    ranked = ", ".join(
+        f"{name} {gap:.3f} ({steps:.0f} steps, {per_step:.0f} evaluations per step)"
+        for gap, name, steps, per_step in sorted(parts)
+    )
+    return f"At ≤ {budget:,.0f} reward evaluations, smallest objective gap first: {ranked}."
+
+
+SETTINGS_SHOWN = ("loss_weighting", "t_min", "importance_weights", "max_grad_norm_target", "time_subsample")
+"""Config fields `settings_line` reports (those in which the default configs of the losses differ)."""
+
+
+def settings_line(runs: list[dict[str, Any]]) -> str:
+    """One sentence: per method, the fields of `SETTINGS_SHOWN` its config has (from the first run)."""
+    parts = []
+    for name in dict.fromkeys(r["method"] for r in runs):
+        config = next(r["config"] for r in runs if r["method"] == name)
+        fields = ", ".join(f"{k} {config[k]}" for k in SETTINGS_SHOWN if k in config)
+        parts.append(f"{name}: {fields}")
+    return "Loss settings (each method's defaults): " + "; ".join(parts) + "."

@@ -74,6 +74,14 @@ def test_equal_budget_table_reads_the_last_point_within_each_budget():
     assert "**2.500** (2.000 ± 0.010 / 3.000 ± 0.010)" in lines["adjoint_matching"]
     assert "**1.500**" in lines["adjoint_matching"]
     assert "| — |" in lines["adjoint_sampling"] and "**0.600**" in lines["adjoint_sampling"]
+    for r in runs:
+        r["steps"] = 10
+    line = ct.ranking_line(runs, 2048.0)
+    assert line.index("adjoint_sampling 0.600") < line.index("adjoint_matching 1.500")
+    assert "(10 steps, 102 evaluations per step)" in line  # 1024 evaluations over 10 steps
+    for r in runs:
+        r["config"] = {"t_min": 0.001, "loss_weighting": "paper", "batch_size": 4}
+    assert "adjoint_matching: loss_weighting paper, t_min 0.001;" in ct.settings_line(runs)
 
 
 @pytest.mark.slow
