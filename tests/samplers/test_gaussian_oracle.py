@@ -96,6 +96,7 @@ def test_value_function_by_monte_carlo():
         assert abs(float(mean) - float(jnp.exp(log_h))) < 5 * float(se)
 
 
+@pytest.mark.slow  # statistical (a weighted simulation at every step): `make test-slow`
 def test_discrete_tilted_marginals_by_weighted_simulation():
     # E_{P^u}[w f(x_k)]/E[w] = E_{P*}[f(x_k)] exactly for the discrete chain; P*'s step-k marginal is
     # discrete_marginal(k). The discrete mean-matching control keeps the weights nearly uniform.
@@ -130,6 +131,7 @@ def one_dim():
     return gaussian_target(mean, cov), GaussianOracle(mean, cov, base, log_Z=LOG_Z), base
 
 
+@pytest.mark.slow  # statistical (65,536 paths of 100 diffrax steps): `make test-slow`
 def test_optimal_control_gives_nearly_constant_weights_and_exact_log_Z(one_dim):
     target, oracle, base = one_dim
     results = {}

@@ -187,6 +187,7 @@ def test_action_matching_gradient_vanishes_at_optimal_potential(x64):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # statistical (8000 paths at several step counts): `make test-slow`
 def test_zero_drift_weights_are_ais_weights_with_em_bias():
     target = targets.get("gaussian", dim=1, mean=1.0, scale=0.5)
     annealing = nets.Annealing(1, 1.0, target.log_prob)
