@@ -223,11 +223,13 @@ def _benchmark(args: argparse.Namespace) -> int:
         suite = with_settings(suite, parse_set(args.set))
         print(f"--set: suite {args.suite!r} with settings {suite.settings}; records under {suite.name!r}")
     shard, only = parse_shard(args.shard), parse_only(args.only)
+    retry = frozenset().union(*(RETRY[r] for r in args.retry))
     if args.estimate:
         from benchmarks.grid.estimate import estimate_suite
         from benchmarks.grid.runner import select_cells
 
-        estimate = estimate_suite(suite, select_cells(suite, shard=shard, only=only), args.out)
+        cells = select_cells(suite, shard=shard, only=only)
+        estimate = estimate_suite(suite, cells, args.out, force=args.force, retry=retry)
         print("\n".join(estimate.lines()))
         return 0
     options = None
@@ -236,7 +238,6 @@ def _benchmark(args: argparse.Namespace) -> int:
     ensure_writable(Path(args.out) / suite.name)
     if not args.no_leaderboard:
         ensure_writable(args.results)
-    retry = frozenset().union(*(RETRY[r] for r in args.retry))
     t0 = time.perf_counter()
     records = launch(
         args.launcher,

@@ -13,8 +13,9 @@ budget's step cap or, under an evaluation budget, the steps it affords at the me
 per step (energy + gradient evaluations of training / steps), whichever is smaller; a method
 without training steps (MCMC, SMC, AIS) is projected by its median wall time (at the configuration
 it ran; under an evaluation budget it scales its work to the budget, so this can be low). Cells whose
-(method, target) has no record are listed as unmeasured, not guessed. A cell counts as done when its
-record exists (the run itself also re-runs cells whose inputs changed; see `runner.plan_cells`).
+(method, target) has no record are listed as unmeasured, not guessed. The cells to run are those the
+run itself would run (`runner.plan_cells`: no record, a corrupt one, changed inputs, `--force`,
+`--retry`), so the estimate and the run agree; the estimate moves no file.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class SuiteEstimate(NamedTuple):
     to_run: int
     unmeasured: int
     projected_s: float
+    reasons: str = ""  # why the cells run, e.g. " (3 new, 2 inputs changed)"
 
     def lines(self) -> list[str]:
         """A readable report: one row per (method, target) with cells to run, then the totals."""
@@ -72,7 +74,7 @@ class SuiteEstimate(NamedTuple):
             )
         out += [
             "",
-            f"{self.selected} cells selected, {self.done} done, {self.to_run} to run; "
+            f"{self.selected} cells selected, {self.done} done, {self.to_run} to run{self.reasons}; "
             f"{self.to_run - self.unmeasured} with measured rates project to {self.projected_s / 3600:.2f} h "
             f"of serial wall time on this hardware ({self.unmeasured} cells unmeasured: no record of "
             "their method and target yet).",
@@ -125,14 +127,23 @@ def estimate_suite(
     cells: Iterable[Cell],
     out_dir: str | os.PathLike,
     runs_root: str | os.PathLike | None = None,
+    *,
+    force: bool = False,
+    retry: Iterable[str] = (),
 ) -> SuiteEstimate:
-    """Project the wall time of the cells of `cells` that have no record under `out_dir` yet, from the
-    rates measured by the records under `runs_root` (default `out_dir`)."""
+    """Project the wall time of the cells of `cells` that a run would run (`runner.plan_cells` with the
+    same `force` and `retry`), from the rates measured by the records under `runs_root` (default
+    `out_dir`)."""
     import jax
+
+    from benchmarks.grid.runner import plan_cells, plan_reasons
 
     rates = measured_rates(runs_root or out_dir, jax.default_backend())
     cells = list(cells)
-    todo = [c for c in cells if not c.path(out_dir, suite.name).exists()]
+    pending = plan_cells(
+        suite, out_dir, cells, force=force, retry=retry, log=lambda s: None, quarantine_corrupt=False
+    )
+    todo = [p.cell for p in pending]
     groups: dict[tuple[str, str], list[Cell]] = defaultdict(list)
     for c in todo:
         groups[(c.method, c.target)].append(c)
@@ -158,4 +169,6 @@ def estimate_suite(
                 "total_s": sum(per_cell),
             }
         )
-    return SuiteEstimate(rows, len(cells), len(cells) - len(todo), len(todo), unmeasured, projected)
+    return SuiteEstimate(
+        rows, len(cells), len(cells) - len(todo), len(todo), unmeasured, projected, plan_reasons(pending)
+    )

@@ -47,6 +47,7 @@ __all__ = [
     "parse_only",
     "parse_shard",
     "plan_cells",
+    "plan_reasons",
     "run_suite",
     "select_cells",
 ]
@@ -154,10 +155,12 @@ def plan_cells(
     force: bool = False,
     retry: Iterable[str] = (),
     log: Callable[[str], None] = print,
+    quarantine_corrupt: bool = True,
 ) -> list[Pending]:
     """The cells of `cells` that must run, with the reason (see the module docstring).
 
-    A corrupt record is moved aside here (`records.quarantine`), with a warning naming it.
+    A corrupt record is moved aside here (`records.quarantine`), with a warning naming it, unless
+    `quarantine_corrupt` is False (a plan that only reports, such as `--estimate`, moves nothing).
     """
     retry = frozenset(retry)
     inputs = _Inputs(suite)
@@ -173,8 +176,11 @@ def plan_cells(
         try:
             record = read_record(path)
         except RecordError as err:
-            moved = quarantine(path)
-            log(f"warning: {err}; moved to {moved.name}, the cell will run again")
+            if quarantine_corrupt:
+                moved = quarantine(path)
+                log(f"warning: {err}; moved to {moved.name}, the cell will run again")
+            else:
+                log(f"warning: {err}; the cell will run again")
             todo.append(Pending(cell, "corrupt record"))
             continue
         if record["status"] in retry:
@@ -187,12 +193,17 @@ def plan_cells(
     return todo
 
 
-def _plan_summary(selected: int, todo: list[Pending]) -> str:
+def plan_reasons(todo: Iterable[Pending]) -> str:
+    """`"(3 new, 2 inputs changed)"`: how many cells run for each kind of reason ('' when none)."""
     reasons: dict[str, int] = {}
     for p in todo:
         reasons[p.why.split(":")[0]] = reasons.get(p.why.split(":")[0], 0) + 1
-    detail = f" ({', '.join(f'{n} {why}' for why, n in sorted(reasons.items()))})" if todo else ""
-    return f"{selected} cells selected, {selected - len(todo)} already done, {len(todo)} to run{detail}"
+    return f" ({', '.join(f'{n} {why}' for why, n in sorted(reasons.items()))})" if reasons else ""
+
+
+def _plan_summary(selected: int, todo: list[Pending]) -> str:
+    done = selected - len(todo)
+    return f"{selected} cells selected, {done} already done, {len(todo)} to run{plan_reasons(todo)}"
 
 
 class GridInterrupted(KeyboardInterrupt):

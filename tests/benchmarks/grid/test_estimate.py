@@ -8,7 +8,7 @@ import pytest
 from benchmarks import cli
 from benchmarks.grid.estimate import estimate_suite, measured_rates
 from benchmarks.grid.records import atomic_write_json
-from benchmarks.grid.runner import select_cells
+from benchmarks.grid.runner import _Inputs, select_cells
 from benchmarks.grid.suites import load_suite
 from tests.benchmarks import toy_method
 
@@ -53,12 +53,19 @@ def test_estimate_projects_fixed_plus_steps_times_the_measured_rate(tmp_path, ca
         budgets={"b": {"train_steps": 100, "chunk_size": 10}},
     )
     suite = load_suite(str(path))
-    atomic_write_json(
-        runs / "t" / "toy_is" / "gaussian" / "b" / "seed0.json",
-        _record("toy_is", "gaussian", 0, train_s=1.0, steps=100, wall=60.0),
-    )  # done
-    est = estimate_suite(suite, select_cells(suite), runs)
+    cells = select_cells(suite)
+    done = _record("toy_is", "gaussian", 0, train_s=1.0, steps=100, wall=60.0)
+    done["inputs"] = _Inputs(suite)(cells[0])  # what the run compares on resume
+    atomic_write_json(cells[0].path(runs, suite.name), done)
+    est = estimate_suite(suite, cells, runs)
     assert (est.selected, est.done, est.to_run, est.unmeasured) == (4, 1, 3, 2)
+    assert est.reasons == " (3 new)"
+    # the estimate plans as the run does: forced, or with a record whose inputs changed, the cell runs
+    assert estimate_suite(suite, cells, runs, force=True).to_run == 4
+    stale = {**done, "inputs": {**done["inputs"], "num_samples": 1}}
+    atomic_write_json(cells[0].path(runs, suite.name), stale)
+    assert estimate_suite(suite, cells, runs).reasons == " (1 inputs changed, 3 new)"
+    atomic_write_json(cells[0].path(runs, suite.name), done)
     # the done cell's own record joins the rates: median over 4 records of (0.5, 0.5, 5, 0.01) s/step
     assert est.projected_s == pytest.approx(
         measured_rates(runs, "cpu")[("toy_is", "gaussian")].fixed_s + 100 * 0.5
@@ -66,5 +73,5 @@ def test_estimate_projects_fixed_plus_steps_times_the_measured_rate(tmp_path, ca
     assert cli.main(["benchmark", "--suite", str(path), "--out", str(runs), "--estimate"]) == 0
     out = capsys.readouterr().out
     assert "| toy_is | gmm9 | 2 | — | — | unmeasured |" in out
-    assert "4 cells selected, 1 done, 3 to run; 1 with measured rates project to" in out
+    assert "4 cells selected, 1 done, 3 to run (3 new); 1 with measured rates project to" in out
     assert not (runs / "t" / "toy_is" / "gmm9").exists(), "the estimate runs nothing"
