@@ -23,6 +23,7 @@ import gc
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -329,27 +330,41 @@ def run_suite(
 class _InterruptMemory:
     """Wraps the SIGINT handler so that a Ctrl-C is remembered as well as raised. Python swallows an
     exception raised inside a garbage-collection callback (JAX registers one: "Exception ignored in
-    _xla_gc_callback ... KeyboardInterrupt"), so a Ctrl-C landing there would be lost and the grid
-    would run on: there the handler only remembers it, and the runner stops at the next cell."""
+    _xla_gc_callback ... KeyboardInterrupt"), a weakref callback or a `__del__`, so a Ctrl-C landing
+    there would be lost and the grid would run on: inside a gc callback the handler only remembers
+    it; elsewhere it raises, and where Python swallows that KeyboardInterrupt anyway, the
+    `sys.unraisablehook` installed here keeps the "Exception ignored" report off the terminal (the
+    interrupt is remembered). Either way the runner stops at the next cell."""
 
     def __init__(self) -> None:
         self.seen = False
         self._previous = None
+        self._unraisable = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.getsignal(signal.SIGINT)
             if callable(previous):
                 self._previous = previous
                 signal.signal(signal.SIGINT, self._handle)
+                self._unraisable = sys.unraisablehook
+                sys.unraisablehook = self._swallowed
 
     def _handle(self, signum, frame):
         self.seen = True
         if not _in_gc_callback(frame):
             self._previous(signum, frame)
 
+    def _swallowed(self, unraisable) -> None:
+        if self.seen and unraisable.exc_type is KeyboardInterrupt:
+            return  # our own Ctrl-C, remembered: the runner stops at the next cell
+        self._unraisable(unraisable)
+
     def restore(self) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+        if self._unraisable is not None:
+            sys.unraisablehook = self._unraisable
+            self._unraisable = None
 
 
 def _in_gc_callback(frame) -> bool:

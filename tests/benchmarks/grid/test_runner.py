@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -193,7 +194,8 @@ def test_progress_line_shows_stage_step_loss_and_eta():
 
 def test_a_ctrl_c_inside_a_gc_callback_is_remembered_not_lost():
     """Python swallows an exception raised in a gc callback (JAX has one), so there the runner's
-    SIGINT handler only remembers the Ctrl-C; elsewhere it raises KeyboardInterrupt as before."""
+    SIGINT handler only remembers the Ctrl-C; elsewhere it raises KeyboardInterrupt as before, and
+    where Python swallows that too (a weakref callback) it stays remembered and unreported."""
     import gc
     import threading
 
@@ -204,6 +206,8 @@ def test_a_ctrl_c_inside_a_gc_callback_is_remembered_not_lost():
     # Python's default handler, also where SIGINT is ignored (`make test &` in a non-interactive
     # shell starts the tests with SIG_IGN, which the runner rightly leaves alone)
     outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    outer_hook, reported = sys.unraisablehook, []
+    sys.unraisablehook = reported.append  # what reports an exception Python swallowed
     before = signal.getsignal(signal.SIGINT)
     memory = _InterruptMemory()
     try:
@@ -223,8 +227,24 @@ def test_a_ctrl_c_inside_a_gc_callback_is_remembered_not_lost():
         with pytest.raises(KeyboardInterrupt):
             handler(signal.SIGINT, sys._getframe())
         assert memory.seen
+        # in a weakref callback the handler raises and Python swallows it: remembered, and the
+        # "Exception ignored in ..." report is kept off the terminal (other reports still print)
+        memory.seen = False
+
+        class Thing:
+            pass
+
+        thing = Thing()
+        ref = weakref.ref(thing, lambda r: handler(signal.SIGINT, sys._getframe()))
+        del thing
+        assert memory.seen and ref() is None and reported == []
+        thing = Thing()
+        ref = weakref.ref(thing, lambda r: 1 / 0)
+        del thing
+        assert [u.exc_type for u in reported] == [ZeroDivisionError]
         memory.restore()
-        assert signal.getsignal(signal.SIGINT) is before
+        assert signal.getsignal(signal.SIGINT) is before and sys.unraisablehook == reported.append
     finally:
         memory.restore()
         signal.signal(signal.SIGINT, outer)
+        sys.unraisablehook = outer_hook
