@@ -55,16 +55,19 @@ METHODS = (
 )
 
 
-def _nets_pinn():
+def _nets_pinn(case: str = "annealing"):
     with jax.enable_x64(True):
-        at_optimum, at_perturbed = t_nets.pinn_fixed_point_gradients()
+        at_optimum, at_perturbed = t_nets.pinn_fixed_point_gradients(case)
     # The residual vanishes identically at the optimum: report max |g| there (not a z-score).
-    return {"optimum": f"max abs gradient {np.max(np.abs(at_optimum)):.1e}", "perturbed": at_perturbed}
+    return {
+        "optimum": f"max abs gradient {np.max(np.abs(at_optimum)):.1e}",
+        "perturbed": at_perturbed,
+    }
 
 
-def _nets_action():
+def _nets_action(case: str = "annealing"):
     with jax.enable_x64(True):
-        return t_nets.action_fixed_point_z_scores()
+        return t_nets.action_fixed_point_z_scores(case)
 
 
 _BRIDGE_CASE = {
@@ -112,6 +115,15 @@ OTHER_BASE_FIXED_POINTS = {
     base: {name: (kind, _other_base_fixed_point(fn, case)) for name, case in cases.items()}
     for base, (kind, fn, cases) in _OTHER_BASE_CASES.items()
 }
+# NETS on the tilted path p_t e^{λ_t r} of the flow base (methods.md §1.4): the closed-form correction
+# b* = λ̇ S_t a + ½ λ_t Ṡ_t a of a Gaussian data law with a linear reward (tests/samplers/methods/
+# test_nets.py).
+OTHER_BASE_FIXED_POINTS["flow"].update(
+    {
+        "nets_pinn": ("tilted Gaussian flow, closed-form transport b* (float64)", lambda: _nets_pinn("flow")),
+        "nets_action": ("tilted Gaussian flow, closed-form φ* (float64)", lambda: _nets_action("flow")),
+    }
+)
 
 
 # method -> (what the fixed point is, function returning (z at optimum, z perturbed[, ...]))
@@ -268,8 +280,8 @@ def _markdown(record: dict) -> str:
     if other_rows:
         lines += [
             "",
-            "Fixed points of the bridge regressions on their other bases (docs/methods.md §1.5, §1.6): the "
-            "same statistics at the closed-form optimal control.",
+            "Fixed points of the bridge regressions and the NETS losses on their other bases "
+            "(docs/methods.md §1.4, §1.5, §1.6): the same statistics at the closed-form optimal control.",
             "",
             "| method | base | fixed point | at optimum | perturbed |",
             "|---|---|---|---|---|",

@@ -49,6 +49,18 @@ convention: `log w` is a log weight, the generalised work is `W = -log w`.
 - `cmcd_lv`: `Var_i[log w_θ(X^i)]` (ddof 0) with trajectories detached before and after every step
   (`mcd_cais_var.py`); θ enters only through the kernel means and variances and `log p_0(x_0)`.
 
+**The flow base** (fine-tuning, methods.md §1.4) [DERIVED]: the terminal law is known only through the
+pretrained velocity, so `log γ̃ = log p_1 + r` cannot be evaluated. The chain anneals along the tilted path
+`p_t e^{β r}` of `samplers.methods.tilted_path` instead (`GEOMETRIES["flow"]`, `_tilted_flow`): the learned
+schedule `β_k` is the tilt's level, the start is the base's `p_{t_0}`, the noise is the base's own
+(`σ(t)² = 2(1 - t)/t`; the learned `σ_k`, `p_0`, `initial_std` do not apply), the forward kernel is the base's
+EM step plus `½σ(t)²(β_{k+1}∇r + u_θ)`, the backward kernel the base's exact (data-free) reversal plus
+Nelson's reversal of that term, and `log w = r(x_K) + Σ_k (log B_k - log F_k + log F^base_k - log B^base_k)`:
+the base's two kernels stand in for `log p_1(x_K) - log p_{t_0}(x_0)`, exactly for the continuous base and
+up to O(h) for its EM chain, so on this base `E_F[w] = Z` and `E_B[1/w] = 1/Z` hold up to O(h), not
+exactly. The grad-log-target feature is `clip(∇r)`. No score is used, hence no `1/(1 - t)` factor; the
+grid's own window `[t_0, 1]` is the time window.
+
 **Particle systems** are handled on the working density of `samplers.baselines.common`
 (`γ̃(x) = γ(x - centre) · N(√n·centre; 0, s² I)` with `s = initial_std`, `∫ γ̃ = Z` on `R^{n·d}`):
 samples are projected to zero centre of mass on output, and target samples get an independent
@@ -82,14 +94,17 @@ from samplers.methods.common import (
     config_network,
     path_weight_loss,
 )
+from samplers.methods.tilted_path import tilted_flow_path
 from samplers.parallel import shard_batch
 from samplers.problem import Problem
 from samplers.types import Control, PyTree
+from targets.registry import Registry
 
 __all__ = [
     "SPECS",
     "FeatureControl",
     "CMCD_DETACH_MODES",
+    "GEOMETRIES",
     "Annealing",
     "CMCDConfig",
     "CMCDInfo",
@@ -127,7 +142,9 @@ class CMCDConfig(ControlTrainingConfig):
             (`FeatureControl`); False makes the network evaluate it a second time (the same numbers
             at twice the gradient cost: kept for the before/after measurement of `make perf`).
         initial_std: initial standard deviation `s` of `p_0` (and the centre-of-mass scale for particles);
-            in the benchmark its default follows the problem's `sigma`.
+            in the benchmark its default follows the problem's `sigma`. On the flow base `p_0` is the base's
+            `p_{t_0}` and the noise the base's, so `initial_std`, `learn_initial`, `diffusion_scale` and
+            `learn_diffusion_scale` do not apply there.
         learn_initial: learn the mean and diagonal std of `p_0`; False fixes `p_0 = N(0, initial_std² I)`.
         learn_schedule: learn the monotone `β` schedule; False fixes `β_k = k/K`.
         diffusion_scale: initial `σ_k` (all steps); the ULA step size is `σ_k² h_k`.
@@ -248,10 +265,16 @@ class _Target(NamedTuple):
 
 
 def _working_target(problem: Problem, config: CMCDConfig) -> _Target:
-    if not problem.has_log_target:
+    """`log γ̃` and its clipped gradient; on the flow base, whose terminal law is known only through the
+    model, the tilt `r` and `clip(∇r)` (the tilted geometry supplies the base's part)."""
+    if problem.base.kind not in GEOMETRIES.names():
         raise ValueError(
-            f"CMCD needs the unnormalised target log γ̃; the {problem.base.kind!r} base has no closed-form "
-            "terminal law (use a 'brownian' or 'vp' base)"
+            f"CMCD has no kernels for the {problem.base.kind!r} base; valid bases: {GEOMETRIES.names()}"
+        )
+    clip = config.grad_target_clip
+    if not problem.has_log_target:
+        return _Target(
+            problem.tilt, lambda x: jnp.clip(problem.grad_tilt(x), -clip, clip), problem.base.project
         )
     if problem.particles is None:
         log_prob = problem.log_target
@@ -259,7 +282,6 @@ def _working_target(problem: Problem, config: CMCDConfig) -> _Target:
         if problem.target is None:
             raise ValueError("CMCD on a particle system needs a sampling problem (problem.target)")
         log_prob, _ = working_density(problem.target, config.initial_std)
-    clip = config.grad_target_clip
 
     def grad_log_prob(x):
         return jnp.clip(jax.grad(log_prob)(x), -clip, clip)
@@ -290,7 +312,8 @@ def _cost(num_samples: int, num_steps: int, grad_evals_per_control: float, detac
 
 
 class _Pieces(NamedTuple):
-    """Per-point drift ingredients: `∇log γ` (clipped), `∇log p_0`, `u_θ(x, t)` for a batch."""
+    """Per-point drift ingredients: `∇log γ` (clipped), `∇log p_0`, `u_θ(x, t)` for a batch (on the flow
+    base: `∇r` (clipped), the pretrained velocity `v(x, t)`, `u_θ(x, t)`)."""
 
     grad_target: jax.Array
     grad_initial: jax.Array
@@ -305,24 +328,10 @@ class FeatureControl(NamedTuple):
     apply: Callable[[PyTree, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
-def _pieces_fn(target: _Target, control: Control | FeatureControl, a: Annealing):
-    def pieces(params, x, t):
-        grad_target = jax.vmap(target.grad_log_prob)(x)
-        grad_initial = -(x - a.initial_mean) / a.initial_std**2
-        if isinstance(control, FeatureControl):
-            u = jax.vmap(control.apply, in_axes=(None, 0, None, 0))(params, x, t, grad_target)
-        else:
-            u = jax.vmap(control, in_axes=(None, 0, None))(params, x, t)
-        return _Pieces(grad_target, grad_initial, u)
-
-    return pieces
-
-
-def _means(a: Annealing, k, h, x, pieces: _Pieces, sign: float) -> jax.Array:
-    """`x + σ_k² h (β_{k+1} ∇log γ + (1 - β_{k+1}) ∇log p_0 + sign·u)`, sign +1 (F) or -1 (B)."""
-    beta = a.betas[k + 1]
-    score = beta * pieces.grad_target + (1.0 - beta) * pieces.grad_initial
-    return x + a.sigmas[k] ** 2 * h * (score + sign * pieces.control)
+def _apply_control(control: Control | FeatureControl, params, x, t, grad_target):
+    if isinstance(control, FeatureControl):
+        return jax.vmap(control.apply, in_axes=(None, 0, None, 0))(params, x, t, grad_target)
+    return jax.vmap(control, in_axes=(None, 0, None))(params, x, t)
 
 
 def _check_detach(detach: str) -> None:
@@ -330,15 +339,118 @@ def _check_detach(detach: str) -> None:
         raise ValueError(f"unknown detach mode {detach!r}; valid choices: {sorted(CMCD_DETACH_MODES)}")
 
 
+class _Geometry(NamedTuple):
+    """The kernels of one base kind (`GEOMETRIES`), as functions of the annealing `a`, the step `k` and its
+    times `t = t_k`, `t' = t_{k+1}`, `h = t' - t`:
+
+    - `initial(key, n, a) -> x_0`, `initial_log_w(x_0, a) -> (n,)`: the start and its log-weight term;
+    - `pieces(params, x, t) -> _Pieces`: the per-point ingredients of both kernels that touch `x`;
+    - `forward(a, k, t, t', x, here) -> (mean, var)`, `backward(a, k, t, t', x', there) -> (mean, var)`;
+    - `step_log_w(k, t, t', x, x') -> (n,)`: what each step adds besides `log B_k - log F_k`;
+    - `terminal_log_w(x_K) -> (n,)`.
+    """
+
+    initial: Callable
+    initial_log_w: Callable
+    pieces: Callable
+    forward: Callable
+    backward: Callable
+    step_log_w: Callable
+    terminal_log_w: Callable
+
+
+def _geometric(target: _Target, control, a: Annealing, problem: Problem) -> _Geometry:
+    """Geometric annealing from the learned diagonal Gaussian `p_0` to `γ` (module docstring), Brownian
+    and VP bases (the base supplies only the grid)."""
+
+    def initial(key, num_samples, a):
+        x0 = jax.random.normal(key, (num_samples, problem.dim), jnp.float32)
+        return a.initial_mean + a.initial_std * shard_batch(x0)  # batch over the devices (samplers.parallel)
+
+    def initial_log_w(x0, a):
+        return -jax.vmap(_diag_log_prob, in_axes=(0, None, None))(x0, a.initial_mean, a.initial_std)
+
+    def pieces(params, x, t):
+        grad_target = jax.vmap(target.grad_log_prob)(x)
+        grad_initial = -(x - a.initial_mean) / a.initial_std**2
+        return _Pieces(grad_target, grad_initial, _apply_control(control, params, x, t, grad_target))
+
+    def mean(a, k, h, x, pieces, sign):
+        """`x + σ_k² h (β_{k+1} ∇log γ + (1 - β_{k+1}) ∇log p_0 + sign·u)`, sign +1 (F) or -1 (B)."""
+        beta = a.betas[k + 1]
+        score = beta * pieces.grad_target + (1.0 - beta) * pieces.grad_initial
+        return x + a.sigmas[k] ** 2 * h * (score + sign * pieces.control)
+
+    def kernel(sign):
+        def fn(a, k, t, t_next, x, pieces):
+            h = t_next - t
+            return mean(a, k, h, x, pieces, sign), 2.0 * a.sigmas[k] ** 2 * h
+
+        return fn
+
+    zeros = lambda k, t, t_next, x, x_next: jnp.zeros(x.shape[:1], x.dtype)
+    terminal = jax.vmap(target.log_prob)
+    return _Geometry(initial, initial_log_w, pieces, kernel(1.0), kernel(-1.0), zeros, terminal)
+
+
+def _tilted_flow(target: _Target, control, a: Annealing, problem: Problem) -> _Geometry:
+    """The tilted path `p_t e^{β r}` on the memoryless flow base (`samplers.methods.tilted_path`, methods.md
+    §1.4) [DERIVED]: the learned schedule `β_k` is the tilt's level, the noise is the base's own
+    (`ε_t = ½σ(t)²`; the learned `σ_k` and `p_0` do not apply), the start is the base's `p_{t_0}`:
+
+        F_k(x' | x) = N(x + h (b(x, t) + ε_t (β_{k+1} ∇r(x) + u_θ(x, t))),           σ(t)² h I)
+        B_k(x | x') = N((t/t') x' + h ε_t (β_{k+1} ∇r(x') - u_θ(x', t')),             V_{t,t'} I)
+
+    with `b = 2v - x/t` and `V_{t,t'}` the base's exact reversal variance; `log w = r(x_K) + Σ_k (log B_k -
+    log F_k + log F^base_k - log B^base_k)`, where the base's kernels stand in for `log p_1(x_K) - log
+    p_{t_0}(x_0)` (exact for the continuous base, O(h) for its EM chain: `E[w] = Z (1 + O(h))`)."""
+    path = tilted_flow_path(problem, needs_score=False)
+    base = path.base
+
+    def initial(key, num_samples, a):
+        return shard_batch(path.sample_initial(key, num_samples))
+
+    def initial_log_w(x0, a):  # log p_{t_0}(x_0) cancels against the base's kernels (docstring)
+        return jnp.zeros(x0.shape[:1], x0.dtype)
+
+    def pieces(params, x, t):
+        grad_tilt = jax.vmap(target.grad_log_prob)(x)
+        velocity = jax.vmap(base.velocity, in_axes=(0, None))(x, t)
+        return _Pieces(grad_tilt, velocity, _apply_control(control, params, x, t, grad_tilt))
+
+    def forward(a, k, t, t_next, x, here):
+        h, eps = t_next - t, path.noise_profile(t)
+        drift = 2.0 * here.grad_initial - x / t + eps * (a.betas[k + 1] * here.grad_target + here.control)
+        return x + h * drift, base.sigma(t) ** 2 * h
+
+    def backward(a, k, t, t_next, x_next, there):
+        h, eps = t_next - t, path.noise_profile(t)
+        tilt = eps * (a.betas[k + 1] * there.grad_target - there.control)
+        return (t / t_next) * x_next + h * tilt, path.base_reverse_var(t, t_next)
+
+    def step_log_w(k, t, t_next, x, x_next):
+        return path.base_log_ratio(x, x_next, t, t_next)
+
+    terminal = jax.vmap(target.log_prob)
+    return _Geometry(initial, initial_log_w, pieces, forward, backward, step_log_w, terminal)
+
+
+GEOMETRIES: Registry[_Geometry] = Registry("CMCD geometry")
+"""The CMCD kernels of each base kind: geometric annealing on the Brownian and VP bases, the tilted path
+on the flow base."""
+GEOMETRIES.register("brownian", _geometric)
+GEOMETRIES.register("vp", _geometric)
+GEOMETRIES.register("flow", _tilted_flow)
+
+
 class _Chain(NamedTuple):
-    """What both directions of the chain share: the working target, the annealing, the per-point
-    pieces, the grid and its steps, the control parameters and the stop-gradient of the states."""
+    """What both directions of the chain share: the working target, the annealing, the base kind's
+    kernels, the grid, the control parameters and the stop-gradient of the states."""
 
     target: Any
     annealing: Any
-    pieces: Callable
+    geometry: _Geometry
     ts: jax.Array
-    steps: jax.Array
     control_params: PyTree
     stop: Callable[[jax.Array], jax.Array]
 
@@ -350,8 +462,8 @@ def _chain(problem: Problem, control: Control, params: PyTree, config: CMCDConfi
     target = _working_target(problem, config)
     a = annealing(params["annealing"], config)
     stop = (lambda v: v) if detach == "none" else sg
-    ts = problem.times
-    return _Chain(target, a, _pieces_fn(target, control, a), ts, jnp.diff(ts), params["control"], stop)
+    geometry = GEOMETRIES.get(problem.base.kind, target=target, control=control, a=a, problem=problem)
+    return _Chain(target, a, geometry, problem.times, params["control"], stop)
 
 
 def simulate_cmcd(
@@ -366,11 +478,11 @@ def simulate_cmcd(
     save_trajectory: bool = False,
     grad_evals_per_control: float = 0.0,
 ) -> CMCDPath:
-    """Simulate the CMCD forward chain from `p_0` and return the exact path log-weights.
+    """Simulate the CMCD forward chain from `p_0` and return the path log-weights.
 
     Args:
         key: PRNG key.
-        problem: the problem (grid `ts`, `log γ̃`, particles).
+        problem: the problem (grid `ts`, `log γ̃` or the flow base and `r`, particles).
         control: `control(params, x, t) -> (dim,)` of ONE example.
         params: `{"control": ..., "annealing": ...}` (see `CMCDState`).
         num_samples: number of paths `n`.
@@ -382,31 +494,28 @@ def simulate_cmcd(
     Returns:
         `CMCDPath`.
     """
-    target, a, pieces, ts, steps, control_params, stop = _chain(problem, control, params, config, detach)
+    target, a, geometry, ts, control_params, stop = _chain(problem, control, params, config, detach)
     key_init, key_noise = jax.random.split(key)
-    dim = problem.dim
-
-    x0 = jax.random.normal(key_init, (num_samples, dim), jnp.float32)
-    x0 = stop(a.initial_mean + a.initial_std * shard_batch(x0))  # batch over the devices (samplers.parallel)
-    log_w0 = -jax.vmap(_diag_log_prob, in_axes=(0, None, None))(x0, a.initial_mean, a.initial_std)
+    x0 = stop(geometry.initial(key_init, num_samples, a))
+    log_w0 = geometry.initial_log_w(x0, a)
 
     def body(carry, k):
         x, here, log_w = carry
-        h = steps[k]
-        var = 2.0 * a.sigmas[k] ** 2 * h
-        mean_forward = _means(a, k, h, x, here, 1.0)
+        t, t_next = ts[k], ts[k + 1]
+        mean_forward, var = geometry.forward(a, k, t, t_next, x, here)
         noise = shard_batch(jax.random.normal(jax.random.fold_in(key_noise, k), x.shape, x.dtype))
         x_next = stop(mean_forward + jnp.sqrt(var) * noise)
-        there = pieces(control_params, x_next, ts[k + 1])
-        mean_backward = _means(a, k, h, x_next, there, -1.0)
-        d_log_w = _iso_log_prob(x, mean_backward, var) - _iso_log_prob(x_next, mean_forward, var)
+        there = geometry.pieces(control_params, x_next, t_next)
+        mean_backward, var_backward = geometry.backward(a, k, t, t_next, x_next, there)
+        d_log_w = _iso_log_prob(x, mean_backward, var_backward) - _iso_log_prob(x_next, mean_forward, var)
+        d_log_w = d_log_w + geometry.step_log_w(k, t, t_next, x, x_next)
         return (x_next, there, log_w + d_log_w), (x_next if save_trajectory else None)
 
-    init = (x0, pieces(control_params, x0, ts[0]), log_w0)
+    init = (x0, geometry.pieces(control_params, x0, ts[0]), log_w0)
     remat = config.checkpoint_steps and detach != "all"  # only a differentiated chain stores activations
     step = jax.checkpoint(body) if remat else body
     (x_end, _, log_w), xs = jax.lax.scan(step, init, jnp.arange(problem.num_steps))
-    log_w = log_w + jax.vmap(target.log_prob)(x_end)
+    log_w = log_w + geometry.terminal_log_w(x_end)
     trajectory = jnp.concatenate([x0[None], xs]) if save_trajectory else None
     return CMCDPath(
         x=target.project(x_end),
@@ -432,11 +541,11 @@ def simulate_cmcd_backward(
     `x_K = x_target` (for particle systems, with an independent centre of mass drawn from the
     working density's centre-of-mass factor), `x_k ~ B_k(·|x_{k+1})` for `k = K-1, …, 0`;
     `log w = log γ̃(x_K) + Σ log B_k - log p_0(x_0) - Σ log F_k` as on forward paths, so that
-    `E_B[e^{-log w}] = 1/Z` and `E_B[log w] = EUBO` (methods.md §7.2).
+    `E_B[e^{-log w}] = 1/Z` and `E_B[log w] = EUBO` (methods.md §7.2; on the flow base up to O(h)).
 
     Arguments as `simulate_cmcd`, with `x_target` `(n, dim)` target samples instead of `num_samples`.
     """
-    target, a, pieces, ts, steps, control_params, stop = _chain(problem, control, params, config, detach)
+    target, a, geometry, ts, control_params, stop = _chain(problem, control, params, config, detach)
     key_com, key_noise = jax.random.split(key)
     x_target = jnp.asarray(x_target, jnp.float32)
     if x_target.ndim != 2 or x_target.shape[1] != problem.dim:
@@ -448,20 +557,20 @@ def simulate_cmcd_backward(
 
     def body(carry, k):
         x_next, there, log_w = carry
-        h = steps[k]
-        var = 2.0 * a.sigmas[k] ** 2 * h
-        mean_backward = _means(a, k, h, x_next, there, -1.0)
+        t, t_next = ts[k], ts[k + 1]
+        mean_backward, var_backward = geometry.backward(a, k, t, t_next, x_next, there)
         noise = shard_batch(jax.random.normal(jax.random.fold_in(key_noise, k), x_next.shape, x_next.dtype))
-        x = stop(mean_backward + jnp.sqrt(var) * noise)
-        here = pieces(control_params, x, ts[k])
-        mean_forward = _means(a, k, h, x, here, 1.0)
-        d_log_w = _iso_log_prob(x, mean_backward, var) - _iso_log_prob(x_next, mean_forward, var)
+        x = stop(mean_backward + jnp.sqrt(var_backward) * noise)
+        here = geometry.pieces(control_params, x, t)
+        mean_forward, var = geometry.forward(a, k, t, t_next, x, here)
+        d_log_w = _iso_log_prob(x, mean_backward, var_backward) - _iso_log_prob(x_next, mean_forward, var)
+        d_log_w = d_log_w + geometry.step_log_w(k, t, t_next, x, x_next)
         return (x, here, log_w + d_log_w), None
 
     k_steps = problem.num_steps
-    init = (x_end, pieces(control_params, x_end, ts[-1]), jax.vmap(target.log_prob)(x_end))
+    init = (x_end, geometry.pieces(control_params, x_end, ts[-1]), geometry.terminal_log_w(x_end))
     (x0, _, log_w), _ = jax.lax.scan(body, init, jnp.arange(k_steps - 1, -1, -1))
-    log_w = log_w - jax.vmap(_diag_log_prob, in_axes=(0, None, None))(x0, a.initial_mean, a.initial_std)
+    log_w = log_w + geometry.initial_log_w(x0, a)
     return CMCDPath(
         x=target.project(x_end),
         log_w=log_w,
@@ -578,7 +687,7 @@ _COST = (
 SPECS: tuple[MethodSpec, ...] = sibling_specs(
     "thermodynamic",
     CMCDConfig,
-    ("brownian", "vp"),
+    ("brownian", "vp", "flow"),
     _COST,
     {
         "cmcd_kl": (
@@ -586,13 +695,16 @@ SPECS: tuple[MethodSpec, ...] = sibling_specs(
             "; +K+2 Hessian-vector products (backprop through the drifts)",
             "Controlled Monte Carlo Diffusion: annealed Langevin on the geometric path from a learned "
             "diagonal Gaussian with a learned control, monotone schedule and step sizes; exact Crooks-type "
-            "weights; negative ELBO with reparametrised paths (the base supplies only the grid and log γ).",
+            "weights; negative ELBO with reparametrised paths (the base supplies only the grid and log γ; on "
+            "the flow base the path is p_t e^{β r} with the base's kernels, weights exact up to O(h) "
+            "[DERIVED]).",
         ),
         "cmcd_lv": (
             build_cmcd_lv,
             "; no backprop through the chain",
             "Controlled Monte Carlo Diffusion trained with the log-variance loss Var(log w) on detached "
-            "trajectories (Vargas et al. 2024); the base only supplies the grid and log γ.",
+            "trajectories (Vargas et al. 2024); the base only supplies the grid and log γ (on the flow base: "
+            "the tilted path p_t e^{β r} with the base's kernels [DERIVED]).",
         ),
     },
 )

@@ -13,6 +13,16 @@ the training engine (`samplers.learned`): one step simulates a detached batch un
 draws the loss times and takes one optimiser step (the losses are off-policy on detached trajectories,
 so no backpropagation through the SDE).
 
+**Bases.** On the Brownian and VP bases the path is that linear path of potentials (the base supplies only
+the grid and `γ̃`). On the memoryless flow base of fine-tuning it is the tilted path `ρ̃_t = p_t e^{λ_t r}`,
+`λ_t = (t - t_0)/(1 - t_0)`, of `samplers.methods.tilted_path` (methods.md §1.4): the dynamics are the
+pretrained model's memoryless SDE plus the tilt's Langevin term plus `b̂`, `ε_t = ε·schedule(t)·½σ(t)²`,
+the start is the base's `p_{t_0}`, and the weights need only the velocity and `r`. The path's score has a
+`1/(1 - t)` factor; it is used only at grid points, with the terminal limit for `t > 1 - TIME_EPS` (the
+window of the other flow-base methods). `PATHS` maps a base kind to its path (`path_for`). On the flow base
+the `"crooks"` weights take `log p_{t'}(x') - log p_t(x)` by quadrature from the velocity and are exact only
+up to O(h), like the Jarzynski forms (`samplers.methods.tilted_path`).
+
 **ε is re-tunable after training**: the state's `extra` holds `ε` (`with_epsilon`, `tune_epsilon`).
 """
 
@@ -52,12 +62,15 @@ from samplers.methods.nets_losses import (
 from samplers.methods.nets_path import (
     DIVERGENCES,
     EPSILON_SCHEDULES,
+    PATHS,
     WEIGHT_FORMS,
     Annealing,
     Drift,
     NETSPath,
+    Path,
     annealing_for,
     drift_and_divergence,
+    path_for,
     simulate_nets,
     simulate_nets_backward,
 )
@@ -77,10 +90,13 @@ __all__ = [
     "NETSPath",
     "PINNInfo",
     "action_matching_loss",
+    "PATHS",
+    "Path",
     "annealing_for",
     "build_nets_action",
     "build_nets_pinn",
     "drift_and_divergence",
+    "path_for",
     "pinn_loss",
     "pinn_residual",
     "simulate_nets",
@@ -111,8 +127,10 @@ class NETSConfig(ControlTrainingConfig):
             would be wrong.
         free_energy_hidden: hidden widths of `F̂(t)` (PINN).
         s0: standard deviation of `ρ_0 = N(0, s0² I)` (and the centre-of-mass scale of particle systems);
-            in the benchmark its default follows the problem's `sigma`.
-        epsilon: the Langevin rate `ε` (re-tunable after training: `with_epsilon`).
+            in the benchmark its default follows the problem's `sigma`. Unused on the flow base, whose
+            path starts at the base's `p_{t_0}`.
+        epsilon: the Langevin rate `ε` (re-tunable after training: `with_epsilon`); on the flow base a
+            multiplier of the base's `½σ(t)²` (`ε = 1`: the pretrained model's own noise).
         epsilon_schedule: `ε_t = ε · schedule(t)`, one of `EPSILON_SCHEDULES`.
         weights: `"jarzynski"` (the paper's left-point `A`, O(h) bias), `"jarzynski_trapezoid"` (the
             same `A` by the trapezoid rule) or `"crooks"` (exact, has `backward`), see `WEIGHT_FORMS`.
@@ -154,7 +172,7 @@ class PINNInfo(NamedTuple):
     Attributes:
         loss: the PINN loss of the batch.
         grad_norm: global norm of the parameter gradient (before clipping).
-        log_Z_free_energy: `F̂(0) - F̂(1)`, the learned estimate of `log Z - log Z_0 = log Z`.
+        log_Z_free_energy: `F̂(t_0) - F̂(1)`, the learned estimate of `log Z - log Z_{t_0} = log Z`.
     """
 
     loss: jax.Array
@@ -223,7 +241,7 @@ def tune_epsilon(
 
 
 class _Setup(NamedTuple):
-    annealing: Annealing
+    path: Path
     ts: jax.Array
     epsilon_profile: jax.Array  # (K,) schedule(t_k), multiplied by state.extra.epsilon
     divergence: str
@@ -236,13 +254,14 @@ def _setup(problem: Problem, config: NETSConfig, name: str) -> _Setup:
         raise TypeError(f"{name}: expected a samplers.problem.Problem, got {type(problem).__name__}")
     if not isinstance(config, NETSConfig):
         raise TypeError(f"{name} needs a NETSConfig, got {type(config).__name__}")
-    annealing = annealing_for(problem, config.s0, config.max_grad_norm_target)
-    if abs(float(problem.ts[0])) > 1e-12:
+    path = path_for(problem, config.s0, config.max_grad_norm_target)
+    if abs(float(problem.ts[0]) - path.t_start) > 1e-12:
         raise ValueError(
-            f"{name} anneals t from 0 to 1; the problem's grid starts at {float(problem.ts[0])!r}"
+            f"{name} anneals t from {path.t_start!r} to 1; the problem's grid starts at "
+            f"{float(problem.ts[0])!r}"
         )
     ts = problem.times
-    profile = EPSILON_SCHEDULES[config.epsilon_schedule](ts[:-1])
+    profile = EPSILON_SCHEDULES[config.epsilon_schedule](ts[:-1]) * path.noise_profile(ts[:-1])
     divergence = "exact" if problem.dim <= config.exact_div_max_dim else "hutchinson"
     target = problem.target
     if problem.particles is not None and target is not None:
@@ -251,13 +270,13 @@ def _setup(problem: Problem, config: NETSConfig, name: str) -> _Setup:
     else:
         project = lambda x: x
         complete = lambda key, x: x
-    return _Setup(annealing, ts, profile, divergence, project, complete)
+    return _Setup(path, ts, profile, divergence, project, complete)
 
 
 def _simulate(setup: _Setup, drift_of: Callable[[PyTree], Drift], state: LearnedState, key, num, **options):
     """`simulate_nets` under the state's stopped drift and Langevin rate `ε_t = ε·schedule(t)`."""
     epsilons = state.extra.epsilon * setup.epsilon_profile
-    return simulate_nets(key, setup.annealing, drift_of(sg(state.params)), setup.ts, epsilons, num, **options)
+    return simulate_nets(key, setup.path, drift_of(sg(state.params)), setup.ts, epsilons, num, **options)
 
 
 def _sampler(setup: _Setup, config: NETSConfig, drift_of: Callable[[PyTree], Drift]):
@@ -274,7 +293,7 @@ def _sampler(setup: _Setup, config: NETSConfig, drift_of: Callable[[PyTree], Dri
         x_end = setup.complete(key_com, jnp.asarray(x_target, jnp.float32))
         path = simulate_nets_backward(
             key_path,
-            setup.annealing,
+            setup.path,
             drift_of(sg(state.params)),
             setup.ts,
             state.extra.epsilon * setup.epsilon_profile,
@@ -314,19 +333,21 @@ def build_nets_pinn(problem: Problem, config: NETSConfig) -> Method:
         path = _simulate(setup, drift_of, state, key_sim, n, weights="none", save_path=True)
         index, weight = time_points(key_time, setup.ts, (n,), config.time_subsample)
         rows = jnp.arange(n)[:, None]
-        x, u1, g1 = (sg(a)[index, rows] for a in (path.trajectory, path.u1, path.grad_u1))
+        x, point = (
+            jax.tree.map(lambda leaf: sg(leaf)[index, rows], part) for part in (path.trajectory, path.point)
+        )
         cost = path.cost + Cost.of(network_evals=index.size * (per_point + 1))
-        return Batch(data=(x, setup.ts[index], u1, g1, weight), extra=state.extra, cost=(cost,))
+        return Batch(data=(x, setup.ts[index], point, weight), extra=state.extra, cost=(cost,))
 
     def loss(params, key, data):
-        x, t, u1, g1, weight = data
+        x, t, point, weight = data
         free_energy = lambda s: free.apply(params["free_energy"], s)
-        annealing, divergence = setup.annealing, setup.divergence
-        return pinn_loss(drift_of(params), free_energy, annealing, x, t, u1, g1, weight, key, divergence), ()
+        path, divergence = setup.path, setup.divergence
+        return pinn_loss(drift_of(params), free_energy, path, x, t, point, weight, key, divergence), ()
 
     def info(state, batch, loss, grad_norm, aux) -> PINNInfo:
         free_energy = lambda s: free.apply(state.params["free_energy"], s)
-        log_Z_free = free_energy(jnp.float32(0.0)) - free_energy(jnp.float32(1.0))
+        log_Z_free = free_energy(setup.ts[0]) - free_energy(jnp.float32(1.0))
         return PINNInfo(loss=loss, grad_norm=grad_norm, log_Z_free_energy=log_Z_free)
 
     def split(key):
@@ -356,14 +377,17 @@ def build_nets_action(problem: Problem, config: NETSConfig) -> Method:
         options = dict(weights=config.weights, divergence=setup.divergence, save_path=True)
         path = _simulate(setup, drift_of, state, key_sim, n, **options)
         index, weight = time_points(key_time, setup.ts, (), config.time_subsample)
-        x, u1, log_w = (sg(a)[index] for a in (path.trajectory, path.u1, path.running_log_w))
+        x, point, log_w = (
+            jax.tree.map(lambda leaf: sg(leaf)[index], part)
+            for part in (path.trajectory, path.point, path.running_log_w)
+        )
         cost = path.cost + Cost.of(network_evals=index.size * n)
-        data = (x, setup.ts[index], u1, log_w, weight, sg(path.log_w))
+        data = (x, setup.ts[index], point, log_w, weight, sg(path.log_w))
         return Batch(data=data, extra=state.extra, cost=(cost,))
 
     def loss(params, key, data):
-        x, t, u1, log_w, weight, _ = data
-        return action_matching_loss(potential_of(params), setup.annealing, x, t, u1, log_w, weight), ()
+        x, t, point, log_w, weight, _ = data
+        return action_matching_loss(potential_of(params), setup.path, x, t, point, log_w, weight), ()
 
     def info(state, batch, loss, grad_norm, aux) -> ActionInfo:
         terminal = batch.data[-1]
@@ -397,7 +421,7 @@ _COST = (
 SPECS: tuple[MethodSpec, ...] = sibling_specs(
     "thermodynamic",
     NETSConfig,
-    ("brownian", "vp"),
+    ("brownian", "vp", "flow"),
     _COST,
     {
         "nets_pinn": (
@@ -405,15 +429,17 @@ SPECS: tuple[MethodSpec, ...] = sibling_specs(
             "; loss: time_subsample points per path, each dim (exact) or 1 drift evals + 1 F̂ eval",
             "NETS [RECON from arXiv 2410.02711, no code]: annealed Langevin dX = (-ε∇U_t + b̂)dt + sqrt(2ε)dW "
             "along U_t = (1-t)U_0 - t log γ̃ with Jarzynski weights dA = (∇·b̂ - ∇U·b̂ - ∂_tU)dt; b̂ and F̂(t) "
-            "trained by the PINN loss E|∂_tF̂ + ∇·b̂ - ∇U·b̂ - ∂_tU|² on detached samples. The base process "
-            "supplies only the grid.",
+            "trained by the PINN loss E|∂_tF̂ + ∇·b̂ - ∇U·b̂ - ∂_tU|² on detached samples. The Brownian / VP "
+            "base supplies only the grid; on the flow base the path is p_t e^{λ_t r} [DERIVED]: the "
+            "pretrained memoryless SDE + ½σ²λ_t∇r + b̂, dA = (λ̇r + λ∇r·v + ∇·b̂ + (s_t + λ∇r)·b̂)dt.",
         ),
         "nets_action": (
             build_nets_action,
             "; loss: time_subsample times × batch potential evals",
             "NETS [RECON from arXiv 2410.02711, no code] with a gradient-field drift b̂ = ∇φ̂ trained by "
             "action matching ∫ E_ρt[½|∇φ̂|²] + Cov_ρt(φ̂, ∂_tU) dt, ρ_t-expectations by self-normalised "
-            "running Jarzynski weights of detached trajectories.",
+            "running Jarzynski weights of detached trajectories; on the flow base ∇φ̂ corrects the pretrained "
+            "velocity along p_t e^{λ_t r} [DERIVED].",
         ),
     },
 )

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from jax.lax import stop_gradient as sg
 
-from samplers.methods.nets_path import Annealing, Drift, drift_and_divergence
+from samplers.methods.nets_path import Drift, Path, drift_and_divergence, transport_integrand
 
 __all__ = ["action_matching_loss", "pinn_loss", "pinn_residual", "time_points", "trapezoid_weights"]
 
@@ -78,96 +78,92 @@ def time_points(key: jax.Array, ts: jax.Array, shape: tuple[int, ...], num: int 
 def pinn_residual(
     drift: Drift,
     free_energy: Callable[[jax.Array], jax.Array],
-    annealing: Annealing,
+    path: Path,
     x: jax.Array,
     t: jax.Array,
-    u1: jax.Array,
-    grad_u1: jax.Array,
+    point,
     key: jax.Array | None = None,
     divergence: str = "exact",
 ) -> jax.Array:
-    """The NETS PINN residual of ONE point (methods.md §6):
+    """The NETS PINN residual of ONE point (methods.md §6, §1.4):
 
-        R(x, t) = ∂_t F̂(t) + ∇·b̂(x, t) - ∇U_t(x)·b̂(x, t) - ∂_t U_t(x),
+        R(x, t) = ∂_t F̂(t) + ∇·b̂(x, t) + ∇log ρ_t(x)·b̂(x, t) + D_t(x),
 
-    with `∇U_t = (1-t)∇U_0 + t∇U_1` (unclipped) and `∂_tU_t = U_1 - U_0`. `R ≡ 0` iff `b̂` transports
-    `ρ_t` and `F̂ = F` up to a constant.
+    (`transport_integrand`), i.e. `∂_tF̂ + ∇·b̂ - ∇U_t·b̂ - ∂_tU_t` on an `Annealing` (`∇U_t = (1-t)∇U_0 +
+    t∇U_1` unclipped, `∂_tU_t = U_1 - U_0`) and `∂_tF̂ + ∇·b̂ + (s_t + λ_t∇r)·b̂ + λ̇r + λ_t∇r·v` on the
+    tilted flow path. `R ≡ 0` iff `b̂` transports `ρ_t` (on top of the path's own transport) and `F̂ = F`
+    up to a constant.
 
     Args:
         drift: `b̂(x, t)`.
         free_energy: `F̂(t) -> ()` (differentiated in `t` by `jax.grad`).
-        annealing: the path.
+        path: the path (`Annealing` or `TiltedFlowPath`).
         x: `(dim,)` (treated as data: pass detached points).
         t: `()`.
-        u1: `U_1(x)` (precomputed along the trajectory).
-        grad_u1: `∇U_1(x)`.
+        point: the path's per-point data at `x` (`path.point(x)`, precomputed along the trajectory).
         key: probe key (Hutchinson).
         divergence: `"exact"` or `"hutchinson"`.
     """
     b, div = drift_and_divergence(drift, x, t, key, divergence)
     d_free_energy = jax.grad(free_energy)(t)
-    grad_u = (1.0 - t) * annealing.grad_u0(x) + t * grad_u1
-    return d_free_energy + div - jnp.dot(grad_u, b) - (u1 - annealing.u0(x))
+    return d_free_energy + transport_integrand(path, x, t, point, b, div)
 
 
 def pinn_loss(
     drift: Drift,
     free_energy: Callable[[jax.Array], jax.Array],
-    annealing: Annealing,
+    path: Path,
     x: jax.Array,
     t: jax.Array,
-    u1: jax.Array,
-    grad_u1: jax.Array,
+    point,
     weights: jax.Array,
     key: jax.Array,
     divergence: str = "exact",
 ) -> jax.Array:
     """`L_PINN ≈ (1/n) Σ_i Σ_j weight_ij R(x_ij, t_ij)²` over `n` trajectories × `m` time points.
 
-    Args: as `pinn_residual`, batched: `x (n, m, dim)`, `t (n, m)`, `u1 (n, m)`, `grad_u1 (n, m, dim)`,
+    Args: as `pinn_residual`, batched: `x (n, m, dim)`, `t (n, m)`, `point` with leaves `(n, m, ...)`,
     `weights (n, m)` (from `time_points`), `key` split into one probe per point.
     """
     n, m = t.shape
     keys = jax.random.split(key, n * m).reshape(n, m)
     residual = jax.vmap(
-        jax.vmap(
-            lambda x_, t_, u_, g_, k_: pinn_residual(
-                drift, free_energy, annealing, x_, t_, u_, g_, k_, divergence
-            )
-        )
-    )(x, t, u1, grad_u1, keys)
+        jax.vmap(lambda x_, t_, p_, k_: pinn_residual(drift, free_energy, path, x_, t_, p_, k_, divergence))
+    )(x, t, point, keys)
     return jnp.sum(weights * residual**2) / n
 
 
 def action_matching_loss(
     potential: Callable[[jax.Array, jax.Array], jax.Array],
-    annealing: Annealing,
+    path: Path,
     x: jax.Array,
     t: jax.Array,
-    u1: jax.Array,
+    point,
     log_w: jax.Array,
     weights: jax.Array,
 ) -> jax.Array:
-    """Action-matching loss `Σ_j weight_j ( E_j[½|∇φ̂(·, t_j)|²] + Cov_j(φ̂(·, t_j), ∂_tU_{t_j}) )`.
+    """Action-matching loss `Σ_j weight_j ( E_j[½|∇φ̂(·, t_j)|²] - Cov_j(φ̂(·, t_j), D_{t_j}) )`.
 
-    `E_j` and `Cov_j` use the self-normalised weights `softmax_i(log_w[j, i])` of the `n` points at
-    time `t_j` (the module docstring's [RECON] form).
+    `D_t = -∂_tU_t` on an `Annealing` (the module docstring's `+Cov(φ̂, ∂_tU)`), `λ̇r + λ_t∇r·v` on the
+    tilted flow path, where `∇φ̂` is the correction to the path's transport `v` (methods.md §1.4). `E_j`
+    and `Cov_j` use the self-normalised weights `softmax_i(log_w[j, i])` of the `n` points at time `t_j`
+    (the module docstring's [RECON] form).
 
     Args:
         potential: `φ̂(x, t) -> ()`; its gradient in `x` is the drift.
-        annealing: the path.
+        path: the path.
         x: `(m, n, dim)` detached points, `n` per time.
         t: `(m,)` times.
-        u1: `(m, n)` `U_1` at the points.
+        point: the path's per-point data at `x`, leaves `(m, n, ...)`.
         log_w: `(m, n)` running log-weights at the points (uniform: zeros).
         weights: `(m,)` quadrature weights.
     """
 
-    def one_time(x_j, t_j, u1_j, log_w_j):
+    def one_time(x_j, t_j, point_j, log_w_j):
         w = jax.nn.softmax(sg(log_w_j))
-        d_u = sg(u1_j - jax.vmap(annealing.u0)(x_j))
+        d_u = sg(-jax.vmap(path.rate, in_axes=(0, None, 0))(x_j, t_j, point_j))
         d_u = d_u - jnp.sum(w * d_u)
         phi, grad_phi = jax.vmap(jax.value_and_grad(potential), in_axes=(0, None))(x_j, t_j)
         return jnp.sum(w * (0.5 * jnp.sum(grad_phi**2, -1) + phi * d_u))
 
-    return jnp.sum(weights * jax.vmap(one_time)(x, t, u1, log_w))
+    return jnp.sum(weights * jax.vmap(one_time)(x, t, point, log_w))

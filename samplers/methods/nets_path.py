@@ -60,6 +60,14 @@ generalised work is `W = -A`.
   kernel of `ρ_{t_k}` and the weight is the AIS weight `Σ_k -h_k ∂_tU(x_{k+1})` up to ULA's
   detailed-balance defect. In continuous time the two forms coincide.
 
+**Paths** (`PATHS`, by base kind): everything above is written for the linear path of potentials
+(`Annealing`, Brownian and VP bases). On the flow base of fine-tuning the path is the tilted
+`ρ̃_t = p_t e^{λ_t r}` of `samplers.methods.tilted_path.TiltedFlowPath` (methods.md §1.4): the SDE gains the
+pretrained velocity, `dX = (v + ε_t∇log ρ_t + b̂) dt + sqrt(2ε_t) dW` with `ε_t = ε·schedule(t)·½σ(t)²`, the
+integrand becomes `∇·b̂ + ∇log ρ_t·b̂ + D_t` (`transport_integrand`; `D_t = -∂_tU_t` above, `λ̇r + λ∇r·v`
+there), and the Crooks form takes `-U_{t'}(x') + U_t(x)` from `path.log_density_step` (exact above; a
+quadrature of `log p` from the velocity there, so O(h)) with `B_k` from `path.backward_kernel`.
+
 `method.backward` exists only for `weights="crooks"`: the left-point `A` is not a ratio of path
 densities of any discrete backward chain, so no exact backward identity holds for it, and mixing it
 with Crooks weights in BAR would compare two different path functionals.
@@ -82,15 +90,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from samplers.baselines.common import working_density
 from samplers.method import Cost
+from samplers.methods.tilted_path import TiltedFlowPath, tilted_flow_path
 from samplers.parallel import shard_batch
 from samplers.problem import Problem
+from targets.registry import Registry
 
 __all__ = [
     "DIVERGENCES",
@@ -99,10 +109,14 @@ __all__ = [
     "Annealing",
     "Drift",
     "NETSPath",
+    "PATHS",
+    "Path",
     "annealing_for",
+    "path_for",
     "drift_and_divergence",
     "simulate_nets",
     "simulate_nets_backward",
+    "transport_integrand",
 ]
 
 Drift = Callable[[jax.Array, jax.Array], jax.Array]
@@ -173,6 +187,48 @@ class Annealing:
     def sample_initial(self, key: jax.Array, num_samples: int) -> jax.Array:
         return self.s0 * jax.random.normal(key, (num_samples, self.dim), jnp.float32)
 
+    # -- the path protocol (`PATHS`) --------------------------------------------------------
+    @property
+    def t_start(self) -> float:
+        """The path starts at `t = 0` (`ρ_0 = N(0, s0² I)`)."""
+        return 0.0
+
+    def point(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The per-point data of ONE point: `(U_1(x), ∇U_1(x))`."""
+        return self.u1_and_grad(x)
+
+    def noise_profile(self, t: jax.Array) -> jax.Array:
+        """`ε_t = ε · schedule(t) · noise_profile(t)`: 1 (the Langevin rate is the config's)."""
+        return jnp.ones_like(t)
+
+    def drift(self, x: jax.Array, t: jax.Array, point, eps: jax.Array) -> jax.Array:
+        """The dynamics' drift without `b̂`: `-ε∇U_t(x)` (with the optional clip of `∇U_1`)."""
+        return -eps * self.langevin_grad(x, t, point[1])
+
+    def backward_kernel(self, x_next, t, t_next, point_next, eps, var):
+        """`B_k(· | x_{k+1}) = N(anchor + h(drift - b̂(x_{k+1}, t_{k+1})), var_B)` without `b̂`, batched:
+        `(anchor, drift, var_B) = (x_{k+1}, -ε∇U_t(x_{k+1}), var)` (Nelson's reversal flips only `b̂`;
+        the Langevin part is at the level `t = t_k` of the forward kernel)."""
+        langevin = jax.vmap(self.langevin_grad, in_axes=(0, None, 0))(x_next, t, point_next[1])
+        return x_next, -eps * langevin, var
+
+    def score(self, x: jax.Array, t: jax.Array, point) -> jax.Array:
+        """`∇log ρ_t(x) = -∇U_t(x)` (unclipped: the weights' identity needs the true score)."""
+        return -((1.0 - t) * self.grad_u0(x) + t * point[1])
+
+    def rate(self, x: jax.Array, t: jax.Array, point) -> jax.Array:
+        """`D_t(x) = ∂_t log ρ̃_t(x) = -∂_tU_t = -(U_1 - U_0)`."""
+        return -(point[0] - self.u0(x))
+
+    def log_density_step(self, x, x_next, t, t_next, point, point_next) -> jax.Array:
+        """`log ρ̃_{t'}(x') - log ρ̃_t(x) = U_t(x) - U_{t'}(x')` (exact), batched over `(n, dim)` points."""
+        u0_batch = jax.vmap(self.u0)
+        return (
+            (1.0 - t) * u0_batch(x)
+            + t * point[0]
+            - ((1.0 - t_next) * u0_batch(x_next) + t_next * point_next[0])
+        )
+
 
 def annealing_for(problem: Problem, s0: float, max_grad_norm_target: float | None = None) -> Annealing:
     """The `Annealing` of a problem: `U_1 = -log γ̃` (`Problem.log_target`, or the working density of a
@@ -188,6 +244,29 @@ def annealing_for(problem: Problem, s0: float, max_grad_norm_target: float | Non
         log_target = problem.log_target
     return Annealing(problem.dim, float(s0), log_target, max_grad_norm_target)
 
+
+Path = Annealing | TiltedFlowPath
+"""What `simulate_nets` and the NETS losses anneal along: the protocol of `Annealing` and
+`samplers.methods.tilted_path.TiltedFlowPath` (`t_start`, `sample_initial`, `point`, `noise_profile`,
+`drift`, `backward_kernel`, `score`, `rate`, `log_density_step`)."""
+
+PATHS: Registry[Path] = Registry("NETS path")
+"""The path of each base kind: the linear path of potentials from `N(0, s0² I)` to `γ̃` on the Brownian
+and VP bases (the base supplies only the grid and `γ̃`), the tilted path `p_t e^{λ_t r}` on the flow base."""
+PATHS.register("brownian", annealing_for)
+PATHS.register("vp", annealing_for)
+PATHS.register("flow", lambda problem, s0, max_grad_norm_target=None: tilted_flow_path(problem))
+
+
+def path_for(problem: Problem, s0: float, max_grad_norm_target: float | None = None) -> Path:
+    """The NETS path of a problem's base kind (`PATHS`; a ValueError naming the valid kinds otherwise).
+
+    `s0` and `max_grad_norm_target` apply to the `Annealing` only (the tilted flow path starts at the
+    base's own `p_{t_0}` and has no target gradient to clip)."""
+    kind = problem.base.kind
+    if kind not in PATHS.names():
+        raise ValueError(f"NETS has no path for the {kind!r} base; valid bases: {PATHS.names()}")
+    return PATHS.get(kind, problem=problem, s0=s0, max_grad_norm_target=max_grad_norm_target)
 
 
 def drift_and_divergence(
@@ -217,7 +296,6 @@ def drift_and_divergence(
     raise ValueError(f"unknown divergence {divergence!r}; valid choices: {sorted(DIVERGENCES)}")
 
 
-
 # ---------------------------------------------------------------------------------------------
 # simulation
 # ---------------------------------------------------------------------------------------------
@@ -230,8 +308,8 @@ class NETSPath(NamedTuple):
         x: end points `x_K`, `(n, dim)` (ambient space; not projected).
         log_w: terminal log-weights `(n,)` (`A_K` or the Crooks weight; zeros for `weights="none"`).
         trajectory: `(K+1, n, dim)` or None.
-        u1: `U_1` along the trajectory, `(K+1, n)`, or None.
-        grad_u1: `∇U_1` along the trajectory, `(K+1, n, dim)`, or None.
+        point: the path's per-point data along the trajectory (`path.point`, each leaf `(K+1, n, ...)`:
+            `(U_1, ∇U_1)` of an `Annealing`, `(r, ∇r)` of a `TiltedFlowPath`), or None.
         running_log_w: `(K+1, n)` running log-weights `L_k` (`E[e^{L_k} φ(x_k)] ≈ Z_{t_k} E_{ρ_{t_k}}φ`),
             or None.
         cost: evaluation counters of this call.
@@ -240,8 +318,7 @@ class NETSPath(NamedTuple):
     x: jax.Array
     log_w: jax.Array
     trajectory: jax.Array | None
-    u1: jax.Array | None
-    grad_u1: jax.Array | None
+    point: Any
     running_log_w: jax.Array | None
     cost: Cost
 
@@ -251,14 +328,33 @@ def _check_weights(weights: str) -> None:
         raise ValueError(f"unknown weights {weights!r}; valid choices: {list(_SIM_WEIGHTS)}")
 
 
-def _gaussian_residual_log_ratio(x, mean_b, noise, var):
-    """`log B - log F` for Gaussian kernels of equal variance: `-½|x - mean_b|²/var + ½|ε|²`."""
-    return -0.5 * jnp.sum((x - mean_b) ** 2, -1) / var + 0.5 * jnp.sum(noise * noise, -1)
+def _gaussian_residual_log_ratio(x, mean_b, noise, var, var_b):
+    """`log B - log F` for isotropic Gaussian kernels `F = N(·, var)` (realised noise `ε`) and
+    `B = N(mean_b, var_b)`: `-½|x - mean_b|²/var_b + ½|ε|² - (d/2) log(var_b/var)` (the last term is 0
+    for equal variances)."""
+    log_det = 0.5 * x.shape[-1] * jnp.log(var_b / var)
+    return -0.5 * jnp.sum((x - mean_b) ** 2, -1) / var_b + 0.5 * jnp.sum(noise * noise, -1) - log_det
+
+
+def transport_integrand(path, x: jax.Array, t: jax.Array, point, b: jax.Array, div: jax.Array) -> jax.Array:
+    """The NETS weight rate of ONE point, `dA/dt = ∇·b̂ + ∇log ρ_t·b̂ + D_t` (module docstring; `D_t =
+    -∂_tU_t` on an `Annealing`, `λ̇r + λ∇r·v` on the tilted flow path). A perfect transport makes it
+    `-∂_tF_t` at every `x`."""
+    return div + jnp.dot(path.score(x, t, point), b) + path.rate(x, t, point)
+
+
+def _path_cost(num_samples: int, num_steps: int, per_drift: int) -> Cost:
+    return Cost.of(
+        energy_evals=num_samples * (num_steps + 1),
+        grad_evals=num_samples * (num_steps + 1),
+        network_evals=num_samples * (num_steps + 1) * per_drift,
+        sde_steps=num_samples * num_steps,
+    )
 
 
 def simulate_nets(
     key: jax.Array,
-    annealing: Annealing,
+    path: Path,
     drift: Drift,
     ts: jax.Array,
     epsilons: jax.Array,
@@ -268,18 +364,20 @@ def simulate_nets(
     divergence: str = "exact",
     save_path: bool = False,
 ) -> NETSPath:
-    """Simulate `num_samples` NETS paths `dX = (-ε∇U_t + b̂) dt + sqrt(2ε) dW` from `ρ_0` by Euler–Maruyama.
+    """Simulate `num_samples` NETS paths `dX = (path.drift + b̂) dt + sqrt(2ε) dW` from `ρ_{t_0}` by
+    Euler–Maruyama (`path.drift = -ε∇U_t` on an `Annealing`, `v + ε∇log ρ_t` on the tilted flow path).
 
     Args:
         key: PRNG key (initial draw, noise, Hutchinson probes).
-        annealing: the path of potentials.
+        path: the path (`PATHS`): an `Annealing` or a `TiltedFlowPath`.
         drift: `b̂(x, t)` of ONE point (close over parameters; stop their gradient for detached paths).
-        ts: grid `(K+1,)` from 0 to 1.
+        ts: grid `(K+1,)` from `path.t_start` to 1.
         epsilons: `ε_{t_k}`, `(K,)`, non-negative.
         num_samples: number of paths `n`.
         weights: one of `WEIGHT_FORMS`, or `"none"` (no weights, no divergence).
         divergence: `"exact"` or `"hutchinson"` (Jarzynski forms only).
-        save_path: return the trajectory, `U_1`, `∇U_1` and the running log-weights at every grid point.
+        save_path: return the trajectory, the per-point data (`path.point`) and the running log-weights
+            at every grid point.
 
     Returns:
         `NETSPath` (cost in the module docstring's accounting).
@@ -288,70 +386,61 @@ def simulate_nets(
     ts = jnp.asarray(ts, jnp.float32)
     h = jnp.diff(ts)
     num_steps = h.shape[0]
-    dim = annealing.dim
+    dim = path.dim
     jarzynski = weights in ("jarzynski", "jarzynski_trapezoid")
     key_init, key_noise, key_div = jax.random.split(key, 3)
-    u0_batch = jax.vmap(annealing.u0)
-    langevin_batch = jax.vmap(annealing.langevin_grad, in_axes=(0, None, 0))
+    dynamics = jax.vmap(path.drift, in_axes=(0, None, 0, None))
     zeros = jnp.zeros((num_samples,), jnp.float32)
 
     def evaluate(k, x, t):
-        """`U_1`, `∇U_1`, `b̂` and the NETS integrand `∇·b̂ - ∇U_t·b̂ - ∂_tU` (Jarzynski forms) at `(x, t)`."""
-        u1, g1 = jax.vmap(annealing.u1_and_grad)(x)
+        """The per-point data, `b̂` and the NETS integrand (Jarzynski forms) at `(x, t)`."""
+        point = jax.vmap(path.point)(x)
         if not jarzynski:
-            return u1, g1, jax.vmap(drift, in_axes=(0, None))(x, t), zeros
+            return point, jax.vmap(drift, in_axes=(0, None))(x, t), zeros
         probes = jax.random.split(jax.random.fold_in(key_div, k), num_samples)
         b, div = jax.vmap(lambda x_, p_: drift_and_divergence(drift, x_, t, p_, divergence))(x, probes)
-        grad_u = (1.0 - t) * jax.vmap(annealing.grad_u0)(x) + t * g1
-        return u1, g1, b, div - jnp.sum(grad_u * b, -1) - (u1 - u0_batch(x))
+        integrand = jax.vmap(transport_integrand, in_axes=(None, 0, None, 0, 0, 0))(path, x, t, point, b, div)
+        return point, b, integrand
 
     def body(carry, k):
-        x, u1, g1, b, integrand, log_w = carry
+        x, point, b, integrand, log_w = carry
         t, t_next, h_k, eps = ts[k], ts[k + 1], h[k], epsilons[k]
         noise = shard_batch(jax.random.normal(jax.random.fold_in(key_noise, k), x.shape, x.dtype))
         var = 2.0 * eps * h_k
-        x_next = x + h_k * (b - eps * langevin_batch(x, t, g1)) + jnp.sqrt(var) * noise
-        u1_next, g1_next, b_next, integrand_next = evaluate(k + 1, x_next, t_next)
+        x_next = x + h_k * (b + dynamics(x, t, point, eps)) + jnp.sqrt(var) * noise
+        point_next, b_next, integrand_next = evaluate(k + 1, x_next, t_next)
         if weights == "jarzynski":
             log_w = log_w + h_k * integrand
         elif weights == "jarzynski_trapezoid":
             log_w = log_w + 0.5 * h_k * (integrand + integrand_next)
         elif weights == "crooks":
-            mean_back = x_next + h_k * (-eps * langevin_batch(x_next, t, g1_next) - b_next)
-            potential_now = (1.0 - t) * u0_batch(x) + t * u1
-            potential_next = (1.0 - t_next) * u0_batch(x_next) + t_next * u1_next
+            anchor, langevin, var_back = path.backward_kernel(x_next, t, t_next, point_next, eps, var)
+            mean_back = anchor + h_k * (langevin - b_next)
             log_w = (
                 log_w
-                + potential_now
-                - potential_next
-                + _gaussian_residual_log_ratio(x, mean_back, noise, var)
+                + path.log_density_step(x, x_next, t, t_next, point, point_next)
+                + _gaussian_residual_log_ratio(x, mean_back, noise, var, var_back)
             )
-        saved = (x_next, u1_next, g1_next, log_w) if save_path else None
-        return (x_next, u1_next, g1_next, b_next, integrand_next, log_w), saved
+        saved = (x_next, point_next, log_w) if save_path else None
+        return (x_next, point_next, b_next, integrand_next, log_w), saved
 
-    x0 = shard_batch(annealing.sample_initial(key_init, num_samples))  # batch over the devices
+    x0 = shard_batch(path.sample_initial(key_init, num_samples))  # batch over the devices
     init = (x0, *evaluate(0, x0, ts[0]), zeros)
     (x_end, *_, log_w), saved = jax.lax.scan(body, init, jnp.arange(num_steps))
-    trajectory = u1 = grad_u1 = running = None
+    trajectory = points = running = None
     if save_path:
-        xs, u1s, g1s, lws = saved
+        xs, point_rest, lws = saved
         trajectory = jnp.concatenate([x0[None], xs])
-        u1 = jnp.concatenate([init[1][None], u1s])
-        grad_u1 = jnp.concatenate([init[2][None], g1s])
+        points = jax.tree.map(lambda first, rest: jnp.concatenate([first[None], rest]), init[1], point_rest)
         running = jnp.concatenate([zeros[None], lws])
     per_drift = dim if (jarzynski and divergence == "exact") else 1
-    cost = Cost.of(
-        energy_evals=num_samples * (num_steps + 1),
-        grad_evals=num_samples * (num_steps + 1),
-        network_evals=num_samples * (num_steps + 1) * per_drift,
-        sde_steps=num_samples * num_steps,
-    )
-    return NETSPath(x_end, log_w, trajectory, u1, grad_u1, running, cost)
+    cost = _path_cost(num_samples, num_steps, per_drift)
+    return NETSPath(x_end, log_w, trajectory, points, running, cost)
 
 
 def simulate_nets_backward(
     key: jax.Array,
-    annealing: Annealing,
+    path: Path,
     drift: Drift,
     ts: jax.Array,
     epsilons: jax.Array,
@@ -360,7 +449,8 @@ def simulate_nets_backward(
     """Backward paths of the `"crooks"` weights: `x_K = x_end`, `x_k ~ B_k(·|x_{k+1})` (module docstring).
 
     Returns the Crooks log-weights `log w = log γ̃(x_K) - log ρ_0(x_0) + Σ_k (log B_k - log F_k)` of
-    these paths; with `x_end ~ γ̃/Z`, `E_B[e^{-log w}] = 1/Z` and `E_B[log w] = EUBO ≥ log Z`.
+    these paths (on the tilted flow path, with the base-relative `path.log_density_step`); with
+    `x_end ~ γ̃/Z`, `E_B[e^{-log w}] = 1/Z` and `E_B[log w] = EUBO ≥ log Z`.
 
     Args: as `simulate_nets`, with `x_end (n, dim)` samples of `γ̃/Z` (ambient space) instead of a count.
     """
@@ -369,34 +459,29 @@ def simulate_nets_backward(
     num_steps = h.shape[0]
     num_samples = x_end.shape[0]
     drift_batch = jax.vmap(drift, in_axes=(0, None))
-    u1_end, g1_end = jax.vmap(annealing.u1_and_grad)(x_end)
+    dynamics = jax.vmap(path.drift, in_axes=(0, None, 0, None))
+    point_end = jax.vmap(path.point)(x_end)
     b_end = drift_batch(x_end, ts[-1])
     keys = jax.random.split(key, num_steps)
 
     def body(carry, k):
-        x_next, u1_next, g1_next, b_next, log_w = carry
+        x_next, point_next, b_next, log_w = carry
         t, t_next, h_k, eps = ts[k], ts[k + 1], h[k], epsilons[k]
         var = 2.0 * eps * h_k
-        langevin_back = jax.vmap(annealing.langevin_grad, in_axes=(0, None, 0))(x_next, t, g1_next)
-        mean_back = x_next + h_k * (-eps * langevin_back - b_next)
-        x = mean_back + jnp.sqrt(var) * shard_batch(jax.random.normal(keys[k], x_next.shape, x_next.dtype))
-        u1, g1 = jax.vmap(annealing.u1_and_grad)(x)
+        anchor, langevin, var_back = path.backward_kernel(x_next, t, t_next, point_next, eps, var)
+        mean_back = anchor + h_k * (langevin - b_next)
+        draw = shard_batch(jax.random.normal(keys[k], x_next.shape, x_next.dtype))
+        x = mean_back + jnp.sqrt(var_back) * draw
+        point = jax.vmap(path.point)(x)
         b = drift_batch(x, t)
-        langevin = jax.vmap(annealing.langevin_grad, in_axes=(0, None, 0))(x, t, g1)
-        noise = (x_next - x - h_k * (b - eps * langevin)) / jnp.sqrt(var)
-        potential_now = (1.0 - t) * jax.vmap(annealing.u0)(x) + t * u1
-        potential_next = (1.0 - t_next) * jax.vmap(annealing.u0)(x_next) + t_next * u1_next
+        noise = (x_next - x - h_k * (b + dynamics(x, t, point, eps))) / jnp.sqrt(var)
         log_w = (
-            log_w + potential_now - potential_next + _gaussian_residual_log_ratio(x, mean_back, noise, var)
+            log_w
+            + path.log_density_step(x, x_next, t, t_next, point, point_next)
+            + _gaussian_residual_log_ratio(x, mean_back, noise, var, var_back)
         )
-        return (x, u1, g1, b, log_w), None
+        return (x, point, b, log_w), None
 
-    init = (x_end, u1_end, g1_end, b_end, jnp.zeros((num_samples,), jnp.float32))
-    (_, _, _, _, log_w), _ = jax.lax.scan(body, init, jnp.arange(num_steps - 1, -1, -1))
-    cost = Cost.of(
-        energy_evals=num_samples * (num_steps + 1),
-        grad_evals=num_samples * (num_steps + 1),
-        network_evals=num_samples * (num_steps + 1),
-        sde_steps=num_samples * num_steps,
-    )
-    return NETSPath(x_end, log_w, None, None, None, None, cost)
+    init = (x_end, point_end, b_end, jnp.zeros((num_samples,), jnp.float32))
+    (*_, log_w), _ = jax.lax.scan(body, init, jnp.arange(num_steps - 1, -1, -1))
+    return NETSPath(x_end, log_w, None, None, None, _path_cost(num_samples, num_steps, 1))

@@ -180,8 +180,9 @@ def test_bad_configs_and_problems_raise():
         cmcd.build_cmcd_lv(_problem(targets.get("gaussian"), 4), object())
     flow = MemorylessFlowBase(dim=1, velocity=lambda x, t: -x)
     problem = finetuning_problem(flow, lambda x: -jnp.sum(x**2), 1.0, num_steps=4)
-    with pytest.raises(ValueError, match="brownian"):
-        cmcd.build_cmcd_lv(problem, cmcd.CMCDConfig())
+    # the flow base has its own kernels (the tilted path); they need only the velocity and r
+    assert cmcd.GEOMETRIES.names() == ["brownian", "flow", "vp"]
+    cmcd.build_cmcd_lv(problem, cmcd.CMCDConfig())
     with pytest.raises(ValueError, match="valid choices"):
         cmcd.simulate_cmcd(
             jax.random.key(0),
