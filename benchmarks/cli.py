@@ -505,12 +505,22 @@ def _claims(args: argparse.Namespace) -> int:
 
 def _digits_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--digit", type=int, default=3, help="the rewarded class c (default 3)")
-    p.add_argument("--lams", default=None, help="comma-separated reward multipliers (default 1,3,10)")
-    p.add_argument("--methods", default=None, help="comma-separated method names")
+    p.add_argument(
+        "--lams",
+        default=None,
+        help="comma-separated reward multipliers, every method at each (default: reference rows at "
+        "1,3,10, every method at 3 only)",
+    )
+    p.add_argument(
+        "--methods", default=None, help="comma-separated method names (default: every flow-capable loss)"
+    )
     p.add_argument("--train-steps", type=int, default=None, help="training steps per (method, λ)")
     p.add_argument("--num-samples", type=int, default=None, help="evaluation samples per cell")
     p.add_argument("--num-steps", type=int, default=None, help="Euler–Maruyama steps of the flow SDE")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seeds", default=None, help="comma-separated seeds, one run per cell each (default 0,1,2)"
+    )
+    p.add_argument("--seed", type=int, default=None, help="a single seed (same as --seeds N)")
     p.add_argument("--out", default="results/finetune", help="output directory (default results/finetune)")
     p.add_argument("--retrain", action="store_true", help="retrain the flow model and the classifier first")
     p.add_argument("--quick", action="store_true", help="a tiny smoke configuration (not for reading)")

@@ -6,8 +6,9 @@ Base: the suite's own flow-matching model of the 8×8 digits (`targets.digits`, 
 empirical training set. Reward: `r(x) = log p(c | x)` of the suite's classifier for one digit class
 `c`. For each `λ` the Problem is
 `finetuning_problem(base, r, λ, grid="quadratic")`, i.e. the target `p* ∝ p_base e^{λ r}`, and each
-method (Adjoint Matching, reward score matching when registered, log-variance / trajectory balance
-as path-KL references) trains a control `u_θ` with `samplers.train.train`.
+method (by default every registered unified loss whose spec lists the flow base,
+`flow_capable_methods`) trains a control `u_θ` with `samplers.train.train`, once per seed; a table
+row is the mean ± standard error over seeds of the metrics below (`seed_row`).
 
 **Metrics** (on `num_samples` fresh samples `x^i` with Girsanov path log-weights
 `log w^i = λ r(x^i) - Σ_k (½h_k|u_k|² + sqrt(h_k) u_k·ε_k)`, `samplers.sde`):
@@ -30,7 +31,7 @@ estimator is well behaved): `log Z`, `E_{p*}[r]` and `KL(p* || p_base) = E_{p*}[
 optimal point of the reward-vs-KL trade-off at this `λ` (for the *discretised* base on the grid).
 
 `run_digits` writes `digits.md` (table), `digits.json` (record: commit, hardware, versions, config,
-seed, model provenance, every number), `digits_grid.png` (samples before/after, whose pixels are
+seeds, model provenance, every number, per seed), `digits_grid.png` (samples before/after, whose pixels are
 kept in `digits_samples.npz`) and `digits_reward_kl.png` under `out_dir`; `tiltbench digits` /
 `make digits` call it.
 """
@@ -60,36 +61,110 @@ from targets import digits
 
 __all__ = [
     "DEFAULT_METHODS",
+    "DEFAULT_METHOD_LAMS",
+    "FIRST_METHODS",
     "METHOD_CONFIGS",
     "DigitsConfig",
     "digits_problem",
+    "flow_capable_methods",
+    "flowless_methods",
+    "method_overrides",
     "reference_metrics",
     "run_digits",
     "sample_metrics",
+    "seed_row",
 ]
 
-DEFAULT_METHODS = ("adjoint_matching", "reward_score_matching", "log_variance")
-"""Methods run by default; a name that is not registered (yet) is reported as skipped."""
+UNIFIED_FAMILIES = ("soc-regression", "path-kl", "thermodynamic")
+"""Registry families of the unified (tilting) losses; the MCMC / SMC / AIS baselines are not run here."""
 
-_SHARED = {"batch_size": 64, "network": {"hidden": (256, 256)}, "optim": {"learning_rate": 1e-3}}
-METHOD_CONFIGS: dict[str, dict[str, Any]] = {
-    # The same control network for every method (64-D images need more width than the 2-D default);
-    # no grad-log-target feature, so every method sees the reward only through its loss.
-    "adjoint_matching": {**_SHARED, "time_subsample": 10},
-    "reward_score_matching": _SHARED,
-    "log_variance": {**_SHARED, "grad_log_target_feature": False},
-    "trajectory_balance": {**_SHARED, "grad_log_target_feature": False},
-    # The bridge regressions (not in DEFAULT_METHODS; `--methods` selects them): the shared network,
-    # batch and learning rate, otherwise their configs' defaults (not piloted here). AS, TSM and NSM
-    # take the data law's score at t = 1 from the velocity (`digits_problem`).
-    "adjoint_sampling": _SHARED,
-    "target_score_matching": _SHARED,
-    "conditional_score_matching": _SHARED,
-    "novel_score_matching": _SHARED,
+FIRST_METHODS = ("adjoint_matching", "reward_score_matching", "log_variance")
+"""The methods of the first digits table; they come first in `DEFAULT_METHODS`, so their cells keep the
+random keys (position in the method list) of that table."""
+
+
+def flow_capable_methods() -> tuple[str, ...]:
+    """Every registered unified loss whose spec lists the `flow` base: `FIRST_METHODS` first, then
+    the others in registry (alphabetical) order. A method gains its place here by adding `"flow"` to its
+    spec's `bases`; nothing in this module names it."""
+    capable = [
+        name
+        for name in samplers.names()
+        if samplers.get(name).family in UNIFIED_FAMILIES and "flow" in samplers.get(name).bases
+    ]
+    return (
+        *[m for m in FIRST_METHODS if m in capable],
+        *[m for m in capable if m not in FIRST_METHODS],
+    )
+
+
+def flowless_methods() -> dict[str, str]:
+    """The registered unified losses that cannot run on the flow base, with the reason (reported as
+    skipped)."""
+    return {
+        name: f"does not support the 'flow' base (bases {list(samplers.get(name).bases)})"
+        for name in samplers.names()
+        if samplers.get(name).family in UNIFIED_FAMILIES and not samplers.get(name).supports("flow")
+    }
+
+
+DEFAULT_METHODS = flow_capable_methods()
+"""Methods run by default: every flow-capable unified loss (`flow_capable_methods`)."""
+
+DEFAULT_METHOD_LAMS: tuple[tuple[str, tuple[float, ...]], ...] = tuple(
+    (name, (3.0,)) for name in DEFAULT_METHODS
+)
+"""The default run's per-method `λ` grids: every method at `λ = 3` only (with `train_steps = 100`), so
+that 3 seeds of all 13 flow-capable losses fit one CPU run of about 30 min on 2 shared cores. Estimated
+from single-seed pilot cells at `λ = 3` and 200 steps (wall time with compilation and evaluation): 9-13 s
+for AS/TSM/CSM/NSM, 24-32 s for AM/RSM/LV, 58 s for TB, 80-130 s for CMCD, 252 s for NETS-PINN and 335 s
+for RSM-ZO at its default loss times; the full grid at 200 steps would take over two hours. The
+reference rows keep `λ = 1, 10` and `lams` keeps its order, so each cell keeps its random key;
+`--lams 1,3,10 --train-steps 200` runs the full experiment."""
+
+_SHARED = {
+    "batch_size": 64,
+    "network": {"hidden": (256, 256)},
+    "optim": {"learning_rate": 1e-3},
+    "grad_log_target_feature": False,
 }
-"""Per-method config overrides of this experiment (chosen from short pilot runs on the base, before
-looking at any fine-tuned metric, except where a comment says otherwise); fields a method's config does
-not have are dropped."""
+"""The settings every method shares: the same control network (64-D images need more width than the
+2-D default), batch and learning rate (piloted on Adjoint Matching, reward score matching and
+log-variance on the base before any fine-tuned metric was looked at), and no grad-log-target feature,
+so every method sees the reward only through its loss. Any other setting is the method config's
+default."""
+
+
+def _own_fields(name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of `overrides` that method `name`'s config has (the others are dropped)."""
+    valid = {f.name for f in dataclasses.fields(samplers.get(name).config_cls)}
+    return {k: v for k, v in overrides.items() if k in valid}
+
+
+METHOD_CONFIGS: dict[str, dict[str, Any]] = {
+    # piloted with the shared settings: one adjoint regression time in ten
+    "adjoint_matching": _own_fields("adjoint_matching", {**_SHARED, "time_subsample": 10}),
+    # every other method: the shared settings, its config's defaults otherwise (not piloted here; AS,
+    # TSM and NSM take the data law's score at t = 1 from the velocity, `digits_problem`); a method
+    # registered later with the flow base gets the same (`method_overrides`)
+    **{name: _own_fields(name, _SHARED) for name in DEFAULT_METHODS if name != "adjoint_matching"},
+    # for cost only: at the default (all 40 loss times, 16 branches each) one 200-step cell took 335 s
+    # on the 2 shared CPU cores, against <= 50 s for every other method; Adjoint Matching's subsample
+    "reward_score_matching_zo": _own_fields("reward_score_matching_zo", {**_SHARED, "time_subsample": 10}),
+}
+"""Per-method config overrides of this experiment (chosen before looking at any fine-tuned metric),
+restricted to the fields each method's config has."""
+
+
+def method_overrides(
+    name: str, method_configs: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The config overrides of method `name`: its entry in `method_configs` (default `METHOD_CONFIGS`),
+    else the shared settings."""
+    method_configs = METHOD_CONFIGS if method_configs is None else method_configs
+    if name in method_configs:
+        return dict(method_configs[name])
+    return _own_fields(name, _SHARED) if name in samplers.names() else dict(_SHARED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +175,9 @@ class DigitsConfig:
         digit: the rewarded class `c`.
         lams: reward multipliers `λ`.
         methods: method registry names (unregistered or flow-incompatible ones are reported as skipped).
+        method_lams: per-method `λ` grids, `((name, (λ, ...)), ...)`: a listed method runs at the `λ`s
+            of `lams` in its grid (none: reported as skipped), any other at every `λ` of `lams` (a
+            mapping is accepted and stored as sorted pairs).
         t0: start time of the memoryless flow SDE.
         num_steps: Euler–Maruyama steps `K` on the `grid`.
         grid: time-grid name (`"quadratic"`: finest near the singular start `t_0`).
@@ -107,22 +185,28 @@ class DigitsConfig:
         num_samples: evaluation samples per cell.
         num_reference: base samples of the importance-sampling reference of the tilted law.
         grid_columns: samples per row of the PNG grid.
-        seed: root seed.
+        seeds: root seeds; every (method, λ) cell is trained and evaluated once per seed. The base
+            samples (and so the base and reference rows) are drawn with the first seed only.
     """
 
     digit: int = 3
     lams: tuple[float, ...] = (1.0, 3.0, 10.0)
     methods: tuple[str, ...] = DEFAULT_METHODS
+    method_lams: tuple[tuple[str, tuple[float, ...]], ...] = DEFAULT_METHOD_LAMS
     t0: float = 0.02
     num_steps: int = 40
     grid: str = "quadratic"
-    train_steps: int = 200
+    train_steps: int = 100
     num_samples: int = 512
     num_reference: int = 4096
     grid_columns: int = 12
-    seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
 
     def __post_init__(self):
+        if isinstance(self.method_lams, Mapping):
+            object.__setattr__(self, "method_lams", tuple(sorted(self.method_lams.items())))
+        object.__setattr__(self, "method_lams", tuple((m, tuple(ls)) for m, ls in self.method_lams))
+        object.__setattr__(self, "seeds", tuple(self.seeds))
         if isinstance(self.digit, bool) or not isinstance(self.digit, int) or not 0 <= self.digit <= 9:
             raise ValueError(f"digit must be an integer in 0..9, got {self.digit!r}")
         if not self.lams or any(not lam > 0 for lam in self.lams):
@@ -133,6 +217,22 @@ class DigitsConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.num_samples < max(2, self.grid_columns):
             raise ValueError(f"num_samples must be >= max(2, grid_columns), got {self.num_samples}")
+        if (
+            not self.seeds
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds)
+            or len(set(self.seeds)) != len(self.seeds)
+        ):
+            raise ValueError(f"seeds must be a non-empty tuple of distinct integers >= 0, got {self.seeds!r}")
+        for name, lams in self.method_lams:
+            if not lams or any(not lam > 0 for lam in lams):
+                raise ValueError(
+                    f"method_lams[{name!r}] must be a non-empty tuple of positive numbers, got {lams!r}"
+                )
+
+    def lams_of(self, method: str) -> tuple[float, ...]:
+        """The `λ` grid of `method`: the `λ`s of `lams` in its `method_lams` entry, else all of `lams`."""
+        grid = dict(self.method_lams).get(method)
+        return self.lams if grid is None else tuple(lam for lam in self.lams if lam in grid)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,10 +375,7 @@ def _base_samples(key: jax.Array, problem: Problem, num_samples: int, chunk: int
 
 
 def _method_config(spec, overrides: Mapping[str, Any]):
-    import dataclasses as dc
-
-    valid = {f.name for f in dc.fields(spec.config_cls)}
-    return spec.make_config(**{k: v for k, v in overrides.items() if k in valid})
+    return spec.make_config(**_own_fields(spec.name, overrides))
 
 
 def _history_summary(history: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -317,6 +414,60 @@ def _run_cell(
     return record, x, log_w
 
 
+def _run_cell_safely(
+    key: jax.Array, problem: Problem, method_name: str, config: DigitsConfig, overrides: Mapping[str, Any]
+) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
+    """`_run_cell`, with an exception recorded as the cell's `"failed"` status (type and message), so
+    that one method's failure does not lose the finished cells of a long run."""
+    tic = time.perf_counter()
+    try:
+        return _run_cell(key, problem, method_name, config, overrides)
+    except Exception as err:  # noqa: BLE001 -- recorded in the row, never silent
+        message = f"{type(err).__name__}: {err}"
+        return (
+            {
+                "method": method_name,
+                "status": "failed",
+                "message": message[:500],
+                "wall_time_s": time.perf_counter() - tic,
+            },
+            None,
+            None,
+        )
+
+
+def seed_row(method: str, lam: float, per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The table row of one (method, λ) cell run once per seed.
+
+    `metrics` holds, for every metric `m` of the seeds that finished (`status == "ok"`), the mean over
+    those seeds and, with two or more of them, `m_se` = the standard error over seeds
+    `std_ddof1 / sqrt(n)` (the within-seed standard errors stay in `seeds`); `train_time_s` is the mean
+    training time. The row is `"ok"` when at least one seed is, else it takes the first seed's status
+    and message. `seeds` keeps every per-seed record."""
+    ok = [r for r in per_seed if r.get("status") == "ok"]
+    row: dict[str, Any] = {
+        "kind": "method",
+        "method": method,
+        "lam": lam,
+        "num_seeds": len(per_seed),
+        "num_seeds_ok": len(ok),
+        "seeds": list(per_seed),
+    }
+    if not ok:
+        first = per_seed[0]
+        row.update(status=first["status"], message=first.get("message", "non-finite samples"))
+        return row
+    names = [k for k in ok[0]["metrics"] if not k.endswith("_se")]
+    metrics: dict[str, float] = {}
+    for name in names:
+        values = np.asarray([r["metrics"][name] for r in ok], np.float64)
+        metrics[name] = float(values.mean())
+        if values.size >= 2:
+            metrics[f"{name}_se"] = float(values.std(ddof=1) / math.sqrt(values.size))
+    row.update(status="ok", metrics=metrics, train_time_s=float(np.mean([r["train_time_s"] for r in ok])))
+    return row
+
+
 def run_digits(
     config: DigitsConfig | None = None,
     out_dir: str | Path = "results/finetune",
@@ -344,8 +495,9 @@ def run_digits(
     method_configs = METHOD_CONFIGS if method_configs is None else method_configs
     start = time.perf_counter()
     flow, classifier = ensure_models(retrain=retrain, log=log)
-    key = jax.random.key(config.seed)
-    key_base, key_cells = jax.random.split(key)
+    # the base samples come from the first seed's root key; each seed's cells from its own
+    key_base = jax.random.split(jax.random.key(config.seeds[0]))[0]
+    cell_keys = {seed: jax.random.split(jax.random.key(seed))[1] for seed in config.seeds}
     test = digits.load_digits_data("test")
 
     problem0 = digits_problem(
@@ -407,21 +559,34 @@ def run_digits(
             if not samplers.get(name).supports(problem.base.kind):
                 skipped[name] = f"does not support the {problem.base.kind!r} base"
                 continue
-            log(f"λ={lam:g} {name}: training {config.train_steps} steps ...")
-            cell_key = jax.random.fold_in(jax.random.fold_in(key_cells, i), j)
-            record, x, log_w = _run_cell(cell_key, problem, name, config, method_configs.get(name, {}))
-            record.update(kind="method", lam=lam)
-            if x is not None and record["status"] == "ok":
-                record["metrics"] = sample_metrics(x, classifier, config.digit, lam=lam, log_w=log_w)
-                grid_rows.append((f"{name}\nλ={lam:g}", x[: config.grid_columns]))
-                m = record["metrics"]
-                log(
-                    f"  reward {m['reward']:.3f}, acc {m['accuracy']:.3f}, KL {m['kl_path']:.2f}, "
-                    f"{record['wall_time_s']:.0f} s"
+            if not config.lams_of(name):
+                skipped[name] = f"its λ grid {dict(config.method_lams)[name]} misses lams {config.lams}"
+                continue
+            if lam not in config.lams_of(name):
+                continue
+            per_seed = []
+            for seed in config.seeds:
+                log(f"λ={lam:g} {name} seed {seed}: training {config.train_steps} steps ...")
+                cell_key = jax.random.fold_in(jax.random.fold_in(cell_keys[seed], i), j)
+                record, x, log_w = _run_cell_safely(
+                    cell_key, problem, name, config, method_overrides(name, method_configs)
                 )
-            else:
-                log(f"  {record['status']}: {record.get('message', 'non-finite samples')}")
-            rows.append(record)
+                record["seed"] = seed
+                if x is not None and record["status"] == "ok":
+                    record["metrics"] = sample_metrics(x, classifier, config.digit, lam=lam, log_w=log_w)
+                    if seed == config.seeds[0]:
+                        grid_rows.append((f"{name}\nλ={lam:g}", x[: config.grid_columns]))
+                    m = record["metrics"]
+                    log(
+                        f"  reward {m['reward']:.3f}, acc {m['accuracy']:.3f}, KL {m['kl_path']:.2f}, "
+                        f"{record['wall_time_s']:.0f} s"
+                    )
+                else:
+                    log(f"  {record['status']}: {record.get('message', 'non-finite samples')}")
+                per_seed.append(record)
+            rows.append(seed_row(name, lam, per_seed))
+    if tuple(config.methods) == DEFAULT_METHODS:  # every unified loss: say which could not run here
+        skipped.update(flowless_methods())
 
     out = Path(out_dir)
     files = {
@@ -446,13 +611,14 @@ def run_digits(
         "commit": git_commit(),
         "hardware": environment(),
         "config": dataclasses.asdict(config),
-        "method_configs": {k: dict(v) for k, v in method_configs.items()},
-        "seed": config.seed,
+        "method_configs": {name: method_overrides(name, method_configs) for name in config.methods},
+        "seeds": list(config.seeds),
         "models": {
             "flow": _model_summary(flow.provenance),
             "classifier": _model_summary(classifier.provenance),
         },
         "skipped": skipped,
+        "families": {name: samplers.get(name).family for name in config.methods if name in samplers.names()},
         "rows": rows,
         "wall_time_s": time.perf_counter() - start,
         "files": files,
@@ -482,11 +648,30 @@ def parse_floats(text: str | Sequence[float]) -> tuple[float, ...]:
     return tuple(float(v) for v in text)
 
 
+def parse_seeds(args) -> tuple[int, ...]:
+    """The seeds of `--seeds "0,1,2"` or the single `--seed N` (not both); default `(0, 1, 2)`."""
+    seeds_text, seed = getattr(args, "seeds", None), getattr(args, "seed", None)
+    if seeds_text is not None and seed is not None:
+        raise ValueError("give --seeds or --seed, not both")
+    if seed is not None:
+        return (seed,)
+    if seeds_text is None:
+        return DigitsConfig.seeds
+    try:
+        return tuple(int(v) for v in seeds_text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(
+            f"--seeds must be comma-separated integers, e.g. 0,1,2; got {seeds_text!r}"
+        ) from None
+
+
 def run_from_args(args) -> int:
-    """`tiltbench digits`: build a `DigitsConfig` from the parsed options, run, print the summary."""
-    overrides: dict[str, Any] = {"digit": args.digit, "seed": args.seed}
+    """`tiltbench digits`: build a `DigitsConfig` from the parsed options, run, print the summary.
+    `--lams` (and `--quick`) run every method at each given `λ` (no per-method grids)."""
+    overrides: dict[str, Any] = {"digit": args.digit, "seeds": parse_seeds(args)}
     if args.lams is not None:
         overrides["lams"] = parse_floats(args.lams)
+        overrides["method_lams"] = ()
     if args.methods is not None:
         overrides["methods"] = tuple(m for m in args.methods.split(",") if m)
     for name in ("train_steps", "num_samples", "num_steps"):
@@ -497,6 +682,7 @@ def run_from_args(args) -> int:
         overrides.setdefault("num_samples", 64)
         overrides["num_reference"] = 256
         overrides.setdefault("lams", (1.0,))
+        overrides["method_lams"] = ()
     unknown = [m for m in overrides.get("methods", ()) if m not in samplers.names()]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; valid choices: {samplers.names()}")

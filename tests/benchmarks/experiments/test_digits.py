@@ -162,6 +162,8 @@ def test_digits_quick_run_end_to_end(tmp_path):
             num_samples=32,
             num_reference=64,
             num_steps=10,
+            seeds=(0, 1),
+            method_lams=(),
         ),
         tmp_path,
         log=lambda message: None,
@@ -173,3 +175,132 @@ def test_digits_quick_run_end_to_end(tmp_path):
         m for m in ("adjoint_matching",) if m not in record["skipped"]
     ]  # the configured methods, not the defaults
     assert all(r["status"] == "ok" for r in method_rows), [r.get("message") for r in method_rows]
+    assert [s["seed"] for s in method_rows[0]["seeds"]] == [0, 1] and "reward_se" in method_rows[0]["metrics"]
+
+
+def test_default_methods_are_every_flow_capable_unified_loss():
+    import samplers
+
+    expected = {
+        name
+        for name in samplers.names()
+        if samplers.get(name).family in experiment.UNIFIED_FAMILIES and "flow" in samplers.get(name).bases
+    }
+    assert set(experiment.DEFAULT_METHODS) == expected
+    assert experiment.DEFAULT_METHODS[:3] == experiment.FIRST_METHODS  # their seed-0 keys unchanged
+    assert {"adjoint_sampling", "target_score_matching", "reward_score_matching_zo"} <= expected
+    assert not expected & {"mala", "nuts", "smc", "ais"}
+    # every unified loss is either run or reported with the reason
+    unified = {n for n in samplers.names() if samplers.get(n).family in experiment.UNIFIED_FAMILIES}
+    assert unified == expected | set(experiment.flowless_methods())
+    for name in experiment.DEFAULT_METHODS:  # the shared network, batch and learning rate
+        overrides = experiment.method_overrides(name)
+        assert overrides["network"] == {"hidden": (256, 256)} and overrides["batch_size"] == 64
+    assert experiment.method_overrides("a_method_registered_later") == experiment.method_overrides(
+        "log_variance"
+    )
+
+
+def test_config_seeds_and_per_method_lams():
+    config = experiment.DigitsConfig()
+    assert config.seeds == (0, 1, 2)
+    assert config.lams == (1.0, 3.0, 10.0)  # reference rows at every λ, the methods at λ = 3
+    assert all(config.lams_of(m) == (3.0,) for m in experiment.DEFAULT_METHODS)
+    assert experiment.DigitsConfig(method_lams=()).lams_of("adjoint_matching") == (1.0, 3.0, 10.0)
+    config = experiment.DigitsConfig(lams=(1.0,), method_lams={"adjoint_sampling": [3.0]})
+    assert config.method_lams == (("adjoint_sampling", (3.0,)),) and config.lams_of("adjoint_sampling") == ()
+    for bad in ((), (0, 0), (-1,), (True,)):
+        with pytest.raises(ValueError, match="seeds"):
+            experiment.DigitsConfig(seeds=bad)
+    with pytest.raises(ValueError, match="method_lams"):
+        experiment.DigitsConfig(method_lams={"adjoint_sampling": ()})
+
+
+def test_seed_row_is_the_mean_and_standard_error_over_finished_seeds():
+    def seed(value, status="ok"):
+        if status != "ok":
+            return {"status": status, "message": "boom"}
+        return {"status": "ok", "train_time_s": 2 * value, "metrics": {"reward": value, "reward_se": 9.0}}
+
+    row = experiment.seed_row("m", 3.0, [seed(1.0), seed(2.0), seed(6.0)])
+    assert row["status"] == "ok" and row["num_seeds_ok"] == 3 and len(row["seeds"]) == 3
+    assert row["metrics"]["reward"] == pytest.approx(3.0)
+    # SE over seeds: std(ddof=1)/sqrt(3) = sqrt(7)/sqrt(3); the within-seed SE (9.0) is not used
+    assert row["metrics"]["reward_se"] == pytest.approx(math.sqrt(7.0 / 3.0))
+    assert row["train_time_s"] == pytest.approx(6.0)
+    row = experiment.seed_row("m", 3.0, [seed(1.0), seed(0.0, "diverged")])
+    assert row["num_seeds_ok"] == 1 and row["metrics"] == {"reward": 1.0}  # one seed: no spread
+    row = experiment.seed_row("m", 3.0, [seed(0.0, "diverged"), seed(0.0, "failed")])
+    assert row["status"] == "diverged" and row["message"] == "boom" and "metrics" not in row
+
+
+def test_markdown_report_states_the_seeds_and_the_reduced_grids():
+    from benchmarks.experiments.digits_report import markdown_report
+
+    ok = {
+        "status": "ok",
+        "train_time_s": 1.0,
+        "metrics": {
+            "reward": -1.0,
+            "kl_path": 2.0,
+            "elbo": -5.0,
+            "log_Z": -3.0,
+            "ess": 0.5,
+            "accuracy": 0.9,
+            "pairwise_dist": 4.0,
+            "class_entropy": 0.5,
+        },
+    }
+    rows = [
+        experiment.seed_row("adjoint_matching", 3.0, [ok, ok, ok]),
+        experiment.seed_row("adjoint_sampling", 3.0, [ok, {"status": "diverged"}, ok]),
+    ]
+    record = {
+        "config": {
+            "digit": 3,
+            "t0": 0.02,
+            "num_steps": 40,
+            "grid": "quadratic",
+            "train_steps": 200,
+            "num_samples": 512,
+            "num_reference": 4096,
+            "lams": [1.0, 3.0, 10.0],
+            "methods": ["adjoint_matching", "adjoint_sampling"],
+            "method_lams": [["adjoint_sampling", [3.0]]],
+        },
+        "hardware": {"cpu": "cpu", "backend": "cpu"},
+        "models": {"flow": {"num_parameters": 1}, "classifier": {"num_parameters": 1}},
+        "commit": "abc",
+        "wall_time_s": 1.0,
+        "seeds": [0, 1, 2],
+        "rows": rows,
+        "skipped": {"cmcd_kl": "does not support the 'flow' base"},
+        "families": {"adjoint_matching": "soc-regression", "adjoint_sampling": "thermodynamic"},
+        "files": {"grid": "g.png", "reward_kl": "r.png"},
+    }
+    text = markdown_report(record)
+    assert "seeds 0, 1, 2" in text and "mean ± standard error over the 3 seeds" in text
+    assert "`adjoint_sampling` at λ = 3 only" in text
+    assert (
+        "| adjoint_sampling (2/3 seeds) | 3 |" in text and "| adjoint_matching | 3 | -1.000 ± 0.000 |" in text
+    )
+    assert "`cmcd_kl` (does not support the 'flow' base)" in text
+    record["config"]["method_lams"].append(["adjoint_matching", [3.0]])
+    assert "Every method ran at λ = 3 only" in markdown_report(record)
+    assert "For `adjoint_sampling` log w is the method's own path weight" in text
+
+
+def test_cli_seeds_parse_and_bad_input_is_named(capsys):
+    from types import SimpleNamespace
+
+    from benchmarks.cli import main
+
+    assert experiment.parse_seeds(SimpleNamespace(seeds=None, seed=None)) == (0, 1, 2)
+    assert experiment.parse_seeds(SimpleNamespace(seeds="4, 5", seed=None)) == (4, 5)
+    assert experiment.parse_seeds(SimpleNamespace(seeds=None, seed=7)) == (7,)
+    assert main(["digits", "--seeds", "0,x"]) == 2
+    assert "--seeds must be comma-separated integers" in capsys.readouterr().err
+    assert main(["digits", "--seeds", "0", "--seed", "1"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["digits", "--seeds", "1,1"]) == 2
+    assert "distinct" in capsys.readouterr().err
