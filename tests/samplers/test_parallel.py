@@ -72,6 +72,9 @@ print("RESULT " + json.dumps({"one": one, "four": four}))
 """
 
 
+# a subprocess with four virtual devices compiling one method twice (~12 s CPU): `make test-slow`; the mesh
+# helpers keep their fast tests
+@pytest.mark.slow
 def test_one_and_four_devices_agree():
     env = {
         **os.environ,

@@ -241,6 +241,7 @@ def test_particles_zero_centre_of_mass_and_dof():
     assert abs(value - 0.7) < 5 * se
 
 
+@pytest.mark.slow  # statistical (an importance-weight mean within standard errors): `make test-slow`
 def test_flow_base_girsanov_weights_are_unbiased():
     # E_{P^u}[w] = E_base[e^{r(X_K)}] for any control: compare u = 0 (plain Monte Carlo) with u ≠ 0
     base = MemorylessFlowBase(2, velocity=lambda x, t: 0.5 - x, t0=0.05)

@@ -28,6 +28,9 @@ def _suite(tmp_path: Path) -> Path:
     return path
 
 
+# submitit starts a Python process per cell (~10 s CPU): `make test-slow`; the local launcher and the
+# options keep their fast tests
+@pytest.mark.slow
 def test_submitit_local_runs_only_unfinished_cells_and_writes_records(tmp_path, monkeypatch):
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     suite = load_suite(str(_suite(tmp_path)))

@@ -197,6 +197,8 @@ TINY_CELL = {
 }
 
 
+# the same cell as the confirmed-check test below, on its other branch (~6 s CPU): `make test-slow`
+@pytest.mark.slow
 def test_learned_cell_gives_accuracy_and_throughput_from_one_run():
     """One training run: the cost-to-accuracy row (crossing or last point, evals counted) and the
     throughput row (steps/s, samples/s, compile times, no recompilation between chunks)."""
