@@ -118,7 +118,8 @@ DEFAULT_METHOD_LAMS: tuple[tuple[str, tuple[float, ...]], ...] = tuple(
 that 3 seeds of all 13 flow-capable losses fit one CPU run of about 30 min on 2 shared cores. Estimated
 from single-seed pilot cells at `λ = 3` and 200 steps (wall time with compilation and evaluation): 9-13 s
 for AS/TSM/CSM/NSM, 24-32 s for AM/RSM/LV, 58 s for TB, 80-130 s for CMCD, 252 s for NETS-PINN and 335 s
-for RSM-ZO at its default loss times; the full grid at 200 steps would take over two hours. The
+for RSM-ZO at its default loss times (the pilot ran under a heavier load than the run). The committed run
+at these defaults took 908 s, 10-52 s per cell; the full grid at 200 steps would take over an hour. The
 reference rows keep `λ = 1, 10` and `lams` keeps its order, so each cell keeps its random key;
 `--lams 1,3,10 --train-steps 200` runs the full experiment."""
 
