@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import samplers
@@ -130,10 +130,11 @@ def estimate_suite(
     *,
     force: bool = False,
     retry: Iterable[str] = (),
+    log: Callable[[str], None] = print,
 ) -> SuiteEstimate:
     """Project the wall time of the cells of `cells` that a run would run (`runner.plan_cells` with the
     same `force` and `retry`), from the rates measured by the records under `runs_root` (default
-    `out_dir`)."""
+    `out_dir`). A corrupt record is reported through `log` (and left where it is)."""
     import jax
 
     from benchmarks.grid.runner import plan_cells, plan_reasons
@@ -141,7 +142,7 @@ def estimate_suite(
     rates = measured_rates(runs_root or out_dir, jax.default_backend())
     cells = list(cells)
     pending = plan_cells(
-        suite, out_dir, cells, force=force, retry=retry, log=lambda s: None, quarantine_corrupt=False
+        suite, out_dir, cells, force=force, retry=retry, log=log, quarantine_corrupt=False
     )
     todo = [p.cell for p in pending]
     groups: dict[tuple[str, str], list[Cell]] = defaultdict(list)

@@ -66,6 +66,14 @@ def test_estimate_projects_fixed_plus_steps_times_the_measured_rate(tmp_path, ca
     atomic_write_json(cells[0].path(runs, suite.name), stale)
     assert estimate_suite(suite, cells, runs).reasons == " (1 inputs changed, 3 new)"
     atomic_write_json(cells[0].path(runs, suite.name), done)
+    # a corrupt record: reported by name, counted to run, left in place (the run moves it aside)
+    corrupt = cells[1].path(runs, suite.name)
+    corrupt.parent.mkdir(parents=True, exist_ok=True)
+    corrupt.write_text('{"suite": ')
+    warnings: list[str] = []
+    assert estimate_suite(suite, cells, runs, log=warnings.append).reasons == " (1 corrupt record, 2 new)"
+    assert len(warnings) == 1 and str(corrupt) in warnings[0] and corrupt.exists()
+    corrupt.unlink()
     # the done cell's own record joins the rates: median over 4 records of (0.5, 0.5, 5, 0.01) s/step
     assert est.projected_s == pytest.approx(
         measured_rates(runs, "cpu")[("toy_is", "gaussian")].fixed_s + 100 * 0.5
