@@ -5,7 +5,8 @@ figures.
   samples), gray scale,
   pixel values in `[-1, 1]` (clipped for display only).
 - `reward_kl_figure`: reward `E[log p(c|x)]` against the path KL `E[½∫|u|²dt]` per method and `λ`,
-  with the importance-sampling estimate of the tilted law's (reward, KL) at each `λ`.
+  with the importance-sampling estimate of the tilted law's (reward, KL) at each `λ`; methods far
+  outside the base-to-optimum window (`off_scale`) are named above the axes with their values.
 - `markdown_report`: the table of every row of the record; a method's numbers are means ± standard
   errors over seeds (`benchmarks.experiments.digits.seed_row`), the references' ± are sampling
   standard errors.
@@ -22,7 +23,7 @@ import numpy as np
 
 from benchmarks.grid.records import save_figure
 
-__all__ = ["grid_figure", "markdown_report", "reward_kl_figure"]
+__all__ = ["grid_figure", "markdown_report", "off_scale", "reward_kl_figure"]
 
 
 def _plt():
@@ -65,20 +66,49 @@ def grid_figure(rows: Sequence[tuple[str, np.ndarray]], path: Path, *, digit: in
     save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
+def _view_window(rows: Sequence[dict[str, Any]]) -> tuple[float, float]:
+    """The figure's window: rewards down to 1 nat below the lowest of the data and base rows, and
+    path KLs up to 10× the largest reference KL (the tilted law at the largest λ)."""
+    floor = [r["metrics"]["reward"] for r in rows if r.get("kind") in ("data", "base") and r.get("metrics")]
+    kls = [r["metrics"]["kl"] for r in rows if r.get("kind") == "reference" and r.get("metrics")]
+    reward_lo = (min(floor) if floor else -10.0) - 1.0
+    kl_hi = 10.0 * max(kls) if kls else 100.0
+    return reward_lo, kl_hi
+
+
+def off_scale(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The method rows whose mean lies outside `_view_window` (typically a diverged run, with a path KL
+    of 10³-10⁸ nats), as 'method λ=… (KL …, reward …)': the figure names them above the axes instead
+    of squeezing every other point into a corner."""
+    reward_lo, kl_hi = _view_window(rows)
+    out = []
+    for r in rows:
+        m = r.get("metrics")
+        if r.get("kind") != "method" or m is None or r.get("status") != "ok":
+            continue
+        if not (m["reward"] >= reward_lo and m["kl_path"] <= kl_hi):
+            out.append(f"{r['method']} λ={r['lam']:g} (KL {m['kl_path']:.3g}, reward {m['reward']:.3g})")
+    return out
+
+
 def reward_kl_figure(rows: Sequence[dict[str, Any]], path: Path, *, digit: int) -> None:
     """Reward vs path KL per method (markers) and λ (colours), and the IS optimum per λ (stars); a
-    method's point is its mean over seeds, its error bars the standard errors over seeds."""
+    method's point is its mean over seeds, its error bars the standard errors over seeds. Methods whose
+    mean falls outside the window of `_view_window` are named, with their values, above the axes."""
     plt = _plt()
     lams = sorted({r["lam"] for r in rows if r.get("lam") is not None})
     colors = {lam: plt.get_cmap("viridis")(i / max(1, len(lams) - 1)) for i, lam in enumerate(lams)}
     markers = "os^Dvp<>hHXPd8"
     methods = sorted({r["method"] for r in rows if r.get("kind") == "method"})
-    fig, ax = plt.subplots(figsize=(6.2, 4.4))
+    reward_lo, kl_hi = _view_window(rows)
+    fig, ax = plt.subplots(figsize=(8.6, 4.8))
     for r in rows:
         m = r.get("metrics")
         if m is None or r.get("status") != "ok":
             continue
         if r["kind"] == "method":
+            if not (m["reward"] >= reward_lo and m["kl_path"] <= kl_hi):
+                continue  # named in the title (`off_scale`)
             marker = markers[methods.index(r["method"]) % len(markers)]
             ax.errorbar(
                 m["kl_path"],
@@ -106,13 +136,16 @@ def reward_kl_figure(rows: Sequence[dict[str, Any]], path: Path, *, digit: int) 
         plt.Line2D([], [], ls="", marker="s", color=colors[lam], label=f"λ = {lam:g}") for lam in lams
     ]
     handles += [plt.Line2D([], [], ls=":", color="0.5", label="base")]
-    ax.legend(handles=handles, fontsize=7, loc="lower right")
-    ax.set_xscale("symlog", linthresh=1.0)
-    ax.set_xlabel("path KL  E[½∫|u|² dt]  (nats; symlog axis)")
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    ax.set_xlim(left=0.0)
+    ax.set_ylim(bottom=reward_lo)
+    ax.set_xlabel("path KL  E[½∫|u|² dt]  (nats)")
     ax.set_ylabel(f"reward  E[log p({digit} | x)]")
     ax.grid(True, alpha=0.3)
+    if outside := off_scale(rows):
+        ax.set_title("off scale: " + "; ".join(outside), fontsize=6.5, loc="left", wrap=True)
     fig.tight_layout()
-    save_figure(fig, path, dpi=120)
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def _pm(m: dict[str, Any], name: str, digits: int = 3) -> str:

@@ -304,3 +304,26 @@ def test_cli_seeds_parse_and_bad_input_is_named(capsys):
     assert "not both" in capsys.readouterr().err
     assert main(["digits", "--seeds", "1,1"]) == 2
     assert "distinct" in capsys.readouterr().err
+
+
+def test_reward_kl_figure_names_methods_outside_the_window_instead_of_plotting_them():
+    from benchmarks.experiments.digits_report import off_scale
+
+    def method(name, kl, reward):
+        return {
+            "kind": "method",
+            "method": name,
+            "lam": 3.0,
+            "status": "ok",
+            "metrics": {"kl_path": kl, "reward": reward},
+        }
+
+    rows = [
+        {"kind": "base", "status": "ok", "metrics": {"reward": -3.8}},
+        {"kind": "reference", "status": "ok", "metrics": {"kl": 3.1, "reward": -0.1}},
+        method("fine", 4.0, -0.5),
+        method("far_kl", 8.0e7, -0.5),  # window: KL ≤ 10 × 3.1
+        method("low_reward", 2.0, -43.0),  # window: reward ≥ -3.8 - 1
+        {"kind": "method", "method": "failed", "lam": 3.0, "status": "diverged"},
+    ]
+    assert off_scale(rows) == ["far_kl λ=3 (KL 8e+07, reward -0.5)", "low_reward λ=3 (KL 2, reward -43)"]
