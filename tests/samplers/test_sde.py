@@ -162,6 +162,7 @@ def test_forward_backward_and_bar_recover_log_Z(base_name):
     assert float(out["elbo"].value) + 0.05 < 0.7  # the test control is far from optimal
 
 
+@pytest.mark.slow  # a weak-order fit from Monte Carlo means at several step sizes
 def test_euler_maruyama_weak_order():
     # dX = σ k X dt + σ dB (Brownian base + linear control), X_0 = 0: Var X_1 = σ²(e^{2σk} - 1)/(2σk)
     sigma, gain = 1.0, -2.0

@@ -38,6 +38,7 @@ def _weighted(key):
     return q, float(w.sum() ** 2 / (w**2).sum() / N)
 
 
+@pytest.mark.slow  # 12 repetitions of weighted and exact draws compared within standard errors
 def test_weighted_metrics_of_q_with_weights_p_over_q_match_exact_draws_of_p():
     """EMC and mode-weight TV of resampled q-draws agree with exact p-draws (at the effective size)
     within 4 standard errors of the difference (over 12 repetitions); those of the raw q-draws are

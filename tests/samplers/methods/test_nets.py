@@ -304,6 +304,7 @@ def test_zero_drift_weights_are_ais_weights_with_em_bias():
     assert float(estimators.eubo(backward.log_w).value) > target.log_Z
 
 
+@pytest.mark.slow  # a Monte Carlo mean within standard errors (the contract runs the estimator: `hutchinson`)
 def test_hutchinson_divergence_is_unbiased():
     net = mlp_control(3, hidden=(16,), time_embedding_dim=4, zero_init_output=False)
     params = net.init(jax.random.key(0))
