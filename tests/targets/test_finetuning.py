@@ -150,6 +150,7 @@ def test_target_log_prob_is_the_tilt_of_the_data_law(name):
     )
 
 
+@pytest.mark.slow  # 50,000 exact draws per task, compared within standard errors
 @pytest.mark.parametrize("name", TASKS)
 def test_reward_optimum_matches_monte_carlo_on_exact_tilted_samples(name):
     """`E_{p*}[r]` and `KL(p*||p_data) = E_{p*}[log p* - log p_data]` from exact draws of p*."""

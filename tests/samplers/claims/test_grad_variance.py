@@ -147,6 +147,7 @@ def test_flow_setup_is_the_tasks_exact_optimum_on_its_flow():
         gv.make_setup(jax.random.key(0), targets.get("gaussian_correlated"), config, "flow")
 
 
+@pytest.mark.slow  # fitted variance exponents; `tiltbench claims grad_variance` measures them per loss
 def test_flow_base_profiles_follow_the_bridge_singularities():
     """On the memoryless flow, at fixed times: TSM's σ∇log p*/t grows like t^-3 as t -> 0 and CSM's
     1/(1 - t)² term like (1 - t)^-1 as t -> 1 (docs/methods.md §1.5); two decades give >= 10^4 and >= 10."""
