@@ -54,6 +54,7 @@ digits: install
 
 lint: install
 	$(VENV)/bin/ruff check targets samplers benchmarks tests scripts
+	$(VENV)/bin/ruff format --check targets samplers benchmarks tests scripts
 
 format: install
 	$(VENV)/bin/ruff format targets samplers benchmarks tests scripts

@@ -131,29 +131,62 @@ class GenerationConfig:
 # transitions at L = 10, R-hat 1.01 after 300 steps) uses plain HMC to stay within the time budget.
 CONFIGS: dict[str, GenerationConfig] = {
     "dw4": GenerationConfig(
-        target="dw4", seed=20240401, num_chains=128, betas=tuple(np.geomspace(1.0, 0.25, 6).round(6)),
-        num_integration_steps=8, initial_step_size=0.1, target_acceptance=0.75, step_size_jitter=0.2,
-        num_warmup_steps=1000, num_burnin_steps=2000, thinning=25, num_samples_per_chain=80,
-        start="minimised_random", start_scale=2.0,
+        target="dw4",
+        seed=20240401,
+        num_chains=128,
+        betas=tuple(np.geomspace(1.0, 0.25, 6).round(6)),
+        num_integration_steps=8,
+        initial_step_size=0.1,
+        target_acceptance=0.75,
+        step_size_jitter=0.2,
+        num_warmup_steps=1000,
+        num_burnin_steps=2000,
+        thinning=25,
+        num_samples_per_chain=80,
+        start="minimised_random",
+        start_scale=2.0,
     ),
     "lj13": GenerationConfig(
-        target="lj13", seed=20240413, num_chains=128, betas=tuple(np.geomspace(1.0, 0.5, 4).round(6)),
-        num_integration_steps=10, initial_step_size=0.01, target_acceptance=0.75, step_size_jitter=0.2,
-        num_warmup_steps=500, num_burnin_steps=1000, thinning=25, num_samples_per_chain=80,
+        target="lj13",
+        seed=20240413,
+        num_chains=128,
+        betas=tuple(np.geomspace(1.0, 0.5, 4).round(6)),
+        num_integration_steps=10,
+        initial_step_size=0.01,
+        target_acceptance=0.75,
+        step_size_jitter=0.2,
+        num_warmup_steps=500,
+        num_burnin_steps=1000,
+        thinning=25,
+        num_samples_per_chain=80,
         start="icosahedral",
     ),
     "lj55": GenerationConfig(
-        target="lj55", seed=20240455, num_chains=32, betas=(1.0,),
-        num_integration_steps=10, initial_step_size=0.01, target_acceptance=0.75, step_size_jitter=0.2,
-        num_warmup_steps=400, num_burnin_steps=600, thinning=25, num_samples_per_chain=64,
+        target="lj55",
+        seed=20240455,
+        num_chains=32,
+        betas=(1.0,),
+        num_integration_steps=10,
+        initial_step_size=0.01,
+        target_acceptance=0.75,
+        step_size_jitter=0.2,
+        num_warmup_steps=400,
+        num_burnin_steps=600,
+        thinning=25,
+        num_samples_per_chain=64,
         start="icosahedral",
     ),
 }
 
 # DEM / EquiFM data statistics (targets.md §4.2, recomputed there from DEM's test splits).
 DEM_STATISTICS: dict[str, dict[str, float]] = {
-    "dw4": {"energy_mean": -22.45, "energy_sd": 1.90, "energy_min": -25.75, "distance_mean": 3.97,
-            "distance_sd": 1.34},
+    "dw4": {
+        "energy_mean": -22.45,
+        "energy_sd": 1.90,
+        "energy_min": -25.75,
+        "distance_mean": 3.97,
+        "distance_sd": 1.34,
+    },
     "lj13": {"energy_mean": -43.13, "energy_sd": 7.02, "distance_min": 0.83, "distance_mean": 1.64},
     "lj55": {},
 }
@@ -192,16 +225,20 @@ def mackay_icosahedron(num_shells: int) -> np.ndarray:
     v = icosahedron_vertices()
     edge = np.min([np.linalg.norm(v[0] - w) for w in v[1:]])
     edges = [(a, b) for a in range(12) for b in range(a + 1, 12) if np.linalg.norm(v[a] - v[b]) < edge * 1.01]
-    faces = [(a, b, c) for a in range(12) for b in range(a + 1, 12) for c in range(b + 1, 12)
-             if {(a, b), (a, c), (b, c)} <= set(edges)]
+    faces = [
+        (a, b, c)
+        for a in range(12)
+        for b in range(a + 1, 12)
+        for c in range(b + 1, 12)
+        if {(a, b), (a, c), (b, c)} <= set(edges)
+    ]
     points = [np.zeros(3)]
     for k in range(1, num_shells + 1):
         points += list(k * v)
         for a, b in edges:
             points += [(k - m) * v[a] + m * v[b] for m in range(1, k)]
         for a, b, c in faces:
-            points += [(k - m - n) * v[a] + m * v[b] + n * v[c]
-                       for m in range(1, k) for n in range(1, k - m)]
+            points += [(k - m - n) * v[a] + m * v[b] + n * v[c] for m in range(1, k) for n in range(1, k - m)]
     return np.asarray(points)
 
 
@@ -219,8 +256,13 @@ def minimise(energy, x0: np.ndarray) -> tuple[np.ndarray, float]:
             e, g = value_and_grad(jnp.asarray(x, dtype=jnp.float64))
             return float(e), np.asarray(g, dtype=np.float64)
 
-        result = scipy.optimize.minimize(fun, np.asarray(x0, np.float64), jac=True, method="L-BFGS-B",
-                                         options={"maxiter": 20000, "gtol": 1e-9, "ftol": 1e-15})
+        result = scipy.optimize.minimize(
+            fun,
+            np.asarray(x0, np.float64),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": 20000, "gtol": 1e-9, "ftol": 1e-15},
+        )
     return result.x, float(result.fun)
 
 
@@ -252,16 +294,21 @@ def start_minimum(config: GenerationConfig, key: jax.Array) -> tuple[np.ndarray,
         pair_only = lambda x: lennard_jones_energy(x, spec, pair_factor=1.0, oscillator_scale=0.0)
         _, e_pair = minimise(pair_only, x0)
         x_min, e_min = minimise(energy, x0)
-        record.update(energy_minimum=e_min, pair_sum_single_count_minimum=e_pair,
-                      known_minima=KNOWN_MINIMA.get(name, {}))
+        record.update(
+            energy_minimum=e_min,
+            pair_sum_single_count_minimum=e_pair,
+            known_minima=KNOWN_MINIMA.get(name, {}),
+        )
         minima = np.broadcast_to(x_min, (config.num_chains, dim))
     elif config.start == "minimised_random":
         x_rand = np.asarray(jax.random.normal(key_random, (config.num_chains, dim)), np.float64)
         found = [minimise(energy, config.start_scale * x) for x in x_rand]
         minima = np.stack([m for m, _ in found])
         energies = np.asarray([e for _, e in found])
-        record.update(energy_minimum=float(energies.min()),
-                      start_energies_distinct=sorted({round(float(e), 4) for e in energies}))
+        record.update(
+            energy_minimum=float(energies.min()),
+            start_energies_distinct=sorted({round(float(e), 4) for e in energies}),
+        )
     else:
         raise ValueError(f"unknown start {config.start!r}; valid: icosahedral, minimised_random")
     keys = jax.random.split(key_symmetry, config.num_chains)
@@ -291,8 +338,9 @@ class TransitionInfo(NamedTuple):
     swap_accepted: jax.Array
 
 
-def build_transition(energy, spec: ParticleSpec, betas: jax.Array, num_integration_steps: int,
-                     step_size_jitter: float):
+def build_transition(
+    energy, spec: ParticleSpec, betas: jax.Array, num_integration_steps: int, step_size_jitter: float
+):
     """One PT-HMC transition `(key, state, step_sizes (K,), parity) -> (state, info)`."""
     hmc_kernel = blackjax.mcmc.hmc.build_kernel()
     energy_and_grad = jax.value_and_grad(energy)
@@ -305,8 +353,9 @@ def build_transition(energy, spec: ParticleSpec, betas: jax.Array, num_integrati
         key_jitter, key_hmc = jax.random.split(key)
         jitter = jax.random.uniform(key_jitter, minval=1.0 - step_size_jitter, maxval=1.0 + step_size_jitter)
         state = blackjax.mcmc.hmc.HMCState(position, -beta * e, -beta * g)
-        new, info = hmc_kernel(key_hmc, state, log_prob, step_size * jitter,
-                               jnp.ones_like(position), num_integration_steps)
+        new, info = hmc_kernel(
+            key_hmc, state, log_prob, step_size * jitter, jnp.ones_like(position), num_integration_steps
+        )
         centred = remove_mean(new.position, spec)
         return centred, -new.logdensity / beta, -new.logdensity_grad / beta, info.acceptance_rate
 
@@ -316,8 +365,9 @@ def build_transition(energy, spec: ParticleSpec, betas: jax.Array, num_integrati
         key_hmc, key_swap = jax.random.split(key)
         num_chains = state.position.shape[1]
         keys = jax.random.split(key_hmc, num_temperatures * num_chains).reshape(num_temperatures, num_chains)
-        position, e, g, acceptance = hmc_all(keys, state.position, state.energy, state.energy_grad,
-                                             betas, step_sizes)
+        position, e, g, acceptance = hmc_all(
+            keys, state.position, state.energy, state.energy_grad, betas, step_sizes
+        )
         # Exact energies after the projection (invariance makes them equal up to rounding).
         del e, g
         e, g = jax.vmap(jax.vmap(energy_and_grad))(position)
@@ -359,7 +409,8 @@ def run(config: GenerationConfig, starts: np.ndarray, key: jax.Array, *, log=pri
     key_warmup, key_burnin, key_sample = jax.random.split(key, 3)
 
     da_init, da_update, da_final = blackjax.adaptation.step_size.dual_averaging_adaptation(
-        config.target_acceptance)
+        config.target_acceptance
+    )
 
     @jax.jit
     def warmup(key, state):
@@ -386,8 +437,11 @@ def run(config: GenerationConfig, starts: np.ndarray, key: jax.Array, *, log=pri
 
         keys = jax.random.split(key, num_steps)
         state, info = jax.lax.scan(body, state, (keys, jnp.arange(num_steps) % 2))
-        stats = (info.acceptance_rate.mean(axis=(0, 2)), info.swap_attempted.sum(axis=(0, 2)),
-                 info.swap_accepted.sum(axis=(0, 2)))
+        stats = (
+            info.acceptance_rate.mean(axis=(0, 2)),
+            info.swap_attempted.sum(axis=(0, 2)),
+            info.swap_accepted.sum(axis=(0, 2)),
+        )
         return state, stats
 
     @jax.jit
@@ -402,8 +456,11 @@ def run(config: GenerationConfig, starts: np.ndarray, key: jax.Array, *, log=pri
 
         keys = jax.random.split(key, config.num_samples_per_chain)
         state, (positions, energies, stats) = jax.lax.scan(body, state, keys)
-        return positions, energies, jax.tree.map(lambda s: s.mean(axis=0) if s.dtype.kind == "f" else
-                                                 s.sum(axis=0), stats)
+        return (
+            positions,
+            energies,
+            jax.tree.map(lambda s: s.mean(axis=0) if s.dtype.kind == "f" else s.sum(axis=0), stats),
+        )
 
     t0 = time.perf_counter()
     state, step_sizes = warmup(key_warmup, state)
@@ -450,8 +507,9 @@ def energies_float64(name: str, samples: np.ndarray) -> np.ndarray:
 def distances_float64(name: str, samples: np.ndarray) -> np.ndarray:
     spec = PARTICLE_SPECS[name]
     with jax.enable_x64(True):
-        return np.asarray(jax.jit(jax.vmap(lambda x: interatomic_distances(x, spec)))(
-            jnp.asarray(samples, jnp.float64)))
+        return np.asarray(
+            jax.jit(jax.vmap(lambda x: interatomic_distances(x, spec)))(jnp.asarray(samples, jnp.float64))
+        )
 
 
 def stein_features(name: str):
@@ -468,6 +526,7 @@ def stein_features(name: str):
         return jnp.sum(2.0 * (f2 + (d - 1) * f1 / r))
 
     if name == "dw4":
+
         def phi(x):
             u = interatomic_distances(x, spec) - 4.0
             return jnp.stack([jnp.sum(u**4), jnp.sum(u**2)])
@@ -475,8 +534,13 @@ def stein_features(name: str):
         def laplacian(x):
             r = interatomic_distances(x, spec)
             u = r - 4.0
-            return jnp.stack([pair_laplacian(r, 4.0 * u**3, 12.0 * u**2),
-                              pair_laplacian(r, 2.0 * u, jnp.full_like(u, 2.0))])
+            return jnp.stack(
+                [
+                    pair_laplacian(r, 4.0 * u**3, 12.0 * u**2),
+                    pair_laplacian(r, 2.0 * u, jnp.full_like(u, 2.0)),
+                ]
+            )
+
         return phi, laplacian, (0.9, -4.0), ("quartic", "quadratic")
 
     def phi(x):
@@ -489,6 +553,7 @@ def stein_features(name: str):
         # f = r⁻¹² − 2r⁻⁶: f' = −12 r⁻¹³ + 12 r⁻⁷, f'' = 156 r⁻¹⁴ − 84 r⁻⁸.
         lj = pair_laplacian(r, -12.0 * r**-13 + 12.0 * r**-7, 156.0 * r**-14 - 84.0 * r**-8)
         return jnp.stack([lj, jnp.full_like(lj, (spec.n_particles - 1) * d)])
+
     return phi, laplacian, (2.0, 1.0), ("pair_factor", "oscillator_scale")
 
 
@@ -517,9 +582,11 @@ def stein_check(name: str, samples: np.ndarray, num_groups: int = 8) -> dict:
     groups = np.array_split(np.arange(x.shape[0]), num_groups)
     per_group = np.stack([np.linalg.solve(gram[g].mean(axis=0), lap[g].mean(axis=0)) for g in groups])
     se = per_group.std(axis=0, ddof=1) / np.sqrt(num_groups)
-    return {"coefficients": dict(zip(labels, map(float, coefficients), strict=True)),
-            "standard_error": dict(zip(labels, map(float, se), strict=True)),
-            "true": dict(zip(labels, truth, strict=True))}
+    return {
+        "coefficients": dict(zip(labels, map(float, coefficients), strict=True)),
+        "standard_error": dict(zip(labels, map(float, se), strict=True)),
+        "true": dict(zip(labels, truth, strict=True)),
+    }
 
 
 def summarise(config: GenerationConfig, result: dict, start_record: dict) -> tuple[np.ndarray, dict]:
@@ -541,8 +608,8 @@ def summarise(config: GenerationConfig, result: dict, start_record: dict) -> tup
     # blackjax's rank normalisation divides int32 ranks by Python floats (implicit promotion)
     rhat_rank = float(standard_promotion(blackjax.diagnostics.rhat)(jnp.asarray(energies, jnp.float32)))
     half = num_chains // 2
-    energy_w2_sq = wasserstein_1d_squared(energies[:half], energies[half: 2 * half])
-    dist_w2_sq = wasserstein_1d_squared(distances[:half], distances[half: 2 * half])
+    energy_w2_sq = wasserstein_1d_squared(energies[:half], energies[half : 2 * half])
+    dist_w2_sq = wasserstein_1d_squared(distances[:half], distances[half : 2 * half])
     stats = {
         "energy_mean": float(energies.mean()),
         "energy_sd": float(energies.std(ddof=1)),
@@ -573,13 +640,13 @@ def summarise(config: GenerationConfig, result: dict, start_record: dict) -> tup
         "energy_w2": float(np.sqrt(energy_w2_sq)),
         "energy_w2_squared": energy_w2_sq,
         "interatomic_distance_w2_squared": dist_w2_sq,
-        "energy_mean_difference": float(energies[:half].mean() - energies[half: 2 * half].mean()),
+        "energy_mean_difference": float(energies[:half].mean() - energies[half : 2 * half].mean()),
     }
     provenance = {
         "target": name,
         "command": f"python scripts/generate_reference_sets.py --target {name}",
         "description": "PT-HMC (blackjax) reference set, zero-CoM subspace, centred, float32; "
-                       "see the docstring of scripts/generate_reference_sets.py",
+        "see the docstring of scripts/generate_reference_sets.py",
         "config": dataclasses.asdict(config),
         "num_samples": int(samples.shape[0]),
         "dim": dim,
@@ -591,10 +658,15 @@ def summarise(config: GenerationConfig, result: dict, start_record: dict) -> tup
         "stein_check": stein_check(name, samples),
         "dem_statistics": DEM_STATISTICS[name],
         "symmetrisation": "each saved sample mapped by an independent Haar O(D) matrix and particle "
-                          "permutation (exact for the invariant target)",
+        "permutation (exact for the invariant target)",
         "samples_sha256": hashlib.sha256(samples.tobytes()).hexdigest(),
-        "versions": {"jax": jax.__version__, "blackjax": blackjax.__version__, "numpy": np.__version__,
-                     "python": platform.python_version(), "platform": platform.machine()},
+        "versions": {
+            "jax": jax.__version__,
+            "blackjax": blackjax.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+            "platform": platform.machine(),
+        },
     }
     return samples, provenance
 
@@ -630,8 +702,10 @@ def generate(config: GenerationConfig, out_dir: Path, *, log=print) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     save_npz_deterministic(out_dir / f"{config.target}_reference.npz", samples=samples, chain=chain)
     (out_dir / f"{config.target}_reference.json").write_text(json.dumps(provenance, indent=2) + "\n")
-    log(f"[{config.target}] wrote {samples.shape} in {time.perf_counter() - t_start:.1f}s wall: "
-        + json.dumps({k: provenance[k] for k in ("statistics", "diagnostics", "noise_floor", "stein_check")}))
+    log(
+        f"[{config.target}] wrote {samples.shape} in {time.perf_counter() - t_start:.1f}s wall: "
+        + json.dumps({k: provenance[k] for k in ("statistics", "diagnostics", "noise_floor", "stein_check")})
+    )
     return provenance
 
 
@@ -639,14 +713,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--target", choices=[*CONFIGS, "all"], default="all")
     parser.add_argument("--out-dir", type=Path, default=DATA_DIR)
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny run (8 chains, few steps) to check the pipeline; never ship its output")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny run (8 chains, few steps) to check the pipeline; never ship its output",
+    )
     args = parser.parse_args(argv)
-    for name in (list(CONFIGS) if args.target == "all" else [args.target]):
+    for name in list(CONFIGS) if args.target == "all" else [args.target]:
         config = CONFIGS[name]
         if args.smoke:
-            config = dataclasses.replace(config, num_chains=8, num_warmup_steps=50, num_burnin_steps=50,
-                                         thinning=2, num_samples_per_chain=10)
+            config = dataclasses.replace(
+                config,
+                num_chains=8,
+                num_warmup_steps=50,
+                num_burnin_steps=50,
+                thinning=2,
+                num_samples_per_chain=10,
+            )
         generate(config, args.out_dir, log=lambda s: print(s, flush=True))
 
 

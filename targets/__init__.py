@@ -131,7 +131,6 @@ def check_log_prob(name: str, log_prob: Callable, dim: int) -> None:
         pass
 
 
-
 BUILTIN: tuple[TargetEntry, ...] = (
     *finetuning.ENTRIES,
     *funnel.ENTRIES,

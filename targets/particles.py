@@ -204,9 +204,7 @@ def _check_cutoff(cutoff: float) -> float:
     return rc
 
 
-def lennard_jones_pair(
-    squared_distance: jax.Array, softcore_cutoff: float | None = None
-) -> jax.Array:
+def lennard_jones_pair(squared_distance: jax.Array, softcore_cutoff: float | None = None) -> jax.Array:
     """LJ pair potential `φ(r) = r⁻¹² − 2 r⁻⁶` (ε = r_m = 1, minimum −1 at r = 1), from `s = r²`.
 
     With `softcore_cutoff = r_c` (TRAINING ONLY) the potential is continued linearly below `r_c`,
@@ -311,8 +309,12 @@ def reference_set(name: str) -> ReferenceSet | None:
 
 
 def _particle_target(
-    name: str, pretty_name: str, energy: Callable[[jax.Array], jax.Array], description: str,
-    *, with_reference: bool,
+    name: str,
+    pretty_name: str,
+    energy: Callable[[jax.Array], jax.Array],
+    description: str,
+    *,
+    with_reference: bool,
 ) -> Target:
     spec = PARTICLE_SPECS[name.split("_")[0]]
     reference = reference_set(name) if with_reference else None
@@ -333,7 +335,9 @@ def _particle_target(
 def dw4() -> Target:
     """DW4: 4 particles in 2-D, `E = Σ_{i<j} 0.9(d−4)⁴ − 4(d−4)²`, T = 1 (dim 8, 6 mean-free dof)."""
     return _particle_target(
-        "dw4", "DW4", dw4_energy,
+        "dw4",
+        "DW4",
+        dw4_energy,
         "Four particles in 2-D with a pairwise double-well potential "
         "E = sum_{i<j} 0.9 (d_ij - 4)^4 - 4 (d_ij - 4)^2 at T = 1 (bgflow MultiDoubleWellPotential as in "
         "DEM / Adjoint Sampling); zero centre-of-mass subspace.",
@@ -344,7 +348,9 @@ def dw4() -> Target:
 def _lennard_jones(n: int, energy: Callable[[jax.Array], jax.Array]) -> Target:
     """The registered LJ`n` target (iDEM convention, with its shipped reference set)."""
     return _particle_target(
-        f"lj{n}", f"LJ{n}", energy,
+        f"lj{n}",
+        f"LJ{n}",
+        energy,
         f"{n}-particle Lennard-Jones cluster in 3-D, E = 2 sum_{{i<j}} (d^-12 - 2 d^-6) + 1/2 sum_i |x_i - "
         "mean|^2 at T = 1 (DEM / Adjoint Sampling convention, ordered-pair sum); zero-CoM subspace.",
         with_reference=True,
@@ -366,7 +372,9 @@ def _softcore(base: str, cutoff: float) -> Target:
     _check_cutoff(cutoff)
     energy = functools.partial(lennard_jones_energy, spec=spec, softcore_cutoff=float(cutoff))
     return _particle_target(
-        f"{base}_softcore", f"{base.upper()} (soft-core r_c={cutoff:g}, training only)", energy,
+        f"{base}_softcore",
+        f"{base.upper()} (soft-core r_c={cutoff:g}, training only)",
+        energy,
         f"TRAINING ONLY: {base} with the LJ pair potential linearised (C^1) below r_c = {cutoff:g}; "
         f"never used for evaluation (evaluate on {base!r}).",
         with_reference=False,
@@ -387,7 +395,9 @@ def _single_count(base: str) -> Target:
     spec = PARTICLE_SPECS[base]
     energy = functools.partial(lennard_jones_energy, spec=spec, pair_factor=1.0)
     return _particle_target(
-        f"{base}_single_count", f"{base.upper()} (Σ_{{i<j}} LJ)", energy,
+        f"{base}_single_count",
+        f"{base.upper()} (Σ_{{i<j}} LJ)",
+        energy,
         f"{base} with the LJ pair sum over unordered pairs, E = sum_{{i<j}} (d^-12 - 2 d^-6) + 1/2 sum_i "
         "|x_i - mean|^2 (bgflow energy_factor=0.5 / EACF form; harmonic term unverified for EACF). Not "
         "comparable with iDEM / Adjoint Sampling numbers; no reference set.",

@@ -141,9 +141,7 @@ def estimate_suite(
 
     rates = measured_rates(runs_root or out_dir, jax.default_backend())
     cells = list(cells)
-    pending = plan_cells(
-        suite, out_dir, cells, force=force, retry=retry, log=log, quarantine_corrupt=False
-    )
+    pending = plan_cells(suite, out_dir, cells, force=force, retry=retry, log=log, quarantine_corrupt=False)
     todo = [p.cell for p in pending]
     groups: dict[tuple[str, str], list[Cell]] = defaultdict(list)
     for c in todo:

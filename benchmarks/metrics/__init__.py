@@ -66,8 +66,14 @@ def names() -> list[str]:
 
 def describe() -> list[dict[str, object]]:
     """One row per metric (name, requirements, description) for `tiltbench metrics` and the README."""
-    return [{"name": name, "requires": list(METRICS.meta(name)["requires"]),
-             "description": METRICS.meta(name)["description"]} for name in METRICS.names()]
+    return [
+        {
+            "name": name,
+            "requires": list(METRICS.meta(name)["requires"]),
+            "description": METRICS.meta(name)["description"],
+        }
+        for name in METRICS.names()
+    ]
 
 
 BUILTIN: tuple[MetricEntry, ...] = (

@@ -107,8 +107,12 @@ def linear_sum_assignment(cost: jax.Array) -> jax.Array:
         p, _, _ = jax.lax.while_loop(lambda s: (s[1] != 0) & (s[2] <= n), augment_body, (p, j0, 0))
         return u, v, p, way
 
-    init = (jnp.zeros(n + 1, cost.dtype), jnp.zeros(n + 1, cost.dtype),
-            jnp.zeros(n + 1, jnp.int32), jnp.zeros(n + 1, jnp.int32))
+    init = (
+        jnp.zeros(n + 1, cost.dtype),
+        jnp.zeros(n + 1, cost.dtype),
+        jnp.zeros(n + 1, jnp.int32),
+        jnp.zeros(n + 1, jnp.int32),
+    )
     _, _, p, _ = jax.lax.fori_loop(1, n + 1, add_row, init)
     # p[j] = row (1-based) assigned to column j; invert to row -> column
     return jnp.zeros(n, jnp.int32).at[p[1:] - 1].set(jnp.arange(n, dtype=jnp.int32))
@@ -184,9 +188,7 @@ def aligned_distance(x: jax.Array, y: jax.Array, frames: str = "peer") -> jax.Ar
     return best
 
 
-@functools.partial(
-    jax.jit, static_argnames=("n_particles", "spatial_dim", "chunk_size", "frames", "shards")
-)
+@functools.partial(jax.jit, static_argnames=("n_particles", "spatial_dim", "chunk_size", "frames", "shards"))
 def _distance_matrix(x, y, *, n_particles: int, spatial_dim: int, chunk_size: int, frames: str, shards: int):
     # The B·B' pairs are processed in chunks of `chunk_size` (a scan over chunks, vmapped pairs
     # inside); with `shards` > 1 devices each chunk is split over them (`samplers.parallel`), so
@@ -207,8 +209,15 @@ def _distance_matrix(x, y, *, n_particles: int, spatial_dim: int, chunk_size: in
     return flat.reshape(-1)[:num_pairs].reshape(x.shape[0], y.shape[0])
 
 
-def aligned_distance_matrix(x: jax.Array, y: jax.Array, n_particles: int, spatial_dim: int,
-                            *, frames: str = "peer", chunk_size: int | None = None) -> np.ndarray:
+def aligned_distance_matrix(
+    x: jax.Array,
+    y: jax.Array,
+    n_particles: int,
+    spatial_dim: int,
+    *,
+    frames: str = "peer",
+    chunk_size: int | None = None,
+) -> np.ndarray:
     """`M[i, j] = aligned_distance(x_i, y_j, frames)` for flattened `x (B, n·D)`, `y (B', n·D)`.
 
     Repeated rows (e.g. draws resampled by weight) are matched once. The distinct pairs are vmapped
@@ -226,9 +235,15 @@ def aligned_distance_matrix(x: jax.Array, y: jax.Array, n_particles: int, spatia
     # repeated rows (draws resampled by weight) are matched once
     (x, x_index), (y, y_index) = (_unique_rows(np.asarray(a, np.float32)) for a in (x, y))
     pad = lambda a: np.pad(a, ((0, max(8, 1 << (a.shape[0] - 1).bit_length()) - a.shape[0]), (0, 0)))
-    out = _distance_matrix(jnp.asarray(pad(x)), jnp.asarray(pad(y)), n_particles=n_particles,
-                           spatial_dim=spatial_dim, chunk_size=int(chunk_size), frames=frames,
-                           shards=shards)
+    out = _distance_matrix(
+        jnp.asarray(pad(x)),
+        jnp.asarray(pad(y)),
+        n_particles=n_particles,
+        spatial_dim=spatial_dim,
+        chunk_size=int(chunk_size),
+        frames=frames,
+        shards=shards,
+    )
     return np.asarray(out, np.float64)[np.ix_(x_index, y_index)]
 
 

@@ -73,10 +73,14 @@ REQUIREMENTS: dict[str, tuple[Callable[[EvalContext], bool], str]] = {
     "log_w": (lambda ctx: ctx.log_w is not None, "no path log-weights (unweighted samples, e.g. MCMC)"),
     "log_Z": (lambda ctx: ctx.target.log_Z is not None, "the target's log Z is unknown"),
     "reference": (lambda ctx: ctx.reference is not None, "no reference samples of the target"),
-    "reference2": (lambda ctx: ctx.reference2 is not None,
-                   "no second reference set (needed for the noise floor)"),
-    "backward_log_w": (lambda ctx: ctx.backward_log_w is not None,
-                       "no log-weights of backward paths from target samples"),
+    "reference2": (
+        lambda ctx: ctx.reference2 is not None,
+        "no second reference set (needed for the noise floor)",
+    ),
+    "backward_log_w": (
+        lambda ctx: ctx.backward_log_w is not None,
+        "no log-weights of backward paths from target samples",
+    ),
     "particles": (lambda ctx: ctx.target.particles is not None, "the target is not a particle system"),
     "mixture": (lambda ctx: ctx.target.mixture is not None, "the target is not a Gaussian mixture"),
     "dim1": (lambda ctx: ctx.target.dim == 1, "the target is not one-dimensional"),
@@ -84,8 +88,14 @@ REQUIREMENTS: dict[str, tuple[Callable[[EvalContext], bool], str]] = {
 }
 
 
-def register_metric(name: str, fn: MetricFn | None = None, *, requires: Iterable[str] = (),
-                    description: str = "", overwrite: bool = False):
+def register_metric(
+    name: str,
+    fn: MetricFn | None = None,
+    *,
+    requires: Iterable[str] = (),
+    description: str = "",
+    overwrite: bool = False,
+):
     """Register a metric `fn(ctx) -> dict[str, float]` under `name` (direct call or decorator).
 
     Args:
@@ -112,8 +122,11 @@ def metric_key(key: jax.Array, name: str) -> jax.Array:
 
 def missing_requirements(ctx: EvalContext, name: str) -> list[str]:
     """The requirements of metric `name` that `ctx` does not meet, as `"<requirement>: <reason>"`."""
-    return [f"{req}: {REQUIREMENTS[req][1]}" for req in METRICS.meta(name)["requires"]
-            if not REQUIREMENTS[req][0](ctx)]
+    return [
+        f"{req}: {REQUIREMENTS[req][1]}"
+        for req in METRICS.meta(name)["requires"]
+        if not REQUIREMENTS[req][0](ctx)
+    ]
 
 
 def check_context(ctx: EvalContext) -> None:
@@ -175,8 +188,12 @@ def noise_floor(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     seconds to minutes). `fn` must be pure; arrays are keyed by a hash of their bytes, other
     arguments must be hashable. The last 64 floors are kept.
     """
-    key = (fn.__module__, fn.__qualname__, tuple(map(_digest, args)),
-           tuple(sorted((k, _digest(v)) for k, v in kwargs.items())))
+    key = (
+        fn.__module__,
+        fn.__qualname__,
+        tuple(map(_digest, args)),
+        tuple(sorted((k, _digest(v)) for k, v in kwargs.items())),
+    )
     if key in _FLOORS:
         _FLOORS.move_to_end(key)
         return _FLOORS[key]
@@ -208,9 +225,13 @@ def _at_floor_size(ctx: EvalContext, name: str) -> EvalContext:
     return ctx._replace(x=ctx.x[:m], log_w=log_w)
 
 
-def evaluate(ctx: EvalContext, names: Iterable[str] | None = None, *,
-             on_error: str = "raise", timings: dict[str, float] | None = None
-             ) -> tuple[dict[str, float], dict[str, str]]:
+def evaluate(
+    ctx: EvalContext,
+    names: Iterable[str] | None = None,
+    *,
+    on_error: str = "raise",
+    timings: dict[str, float] | None = None,
+) -> tuple[dict[str, float], dict[str, str]]:
     """Run every applicable metric on `ctx`.
 
     Args:

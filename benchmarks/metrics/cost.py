@@ -25,8 +25,9 @@ __all__ = ["cost_metrics"]
 _COUNTERS = ("energy_evals", "grad_evals", "network_evals", "sde_steps")
 
 
-def cost_metrics(cost: Cost | Mapping[str, float], train_time: float, sample_time: float,
-                 compile_time: float) -> dict[str, float]:
+def cost_metrics(
+    cost: Cost | Mapping[str, float], train_time: float, sample_time: float, compile_time: float
+) -> dict[str, float]:
     """Namespaced cost counters and wall times (seconds) for one result record.
 
     Args:
@@ -41,6 +42,11 @@ def cost_metrics(cost: Cost | Mapping[str, float], train_time: float, sample_tim
     if missing:
         raise ValueError(f"cost is missing counter(s) {missing}; expected {list(_COUNTERS)}")
     out = {f"cost/{name}": float(counters[name]) for name in _COUNTERS}
-    out.update({"time/train_s": float(train_time), "time/sample_s": float(sample_time),
-                "time/compile_s": float(compile_time)})
+    out.update(
+        {
+            "time/train_s": float(train_time),
+            "time/sample_s": float(sample_time),
+            "time/compile_s": float(compile_time),
+        }
+    )
     return out

@@ -31,14 +31,25 @@ def ess_reverse_metrics(ctx: EvalContext) -> dict[str, float]:
 def ess_forward_metrics(ctx: EvalContext) -> dict[str, float]:
     """`ess/forward` (fraction), `ess/forward_se` and `ess/forward_num_samples`."""
     ess, se = x64_estimate(estimators.forward_ess, ctx.backward_log_w)
-    return {"ess/forward": ess, "ess/forward_se": se,
-            "ess/forward_num_samples": float(np.size(ctx.backward_log_w))}
+    return {
+        "ess/forward": ess,
+        "ess/forward_se": se,
+        "ess/forward_num_samples": float(np.size(ctx.backward_log_w)),
+    }
 
 
 ENTRIES = (
-    metric("ess_reverse", ess_reverse_metrics, requires=("log_w",),
-        description="(Σw)² / (N Σw²) on the N model samples"),
-    metric("ess_forward", ess_forward_metrics, requires=("backward_log_w",),
-        description="M² / (Σ w_B Σ 1/w_B) on M backward paths from target samples"),
+    metric(
+        "ess_reverse",
+        ess_reverse_metrics,
+        requires=("log_w",),
+        description="(Σw)² / (N Σw²) on the N model samples",
+    ),
+    metric(
+        "ess_forward",
+        ess_forward_metrics,
+        requires=("backward_log_w",),
+        description="M² / (Σ w_B Σ 1/w_B) on M backward paths from target samples",
+    ),
 )
 """The metrics of this module, registered by `benchmarks/metrics/__init__.py`."""

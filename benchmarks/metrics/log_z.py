@@ -84,8 +84,12 @@ def log_z_backward_metrics(ctx: EvalContext) -> dict[str, float]:
     """`logZ/eubo(_se)` and the backward estimate `logZ/backward_estimate(_se)` (+ gaps when log Z known)."""
     ub, ub_se = x64_estimate(estimators.eubo, ctx.backward_log_w)
     zb, zb_se = x64_estimate(estimators.log_Z_backward, ctx.backward_log_w)
-    out = {"logZ/eubo": ub, "logZ/eubo_se": ub_se,
-           "logZ/backward_estimate": zb, "logZ/backward_estimate_se": zb_se}
+    out = {
+        "logZ/eubo": ub,
+        "logZ/eubo_se": ub_se,
+        "logZ/backward_estimate": zb,
+        "logZ/backward_estimate_se": zb_se,
+    }
     if ctx.target.log_Z is not None:
         out["logZ/eubo_gap"] = ub - float(ctx.target.log_Z)
         out["logZ/backward_estimate_error"] = abs(zb - float(ctx.target.log_Z))
@@ -102,13 +106,29 @@ def log_z_bar_metrics(ctx: EvalContext) -> dict[str, float]:
 
 
 ENTRIES = (
-    metric("log_z", log_z_metrics, requires=("log_w",),
-        description="IS log Z = LSE(log w) - log N and ELBO = mean log w, with SEs"),
-    metric("log_z_error", log_z_error_metrics, requires=("log_w", "log_Z"),
-        description="|log Z_IS - log Z| (and signed), log Z - ELBO"),
-    metric("log_z_backward", log_z_backward_metrics, requires=("backward_log_w",),
-        description="EUBO = mean_B log w and backward estimate -(LSE(-log w_B) - log M)"),
-    metric("log_z_bar", log_z_bar_metrics, requires=("log_w", "backward_log_w"),
-        description="Bennett acceptance ratio (Crooks) log Z from forward and backward paths"),
+    metric(
+        "log_z",
+        log_z_metrics,
+        requires=("log_w",),
+        description="IS log Z = LSE(log w) - log N and ELBO = mean log w, with SEs",
+    ),
+    metric(
+        "log_z_error",
+        log_z_error_metrics,
+        requires=("log_w", "log_Z"),
+        description="|log Z_IS - log Z| (and signed), log Z - ELBO",
+    ),
+    metric(
+        "log_z_backward",
+        log_z_backward_metrics,
+        requires=("backward_log_w",),
+        description="EUBO = mean_B log w and backward estimate -(LSE(-log w_B) - log M)",
+    ),
+    metric(
+        "log_z_bar",
+        log_z_bar_metrics,
+        requires=("log_w", "backward_log_w"),
+        description="Bennett acceptance ratio (Crooks) log Z from forward and backward paths",
+    ),
 )
 """The metrics of this module, registered by `benchmarks/metrics/__init__.py`."""

@@ -179,8 +179,9 @@ def mmd2_unbiased(x: jax.Array, y: jax.Array, bandwidths, *, block_size: int = 2
     # leave-one-out statistics, exactly, from the row sums
     loo_x = (s_xx - 2 * r_xx) / ((n - 1) * (n - 2)) + s_yy / (m * (m - 1)) - 2 * (s_xy - c_xy) / ((n - 1) * m)
     loo_y = s_xx / (n * (n - 1)) + (s_yy - 2 * r_yy) / ((m - 1) * (m - 2)) - 2 * (s_xy - d_xy) / (n * (m - 1))
-    var = ((n - 1) / n * np.sum((loo_x - loo_x.mean()) ** 2)
-           + (m - 1) / m * np.sum((loo_y - loo_y.mean()) ** 2))
+    var = (n - 1) / n * np.sum((loo_x - loo_x.mean()) ** 2) + (m - 1) / m * np.sum(
+        (loo_y - loo_y.mean()) ** 2
+    )
     return MMDEstimate(float(value), float(np.sqrt(var)), bandwidths)
 
 
@@ -204,9 +205,11 @@ def rbf_median_metrics(ctx: EvalContext, config: MMDConfig = MMDConfig()) -> dic
     model = mmd2_median(ctx.x, ctx.reference, config)
     floor = noise_floor(mmd2_median, ctx.reference2, ctx.reference, config)
     return {
-        "mmd2/rbf_median": model.mmd2, "mmd2/rbf_median/se": model.se,
+        "mmd2/rbf_median": model.mmd2,
+        "mmd2/rbf_median/se": model.se,
         "mmd2/rbf_median/bandwidth": model.bandwidths[0],
-        "mmd2/rbf_median/noise_floor": floor.mmd2, "mmd2/rbf_median/noise_floor_se": floor.se,
+        "mmd2/rbf_median/noise_floor": floor.mmd2,
+        "mmd2/rbf_median/noise_floor_se": floor.se,
     }
 
 
@@ -216,15 +219,26 @@ def rbf_multi_metrics(ctx: EvalContext, config: MMDConfig = MMDConfig()) -> dict
     model = mmd2_multi(ctx.x, ctx.reference, scale, config)
     floor = noise_floor(mmd2_multi, ctx.reference2, ctx.reference, scale, config)
     return {
-        "mmd2/rbf_multi": model.mmd2, "mmd2/rbf_multi/se": model.se, "mmd2/rbf_multi/scale": scale,
-        "mmd2/rbf_multi/noise_floor": floor.mmd2, "mmd2/rbf_multi/noise_floor_se": floor.se,
+        "mmd2/rbf_multi": model.mmd2,
+        "mmd2/rbf_multi/se": model.se,
+        "mmd2/rbf_multi/scale": scale,
+        "mmd2/rbf_multi/noise_floor": floor.mmd2,
+        "mmd2/rbf_multi/noise_floor_se": floor.se,
     }
 
 
 ENTRIES = (
-    metric("mmd_rbf_median", rbf_median_metrics, requires=("reference", "reference2"),
-        description="unbiased MMD² (not its root), Gaussian kernel, median bandwidth of x ∪ y"),
-    metric("mmd_rbf_multi", rbf_multi_metrics, requires=("reference", "reference2"),
-        description="unbiased MMD², mean Gaussian kernel at (0.25..4)× the reference median distance"),
+    metric(
+        "mmd_rbf_median",
+        rbf_median_metrics,
+        requires=("reference", "reference2"),
+        description="unbiased MMD² (not its root), Gaussian kernel, median bandwidth of x ∪ y",
+    ),
+    metric(
+        "mmd_rbf_multi",
+        rbf_multi_metrics,
+        requires=("reference", "reference2"),
+        description="unbiased MMD², mean Gaussian kernel at (0.25..4)× the reference median distance",
+    ),
 )
 """The metrics of this module, registered by `benchmarks/metrics/__init__.py`."""

@@ -104,7 +104,11 @@ def mode_metrics(ctx: EvalContext, config: ModeConfig = ModeConfig()) -> dict[st
 
 
 ENTRIES = (
-    metric("modes", mode_metrics, requires=("mixture",),
-        description="mode hit fraction, EMC (histogram entropy / log K), TV of mode weights"),
+    metric(
+        "modes",
+        mode_metrics,
+        requires=("mixture",),
+        description="mode hit fraction, EMC (histogram entropy / log K), TV of mode weights",
+    ),
 )
 """The metrics of this module, registered by `benchmarks/metrics/__init__.py`."""

@@ -94,8 +94,14 @@ def sinkhorn_divergence(x, y, *, epsilon: float, config: SinkhornConfig = Sinkho
         return SinkhornResult(np.nan, float(epsilon), False)
     shift = y.mean(0)
     batch = 1024 if x.shape[0] * y.shape[0] > config.online_above else None
-    div, out = _sinkdiv(x - shift, y - shift, jnp.float32(epsilon), threshold=config.threshold,
-                        max_iterations=config.max_iterations, batch_size=batch)
+    div, out = _sinkdiv(
+        x - shift,
+        y - shift,
+        jnp.float32(epsilon),
+        threshold=config.threshold,
+        max_iterations=config.max_iterations,
+        batch_size=batch,
+    )
     converged = bool(all(bool(c) for c in out.converged if c is not None))
     return SinkhornResult(float(div), float(epsilon), converged)
 
@@ -104,7 +110,10 @@ def sinkhorn_divergence(x, y, *, epsilon: float, config: SinkhornConfig = Sinkho
 @standard_promotion  # ott's Sinkhorn loop promotes dtypes implicitly inside
 def _sinkdiv(x, y, epsilon, *, threshold, max_iterations, batch_size):
     return ott_sinkhorn_divergence.sinkdiv(
-        x, y, epsilon=epsilon, batch_size=batch_size,
+        x,
+        y,
+        epsilon=epsilon,
+        batch_size=batch_size,
         solve_kwargs={"threshold": threshold, "max_iterations": max_iterations},
     )
 
@@ -175,8 +184,9 @@ def gaussian_sinkhorn_divergence(mean1, cov1, mean2, cov2, epsilon: float) -> fl
     tr_ab, ld_ab = terms(big_a, big_b)
     tr_aa, ld_aa = terms(big_a, big_a)
     tr_bb, ld_bb = terms(big_b, big_b)
-    return float(np.sum((a - b) ** 2) + 0.5 * tr_aa + 0.5 * tr_bb - tr_ab
-                 + s2 * (ld_ab - 0.5 * ld_aa - 0.5 * ld_bb))
+    return float(
+        np.sum((a - b) ** 2) + 0.5 * tr_aa + 0.5 * tr_bb - tr_ab + s2 * (ld_ab - 0.5 * ld_aa - 0.5 * ld_bb)
+    )
 
 
 def sinkhorn_metrics(ctx: EvalContext, config: SinkhornConfig = SinkhornConfig()) -> dict[str, float]:
@@ -197,15 +207,25 @@ def w2_exact_1d_metrics(ctx: EvalContext) -> dict[str, float]:
     model = w2_squared_1d(ctx.x, ctx.reference)
     floor = w2_squared_1d(ctx.reference2, ctx.reference)
     return {
-        "w2_exact_1d/w2": float(np.sqrt(model)), "w2_exact_1d/w2_squared": model,
-        "w2_exact_1d/w2/noise_floor": float(np.sqrt(floor)), "w2_exact_1d/w2_squared/noise_floor": floor,
+        "w2_exact_1d/w2": float(np.sqrt(model)),
+        "w2_exact_1d/w2_squared": model,
+        "w2_exact_1d/w2/noise_floor": float(np.sqrt(floor)),
+        "w2_exact_1d/w2_squared/noise_floor": floor,
     }
 
 
 ENTRIES = (
-    metric("sinkhorn", sinkhorn_metrics, requires=("reference", "reference2"),
-        description="debiased Sinkhorn divergence, cost ‖x−y‖², ε = 0.05 · 2 tr Cov(reference)"),
-    metric("w2_exact_1d", w2_exact_1d_metrics, requires=("dim1", "reference", "reference2"),
-        description="exact W2 (and W2²) between 1-D empirical measures"),
+    metric(
+        "sinkhorn",
+        sinkhorn_metrics,
+        requires=("reference", "reference2"),
+        description="debiased Sinkhorn divergence, cost ‖x−y‖², ε = 0.05 · 2 tr Cov(reference)",
+    ),
+    metric(
+        "w2_exact_1d",
+        w2_exact_1d_metrics,
+        requires=("dim1", "reference", "reference2"),
+        description="exact W2 (and W2²) between 1-D empirical measures",
+    ),
 )
 """The metrics of this module, registered by `benchmarks/metrics/__init__.py`."""

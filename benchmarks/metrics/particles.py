@@ -151,8 +151,10 @@ def energy_metrics(ctx: EvalContext) -> dict[str, float]:
     upper = float(np.max(e_ref[np.isfinite(e_ref)]))
     clip, clip_floor = (w2_squared_1d(_clipped(e, upper), _clipped(e_ref, upper)) for e in (e_model, e_ref2))
     return {
-        "energy_w2": float(np.sqrt(w2sq)), "energy_w2/noise_floor": float(np.sqrt(floor)),
-        "energy_w2_squared": w2sq, "energy_w2_squared/noise_floor": floor,
+        "energy_w2": float(np.sqrt(w2sq)),
+        "energy_w2/noise_floor": float(np.sqrt(floor)),
+        "energy_w2_squared": w2sq,
+        "energy_w2_squared/noise_floor": floor,
         "energy_w2_clipped": float(np.sqrt(clip)),
         "energy_w2_clipped/noise_floor": float(np.sqrt(clip_floor)),
         "energy/clip_value": upper,
@@ -167,9 +169,12 @@ def dist_metrics(ctx: EvalContext) -> dict[str, float]:
     d_model, d_ref, d_ref2 = (pooled_distances(spec, a) for a in (ctx.x, ctx.reference, ctx.reference2))
     w2sq, floor = w2_squared_1d(d_model, d_ref), w2_squared_1d(d_ref2, d_ref)
     return {
-        "dist_w2_squared": w2sq, "dist_w2_squared/noise_floor": floor,
-        "dist_w2": float(np.sqrt(w2sq)), "dist_w2/noise_floor": float(np.sqrt(floor)),
-        "dist_tv": distance_tv(d_model, d_ref), "dist_tv/noise_floor": distance_tv(d_ref2, d_ref),
+        "dist_w2_squared": w2sq,
+        "dist_w2_squared/noise_floor": floor,
+        "dist_w2": float(np.sqrt(w2sq)),
+        "dist_w2/noise_floor": float(np.sqrt(floor)),
+        "dist_tv": distance_tv(d_model, d_ref),
+        "dist_tv/noise_floor": distance_tv(d_ref2, d_ref),
     }
 
 
@@ -178,28 +183,39 @@ def eq_w2_squared(x, y, spec, *, frames: str = "peer", chunk_size: int | None = 
     x, y = np.asarray(x), np.asarray(y)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"eq_w2 compares equal-size sets, got {x.shape[0]} and {y.shape[0]}")
-    m2 = aligned_distance_matrix(x, y, spec.n_particles, spec.spatial_dim, frames=frames,
-                                 chunk_size=chunk_size) ** 2
+    m2 = (
+        aligned_distance_matrix(
+            x, y, spec.n_particles, spec.spatial_dim, frames=frames, chunk_size=chunk_size
+        )
+        ** 2
+    )
     if not np.all(np.isfinite(m2)):
         return np.nan
     rows, cols = optimize.linear_sum_assignment(m2)
     return float(m2[rows, cols].mean())
 
 
-def eq_w2_metrics(ctx: EvalContext, config: EqW2Config = EqW2Config(), *, name: str = "eq_w2"
-                  ) -> dict[str, float]:
+def eq_w2_metrics(
+    ctx: EvalContext, config: EqW2Config = EqW2Config(), *, name: str = "eq_w2"
+) -> dict[str, float]:
     """`<name>` (a W2), `<name>_squared`, their noise floors and `<name>/num_samples` (= B)."""
     spec = ctx.target.particles
-    b = min(config.num_samples(spec.n_particles), np.shape(ctx.x)[0], np.shape(ctx.reference)[0],
-            np.shape(ctx.reference2)[0])
+    b = min(
+        config.num_samples(spec.n_particles),
+        np.shape(ctx.x)[0],
+        np.shape(ctx.reference)[0],
+        np.shape(ctx.reference2)[0],
+    )
     k_model, k_ref, k_ref2 = jax.random.split(ctx.key, 3)
     pick = lambda key, a: np.asarray(a)[np.asarray(jax.random.permutation(key, np.shape(a)[0])[:b])]
     x, ref, ref2 = pick(k_model, ctx.x), pick(k_ref, ctx.reference), pick(k_ref2, ctx.reference2)
     model = eq_w2_squared(x, ref, spec, frames=config.frames, chunk_size=config.chunk_size)
     floor = noise_floor(eq_w2_squared, ref2, ref, spec, frames=config.frames, chunk_size=config.chunk_size)
     return {
-        name: float(np.sqrt(model)), f"{name}/noise_floor": float(np.sqrt(floor)),
-        f"{name}_squared": model, f"{name}_squared/noise_floor": floor,
+        name: float(np.sqrt(model)),
+        f"{name}/noise_floor": float(np.sqrt(floor)),
+        f"{name}_squared": model,
+        f"{name}_squared/noise_floor": floor,
         f"{name}/num_samples": float(b),
     }
 
@@ -213,13 +229,29 @@ _PARTICLE_REQS = ("particles", "reference", "reference2")
 
 
 ENTRIES = (
-    metric("energy_w2", energy_metrics, requires=_PARTICLE_REQS,
-        description="W2 (and W2²) of 1-D energy laws, E = −log_prob in float64; clipped at max E_ref"),
-    metric("dist_w2", dist_metrics, requires=_PARTICLE_REQS,
-        description="W2² (and W2) of pooled interatomic distances; 200-bin histogram TV"),
-    metric("eq_w2", eq_w2_metrics, requires=_PARTICLE_REQS,
-        description="sqrt exact OT on M², M = Hungarian-matched, Kabsch-aligned (O(D)) distance"),
-    metric("eq_w2_invariant", eq_w2_invariant_metrics, requires=_PARTICLE_REQS,
-        description="eq_w2 with matching also tried in principal-axes frames (rotation invariant)"),
+    metric(
+        "energy_w2",
+        energy_metrics,
+        requires=_PARTICLE_REQS,
+        description="W2 (and W2²) of 1-D energy laws, E = −log_prob in float64; clipped at max E_ref",
+    ),
+    metric(
+        "dist_w2",
+        dist_metrics,
+        requires=_PARTICLE_REQS,
+        description="W2² (and W2) of pooled interatomic distances; 200-bin histogram TV",
+    ),
+    metric(
+        "eq_w2",
+        eq_w2_metrics,
+        requires=_PARTICLE_REQS,
+        description="sqrt exact OT on M², M = Hungarian-matched, Kabsch-aligned (O(D)) distance",
+    ),
+    metric(
+        "eq_w2_invariant",
+        eq_w2_invariant_metrics,
+        requires=_PARTICLE_REQS,
+        description="eq_w2 with matching also tried in principal-axes frames (rotation invariant)",
+    ),
 )
 """The metrics of this module, registered by `benchmarks/metrics/__init__.py`."""

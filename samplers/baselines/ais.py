@@ -62,7 +62,13 @@ from samplers.method import Cost, Method, Samples
 from samplers.parallel import shard_batch
 
 __all__ = [
-    "SCHEDULES", "TRANSITIONS", "AISConfig", "beta_schedule", "build_ais", "run_ais", "run_ais_backward",
+    "SCHEDULES",
+    "TRANSITIONS",
+    "AISConfig",
+    "beta_schedule",
+    "build_ais",
+    "run_ais",
+    "run_ais_backward",
 ]
 
 
@@ -190,8 +196,9 @@ TRANSITIONS: dict[str, _Transition] = {
 }
 
 
-def _path(a: _Annealing, transition: _Transition, config: AISConfig, key: jax.Array, start: _Point,
-          backward: bool) -> tuple[_Point, _Point, jax.Array]:
+def _path(
+    a: _Annealing, transition: _Transition, config: AISConfig, key: jax.Array, start: _Point, backward: bool
+) -> tuple[_Point, _Point, jax.Array]:
     """Run all levels from `start` (forward: `x_0`; backward: `x_K`); return `(x_0, x_K, log w)`.
 
     Transitions only; the endpoint term (ULA) is added by the caller.

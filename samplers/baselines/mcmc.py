@@ -260,7 +260,6 @@ class NUTSConfig(ChainConfig):
     diagonal_mass_matrix: bool = True
 
 
-
 def _nuts_kernel(log_prob: Callable, dim: int, config: NUTSConfig) -> ChainKernel:
     float_dtype = jnp.result_type(float)
     mass = jnp.ones(dim, float_dtype) if config.diagonal_mass_matrix else jnp.eye(dim, dtype=float_dtype)
@@ -293,7 +292,11 @@ def _nuts_kernel(log_prob: Callable, dim: int, config: NUTSConfig) -> ChainKerne
 
     def transition(key, chain, parameters):
         chain, info = nuts_step(
-            key, chain, log_prob, parameters["step_size"], parameters["inverse_mass_matrix"],
+            key,
+            chain,
+            log_prob,
+            parameters["step_size"],
+            parameters["inverse_mass_matrix"],
             max_num_doublings=config.max_num_doublings,
         )
         steps = info.num_integration_steps

@@ -67,7 +67,6 @@ class NumpyroNUTSConfig(ChainConfig):
     dense_mass: bool = False
 
 
-
 class NumpyroChain(NamedTuple):
     """One chain between calls: position, potential `U = -log γ̃` and `∇U` there."""
 

@@ -273,8 +273,10 @@ def run_smc(key: jax.Array, target: Any, config: SMCConfig, num_particles: int) 
     log_Z = jnp.where(finished, carry.log_Z, jnp.nan)
     log_w = log_Z + jnp.log(num_particles * carry.state.weights)
     num_stages = carry.num_stages
-    per_particle_stage = (3 + config.num_mcmc_steps * kernel.integration_steps(config),
-                          1 + config.num_mcmc_steps * kernel.integration_steps(config))
+    per_particle_stage = (
+        3 + config.num_mcmc_steps * kernel.integration_steps(config),
+        1 + config.num_mcmc_steps * kernel.integration_steps(config),
+    )
     evals = num_particles * num_stages.astype(dtype)
     cost = Cost.of(energy_evals=evals * per_particle_stage[0], grad_evals=evals * per_particle_stage[1])
     return SMCOutput(

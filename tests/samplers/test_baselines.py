@@ -254,8 +254,11 @@ def test_smc_log_Z_moments_cost_and_same_key(name):
 @pytest.mark.slow  # another SMC compilation (~5 s CPU)
 def test_smc_mala_kernel_log_Z_and_weight_identity():
     log_weights, means, stds, log_Z_true = (jnp.asarray(v, jnp.float32) for v in SMC_TARGETS["mixture"])
-    target = Target(name="test_mixture", dim=2,
-                    log_prob_fn=lambda x: mixture_log_prob(x, log_weights, means, stds, log_Z_true))
+    target = Target(
+        name="test_mixture",
+        dim=2,
+        log_prob_fn=lambda x: mixture_log_prob(x, log_weights, means, stds, log_Z_true),
+    )
     config = SMCConfig(kernel="mala", num_mcmc_steps=5, step_size=0.2)
     run = jax.jit(jax.vmap(lambda key: run_smc(key, target, config, 300)))
     out = run(jax.random.split(jax.random.key(7), 16))

@@ -102,14 +102,19 @@ def _lj13_minimum(pair_factor: float, oscillator_scale: float) -> tuple[np.ndarr
     x0 = np.concatenate([np.zeros((1, 3)), vertices / np.linalg.norm(vertices[0])]).ravel()
 
     def energy(x):
-        return particles.lennard_jones_energy(x, particles.LJ13_SPEC, pair_factor=pair_factor,
-                                              oscillator_scale=oscillator_scale)
+        return particles.lennard_jones_energy(
+            x, particles.LJ13_SPEC, pair_factor=pair_factor, oscillator_scale=oscillator_scale
+        )
 
     with jax.enable_x64(True):
         value_and_grad = jax.jit(jax.value_and_grad(energy))
         result = scipy.optimize.minimize(
             lambda x: tuple(np.asarray(v, np.float64) for v in value_and_grad(jnp.asarray(x))),
-            x0, jac=True, method="L-BFGS-B", options={"gtol": 1e-10, "ftol": 1e-15, "maxiter": 5000})
+            x0,
+            jac=True,
+            method="L-BFGS-B",
+            options={"gtol": 1e-10, "ftol": 1e-15, "maxiter": 5000},
+        )
     return result.x, float(result.fun)
 
 
@@ -328,8 +333,14 @@ def test_generation_script_is_deterministic(tmp_path, monkeypatch):
     # dataclasses resolve their module by name
     register = lambda name, module: monkeypatch.setitem(sys.modules, name, module)
     module = load_script("generate_reference_sets", register)
-    config = dataclasses.replace(module.CONFIGS["dw4"], num_chains=4, num_warmup_steps=20,
-                                 num_burnin_steps=10, thinning=2, num_samples_per_chain=8)
+    config = dataclasses.replace(
+        module.CONFIGS["dw4"],
+        num_chains=4,
+        num_warmup_steps=20,
+        num_burnin_steps=10,
+        thinning=2,
+        num_samples_per_chain=8,
+    )
     for run in ("a", "b"):
         module.generate(config, tmp_path / run, log=lambda s: None)
     for suffix in ("npz", "json"):

@@ -224,16 +224,25 @@ def test_learned_method_stops_before_the_budget():
 
 def _record(method, family, budget, spent, err, mmd):
     return {
-        "suite": "eb", "method": method, "target": "gaussian", "seed": 0, "status": "ok",
+        "suite": "eb",
+        "method": method,
+        "target": "gaussian",
+        "seed": 0,
+        "status": "ok",
         "method_family": family,
         "budget": {"name": budget, "train_steps": 10, "chunk_size": 1, "max_evals": spent},
-        "commit": "abc", "hardware": {"backend": "cpu", "device_kind": "cpu", "cpu": "x", "cpu_count": 2},
+        "commit": "abc",
+        "hardware": {"backend": "cpu", "device_kind": "cpu", "cpu": "x", "cpu_count": 2},
         "metrics": {
-            "logZ/error": err, "mmd2/rbf_median": mmd, "mmd2/rbf_median/noise_floor": 1e-4,
-            "budget/max_evals": spent, "budget/spent_evals": spent,
+            "logZ/error": err,
+            "mmd2/rbf_median": mmd,
+            "mmd2/rbf_median/noise_floor": 1e-4,
+            "budget/max_evals": spent,
+            "budget/spent_evals": spent,
         },
         "trace": [{"step": 1, "evals": spent / 2, "evals_sample": 10.0, "logZ": 0.0, "logZ_error": err * 2}]
-        if family == "test" else [],
+        if family == "test"
+        else [],
     }
 
 

@@ -43,19 +43,30 @@ def kl_normal(m1, s1, m2, s2):
     return np.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5
 
 
-ESS_LIMIT = 1.0 / integrate.quad(lambda x: stats.norm.pdf(x, MU, 1) ** 2 / stats.norm.pdf(x, 0, S),
-                                 -30, 30)[0]
+ESS_LIMIT = (
+    1.0 / integrate.quad(lambda x: stats.norm.pdf(x, MU, 1) ** 2 / stats.norm.pdf(x, 0, S), -30, 30)[0]
+)
 
 
-TARGET = targets.Target(name="metrics_test_1d", dim=1, log_Z=LOG_Z,
-                        log_prob_fn=lambda x: LOG_Z - 0.5 * jnp.sum((x - MU) ** 2) - 0.5 * np.log(2 * np.pi))
+TARGET = targets.Target(
+    name="metrics_test_1d",
+    dim=1,
+    log_Z=LOG_Z,
+    log_prob_fn=lambda x: LOG_Z - 0.5 * jnp.sum((x - MU) ** 2) - 0.5 * np.log(2 * np.pi),
+)
 
 
 def context(log_w=None, backward=None):
     n = 4 if log_w is None else len(log_w)
     m = None if backward is None else len(backward)
-    return metrics.EvalContext(jax.random.key(0), TARGET, jnp.zeros((n, 1)), log_w=log_w,
-                               reference=None if m is None else jnp.zeros((m, 1)), backward_log_w=backward)
+    return metrics.EvalContext(
+        jax.random.key(0),
+        TARGET,
+        jnp.zeros((n, 1)),
+        log_w=log_w,
+        reference=None if m is None else jnp.zeros((m, 1)),
+        backward_log_w=backward,
+    )
 
 
 def test_is_log_z_unbiased_within_se_and_se_calibrated():
@@ -109,10 +120,15 @@ def test_ess_edge_cases_and_nan_weights():
 
 def test_ess_converges_to_the_chi_square_limit():
     rng = np.random.default_rng(3)
-    rev = np.array([ess.ess_reverse_metrics(context(forward_log_w(rng, N_F)))["ess/reverse"]
-                    for _ in range(20)])
-    fwd = np.array([ess.ess_forward_metrics(context(backward=backward_log_w(rng, N_F)))["ess/forward"]
-                    for _ in range(20)])
+    rev = np.array(
+        [ess.ess_reverse_metrics(context(forward_log_w(rng, N_F)))["ess/reverse"] for _ in range(20)]
+    )
+    fwd = np.array(
+        [
+            ess.ess_forward_metrics(context(backward=backward_log_w(rng, N_F)))["ess/forward"]
+            for _ in range(20)
+        ]
+    )
     for values in (rev, fwd):  # + 5e-3: the O(1/N) bias of a ratio estimator at N = 2000
         assert abs(values.mean() - ESS_LIMIT) < 5 * values.std(ddof=1) / np.sqrt(len(values)) + 5e-3
 
@@ -120,8 +136,9 @@ def test_ess_converges_to_the_chi_square_limit():
 def test_log_z_metrics_through_evaluate():
     rng = np.random.default_rng(4)
     ctx = context(jnp.asarray(forward_log_w(rng, N_F)), jnp.asarray(backward_log_w(rng, N_B)))
-    values, skipped = metrics.evaluate(ctx, names=["log_z", "log_z_error", "log_z_backward", "log_z_bar",
-                                                   "ess_reverse", "ess_forward"])
+    values, skipped = metrics.evaluate(
+        ctx, names=["log_z", "log_z_error", "log_z_backward", "log_z_bar", "ess_reverse", "ess_forward"]
+    )
     assert skipped == {}
     assert values["logZ/error"] == pytest.approx(abs(values["logZ/estimate"] - LOG_Z))
     assert values["logZ/signed_error"] == pytest.approx(values["logZ/estimate"] - LOG_Z)

@@ -23,23 +23,29 @@ def dense_mmd2(x, y, bandwidths):
 
     n, m = len(x), len(y)
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-    return ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-            - 2 * kxy.mean())
+    return (
+        (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
+        + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+        - 2 * kxy.mean()
+    )
 
 
 def dense_jackknife_se(x, y, bandwidths):
     n, m = len(x), len(y)
     loo_x = np.array([dense_mmd2(np.delete(x, i, 0), y, bandwidths) for i in range(n)])
     loo_y = np.array([dense_mmd2(x, np.delete(y, j, 0), bandwidths) for j in range(m)])
-    var = ((n - 1) / n * np.sum((loo_x - loo_x.mean()) ** 2)
-           + (m - 1) / m * np.sum((loo_y - loo_y.mean()) ** 2))
+    var = (n - 1) / n * np.sum((loo_x - loo_x.mean()) ** 2) + (m - 1) / m * np.sum(
+        (loo_y - loo_y.mean()) ** 2
+    )
     return np.sqrt(var)
 
 
 @pytest.mark.parametrize(
     "n, m, bandwidths, block_size",
-    [(128, 128, (1.3,), 256),  # the shapes of the other tests (one padded block): shared compilation
-     (37, 23, (0.4, 1.0, 2.5, 3.0, 4.0), 8)],  # several blocks, the last one padded; n ≠ m
+    [
+        (128, 128, (1.3,), 256),  # the shapes of the other tests (one padded block): shared compilation
+        (37, 23, (0.4, 1.0, 2.5, 3.0, 4.0), 8),
+    ],  # several blocks, the last one padded; n ≠ m
 )
 def test_blocked_estimator_and_jackknife_match_dense_reference(n, m, bandwidths, block_size):
     rng = np.random.default_rng(0)

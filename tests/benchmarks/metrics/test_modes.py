@@ -73,6 +73,7 @@ def test_assignment_is_the_posterior_argmax_and_skips_non_finite_samples():
 
 def test_non_mixture_target_is_skipped_with_reason():
     target = targets.Target(name="metrics_test_modes", dim=2, log_prob_fn=lambda x: -0.5 * jnp.sum(x**2))
-    _, skipped = metrics.evaluate(metrics.EvalContext(jax.random.key(0), target, jnp.zeros((4, 2))),
-                                  names=["modes"])
+    _, skipped = metrics.evaluate(
+        metrics.EvalContext(jax.random.key(0), target, jnp.zeros((4, 2))), names=["modes"]
+    )
     assert skipped == {"modes": "requires mixture: the target is not a Gaussian mixture"}

@@ -123,8 +123,10 @@ def test_sinkhorn_and_w2_metrics_through_evaluate():
 
     target1 = targets.Target(name="metrics_test_ot1", dim=1, log_prob_fn=lambda x: -0.5 * jnp.sum(x**2))
     values, skipped = metrics.evaluate(
-        metrics.EvalContext(jax.random.key(1), target1, x[:, :1] + 1.0, reference=ref[:, :1],
-                            reference2=ref2[:, :1]), names=["w2_exact_1d"],
+        metrics.EvalContext(
+            jax.random.key(1), target1, x[:, :1] + 1.0, reference=ref[:, :1], reference2=ref2[:, :1]
+        ),
+        names=["w2_exact_1d"],
     )
     assert skipped == {}
     assert values["w2_exact_1d/w2"] ** 2 == pytest.approx(values["w2_exact_1d/w2_squared"])

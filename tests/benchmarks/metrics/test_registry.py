@@ -21,9 +21,23 @@ def gaussian_target():
 
 
 def test_every_builtin_metric_is_registered_with_a_description():
-    expected = {"log_z", "log_z_error", "log_z_backward", "log_z_bar", "ess_reverse", "ess_forward",
-                "mmd_rbf_median", "mmd_rbf_multi", "sinkhorn", "w2_exact_1d", "modes", "energy_w2",
-                "dist_w2", "eq_w2", "eq_w2_invariant"}
+    expected = {
+        "log_z",
+        "log_z_error",
+        "log_z_backward",
+        "log_z_bar",
+        "ess_reverse",
+        "ess_forward",
+        "mmd_rbf_median",
+        "mmd_rbf_multi",
+        "sinkhorn",
+        "w2_exact_1d",
+        "modes",
+        "energy_w2",
+        "dist_w2",
+        "eq_w2",
+        "eq_w2_invariant",
+    }
     assert expected <= set(metrics.names())
     for row in metrics.describe():
         assert row["description"], row["name"]
@@ -108,6 +122,7 @@ def test_each_metric_gets_its_own_key_independent_of_the_others(gaussian_target)
         def fn(ctx):
             seen[name] = np.asarray(jax.random.key_data(ctx.key))
             return {f"{name}/value": 0.0}
+
         return fn
 
     for name in ("key_probe_a", "key_probe_b"):
@@ -126,8 +141,15 @@ def test_each_metric_gets_its_own_key_independent_of_the_others(gaussian_target)
 
 def test_cost_metrics_names_and_validation():
     out = metrics.cost_metrics(Cost.of(10, 20, 30, 40), 1.5, 0.25, 3.0)
-    assert out == {"cost/energy_evals": 10.0, "cost/grad_evals": 20.0, "cost/network_evals": 30.0,
-                   "cost/sde_steps": 40.0, "time/train_s": 1.5, "time/sample_s": 0.25, "time/compile_s": 3.0}
+    assert out == {
+        "cost/energy_evals": 10.0,
+        "cost/grad_evals": 20.0,
+        "cost/network_evals": 30.0,
+        "cost/sde_steps": 40.0,
+        "time/train_s": 1.5,
+        "time/sample_s": 0.25,
+        "time/compile_s": 3.0,
+    }
     with pytest.raises(ValueError, match="sde_steps"):
         metrics.cost_metrics({"energy_evals": 1, "grad_evals": 1, "network_evals": 1}, 0, 0, 0)
 

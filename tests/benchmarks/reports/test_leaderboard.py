@@ -14,10 +14,17 @@ from benchmarks.reports.leaderboard import aggregate, bootstrap_ci, build_leader
 
 def _record(method, target, seed, status="ok", **metrics):
     return {
-        "suite": "s", "method": method, "target": target, "seed": seed, "status": status,
+        "suite": "s",
+        "method": method,
+        "target": target,
+        "seed": seed,
+        "status": status,
         "budget": {"name": "b", "train_steps": 1, "chunk_size": 1, "max_evals": None},
-        "commit": "abc", "hardware": {"backend": "cpu", "device_kind": "cpu", "cpu": "x", "cpu_count": 2},
-        "metrics": metrics, "trace": [], "message": "boom" if status != "ok" else "",
+        "commit": "abc",
+        "hardware": {"backend": "cpu", "device_kind": "cpu", "cpu": "x", "cpu_count": 2},
+        "metrics": metrics,
+        "trace": [],
+        "message": "boom" if status != "ok" else "",
     }
 
 
@@ -97,8 +104,13 @@ def test_particle_tables_lead_with_energy_and_distance_laws_and_check_floors(tmp
     ASBS's 1.59, so the table says the metric cannot rank there; its energy-W2 floor 0.3 is."""
     runs = tmp_path / "runs" / "s"
     metrics = {
-        "energy_w2": 5.0, "energy_w2/noise_floor": 0.3, "eq_w2": 2.0, "eq_w2/noise_floor": 1.63,
-        "eq_w2/num_samples": 1000.0, "mmd2/rbf_median": 1e-4, "logZ/error": 1.0,
+        "energy_w2": 5.0,
+        "energy_w2/noise_floor": 0.3,
+        "eq_w2": 2.0,
+        "eq_w2/noise_floor": 1.63,
+        "eq_w2/num_samples": 1000.0,
+        "mmd2/rbf_median": 1e-4,
+        "logZ/error": 1.0,
         "eval/reference_rows": 2000.0,
     }
     for seed in range(2):
