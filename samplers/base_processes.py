@@ -9,11 +9,13 @@ A base process is an SDE on `[t_start, 1]` (time convention of `docs/methods.md`
 with terminal law `p^base_1`. A task tilts it, `p*(x) ∝ p^base_1(x) exp(r(x))` (methods.md §1.1),
 and a learned control `u_θ` is added in the paper form (P1): `dX = (b + σ u) dt + σ dB`.
 
-Three kinds are provided (`BaseProcess.kind`):
+Four kinds are provided (`BaseProcess.kind`):
 
 - `"brownian"`: Brownian motion from a Dirac at 0 (`b = 0`), with a `LinearSchedule`
   (`σ` constant) or a `GeometricSchedule` (the VE schedule of Adjoint Sampling, methods.md §3.1).
   Memoryless: `X_0` is a constant, so `X_0 ⊥ X_1` trivially.
+- `"brownian_source"`: the same Brownian motion started at a Gaussian source `N(0, v I)`
+  (`SourceBrownianBase`, the reference process of ASBS, methods.md §3.6). Not memoryless.
 - `"vp"`: the variance-preserving OU process `b = -½β(t) x`, `σ(t) = σ_0 sqrt(β(t))`, started at
   its stationary law `N(0, σ_0² I)` (the DDS reference, methods.md §7.1). Not memoryless.
 - `"flow"`: the memoryless SDE of a rectified-flow model (methods.md §2.1), `b = 2v(x, t) - x/t`,
@@ -51,6 +53,7 @@ __all__ = [
     "BASE_PROCESSES",
     "SCHEDULES",
     "AbstractBaseProcess",
+    "AbstractBrownianBase",
     "AbstractLinearGaussianBase",
     "AbstractNoiseSchedule",
     "BrownianBase",
@@ -58,6 +61,7 @@ __all__ = [
     "GeometricSchedule",
     "LinearSchedule",
     "MemorylessFlowBase",
+    "SourceBrownianBase",
     "VPBase",
     "gaussian_log_prob",
     "project",
@@ -144,7 +148,7 @@ class AbstractBaseProcess(abc.ABC):
     methods act on ONE point `x` of shape `(dim,)` and a scalar `t`; batch with `jax.vmap`.
 
     Attributes:
-        kind: `"brownian"`, `"vp"` or `"flow"` (what `MethodSpec.bases` refers to).
+        kind: `"brownian"`, `"brownian_source"`, `"vp"` or `"flow"` (what `MethodSpec.bases` refers to).
         memoryless: whether `X_{t_start} ⊥ X_1` under the base path law (then the optimal control
             of the tilted problem reaches `p*` exactly, methods.md §1.2).
     """
@@ -336,8 +340,47 @@ class AbstractLinearGaussianBase(AbstractBaseProcess):
         )
 
 
+class AbstractBrownianBase(AbstractLinearGaussianBase):
+    """Brownian motion `dX = σ(t) dB` (`b = 0`) on `[0, 1]` with a noise schedule, from a Dirac at 0
+    (`BrownianBase`) or a Gaussian source (`SourceBrownianBase`): what the two share.
+
+    - `ν_t = ∫_0^t σ²` is the variance of the increment `X_t - X_0`, whatever the start.
+    - Bridge: `X_t | X_0 = x0, X_1 = x1 ~ N(x0 + α_t (x1 - x0), ν_1 α_t (1 - α_t) I)`, `α_t = ν_t/ν_1`.
+    - `E[X_1 | X_t] = X_t` (a martingale), so `a_t = 1`.
+    """
+
+    dim: int
+    schedule: AbstractNoiseSchedule
+
+    def __post_init__(self):
+        who = type(self).__name__
+        _check_dim(self.dim, self.particles, who)
+        if not isinstance(self.schedule, AbstractNoiseSchedule):
+            raise TypeError(
+                f"{who}: schedule must be an AbstractNoiseSchedule (one of {SCHEDULES.names()}), "
+                f"got {self.schedule!r}"
+            )
+
+    def linear_drift_coefficient(self, t):
+        return jnp.zeros_like(jnp.asarray(t, float_dtype(t)))
+
+    def sigma(self, t):
+        return self.schedule.sigma(t)
+
+    def nu(self, t):
+        return self.schedule.nu(t)
+
+    def bridge(self, t, x0, x1):
+        nu1 = self.nu(1.0)
+        alpha = self.nu(t) / nu1
+        return x0 + alpha * (x1 - x0), nu1 * alpha * (1.0 - alpha)
+
+    def conditional_mean_coefficient(self, t):
+        return jnp.ones_like(jnp.asarray(t, float_dtype(t)))
+
+
 @dataclasses.dataclass(frozen=True)
-class BrownianBase(AbstractLinearGaussianBase):
+class BrownianBase(AbstractBrownianBase):
     """Brownian motion from a Dirac at 0: `dX = σ(t) dB`, `X_0 = 0` (PIS, Adjoint Sampling).
 
     - Marginals `p^base_t = N(0, ν_t I)`, `p^base_1 = N(0, ν_1 I)`; the EM chain has the exact
@@ -357,37 +400,60 @@ class BrownianBase(AbstractLinearGaussianBase):
     kind: ClassVar[str] = "brownian"
     memoryless: ClassVar[bool] = True
 
-    def __post_init__(self):
-        _check_dim(self.dim, self.particles, "BrownianBase")
-        if not isinstance(self.schedule, AbstractNoiseSchedule):
-            raise TypeError(
-                f"BrownianBase: schedule must be an AbstractNoiseSchedule (one of {SCHEDULES.names()}), "
-                f"got {self.schedule!r}"
-            )
-
     @property
     def initial_variance(self) -> float:
         return 0.0
 
-    def linear_drift_coefficient(self, t):
-        return jnp.zeros_like(jnp.asarray(t, float_dtype(t)))
-
-    def sigma(self, t):
-        return self.schedule.sigma(t)
-
-    def nu(self, t):
-        return self.schedule.nu(t)
-
     def terminal_log_prob(self, x):
         return gaussian_log_prob(x, 0.0, self.nu(1.0), self.dof)
 
-    def bridge(self, t, x0, x1):
-        nu1 = self.nu(1.0)
-        alpha = self.nu(t) / nu1
-        return x0 + alpha * (x1 - x0), nu1 * alpha * (1.0 - alpha)
 
-    def conditional_mean_coefficient(self, t):
-        return jnp.ones_like(jnp.asarray(t, float_dtype(t)))
+@dataclasses.dataclass(frozen=True)
+class SourceBrownianBase(AbstractBrownianBase):
+    """Brownian motion from a Gaussian source: `dX = σ(t) dB`, `X_0 ~ μ = N(0, v I)` (ASBS's base).
+
+    The reference process of the Adjoint Schrödinger Bridge Sampler (`samplers.methods.asbs`,
+    methods.md §3.6): the source `μ` is an isotropic Gaussian on the state space (on the zero
+    centre-of-mass subspace for particle systems, where both the "meanfree" Gaussian and the harmonic
+    prior of the ASBS code are of this form, with `v = scale²` and `v = 2 scale²/3`).
+
+    - Marginals `p^base_t = N(0, (v + ν_t) I)`; the EM chain's marginals `N(0, s_k I)` start at `s_0 = v`
+      (`DiscreteChain`), its reversal kernels are Gaussian down to `x_0` (no point mass).
+    - Given `X_0 = x0`: `X_1 | x0 ~ N(x0, ν_1 I)`, so `∇_{x1} log p^base(x1 | x0) = -(x1 - x0)/ν_1`; the
+      bridge `X_t | x0, x1` is the Brownian bridge of `BrownianBase` (it does not depend on the start's law).
+    - Not memoryless (`Cov(X_0, X_1) = v I`): tilting the terminal law alone does not give a
+      path law with source `μ` and terminal law `p*`; that is the Schrödinger bridge problem ASBS solves.
+
+    Args:
+        dim: dimension.
+        schedule: the noise schedule (`LinearSchedule`, `GeometricSchedule`).
+        source_var: `v > 0`, the source's variance per coordinate.
+        particles: particle layout, or None.
+    """
+
+    dim: int
+    schedule: AbstractNoiseSchedule = dataclasses.field(default_factory=LinearSchedule)
+    source_var: float = 1.0
+    particles: ParticleSpec | None = None
+    kind: ClassVar[str] = "brownian_source"
+    memoryless: ClassVar[bool] = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.source_var, bool) or not (
+            isinstance(self.source_var, int | float | np.floating) and 0 < self.source_var < math.inf
+        ):
+            raise ValueError(
+                f"SourceBrownianBase: source_var must be a finite positive number, got {self.source_var!r} "
+                "(use BrownianBase for a Dirac start)"
+            )
+
+    @property
+    def initial_variance(self) -> float:
+        return float(self.source_var)
+
+    def terminal_log_prob(self, x):
+        return gaussian_log_prob(x, 0.0, self.initial_variance + self.nu(1.0), self.dof)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -614,5 +680,6 @@ class MemorylessFlowBase(AbstractBaseProcess):
 
 BASE_PROCESSES: Registry[AbstractBaseProcess] = Registry("base process")
 BASE_PROCESSES.register("brownian", BrownianBase)
+BASE_PROCESSES.register("brownian_source", SourceBrownianBase)
 BASE_PROCESSES.register("vp", VPBase)
 BASE_PROCESSES.register("flow", MemorylessFlowBase)

@@ -97,6 +97,8 @@ class Method(NamedTuple):
 # Why a method that does not list a base kind cannot run on it (`MethodSpec.applicable`).
 _BASE_NOTES = {
     "brownian": "Brownian motion from a Dirac at 0",
+    "brownian_source": "Brownian motion from a Gaussian source (not memoryless: tilting its terminal "
+    "law does not give the target)",
     "vp": "the variance-preserving OU process started at its stationary Gaussian",
     "flow": "a pretrained flow run with the memoryless schedule from t0 > 0, started at the flow marginal "
     "p_t0 (no Dirac start, no closed-form discrete chain or reversal kernels, terminal law known only "
@@ -113,7 +115,7 @@ class MethodSpec:
         family: e.g. "soc-regression", "path-kl", "thermodynamic", "mcmc", "smc".
         config_cls: the typed frozen dataclass of hyper-parameters (all fields have defaults).
         build: `(problem, config) -> Method`.
-        bases: base-process kinds the method supports ("brownian", "vp", "flow", "any").
+        bases: base-process kinds the method supports ("brownian", "brownian_source", "vp", "flow", "any").
         cost_model: one line saying where energy / gradient / network evaluations are spent.
         weighted: whether `Samples.log_w` are importance weights (False for MCMC).
         description: the maths in one paragraph, with the reconstruction status where relevant.

@@ -85,6 +85,7 @@ __all__ = [
     "GridBrownianPath",
     "brownian_path",
     "evaluation_functions",
+    "initial_points",
     "path_controls",
     "path_log_weights",
     "simulate",
@@ -229,11 +230,17 @@ def _start(
     num_samples = _check_num_samples(num_samples)
     form = _weight_form(problem, config)
     grid = _grid(problem, form)
-    key_init, key_noise = jax.random.split(key)
-    x0 = shard_batch(problem.base.sample_initial(key_init, num_samples))
-    brownian = brownian_path(key_noise, grid.ts, num_samples, problem.dim)
+    x0 = initial_points(key, problem, num_samples)
+    brownian = brownian_path(jax.random.split(key)[1], grid.ts, num_samples, problem.dim)
     params_used = sg(params) if config.detach == "all" else params
     return _Start(config, num_samples, form, grid, x0, brownian, params_used)
+
+
+def initial_points(key: jax.Array, problem: Problem, num_samples: int) -> jax.Array:
+    """The start points `x_0 ~ p_0` `(num_samples, dim)` of the paths that `simulate(key, problem, …,
+    num_samples, …)` draws (the same key split): for a loss that regresses on the pairs `(x_0, x_K)`."""
+    key_init, _ = jax.random.split(key)
+    return shard_batch(problem.base.sample_initial(key_init, num_samples))
 
 
 def simulate_diffrax(

@@ -21,23 +21,28 @@ from samplers.base_processes import (
     BrownianBase,
     GeometricSchedule,
     LinearSchedule,
+    SourceBrownianBase,
     VPBase,
 )
-from samplers.fields import POSITIVE, POSITIVE_OR_NONE, Checked, field, integer, one_of, within
+from samplers.fields import POSITIVE, POSITIVE_OR_NONE, Checked, Rule, field, integer, one_of, within
 from samplers.pilot import PilotConfig
 from samplers.problem import GRIDS, Problem, sampling_problem, task_problem
 
 __all__ = [
     "BASES",
     "SCHEDULES",
+    "SOURCES",
     "ProblemConfig",
     "build_finetuning_problem",
     "build_problem",
     "settings_dict",
+    "source_variance",
 ]
 
 BASES: dict[str, str] = {
     "brownian": "Brownian motion from a Dirac at 0 with the named schedule (terminal law N(0, sigma^2 I))",
+    "brownian_source": "Brownian motion with the named schedule from a Gaussian source "
+    "(source, source_scale; the reference process of asbs)",
     "vp": "the variance-preserving OU process started at N(0, sigma0^2 I)",
     "flow": "a fine-tuning task's pretrained flow, memoryless from t0 (fine-tuning targets only)",
 }
@@ -45,6 +50,14 @@ SCHEDULES: dict[str, str] = {
     "linear": "constant diffusion sigma",
     "geometric": "sigma(t) geometric from sigma_max at t = 0 to sigma_min at t = 1",
 }
+
+SOURCES: dict[str, str] = {
+    "gauss": "N(0, source_scale^2 I), projected to zero centre of mass for particle systems (the Gauss and "
+    "meanfree sources of the ASBS code)",
+    "harmonic": "the harmonic prior of the ASBS code (CenteredParticlesHarmonic, fully connected): "
+    "on the zero centre-of-mass subspace N(0, (2/3) source_scale^2 I)",
+}
+_SOURCE_VARIANCE = {"gauss": 1.0, "harmonic": 2.0 / 3.0}  # variance per coordinate / source_scale²
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +74,8 @@ class ProblemConfig(Checked):
         num_steps: SDE steps `K`.
         grid: the time grid, one of `samplers.problem.GRIDS`.
         t0: the start time of a fine-tuning task's memoryless flow.
+        source: the `brownian_source` base's source law, one of `SOURCES` (None: `"gauss"`).
+        source_scale: its scale (None: 1).
         pilot: the settings of the pilot that estimates `sigma` when it is None (`samplers.pilot`).
     """
 
@@ -75,13 +90,17 @@ class ProblemConfig(Checked):
     num_steps: int = field(100, integer(1))
     grid: str = field("uniform", one_of(GRIDS))
     t0: float = field(0.01, within(0, 1, closed="neither"))
+    source: str | None = field(
+        None, Rule(lambda v: v is None or v in SOURCES, f"must be one of {sorted(SOURCES)}")
+    )
+    source_scale: float | None = field(None, POSITIVE_OR_NONE)
     pilot: PilotConfig = field(PilotConfig())
 
     @property
     def needs_sigma(self) -> bool:
         """Whether the base of a sampling problem needs `sigma` (the Brownian base, or a VP base without
         its own `sigma0`)."""
-        return self.base == "brownian" or (self.base == "vp" and self.sigma0 is None)
+        return self.base in ("brownian", "brownian_source") or (self.base == "vp" and self.sigma0 is None)
 
 
 def settings_dict(config: ProblemConfig) -> dict[str, Any]:
@@ -97,13 +116,36 @@ def _sigma(config: ProblemConfig, what: str) -> float:
     return float(config.sigma)
 
 
-def _brownian(target: targets.Target, config: ProblemConfig) -> BrownianBase:
+def _schedule(config: ProblemConfig):
     if config.schedule == "linear":
-        schedule = LinearSchedule(_sigma(config, "linear schedule"))
-    else:
-        top = config.sigma_max if config.sigma_max is not None else _sigma(config, "geometric schedule")
-        schedule = GeometricSchedule(float(config.sigma_min), float(top))
-    return BrownianBase(target.dim, schedule, particles=target.particles)
+        return LinearSchedule(_sigma(config, "linear schedule"))
+    top = config.sigma_max if config.sigma_max is not None else _sigma(config, "geometric schedule")
+    return GeometricSchedule(float(config.sigma_min), float(top))
+
+
+def _brownian(target: targets.Target, config: ProblemConfig) -> BrownianBase:
+    return BrownianBase(target.dim, _schedule(config), particles=target.particles)
+
+
+def source_variance(config: ProblemConfig) -> float:
+    """The variance per coordinate of the `brownian_source` base's source (`SOURCES`): `scale²` for
+    `"gauss"`, `2 scale²/3` for `"harmonic"` (the ASBS code's prior on `n` fully connected particles has
+    the precision `kron(1.5 I - 0.5 11ᵀ, I)/scale²`, i.e. `1.5/scale²` on the zero centre-of-mass
+    subspace)."""
+    source = config.source or "gauss"
+    scale = 1.0 if config.source_scale is None else float(config.source_scale)
+    return _SOURCE_VARIANCE[source] * scale**2
+
+
+def _brownian_source(target: targets.Target, config: ProblemConfig) -> SourceBrownianBase:
+    if config.source == "harmonic" and target.particles is None:
+        raise ValueError(
+            f"source 'harmonic' is a prior on particle systems; target {target.name!r} has none "
+            f"(valid sources here: 'gauss')"
+        )
+    return SourceBrownianBase(
+        target.dim, _schedule(config), source_var=source_variance(config), particles=target.particles
+    )
 
 
 def _vp(target: targets.Target, config: ProblemConfig) -> VPBase:
@@ -117,7 +159,7 @@ def _vp(target: targets.Target, config: ProblemConfig) -> VPBase:
     )
 
 
-_BUILDERS = {"brownian": _brownian, "vp": _vp}
+_BUILDERS = {"brownian": _brownian, "brownian_source": _brownian_source, "vp": _vp}
 
 
 def build_finetuning_problem(target: targets.Target, config: ProblemConfig) -> Problem:

@@ -3,6 +3,7 @@
 
 from samplers.methods import (
     adjoint_matching,
+    asbs,
     bridge_regression,
     cmcd,
     nets,
@@ -15,6 +16,7 @@ __all__ = ["SPECS"]
 SPECS = (
     *adjoint_matching.SPECS,
     *bridge_regression.SPECS,
+    *asbs.SPECS,
     *path_kl.SPECS,
     *cmcd.SPECS,
     *nets.SPECS,

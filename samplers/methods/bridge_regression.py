@@ -224,6 +224,7 @@ def regression_pairs(
     *,
     time_window: tuple[float, float] = (0.0, 1.0),
     project: Callable[[jax.Array], jax.Array] = lambda x: x,
+    x_0: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Draw `t ~ U[time_window]` (clamped to `[max(TIME_EPS, t_start), 1 - TIME_EPS]`), `X_t ~` bridge:
     `(t, X_t, Y_t)`.
@@ -236,10 +237,15 @@ def regression_pairs(
         grad_1: their gradient data `(n, dim)` (`endpoint_gradients`).
         time_window: `(t_lo, t_hi)` with `0 <= t_lo <= t_hi <= 1` (`t_lo == t_hi` fixes the time).
         project: projection onto the state space (zero centre of mass for particles).
+        x_0: start points `(n, dim)` of the bridges, `X_t ~ N(x_0 + α_t (x_1 - x_0), β_t² I)` (the Brownian
+            bridge pinned at both ends, Adjoint Schrödinger Bridge Sampler); None: the Dirac at 0. Only the
+            `"adjoint"` target, which does not depend on `X_t`, is defined for a general start.
 
     Returns:
         `t (n,)`, `X_t (n, dim)`, `Y_t (n, dim)`, all without gradient.
     """
+    if x_0 is not None and kind != "adjoint":
+        raise ValueError(f"bridges from a start x_0 are defined for the 'adjoint' target only, got {kind!r}")
     n, dim = x_1.shape
     key_t, key_x = jax.random.split(key)
     t_lo, t_hi = time_window
@@ -247,7 +253,8 @@ def regression_pairs(
     t = jnp.clip(t, max(TIME_EPS, bridge.t_start), 1.0 - TIME_EPS)
     noise = project(jax.random.normal(key_x, (n, dim), x_1.dtype))
     c = bridge.coefficients(t)
-    x_t = c.alpha[:, None] * x_1 + jnp.sqrt(c.bridge_var)[:, None] * noise
+    mean = c.alpha[:, None] * x_1 if x_0 is None else x_0 + c.alpha[:, None] * (x_1 - x_0)
+    x_t = mean + jnp.sqrt(c.bridge_var)[:, None] * noise
     target = target_of(bridge, kind)
     y = jax.vmap(lambda c, t, x_t, x_1, g: target.fn(bridge, c, t, x_t, x_1, g))(c, t, x_t, x_1, grad_1)
     return sg(t), sg(x_t), sg(project(y))
@@ -265,6 +272,7 @@ def regression_loss(
     time_window: tuple[float, float] = (0.0, 1.0),
     weighting: str = "paper",
     project: Callable[[jax.Array], jax.Array] = lambda x: x,
+    x_0: jax.Array | None = None,
 ) -> jax.Array:
     """The minibatch loss `mean_i w(t_i) |u_θ(X_{t_i}, t_i) - Y_{t_i}|²` of the family (module docstring).
 
@@ -282,13 +290,15 @@ def regression_loss(
         time_window: `(t_lo, t_hi)`, see `regression_pairs`.
         weighting: one of `LOSS_WEIGHTINGS`.
         project: projection onto the state space.
+        x_0: start points of the bridges (`regression_pairs`), or None (the Dirac at 0).
 
     Returns:
         Scalar loss.
     """
     check_choice(weighting, LOSS_WEIGHTINGS, "loss weighting")
+    x_0 = None if x_0 is None else sg(x_0)
     t, x_t, y = regression_pairs(
-        key, kind, bridge, sg(x_1), sg(grad_1), time_window=time_window, project=project
+        key, kind, bridge, sg(x_1), sg(grad_1), time_window=time_window, project=project, x_0=x_0
     )
     u = project(jax.vmap(control, in_axes=(None, 0, 0))(params, x_t, t))
     w = LOSS_WEIGHTINGS[weighting].fn(bridge.coefficients(t))

@@ -15,6 +15,7 @@ from samplers.base_processes import (
     GeometricSchedule,
     LinearSchedule,
     MemorylessFlowBase,
+    SourceBrownianBase,
     VPBase,
 )
 from samplers.problem import time_grid
@@ -24,6 +25,7 @@ from targets.registry import UnknownNameError
 BASES = {
     "brownian_linear": BrownianBase(1, LinearSchedule(1.5)),
     "brownian_geometric": BrownianBase(1, GeometricSchedule(0.01, 2.0)),
+    "brownian_source": SourceBrownianBase(1, GeometricSchedule(0.01, 2.0), source_var=0.6),
     "vp": VPBase(1, sigma0=1.3, beta_min=0.1, beta_max=8.0),
     "flow": MemorylessFlowBase(1, velocity=lambda x, t: -x, t0=0.02),
 }
@@ -61,7 +63,7 @@ def _simulate_base_chain(base, ts, num_samples, key):
     return np.stack(xs)
 
 
-@pytest.mark.parametrize("name", ["brownian_geometric", "vp"])
+@pytest.mark.parametrize("name", ["brownian_geometric", "brownian_source", "vp"])
 def test_discrete_terminal_law_matches_simulation(name):
     base = BASES[name]
     ts = time_grid(5, "uniform")  # few steps: the discrete and continuous laws differ visibly
@@ -85,9 +87,13 @@ def test_traced_and_concrete_discretisation_agree():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-def test_discrete_backward_kernel_is_exact_reversal():
+@pytest.mark.parametrize(
+    "base",
+    [VPBase(2, sigma0=0.7), SourceBrownianBase(2, LinearSchedule(1.2), source_var=0.7)],
+    ids=["vp", "source"],
+)
+def test_discrete_backward_kernel_is_exact_reversal(base):
     # p_0 Π F = p_K Π B for every path: compare the two path densities on simulated paths
-    base = VPBase(2, sigma0=0.7)
     ts = time_grid(6, "quadratic")
     chain = base.discretise(ts)
     xs = jnp.asarray(_simulate_base_chain(base, ts, 50, jax.random.key(2)), jnp.float32)
@@ -250,7 +256,9 @@ def test_flow_bridge_matches_simulation(flow_paths):
 
 
 def test_registries_and_errors():
-    assert set(BASE_PROCESSES.names()) == {"brownian", "flow", "vp"}
+    assert set(BASE_PROCESSES.names()) == {"brownian", "brownian_source", "flow", "vp"}
+    with pytest.raises(ValueError, match="source_var"):
+        SourceBrownianBase(2, source_var=0.0)
     assert isinstance(SCHEDULES.get("geometric", sigma_min=0.1, sigma_max=1.0), GeometricSchedule)
     with pytest.raises(UnknownNameError, match="linear"):
         SCHEDULES.get("cosine")
@@ -264,3 +272,23 @@ def test_registries_and_errors():
         BASES["flow"].discretise(time_grid(4, start=0.02))
     with pytest.raises(NotImplementedError, match="no density"):
         BASES["brownian_linear"].initial_log_prob(jnp.zeros(1))
+
+
+def test_source_base_laws():
+    """`X_0 ~ N(0, v I)`, `X_1 ~ N(0, (v + ν_1) I)`; the bridge and the noise schedule are the Dirac
+    base's; not memoryless; the Dirac base is unchanged (its chain starts at variance 0)."""
+    schedule = GeometricSchedule(0.01, 2.0)
+    source, dirac = SourceBrownianBase(2, schedule, source_var=0.6), BrownianBase(2, schedule)
+    x = jnp.array([0.3, -1.1])
+    assert not source.memoryless and dirac.memoryless and source.kind == "brownian_source"
+    nu1 = float(schedule.nu(1.0))
+    norm = lambda v: float(-0.5 * jnp.sum(x**2) / v - jnp.log(2 * jnp.pi * v))
+    assert float(source.initial_log_prob(x)) == pytest.approx(norm(0.6), rel=1e-6)
+    assert float(source.terminal_log_prob(x)) == pytest.approx(norm(0.6 + nu1), rel=1e-6)
+    for a, b in zip(source.bridge(0.3, x, -x), dirac.bridge(0.3, x, -x), strict=True):
+        np.testing.assert_array_equal(a, b)
+    ts = time_grid(5)
+    np.testing.assert_allclose(
+        source.discretise(ts).marginal_vars - 0.6, dirac.discretise(ts).marginal_vars, rtol=1e-6
+    )
+    assert float(dirac.discretise(ts).marginal_vars[0]) == 0.0

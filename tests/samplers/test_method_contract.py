@@ -1,7 +1,8 @@
 """The Method contract, checked for every registered method on every base it supports.
 
 One case per (method, base): a tiny problem (a 2-D correlated Gaussian target for the Brownian and
-VP bases, a linear-reward fine-tuning task on a Gaussian flow for the flow base; `K` = 4 steps) and
+VP bases (Brownian from a Dirac or from a Gaussian source), a linear-reward fine-tuning task on a
+Gaussian flow for the flow base; `K` = 4 steps) and
 the spec's default config with only its sizes shrunk (`TINY`, applied to whichever fields a config
 has, at any depth of a composed config). Baselines declared for `"any"` base use only the target,
 so they run once, on the Brownian problem; a few option sets with their own cost (`VARIANTS`) add
@@ -37,6 +38,7 @@ from samplers.base_processes import (
     BrownianBase,
     LinearSchedule,
     MemorylessFlowBase,
+    SourceBrownianBase,
     VPBase,
     gaussian_log_prob,
 )
@@ -133,7 +135,12 @@ def _problem(base_kind: str):
         base = MemorylessFlowBase(DIM, velocity=_flow_velocity, t0=0.05, terminal_log_prob_fn=data_log_prob)
         reward = lambda x: jnp.sum(jnp.array([1.0, -0.5]) * x)
         return finetuning_problem(base, reward, 1.0, num_steps=K, grid="quadratic")
-    base = VPBase(DIM, sigma0=1.5) if base_kind == "vp" else BrownianBase(DIM, LinearSchedule(1.5))
+    bases = {
+        "vp": lambda: VPBase(DIM, sigma0=1.5),
+        "brownian": lambda: BrownianBase(DIM, LinearSchedule(1.5)),
+        "brownian_source": lambda: SourceBrownianBase(DIM, LinearSchedule(1.5), source_var=0.5),
+    }
+    base = bases[base_kind]()
     return sampling_problem(targets.get("gaussian_correlated"), base, num_steps=K)
 
 
@@ -153,6 +160,7 @@ VARIANTS = {
         ),
     ),
     "hutchinson": ("nets_pinn", "brownian", dict(exact_div_max_dim=1)),
+    "stages": ("asbs", "brownian_source", dict(adjoint_epochs=1, corrector_epochs=1)),
     "trust_region": ("reward_score_matching", "brownian", dict(trust_refresh=2, trust_weight=0.5)),
     "lookahead": (
         "reward_score_matching_zo",
@@ -228,6 +236,17 @@ def _bridge_regression(c: Case):
         return _cost(network=batch)
     gradients = 0 if c.name == "conditional_score_matching" else new
     return _cost(new, gradients, new * K + batch, new * K)
+
+
+def _asbs(c: Case):
+    """A refresh simulates `resample_size` pairs; an adjoint-matching one also evaluates `∇log γ` and the
+    corrector at their end points."""
+    batch, new, every = c.n, c.get("resample_size"), c.get("refresh_every")
+    if c.step % every:
+        return _cost(network=batch)
+    epoch, adjoint_epochs = c.step // every, c.get("adjoint_epochs")
+    adjoint = epoch % (adjoint_epochs + c.get("corrector_epochs")) < adjoint_epochs
+    return _cost(new, new if adjoint else 0, new * K + (new if adjoint else 0) + batch, new * K)
 
 
 def _cmcd(c: Case):
@@ -318,6 +337,7 @@ _MCMC_INIT = lambda c: _cost(c.get("num_chains"), c.get("num_chains"))
 EXPECTED_COST: dict[str, Expected] = {
     "adjoint_matching": _SDE._replace(step=_adjoint_matching),
     "adjoint_sampling": _SDE._replace(step=_bridge_regression),
+    "asbs": _SDE._replace(step=_asbs),
     "conditional_score_matching": _SDE._replace(step=_bridge_regression),
     "novel_score_matching": _SDE._replace(step=_bridge_regression),
     "target_score_matching": _SDE._replace(step=_bridge_regression),

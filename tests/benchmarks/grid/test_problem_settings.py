@@ -88,13 +88,43 @@ def test_problem_config_is_typed_and_recorded():
         hyperparams.resolve("smc", "gmm9", overrides={"problem": {"sigmaa": 1}})
     with pytest.raises(ValueError, match="sigma must be positive or None, got 'big'"):
         hyperparams.resolve("smc", "gmm9", overrides={"problem": {"sigma": "big"}})
-    with pytest.raises(ValueError, match=r"unknown base 'ou'; valid choices: \['brownian', 'flow', 'vp'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown base 'ou'; valid choices: \['brownian', 'brownian_source', 'flow', 'vp'\]"
+    ):
         ProblemConfig(base="ou")
     geometric = dataclasses.replace(config, base="brownian", schedule="geometric")
     assert float(build_problem(targets.get("gmm9"), geometric).base.schedule.sigma_max) == 5.0
     inputs = cell_inputs(resolve_cell("smc", "gmm9"), {"name": "b"}, 8, fingerprint="f")
     assert inputs["problem"]["sigma"] == 5.0 and "sigma0" not in inputs["problem"]
     json.dumps(inputs)
+
+
+def test_asbs_source_settings():
+    """asbs runs from the reference's sources (the harmonic prior on DW4/LJ13/LJ55: variance 2 scale²/3
+    on the zero centre-of-mass subspace, N(0, I) elsewhere); the other methods' settings record no source."""
+    dw4 = hyperparams.resolve("asbs", "dw4")
+    base = build_problem(targets.get("dw4"), dw4.problem).base
+    assert (base.kind, base.source_var, base.schedule.sigma_max) == (
+        "brownian_source",
+        pytest.approx(8 / 3),
+        1.0,
+    )
+    assert dw4.method == {"adjoint_epochs": 40, "corrector_epochs": 4}
+    assert (
+        build_problem(targets.get("gmm40"), hyperparams.resolve("asbs", "gmm40").problem).base.source_var
+        == 1.0
+    )
+    harmonic = dataclasses.replace(hyperparams.resolve("asbs", "gmm9").problem, source="harmonic")
+    with pytest.raises(ValueError, match="valid sources here: 'gauss'"):
+        build_problem(targets.get("gmm9"), harmonic)
+    with pytest.raises(ValueError, match=r"source must be one of \['gauss', 'harmonic'\]"):
+        ProblemConfig(source="delta")
+    assert (
+        "source"
+        not in cell_inputs(resolve_cell("adjoint_sampling", "dw4"), {"name": "b"}, 8, fingerprint="f")[
+            "problem"
+        ]
+    )
 
 
 def test_suite_settings_and_cli_set_are_checked(tmp_path):
