@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 from benchmarks.grid.records import atomic_write_json, environment, git_commit  # noqa: E402
 from tests.samplers.methods import analytic  # noqa: E402
 from tests.samplers.methods import test_adjoint_matching as t_am  # noqa: E402
+from tests.samplers.methods import test_asbs as t_asbs  # noqa: E402
 from tests.samplers.methods import test_bridge_regression as t_br  # noqa: E402
 from tests.samplers.methods import test_cmcd as t_cmcd  # noqa: E402
 from tests.samplers.methods import test_nets as t_nets  # noqa: E402
@@ -41,6 +42,7 @@ from tests.samplers.methods import test_path_kl as t_pkl  # noqa: E402
 METHODS = (
     "adjoint_matching",
     "adjoint_sampling",
+    "asbs",
     "target_score_matching",
     "conditional_score_matching",
     "novel_score_matching",
@@ -76,6 +78,14 @@ _BRIDGE_CASE = {
     "target_score_matching": ("tsm", "paper", (0.05, 0.95), "linear"),
     "conditional_score_matching": ("csm", "paper", (0.05, 0.95), "linear"),
 }
+
+
+def _asbs():
+    """Both ASBS losses at `(u*, h*)`: the z-scores of the adjoint-matching loss, then the corrector's."""
+    (am_opt, am_perturbed), (cm_opt, cm_perturbed) = (
+        t_asbs.fixed_point_z_scores(loss) for loss in ("adjoint", "corrector")
+    )
+    return np.concatenate([am_opt, cm_opt]), np.concatenate([am_perturbed, cm_perturbed])
 
 
 def _bridge_fixed_point(case):
@@ -137,6 +147,7 @@ FIXED_POINTS = {
         name: ("Gaussian oracle u*, Brownian base", (lambda n: lambda: t_pkl.fixed_point_z_scores(n))(name))
         for name in ("pis", "log_variance", "trajectory_balance")
     },
+    "asbs": ("Gaussian Schrödinger bridge (u*, h*) from a Gaussian source: AM, then corrector", _asbs),
     "dds": ("discrete-chain Gaussian oracle u*, VP base", lambda: t_pkl.fixed_point_z_scores("dds")),
     "cmcd_kl": ("u = 0 with p_0 = π", lambda: t_cmcd.fixed_point_z_scores("cmcd_kl")[:2]),
     "cmcd_lv": ("u = 0 with p_0 = π", lambda: t_cmcd.fixed_point_z_scores("cmcd_lv")[:2]),

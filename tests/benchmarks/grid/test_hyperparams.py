@@ -9,6 +9,7 @@ import pytest
 
 import targets
 from benchmarks.grid import hyperparams
+from samplers.methods import asbs
 from samplers.methods.bridge_targets import bridge_schedule
 
 RECIPE_METHODS = ("adjoint_sampling", "novel_score_matching", "target_score_matching")
@@ -27,6 +28,25 @@ def test_adjoint_sampling_recipe_schedule_on_every_standard_target(method):
         c = bridge_schedule(problem).coefficients(t)
         assert float(jnp.max(c.alpha)) <= 1.0 and float(jnp.min(c.bridge_var)) >= 0.0, name
         assert np.all(np.isfinite(np.asarray(c.nu))), name
+
+
+def test_asbs_reference_settings_on_every_standard_target():
+    """ASBS: the geometric VE schedule from a source (harmonic on the particle systems, σ_max 1, 1, 2 on
+    DW4, LJ13, LJ55 as in the *_asbs.yaml configs); its bridge measured from the start stays valid in
+    float32 on a fine time grid."""
+    t = jnp.concatenate([jnp.linspace(0.0, 1.0, 10_001), jnp.linspace(0.99, 1.0, 10_001)]).astype(jnp.float32)
+    sigma_max = {"dw4": 1.0, "lj13": 1.0, "lj55": 2.0}
+    for name in STANDARD_TARGETS:
+        settings = hyperparams.resolve("asbs", name).problem
+        assert settings.schedule == "geometric" and settings.sigma_min == 1e-3, (name, settings)
+        assert settings.base == "brownian_source", name
+        assert settings.source == ("harmonic" if name in sigma_max else "gauss"), name
+        if name in sigma_max:
+            assert settings.sigma_max == sigma_max[name], name
+        problem = hyperparams.build_problem(targets.get(name), settings)
+        c = asbs.increment_bridge(problem).coefficients(t)
+        assert float(jnp.max(c.alpha)) <= 1.0 and float(jnp.min(c.bridge_var)) >= 0.0, name
+        assert np.all(np.isfinite(np.asarray(c.nu))) and float(jnp.min(c.nu)) >= 0.0, name
 
 
 def test_conditional_score_matching_keeps_the_constant_schedule():
