@@ -77,9 +77,9 @@ from jax.lax import stop_gradient as sg
 from samplers import sde
 from samplers.buffer import buffer_add, buffer_init
 from samplers.fields import field, integer
-from samplers.learned import Batch, LearnedState, Training, sde_sampling
+from samplers.learned import Batch, LearnedState, sde_sampling
 from samplers.method import Cost, Method, MethodSpec
-from samplers.methods.bridge_regression import AdjointSamplingConfig, regression_loss
+from samplers.methods.bridge_regression import AdjointSamplingConfig, buffered_training, regression_loss
 from samplers.methods.bridge_targets import BridgeSchedule, time_window
 from samplers.methods.common import build_configured, config_network, config_optimizer
 from samplers.problem import Problem
@@ -356,19 +356,7 @@ def build(problem: Problem, config: ASBSConfig) -> Method:
             refreshed=refreshed.astype(jnp.float32),
         )
 
-    def split(key):
-        key_refresh, key_draw, key_loss = jax.random.split(key, 3)
-        return (key_refresh, key_draw), key_loss
-
-    training = Training(
-        init_params=init_params,
-        draw=draw,
-        loss=loss,
-        info=info,
-        split=split,
-        loss_cost=lambda batch, aux: (Cost.of(network_evals=batch_size),),
-        init_extra=init_buffers,
-    )
+    training = buffered_training(init_params, draw, loss, info, init_buffers, batch_size)
     sample, backward = sde_sampling(problem, control, sde_config)
     return build_configured(training, config, sample, backward, optimizer=stagewise(config_optimizer(config)))
 

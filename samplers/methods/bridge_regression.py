@@ -168,6 +168,7 @@ __all__ = [
     "TargetScoreMatchingConfig",
     "VPBridgeSchedule",
     "bridge_schedule",
+    "buffered_training",
     "build",
     "endpoint_gradients",
     "regression_loss",
@@ -457,6 +458,25 @@ def _buffer_log_weights(buffer: BufferState) -> jax.Array:
     return jnp.where(filled & jnp.isfinite(log_w), log_w, -jnp.inf)
 
 
+def _refresh_draw_and_loss_keys(key: jax.Array):
+    key_refresh, key_draw, key_loss = jax.random.split(key, 3)
+    return (key_refresh, key_draw), key_loss
+
+
+def buffered_training(init_params, draw, loss, info, init_extra, batch_size: int) -> Training:
+    """The `Training` of a regression on a replay buffer: the step key split into `(refresh, draw)` keys
+    for `draw` and a loss key, and `batch_size` network evaluations per step for the loss."""
+    return Training(
+        init_params=init_params,
+        draw=draw,
+        loss=loss,
+        info=info,
+        split=_refresh_draw_and_loss_keys,
+        loss_cost=lambda batch, aux: (Cost.of(network_evals=batch_size),),
+        init_extra=init_extra,
+    )
+
+
 def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Method:
     """Bind a bridge-pair regression method (`kind` in `REGRESSION_TARGETS`) to a problem.
 
@@ -542,19 +562,7 @@ def build(problem: Problem, config: BridgeRegressionConfig, *, kind: str) -> Met
             temper_beta=weights.beta,
         )
 
-    def split(key):
-        key_refresh, key_draw, key_loss = jax.random.split(key, 3)
-        return (key_refresh, key_draw), key_loss
-
-    training = Training(
-        init_params=net.init,
-        draw=draw,
-        loss=loss,
-        info=info,
-        split=split,
-        loss_cost=lambda batch, aux: (Cost.of(network_evals=batch_size),),
-        init_extra=init_buffer,
-    )
+    training = buffered_training(net.init, draw, loss, info, init_buffer, batch_size)
     sample, backward = sde_sampling(problem, control, sde_config, params_of=lambda state: state.params)
     return build_configured(training, config, sample, backward)
 
