@@ -109,7 +109,8 @@ class ASBSConfig(AdjointSamplingConfig):
     100, network, optimiser, SDE) plus the stage schedule.
 
     Attributes (besides those of `AdjointSamplingConfig`; `importance_weights` must stay `"none"`, the
-    uniform draws of the code's buffers):
+    uniform draws of the code's buffers, so `ess_floor` is unused; `t_min` bounds the adjoint-matching
+    times as for Adjoint Sampling):
         adjoint_epochs: epochs (of `refresh_every` steps) per adjoint-matching stage.
         corrector_epochs: epochs per corrector-matching stage.
 
