@@ -6,7 +6,9 @@ Per method:
 - fixed point: the largest |mean gradient / SE| over independent batches at the closed-form optimum
   (must be < 3) and the largest at a perturbed control (must be > 6), from the fixed-point function of
   the method's test module (tests/samplers/methods/test_*.py); for the four bridge regressions also on
-  the memoryless flow base of fine-tuning and the VP base (`OTHER_BASE_FIXED_POINTS`, a second table);
+  the memoryless flow base of fine-tuning and the VP base, and for the other losses that run on the flow
+  base on its exact tilted flow (`OTHER_BASE_FIXED_POINTS`, a second table; `FIXED_POINT_ONLY` methods,
+  which have no training setting here, appear there only);
 - training: `log Ẑ - log Z` and reverse ESS / N (4000 samples) on the 2-D correlated Gaussian and the
   1-D bimodal mixture with the small budgets of `tests/samplers/methods/analytic.py` (the ones
   `make test-slow` asserts on), for each seed.
@@ -38,6 +40,7 @@ from tests.samplers.methods import test_bridge_regression as t_br  # noqa: E402
 from tests.samplers.methods import test_cmcd as t_cmcd  # noqa: E402
 from tests.samplers.methods import test_nets as t_nets  # noqa: E402
 from tests.samplers.methods import test_path_kl as t_pkl  # noqa: E402
+from tests.samplers.methods import test_reward_score_matching as t_rsm  # noqa: E402
 
 METHODS = (
     "adjoint_matching",
@@ -55,6 +58,8 @@ METHODS = (
     "nets_pinn",
     "nets_action",
 )
+# Methods with a fixed point on another base but no analytic training setting: second table only.
+FIXED_POINT_ONLY = ("reward_score_matching_zo",)
 
 
 def _nets_pinn(case: str = "annealing"):
@@ -134,6 +139,27 @@ OTHER_BASE_FIXED_POINTS["flow"].update(
         "nets_action": ("tilted Gaussian flow, closed-form φ* (float64)", lambda: _nets_action("flow")),
     }
 )
+# The on-policy losses on ft_gmm2d_linear's exact tilted flow (the closed-form continuous-time u*, 256
+# quadratic steps so that the chain's O(h) bias stays below the SE; trajectory balance with `log Z_φ` at
+# its fixed point `log Z - KL(p_{t_0} ‖ p*_{t_0})`, methods.md §8.3), and zeroth-order Reward Score
+# Matching on the exact tilted flow of Gaussian data with a linear reward.
+OTHER_BASE_FIXED_POINTS["flow"].update(
+    {
+        "adjoint_matching": ("ft_gmm2d_linear u*, on-policy, 256 steps", t_am.flow_fixed_point_z_scores),
+        "log_variance": (
+            "ft_gmm2d_linear u*, on-policy, 256 steps",
+            lambda: t_pkl.flow_fixed_point_z_scores("log_variance"),
+        ),
+        "trajectory_balance": (
+            "ft_gmm2d_linear u*, log Z_φ = log Z - KL, on-policy, 256 steps",
+            lambda: t_pkl.flow_fixed_point_z_scores("trajectory_balance"),
+        ),
+        "reward_score_matching_zo": (
+            "tilted Gaussian flow u*, denoised look-ahead, 256 steps, 512 branches",
+            t_rsm.flow_zeroth_order_fixed_point_z_scores,
+        ),
+    }
+)
 
 
 # method -> (what the fixed point is, function returning (z at optimum, z perturbed[, ...]))
@@ -170,12 +196,18 @@ def _fixed_point(name: str, cases: dict | None = None) -> dict:
 
 def _row(name: str, seeds: tuple[int, ...]) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
-    row = {"method": name, "fixed_point": _fixed_point(name)}
+    row = {"method": name}
+    if name not in FIXED_POINT_ONLY:
+        row["fixed_point"] = _fixed_point(name)
     other = {
         base: _fixed_point(name, cases) for base, cases in OTHER_BASE_FIXED_POINTS.items() if name in cases
     }
     if other:
         row["fixed_point_other_bases"] = other
+    if name in FIXED_POINT_ONLY:  # no training setting: the second table only
+        row["wall_s"], row["cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
+        print(f"{name}: {other}", flush=True)
+        return row
     for target_name in analytic.TARGETS:
         row[target_name] = [
             {"seed": f.seed, "log_Z_error": f.log_Z_error, "log_Z_se": f.log_Z_se, "ess": f.ess}
@@ -189,7 +221,9 @@ def _row(name: str, seeds: tuple[int, ...]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument(
+        "--methods", nargs="+", default=[*METHODS, *FIXED_POINT_ONLY], choices=[*METHODS, *FIXED_POINT_ONLY]
+    )
     parser.add_argument("--out", default=str(ROOT / "results" / "analytic_checks.md"))
     parser.add_argument("--jobs", type=int, default=1, help="methods run in this many processes at once")
     parser.add_argument(
@@ -242,7 +276,7 @@ def _merge(paths: list[str], out: Path) -> int:
         **records[0],
         "argv": ["--merge", *paths],
         "merged_from": [{"argv": r["argv"], "wall_time_s": r["wall_time_s"]} for r in records],
-        "rows": [rows[m] for m in METHODS if m in rows],
+        "rows": [rows[m] for m in (*METHODS, *FIXED_POINT_ONLY) if m in rows],
         "settings": {k: v for r in records for k, v in r["settings"].items()},
         "wall_time_s": max(r["wall_time_s"] for r in records),  # the runs went in parallel
         "cpu_time_s": sum(r["cpu_time_s"] for r in records),
@@ -285,7 +319,7 @@ def _markdown(record: dict) -> str:
         "| bimodal log Ẑ − log Z | bimodal ESS | pass |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in record["rows"]:
+    for row in (row for row in record["rows"] if "fixed_point" in row):
         fp = row["fixed_point"]
         lines.append(
             f"| `{row['method']}` | {fp['kind']} | {fp['optimum']} | {fp['perturbed']} | "
@@ -295,8 +329,8 @@ def _markdown(record: dict) -> str:
     if other_rows:
         lines += [
             "",
-            "Fixed points of the bridge regressions and the NETS losses on their other bases "
-            "(docs/methods.md §1.4, §1.5, §1.6): the same statistics at the closed-form optimal control.",
+            "Fixed points on the other bases (docs/methods.md §1.4, §1.5, §1.6, §8.3): the same statistics "
+            "at the closed-form optimal control.",
             "",
             "| method | base | fixed point | at optimum | perturbed |",
             "|---|---|---|---|---|",

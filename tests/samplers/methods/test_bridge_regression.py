@@ -27,7 +27,6 @@ from samplers.base_processes import (
     BrownianBase,
     GeometricSchedule,
     LinearSchedule,
-    MemorylessFlowBase,
     VPBase,
 )
 from samplers.fields import merge
@@ -35,11 +34,11 @@ from samplers.gaussian_oracle import GaussianOracle
 from samplers.learned import sampled_params
 from samplers.methods import bridge_regression as br
 from samplers.methods.common import clip_norm
-from samplers.problem import finetuning_problem, sampling_problem
+from samplers.problem import sampling_problem
 from samplers.train import train
 from targets.base import ParticleSpec
-from targets.finetuning import get_task
 from tests.samplers.methods import analytic
+from tests.samplers.methods.fixed_point import FLOW_T0, flow_optimal_control, flow_problem
 
 METHODS = {
     "adjoint_sampling": "adjoint",
@@ -304,34 +303,6 @@ def test_fixed_point_at_optimal_control(kind, weighting, window, schedule):
 # the memoryless flow base: an exact tilted Gaussian-mixture flow (methods.md §1.5)
 # ---------------------------------------------------------------------------------------------
 
-FLOW_T0 = 0.05
-
-
-def flow_problem(task_name: str = "ft_gmm2d_linear", *, terminal: str = "density", num_steps: int = 8):
-    """The fine-tuning problem of a shipped ft_* task on its exact pretrained flow, memoryless from
-    `t_0 = 0.05` with the exact initial law `p_{t_0}`; the data law's score from its density
-    (`terminal="density"`), from the velocity at `t = 1` (`"velocity"`) or not at all (`"none"`)."""
-    task = get_task(task_name)
-    initial = task.marginal(FLOW_T0)
-    base = MemorylessFlowBase(
-        task.dim,
-        task.velocity,
-        FLOW_T0,
-        initial_sample_fn=initial.sample,
-        initial_log_prob_fn=initial.log_prob,
-        terminal_log_prob_fn=task.data.log_prob if terminal == "density" else None,
-        terminal_score_from_velocity=terminal == "velocity",
-    )
-    problem = finetuning_problem(
-        base, task.reward, task.lam, num_steps=num_steps, grid="quadratic", grad_reward=task.grad_reward
-    )
-    return task, problem
-
-
-def _flow_optimal_control(task, base):
-    """`u*(x, t) = σ(t)(∇log p*_t - ∇log p_t)(x)`: the task's closed-form guidance (targets.finetuning)."""
-    return lambda params, x, t: base.sigma(t) * task.optimal_guidance(x, t)
-
 
 def _tilted_posterior(task, x: np.ndarray, t: float):
     """`X_1 | X_t = x` under `p*` (the tilted mixture, `X_t | X_1 ~ N(t X_1, (1 - t)² I)`), float64: per
@@ -370,7 +341,7 @@ def flow_conditional_mean_z_scores(kind: str, num: int = 100_000) -> tuple[np.nd
             x_1 = jnp.asarray(means[comp] + noise, jnp.float32)
             times = jnp.full((num,), t, jnp.float32)
             x_t = jnp.broadcast_to(jnp.asarray(x, jnp.float32), x_1.shape)
-            u_star = np.asarray(_flow_optimal_control(task, problem.base)(None, x_t[0], times[0]), np.float64)
+            u_star = np.asarray(flow_optimal_control(task, problem.base)(None, x_t[0], times[0]), np.float64)
             y = np.asarray(target(times, x_t, x_1, gradient(x_1)), np.float64)
             naive = np.asarray(problem.base.sigma(times)[:, None] * tilt(x_1), np.float64)
             se = y.std(0, ddof=1) / np.sqrt(num)
@@ -450,7 +421,7 @@ def flow_fixed_point_z_scores(kind, weighting, window) -> tuple[np.ndarray, np.n
     """Mean / SE of the loss gradient at the closed-form optimum of ft_gmm2d_linear's flow and at a
     perturbed control, with exact samples of its tilted law (also used by scripts/analytic_checks.py)."""
     task, problem = flow_problem()
-    optimal = _flow_optimal_control(task, problem.base)
+    optimal = flow_optimal_control(task, problem.base)
     return _z_scores_at_optimum(problem, optimal, task.tilted().sample, kind, weighting, window)
 
 
