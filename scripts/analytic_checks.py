@@ -160,6 +160,18 @@ OTHER_BASE_FIXED_POINTS["flow"].update(
         ),
     }
 )
+# CMCD on the flow base: its continuous-time optimum u* = b*/ε_t on the tilted Gaussian flow, which is
+# NOT the chain's fixed point (no control makes the discrete kernels match near t = 1, methods.md §5.3):
+# the optimum column is expected above 3 and is reported, not required.
+OTHER_BASE_FIXED_POINTS["flow"].update(
+    {
+        name: (
+            "tilted Gaussian flow, continuous u* (no exact discrete fixed point: methods.md §5.3)",
+            (lambda n: lambda: t_cmcd.flow_fixed_point_z_scores(n))(name),
+        )
+        for name in ("cmcd_kl", "cmcd_lv")
+    }
+)
 
 
 # method -> (what the fixed point is, function returning (z at optimum, z perturbed[, ...]))
