@@ -291,6 +291,7 @@ def test_fixed_point_on_the_gaussian_schrodinger_bridge(loss):
     assert np.max(np.abs(z_perturbed)) > 6.0, f"{loss}: perturbed gradient not detected: z = {z_perturbed}"
 
 
+@pytest.mark.slow  # E[w] = Z within standard errors over 20,000 paths
 def test_path_weights_from_the_source_are_unbiased_at_the_optimum():
     """At `u*`, simulated from `μ`: `E[w] = Z = 1` within 3 SE and `log Ẑ` within 3 of its delta-method
     SE of 0. The weights are NOT constant at the optimum (reverse ESS 0.68 here, 20 000 paths): on a base
