@@ -76,17 +76,22 @@ def _view_window(rows: Sequence[dict[str, Any]]) -> tuple[float, float]:
     return reward_lo, kl_hi
 
 
+def _inside(metrics: dict[str, Any], window: tuple[float, float]) -> bool:
+    reward_lo, kl_hi = window
+    return metrics["reward"] >= reward_lo and metrics["kl_path"] <= kl_hi
+
+
 def off_scale(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The method rows whose mean lies outside `_view_window` (typically a diverged run, with a path KL
     of 10³-10⁸ nats), as 'method λ=… (KL …, reward …)': the figure names them above the axes instead
     of squeezing every other point into a corner."""
-    reward_lo, kl_hi = _view_window(rows)
+    window = _view_window(rows)
     out = []
     for r in rows:
         m = r.get("metrics")
         if r.get("kind") != "method" or m is None or r.get("status") != "ok":
             continue
-        if not (m["reward"] >= reward_lo and m["kl_path"] <= kl_hi):
+        if not _inside(m, window):
             out.append(f"{r['method']} λ={r['lam']:g} (KL {m['kl_path']:.3g}, reward {m['reward']:.3g})")
     return out
 
@@ -100,14 +105,14 @@ def reward_kl_figure(rows: Sequence[dict[str, Any]], path: Path, *, digit: int) 
     colors = {lam: plt.get_cmap("viridis")(i / max(1, len(lams) - 1)) for i, lam in enumerate(lams)}
     markers = "os^Dvp<>hHXPd8"
     methods = sorted({r["method"] for r in rows if r.get("kind") == "method"})
-    reward_lo, kl_hi = _view_window(rows)
+    window = _view_window(rows)
     fig, ax = plt.subplots(figsize=(8.6, 4.8))
     for r in rows:
         m = r.get("metrics")
         if m is None or r.get("status") != "ok":
             continue
         if r["kind"] == "method":
-            if not (m["reward"] >= reward_lo and m["kl_path"] <= kl_hi):
+            if not _inside(m, window):
                 continue  # named in the title (`off_scale`)
             marker = markers[methods.index(r["method"]) % len(markers)]
             ax.errorbar(
@@ -138,7 +143,7 @@ def reward_kl_figure(rows: Sequence[dict[str, Any]], path: Path, *, digit: int) 
     handles += [plt.Line2D([], [], ls=":", color="0.5", label="base")]
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     ax.set_xlim(left=0.0)
-    ax.set_ylim(bottom=reward_lo)
+    ax.set_ylim(bottom=window[0])
     ax.set_xlabel("path KL  E[½∫|u|² dt]  (nats)")
     ax.set_ylabel(f"reward  E[log p({digit} | x)]")
     ax.grid(True, alpha=0.3)
