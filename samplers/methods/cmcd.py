@@ -60,8 +60,10 @@ the base's two kernels stand in for `log p_1(x_K) - log p_{t_0}(x_0)`, exactly f
 up to O(h) for its EM chain, so on this base `E_F[w] = Z` and `E_B[1/w] = 1/Z` hold up to O(h), not
 exactly, for controls that stay bounded as `t → 1`. The continuous-time optimum does not (`u* = b̂*/ε_t`
 with `ε_t → 0`), and no control makes the chain's kernels match on its last steps: the losses have no
-exact fixed point on this base (methods.md §5.3). The grad-log-target feature is `clip(∇r)`. No score
-is used, hence no `1/(1 - t)` factor; the grid's own window `[t_0, 1]` is the time window.
+exact fixed point on this base (methods.md §5.3). Worse, the stand-in leaves the backward measure
+unnormalised: a control exists under which `log w` is the same on every path and far above `log Z`, the
+global minimum of both losses (measured in methods.md §5.3). The grad-log-target feature is `clip(∇r)`.
+No score is used, hence no `1/(1 - t)` factor; the grid's own window `[t_0, 1]` is the time window.
 
 **Particle systems** are handled on the working density of `samplers.baselines.common`
 (`γ̃(x) = γ(x - centre) · N(√n·centre; 0, s² I)` with `s = initial_std`, `∫ γ̃ = Z` on `R^{n·d}`):

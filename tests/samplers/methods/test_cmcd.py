@@ -8,7 +8,9 @@
 - Flow base (docs/methods.md §5.3): on the exact tilted flow of Gaussian data with a linear reward the
   continuous-time optimum `u* = b*/ε_t` transports `p_{t_0}` to `p*`, but no control makes the chain's
   kernels match near `t = 1`: at `u*` the weights spread (and are biased) on every grid, all of it from
-  `t ≥ 0.9`, so the loss gradients do not vanish there (reported by `scripts/analytic_checks.py`).
+  `t ≥ 0.9`, so the loss gradients do not vanish there (reported by `scripts/analytic_checks.py`); and the
+  base's kernels standing in for `log p_1 - log p_{t_0}` leave the backward measure unnormalised, so a
+  control exists under which `log w` is the same on every path, far above `log Z` (both losses' optimum).
 - Schedule and learnability flags, conformance (jit, one compilation, finite outputs, costs),
   determinism, and training on a 2-D Gaussian and a 1-D bimodal mixture (`analytic.py`).
 """
@@ -248,6 +250,46 @@ def test_flow_continuous_optimum_transports_but_the_chain_has_no_exact_fixed_poi
     assert coarse.std() > 1.0, coarse.std()
     _, cut = _flow_paths(512, cut=0.9)
     assert cut.std() < 0.5, cut.std()
+
+
+def flow_zero_variance_control(num_steps: int, num_paths: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The per-grid-time constant control `u_k` under which the chain's `log w` is the same on every path
+    (docs/methods.md §5.3, "Both losses have a spurious optimum"). On this linear-Gaussian problem `log w`
+    is affine in the initial draw and the noise, with coefficients affine in `(u_0, …, u_K)`, so
+    `log w_i - mean(log w)` over a batch is affine in the controls and one least-squares solve (float64)
+    zeroes it. Returns `(controls (K+1, 2), log w of 4096 fresh paths)`."""
+    problem, config, annealing, _ = _flow_setup(num_steps)
+    ts = jnp.asarray(problem.ts, jnp.float64)
+    params = {"control": None, "annealing": annealing}
+
+    def log_w(flat, key, n):
+        table = flat.reshape(num_steps + 1, 2)
+        control = lambda _, x, t: table[jnp.argmin(jnp.abs(ts - t))] + 0.0 * x  # noqa: E731
+        return cmcd.simulate_cmcd(key, problem, control, params, n, config).log_w
+
+    def centred(flat):
+        values = log_w(flat, jax.random.key(1), num_paths)
+        return values - values.mean()
+
+    zero = jnp.zeros((num_steps + 1) * 2, jnp.float64)
+    with jax.numpy_dtype_promotion("standard"):  # the problem's reward weights are float32 constants
+        solution = jnp.linalg.lstsq(jax.jacfwd(centred)(zero), -centred(zero))[0]
+        fresh = jax.jit(log_w, static_argnums=2)(solution, jax.random.key(7), 4096)
+    return np.asarray(solution).reshape(num_steps + 1, 2), np.asarray(fresh)
+
+
+@pytest.mark.slow  # one float64 least-squares solve and 4096 paths on 16 steps, about 10 s
+def test_flow_losses_have_a_spurious_zero_variance_optimum(x64):
+    """docs/methods.md §5.3: the base's EM kernels standing in for `log p_1(x_K) - log p_{t_0}(x_0)` make
+    the chain's backward measure unnormalised, so a control exists under which `log w` is constant (the
+    LV loss's global minimum, 0) at a value far above `log Z` (the KL loss below `-log Z`): measured 33.7
+    against `log Z = 0.75` on 16 steps (416 on 8, 7211 on 32, 38 on 64)."""
+    w = np.asarray(RSM_W, np.float64)
+    log_Z = RSM_LAM * RSM_MU * w.sum() + 0.5 * RSM_LAM**2 * RSM_C2 * float(w @ w)
+    controls, log_w = flow_zero_variance_control(16)
+    assert log_w.dtype == np.float64 and np.all(np.isfinite(controls))
+    assert log_w.std() < 1e-8, log_w.std()  # fresh paths: the same weight on every path
+    assert log_w.mean() > log_Z + 10.0, (log_w.mean(), log_Z)
 
 
 # ---------------------------------------------------------------------------------------------
