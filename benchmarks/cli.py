@@ -437,7 +437,10 @@ def _perf_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results/perf", help="output directory (default results/perf)")
     p.add_argument("--report", default="results/perf.md", help="Markdown report (default results/perf.md)")
     p.add_argument(
-        "--repeats", type=int, default=7, help="--integrator, --before-after: timed side-by-side repeats"
+        "--repeats",
+        type=int,
+        default=None,
+        help="--integrator, --before-after, --particle-metrics: timed side-by-side repeats (default 7, 3)",
     )
     p.add_argument(
         "--integrator", action="store_true", help="only the diffrax-vs-lax.scan integrator comparison"
@@ -446,6 +449,11 @@ def _perf_args(p: argparse.ArgumentParser) -> None:
         "--before-after",
         action="store_true",
         help="only the before/after ratios of the speed optimisations (results/perf/before_after.md)",
+    )
+    p.add_argument(
+        "--particle-metrics",
+        action="store_true",
+        help="only eq_w2's two distance-matrix engines side by side (results/perf/particle_metrics.md)",
     )
     p.add_argument(
         "--budget-scale",
@@ -463,10 +471,16 @@ def _perf_args(p: argparse.ArgumentParser) -> None:
 def _perf(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if args.particle_metrics:
+        from benchmarks.perf.particle_metrics import run_particle_metrics
+
+        print(f"wrote {run_particle_metrics(Path(args.out), repeats=args.repeats or 3)}")
+        return 0
+    repeats = 7 if args.repeats is None else args.repeats
     if args.before_after:
         from benchmarks.perf.before_after import run_before_after
 
-        print(f"wrote {run_before_after(Path(args.out), repeats=args.repeats)}")
+        print(f"wrote {run_before_after(Path(args.out), repeats=repeats)}")
         return 0
     if not args.integrator:
         from benchmarks.perf.report import PerfConfig, run_perf, write_report
@@ -478,9 +492,9 @@ def _perf(args: argparse.Namespace) -> int:
         return 0
     from benchmarks.perf.integrator import integrator_report
 
-    if args.repeats < 1:
-        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
-    files = integrator_report(Path(args.out), repeats=args.repeats)
+    if repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {repeats}")
+    files = integrator_report(Path(args.out), repeats=repeats)
     print(f"wrote {files['markdown']} and {files['record']}")
     return 0
 

@@ -23,6 +23,17 @@ the peers' candidate it also matches in the principal-axes frames of the two con
 all `2^D` sign flips of the axes, Kabsch-aligns each candidate permutation and keeps the smallest
 distance. The result is never larger than the peers' value, and is 0 for a rotated (or reflected)
 and permuted copy whenever the principal moments are distinct. It costs `1 + 2^D` matchings.
+
+Two engines compute `aligned_distance_matrix`, with the same definition: `"jax"` (the jitted,
+vmapped Hungarian above, sharded over devices: the accelerator path) and `"scipy"` (per pair
+`scipy.optimize.linear_sum_assignment`, a compiled Jonker-Volgenant, on a NumPy cost tensor, with the
+Kabsch step as one batched SVD per row of the matrix). On a CPU the vmapped `while_loop`s of the JAX
+Hungarian run every pair of a chunk for as many iterations as its slowest pair, so for more particles
+than `BRUTE_FORCE_MAX` the default (`engine=None`) is `"scipy"` on a CPU backend and `"jax"` otherwise;
+up to `BRUTE_FORCE_MAX` (DW4) the JAX enumeration is used everywhere. Both are exact; they can differ
+only where two matchings tie in cost, and by float32 rounding (`tests/benchmarks/metrics/
+test_particles.py` compares them); `tiltbench perf --particle-metrics` times them side by side
+(`results/perf/particle_metrics.md`).
 """
 
 from __future__ import annotations
@@ -33,20 +44,24 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.optimize import linear_sum_assignment as scipy_lsa
 
 from samplers import parallel
 from samplers.parallel import shard_batch
 
 __all__ = [
     "BRUTE_FORCE_MAX",
+    "ENGINES",
     "FRAMES",
     "aligned_distance",
     "aligned_distance_matrix",
+    "default_engine",
     "kabsch_distance",
     "linear_sum_assignment",
 ]
 
 FRAMES = ("peer", "pca")
+ENGINES = ("jax", "scipy")
 
 _BIG = 1e30  # stands in for non-finite costs; far below float32 max so sums of n of them stay finite
 
@@ -209,6 +224,68 @@ def _distance_matrix(x, y, *, n_particles: int, spatial_dim: int, chunk_size: in
     return flat.reshape(-1)[:num_pairs].reshape(x.shape[0], y.shape[0])
 
 
+def default_engine(n_particles: int) -> str:
+    """`"scipy"` for more than `BRUTE_FORCE_MAX` particles on a CPU backend, else `"jax"` (module doc)."""
+    return "scipy" if n_particles > BRUTE_FORCE_MAX and jax.default_backend() == "cpu" else "jax"
+
+
+def _scipy_match(x: np.ndarray, ys: np.ndarray, x_key: np.ndarray | None = None, ys_key=None) -> np.ndarray:
+    """`ys` `(B, n, D)` with each configuration's particles reordered by the assignment minimising
+    `Σ_a ‖x_a − y_π(a)‖` (as `_match`; non-finite costs replaced by a large finite value); the costs
+    are taken between `x_key` and `ys_key` when given (the principal frames), else `x` and `ys`."""
+    a, b = (x, ys) if x_key is None else (x_key, ys_key)
+    squared = (
+        np.sum(a * a, -1)[None, :, None] + np.sum(b * b, -1)[:, None, :] - 2.0 * (b @ a.T).swapaxes(1, 2)
+    )
+    cost = np.sqrt(np.maximum(squared, 0.0))
+    cost[~np.isfinite(cost)] = _BIG
+    perms = np.empty(ys.shape[:2], np.intp)
+    for k, c in enumerate(cost):
+        perms[k] = scipy_lsa(c)[1]
+    return np.take_along_axis(ys, perms[:, :, None], axis=1)
+
+
+def _on_finite(fn, a: np.ndarray) -> np.ndarray:
+    """`fn(a)` on the finite matrices of the stack `a` `(B, D, D)` (LAPACK raises on NaN), NaN elsewhere."""
+    ok = np.all(np.isfinite(a), axis=(1, 2))
+    out = np.full_like(a, np.nan)
+    out[ok] = fn(a[ok])
+    return out
+
+
+def _scipy_kabsch(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """`kabsch_distance(x, y)` for every `y` of `ys` `(B, n, D)`: one batched SVD (O(D), no reflection
+    correction)."""
+
+    def polar(h):
+        u, _, vt = np.linalg.svd(h)
+        return u @ vt
+
+    diff = x[None] - ys @ _on_finite(polar, np.einsum("bnd,ne->bde", ys, x))
+    return np.sqrt(np.sum(diff * diff, axis=(1, 2)))
+
+
+def _scipy_distance_matrix(x: np.ndarray, y: np.ndarray, n_particles: int, spatial_dim: int, frames: str):
+    """The `"scipy"` engine: `aligned_distance` for every pair, one row of the matrix at a time."""
+    xs = x.reshape(x.shape[0], n_particles, spatial_dim).astype(np.float64)
+    ys = y.reshape(y.shape[0], n_particles, spatial_dim).astype(np.float64)
+    xs, ys = xs - xs.mean(1, keepdims=True), ys - ys.mean(1, keepdims=True)
+    if frames == "pca":
+        principal = lambda a: a @ _on_finite(lambda g: np.linalg.eigh(g)[1], np.swapaxes(a, -1, -2) @ a)  # noqa: E731
+        x_frames, y_frames = principal(xs), principal(ys)
+        signs = np.asarray(list(itertools.product((1.0, -1.0), repeat=spatial_dim)))
+    out = np.empty((xs.shape[0], ys.shape[0]))
+    with np.errstate(invalid="ignore", over="ignore"):
+        for i, xi in enumerate(xs):
+            best = _scipy_kabsch(xi, _scipy_match(xi, ys))
+            if frames == "pca":
+                for s in signs:  # the permutation from the frames, applied to the centred coordinates
+                    matched = _scipy_match(xi, ys, x_frames[i], y_frames * s)
+                    best = np.minimum(best, _scipy_kabsch(xi, matched))
+            out[i] = best
+    return out
+
+
 def aligned_distance_matrix(
     x: jax.Array,
     y: jax.Array,
@@ -217,23 +294,31 @@ def aligned_distance_matrix(
     *,
     frames: str = "peer",
     chunk_size: int | None = None,
+    engine: str | None = None,
 ) -> np.ndarray:
     """`M[i, j] = aligned_distance(x_i, y_j, frames)` for flattened `x (B, n·D)`, `y (B', n·D)`.
 
-    Repeated rows (e.g. draws resampled by weight) are matched once. The distinct pairs are vmapped
-    in chunks of `chunk_size` (default: about 4M matrix entries of work memory, `2**22 // n²` pairs,
-    at least 256). Rows are zero-padded to the next power of two
-    (at least 8) so that calls with nearby sizes share one compilation; padded pairs are dropped.
-    With several devices (`samplers.parallel`) each chunk of pairs is split over them.
+    Repeated rows (e.g. draws resampled by weight) are matched once. `engine` (`ENGINES`; `None`:
+    `default_engine(n_particles)`): with `"jax"` the distinct pairs are vmapped in chunks of
+    `chunk_size` (default: about 4M matrix entries of work memory, `2**22 // n²` pairs, at least 256),
+    rows zero-padded to the next power of two (at least 8) so that calls with nearby sizes share one
+    compilation (padded pairs are dropped), and with several devices (`samplers.parallel`) each chunk of
+    pairs is split over them; with `"scipy"` each pair is matched by SciPy (module doc).
     """
     if frames not in FRAMES:
         raise ValueError(f"unknown frames {frames!r}; valid: {FRAMES}")
+    engine = default_engine(n_particles) if engine is None else engine
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; valid: {ENGINES}")
+    # repeated rows (draws resampled by weight) are matched once
+    (x, x_index), (y, y_index) = (_unique_rows(np.asarray(a, np.float32)) for a in (x, y))
+    if engine == "scipy":
+        out = _scipy_distance_matrix(x, y, n_particles, spatial_dim, frames)
+        return out[np.ix_(x_index, y_index)]
     if chunk_size is None:
         chunk_size = max(256, 2**22 // n_particles**2)
     shards = parallel.num_shards()
     chunk_size = -(-int(chunk_size) // shards) * shards  # a multiple of the device count
-    # repeated rows (draws resampled by weight) are matched once
-    (x, x_index), (y, y_index) = (_unique_rows(np.asarray(a, np.float32)) for a in (x, y))
     pad = lambda a: np.pad(a, ((0, max(8, 1 << (a.shape[0] - 1).bit_length()) - a.shape[0]), (0, 0)))
     out = _distance_matrix(
         jnp.asarray(pad(x)),

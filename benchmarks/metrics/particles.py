@@ -19,8 +19,9 @@ so every key here says which it is). All 1-D W2 are exact (`ot.w2_squared_1d`, =
 - `eq_w2` = sqrt of the exact OT cost on the B×B matrix `M²`, `M_ij` = `alignment.aligned_distance`
   (centre, Hungarian matching of particles on the unaligned coordinates, Kabsch over O(D) without
   reflection correction) between B model and B reference samples (adjoint_samplers' "eq_w2"; DEM's
-  "Eq-EMD2" is the OT cost of the UNSQUARED M, a W1). The per-pair matching is the exact jittable
-  Hungarian of `alignment` (all pairs vmapped); the outer OT is exact
+  "Eq-EMD2" is the OT cost of the UNSQUARED M, a W1). The per-pair matching is exact: SciPy's
+  Hungarian per pair on a CPU above 5 particles, else the jittable one of `alignment` (all pairs
+  vmapped; `alignment.default_engine`); the outer OT is exact
   (`scipy.optimize.linear_sum_assignment`, exact for uniform weights and equal sizes). `eq_w2_squared`
   is its square. The peers' matching is done on UNALIGNED coordinates, so `eq_w2` is NOT invariant
   to rotating one configuration (measured: a randomly rotated and permuted copy of a 13-particle
@@ -69,10 +70,13 @@ class EqW2Config:
         max_samples: B, the number of model (and reference) samples compared; `None` means 1000
             (adjoint_samplers' eval batch) for up to `large_system` particles and 128 (DEM's LJ55
             eval batch) above, because the cost is O(B² n³); with `frames="pca"` (1 + 2^D times
-            the work) 250 and 64. Measured with `frames="peer"` on 2 shared CPU cores:
-            DW4 B=1000 ≈ 1.5 s (matching by enumeration and the closed-form 2-D alignment of
-            `alignment`; 10 s with the Hungarian and the SVD, same machine and load), LJ13 B=500 ≈ 10 s,
-            LJ55 B=100 ≈ 16 s; the noise floor is computed once per reference pair (memoised).
+            the work) 250 and 64. Measured on 2 shared CPU cores, one matrix: DW4 B=1000 ≈ 1.5 s
+            (matching by enumeration and the closed-form 2-D alignment of `alignment`; 10 s with the
+            Hungarian and the SVD, same machine and load); with the SciPy engine (`alignment`, the CPU
+            default above 5 particles) LJ13 B=1000 ≈ 25 s (the jitted Hungarian: ≈ 155 µs a pair, about
+            155 s), LJ13 `frames="pca"` B=250 ≈ 14 s (48 s), LJ55 B=128 ≈ 6 s (30 s); `tiltbench perf
+            --particle-metrics` measures the ratio. The noise floor is computed once per reference pair
+            (memoised).
         large_system: particle count above which the smaller default B applies.
         frames: `"peer"` (the published definition) or `"pca"` (rotation-invariant matching, opt-in,
             `1 + 2^D` times the cost; see `alignment`).

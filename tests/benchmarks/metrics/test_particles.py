@@ -50,17 +50,36 @@ def centred_configs(rng, b, n, d, scale=1.5):
     return (x - x.mean(1, keepdims=True)).reshape(b, n * d)
 
 
-@pytest.mark.parametrize("n, d", [(4, 2), (13, 3)])
-def test_aligned_distance_matrix_matches_the_peers_reference(n, d):
+@pytest.mark.parametrize("n, d, engine", [(4, 2, "jax"), (13, 3, "jax"), (13, 3, "scipy")])
+def test_aligned_distance_matrix_matches_the_peers_reference(n, d, engine):
     rng = np.random.default_rng(n)
     x, y = centred_configs(rng, 6, n, d), centred_configs(rng, 5, n, d)
-    got = alignment.aligned_distance_matrix(x, y, n, d)
+    got = alignment.aligned_distance_matrix(x, y, n, d, engine=engine)
     expected = np.array([[peers_distance(a.reshape(n, d), b.reshape(n, d)) for b in y] for a in x])
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     # repeated rows (draws resampled by weight) are matched once and land in every position
     rows, cols = [3, 0, 3, 5, 0, 3], [4, 4, 1]
-    repeated = alignment.aligned_distance_matrix(x[rows], y[cols], n, d)
+    repeated = alignment.aligned_distance_matrix(x[rows], y[cols], n, d, engine=engine)
     np.testing.assert_allclose(repeated, got[np.ix_(rows, cols)], rtol=1e-5, atol=1e-6)
+
+
+def test_the_two_engines_agree_in_both_frames_and_on_non_finite_rows():
+    """The SciPy engine (the CPU default above BRUTE_FORCE_MAX particles) against the jitted one:
+    the same distances in the peers' and the principal-axes frames, NaN where a row is not finite,
+    and a clear error for an unknown engine."""
+    n, d = 7, 3
+    rng = np.random.default_rng(5)
+    x, y = centred_configs(rng, 4, n, d), centred_configs(rng, 3, n, d)
+    x[1, 2] = np.nan
+    assert alignment.default_engine(n) == "scipy" and alignment.default_engine(4) == "jax"  # CPU backend
+    for frames in alignment.FRAMES:
+        fast, jitted = (
+            alignment.aligned_distance_matrix(x, y, n, d, frames=frames, engine=e) for e in ("scipy", "jax")
+        )
+        assert np.all(np.isnan(fast[1])) and np.all(np.isnan(jitted[1]))
+        np.testing.assert_allclose(fast[[0, 2, 3]], jitted[[0, 2, 3]], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="valid"):
+        alignment.aligned_distance_matrix(x, y, n, d, engine="numba")
 
 
 def test_eq_w2_outer_transport_is_exact():

@@ -4,6 +4,7 @@ and the timing / FLOP helpers are right. Tiny problems (2-D Gaussian, 4 grid ste
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -243,6 +244,22 @@ def test_before_after_report_and_bad_name():
     text = render_markdown({**record, "rows": [row]})
     assert "| cmcd_reuse_drift_gradient | cmcd_lv | many_well32 | 2.100 [2.000, 2.200] |" in text
     assert "| 202 → 101 | 2.000 → 0.500 |" in text and all(f"`{k}`" in text for k in OPTIMISATIONS)
+
+
+def test_particle_metrics_compares_both_engines_on_the_same_matrix(tmp_path):
+    """`tiltbench perf --particle-metrics` on a tiny case: both engines give the same matrix, the
+    record and its table carry the ratio and the projection to the metric's sample count, and a
+    target that is not a particle system is refused by name."""
+    from benchmarks.perf.particle_metrics import Case, compare_engines, run_particle_metrics
+
+    with pytest.raises(ValueError, match="gmm9"):
+        compare_engines(Case("gmm9", "peer", 4))
+    md = run_particle_metrics(tmp_path, repeats=1, cases=(Case("dw4", "peer", 6),), log=lambda _: None)
+    record = json.loads((tmp_path / "particle_metrics.json").read_text())
+    (row,) = record["rows"]
+    assert row["max_rel_diff"] < 1e-4 and row["pairs"] == 36 and row["metric_num_samples"] == 1000
+    assert row["projected_s"]["scipy"] == pytest.approx(row["median_s"]["scipy"] * (1000 / 6) ** 2)
+    assert "| dw4 | peer | 6 |" in md.read_text()
 
 
 def test_learned_cell_reports_the_confirmed_check():
