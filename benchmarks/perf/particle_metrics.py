@@ -5,11 +5,15 @@ the accelerator path) and a SciPy engine (the CPU default above `BRUTE_FORCE_MAX
 each case (target, frames, B) both compute the B×B matrix between two disjoint halves of the
 target's reference samples; after one untimed call each (compilation), the calls are timed
 interleaved (`timing.interleaved`): `ratio = t_jax / t_scipy` per round, median [min, max] (> 1: the
-SciPy engine is faster). `max_rel_diff` is the largest relative difference between the two matrices
-(both are exact; float32 against float64 rounding). `projected_s` scales the median time of each
-engine by `(B_metric / B)²` to the number of samples `eq_w2` compares by default on that target
-(`particles.EqW2Config`), the cost of one matrix in a grid cell (a cell computes the model's and,
-once per process, the noise floor's).
+SciPy engine is faster). `cpu_s` is the process CPU time of one further call of each (all threads:
+XLA spreads the jitted engine over the cores, SciPy runs on one, so on a machine whose cores are all
+busy, as in a grid with one process per core, CPU time is what a cell pays). `max_rel_diff` is the
+largest relative difference between the two matrices (both are exact; float32 against float64
+rounding). `projected_s` scales the median time of each engine to the number of samples `eq_w2`
+compares by default on that target (`particles.EqW2Config`): by `(B_metric / B)²` for SciPy and by
+the ratio of the squared padded sizes for the jitted engine (its rows are padded to a power of two),
+the cost of one matrix in a grid cell (a cell computes the model's and, once per process, the noise
+floor's).
 """
 
 from __future__ import annotations
@@ -37,11 +41,16 @@ class Case(NamedTuple):
     num_samples: int
 
 
-CASES: tuple[Case, ...] = (
-    Case("lj13", "peer", 200),
-    Case("lj13", "pca", 100),
+CASES: tuple[Case, ...] = (  # powers of two: no padded rows in the jitted engine
+    Case("lj13", "peer", 256),
+    Case("lj13", "pca", 128),
     Case("lj55", "peer", 64),
 )
+
+
+def _padded(b: int) -> int:
+    """The row count `aligned_distance_matrix`'s jitted engine pads `b` rows to."""
+    return max(8, 1 << (b - 1).bit_length())
 
 
 def compare_engines(case: Case, *, repeats: int = 3, seed: int = 0) -> dict[str, Any]:
@@ -63,20 +72,29 @@ def compare_engines(case: Case, *, repeats: int = 3, seed: int = 0) -> dict[str,
     matrices = {engine: fn() for engine, fn in calls.items()}  # first calls: compilation, untimed
     times = interleaved(calls, repeats)
     median = {k: float(np.median(v)) for k, v in times.items()}
+    cpu_s = {}
+    for engine, fn in calls.items():
+        start = time.process_time()
+        fn()
+        cpu_s[engine] = time.process_time() - start
     metric_b = EqW2Config(frames=case.frames).num_samples(spec.n_particles)
-    scale = (metric_b / case.num_samples) ** 2
+    scale = {
+        "jax": (_padded(metric_b) / _padded(case.num_samples)) ** 2,
+        "scipy": (metric_b / case.num_samples) ** 2,
+    }
     return {
         **case._asdict(),
         "n_particles": spec.n_particles,
         "pairs": case.num_samples**2,
         "median_s": median,
+        "cpu_s": cpu_s,
         "us_per_pair": {k: 1e6 * v / case.num_samples**2 for k, v in median.items()},
         "ratio": ratio_summary(times["jax"], times["scipy"]),
         "max_rel_diff": float(
             np.max(np.abs(matrices["jax"] - matrices["scipy"]) / np.abs(matrices["scipy"]))
         ),
         "metric_num_samples": metric_b,
-        "projected_s": {k: v * scale for k, v in median.items()},
+        "projected_s": {k: v * scale[k] for k, v in median.items()},
     }
 
 
@@ -117,19 +135,21 @@ def render_markdown(record: dict[str, Any]) -> str:
         f"`{record['commit']}` on {hw.get('cpu')} ({hw.get('backend')}), {record['wall_s']:.0f} s. "
         "Both engines compute the same B×B matrix between two halves of the target's reference samples; "
         f"ratio = t_jax / t_scipy per interleaved round, median [min, max] over {record['repeats']} rounds "
-        "(> 1: SciPy faster), compilation excluded. Projected: the median time scaled by (B_metric / B)² to "
-        "the number of samples `eq_w2` compares on that target (one matrix; a cell also computes the noise "
-        "floor's once per process).",
+        "(> 1: SciPy faster), compilation excluded. CPU s: process CPU time of one call (all threads; the "
+        "jitted engine uses every core, SciPy one). Projected: the median wall time scaled to the number of "
+        "samples `eq_w2` compares on that target (B_metric; the jitted engine's rows are padded to a power "
+        "of two; one matrix, and a cell also computes the noise floor's once per process).",
         "",
-        "| target | frames | B | jax s | scipy s | µs per pair jax / scipy | ratio | max rel. diff "
-        "| B_metric | projected jax s | projected scipy s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| target | frames | B | wall s jax / scipy | ratio | CPU s jax / scipy | µs per pair jax / scipy "
+        "| max rel. diff | B_metric | projected wall s jax / scipy |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in record["rows"]:
-        q, t, u, p = r["ratio"], r["median_s"], r["us_per_pair"], r["projected_s"]
+        q, t, u, p, c = r["ratio"], r["median_s"], r["us_per_pair"], r["projected_s"], r["cpu_s"]
         lines.append(
-            f"| {r['target']} | {r['frames']} | {r['num_samples']} | {t['jax']:.3g} | {t['scipy']:.3g} | "
-            f"{u['jax']:.3g} / {u['scipy']:.3g} | {q['median']:.2f} [{q['min']:.2f}, {q['max']:.2f}] | "
-            f"{r['max_rel_diff']:.1e} | {r['metric_num_samples']} | {p['jax']:.3g} | {p['scipy']:.3g} |"
+            f"| {r['target']} | {r['frames']} | {r['num_samples']} | {t['jax']:.3g} / {t['scipy']:.3g} | "
+            f"{q['median']:.2f} [{q['min']:.2f}, {q['max']:.2f}] | {c['jax']:.3g} / {c['scipy']:.3g} | "
+            f"{u['jax']:.3g} / {u['scipy']:.3g} | {r['max_rel_diff']:.1e} | {r['metric_num_samples']} | "
+            f"{p['jax']:.3g} / {p['scipy']:.3g} |"
         )
     return "\n".join(lines) + "\n"

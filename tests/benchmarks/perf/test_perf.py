@@ -259,6 +259,8 @@ def test_particle_metrics_compares_both_engines_on_the_same_matrix(tmp_path):
     (row,) = record["rows"]
     assert row["max_rel_diff"] < 1e-4 and row["pairs"] == 36 and row["metric_num_samples"] == 1000
     assert row["projected_s"]["scipy"] == pytest.approx(row["median_s"]["scipy"] * (1000 / 6) ** 2)
+    assert row["projected_s"]["jax"] == pytest.approx(row["median_s"]["jax"] * (1024 / 8) ** 2)  # padded rows
+    assert row["cpu_s"]["jax"] > 0 and row["cpu_s"]["scipy"] > 0
     assert "| dw4 | peer | 6 |" in md.read_text()
 
 
