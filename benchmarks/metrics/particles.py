@@ -73,10 +73,10 @@ class EqW2Config:
             the work) 250 and 64. Measured on 2 shared CPU cores, one matrix: DW4 B=1000 ≈ 1.5 s
             (matching by enumeration and the closed-form 2-D alignment of `alignment`; 10 s with the
             Hungarian and the SVD, same machine and load); with the SciPy engine (`alignment`, the CPU
-            default above 5 particles) LJ13 B=1000 ≈ 25 s (the jitted Hungarian: ≈ 155 µs a pair, about
-            155 s), LJ13 `frames="pca"` B=250 ≈ 14 s (48 s), LJ55 B=128 ≈ 6 s (30 s); `tiltbench perf
-            --particle-metrics` measures the ratio. The noise floor is computed once per reference pair
-            (memoised).
+            default above 5 particles), projected from `tiltbench perf --particle-metrics` on a quiet
+            machine, LJ13 B=1000 ≈ 11 s (the jitted engine 19.5 s on both cores), LJ13 `frames="pca"`
+            B=250 ≈ 6 s (10 s), LJ55 B=128 ≈ 1.6 s (6.8 s). The noise floor is computed once per
+            reference pair (memoised).
         large_system: particle count above which the smaller default B applies.
         frames: `"peer"` (the published definition) or `"pca"` (rotation-invariant matching, opt-in,
             `1 + 2^D` times the cost; see `alignment`).
