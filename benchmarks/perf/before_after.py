@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.perf.cells import build_cell
+from benchmarks.perf.side_by_side import write_side_by_side
 from benchmarks.perf.timing import interleaved, ratio_summary
 
 __all__ = ["OPTIMISATIONS", "Optimisation", "before_after", "render_markdown", "run_before_after"]
@@ -111,8 +112,6 @@ def before_after(
 
 def run_before_after(out: Path, *, repeats: int = 7, log=print) -> Path:
     """Measure every optimisation on its targets; write `out/before_after.json` and `.md` (returned)."""
-    from benchmarks.grid.records import atomic_write_json, environment, git_commit
-
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -122,20 +121,9 @@ def run_before_after(out: Path, *, repeats: int = 7, log=print) -> Path:
             rows.append(before_after(name, target, repeats=repeats))
             train, sample = rows[-1]["train_ratio"]["median"], rows[-1]["sample_ratio"]["median"]
             log(f"{name}/{target}: train ×{train:.3f}, sample ×{sample:.3f}")
-    record = {
-        "benchmark": "before_after",
-        "commit": git_commit(),
-        "hardware": environment(),
-        "started": started,
-        "repeats": repeats,
-        "rows": rows,
-        "wall_s": time.perf_counter() - t0,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "before_after.json", record)
-    md = out / "before_after.md"
-    md.write_text(render_markdown(record))
-    return md
+    return write_side_by_side(
+        out, "before_after", rows, repeats=repeats, t0=t0, started=started, render=render_markdown
+    )
 
 
 def render_markdown(record: dict[str, Any]) -> str:

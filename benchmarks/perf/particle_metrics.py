@@ -28,6 +28,7 @@ import numpy as np
 import targets
 from benchmarks.metrics.alignment import aligned_distance_matrix
 from benchmarks.metrics.particles import EqW2Config
+from benchmarks.perf.side_by_side import write_side_by_side
 from benchmarks.perf.timing import interleaved, ratio_summary
 
 __all__ = ["CASES", "Case", "compare_engines", "render_markdown", "run_particle_metrics"]
@@ -100,8 +101,6 @@ def compare_engines(case: Case, *, repeats: int = 3, seed: int = 0) -> dict[str,
 
 def run_particle_metrics(out: Path, *, repeats: int = 3, cases: tuple[Case, ...] = CASES, log=print) -> Path:
     """Compare the engines on every case; write `out/particle_metrics.json` and `.md` (returned)."""
-    from benchmarks.grid.records import atomic_write_json, environment, git_commit
-
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -110,20 +109,9 @@ def run_particle_metrics(out: Path, *, repeats: int = 3, cases: tuple[Case, ...]
         rows.append(compare_engines(case, repeats=repeats))
         r = rows[-1]
         log(f"{case.target}/{case.frames}/B={case.num_samples}: jax/scipy ×{r['ratio']['median']:.2f}")
-    record = {
-        "benchmark": "particle_metrics",
-        "commit": git_commit(),
-        "hardware": environment(),
-        "started": started,
-        "repeats": repeats,
-        "rows": rows,
-        "wall_s": time.perf_counter() - t0,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "particle_metrics.json", record)
-    md = out / "particle_metrics.md"
-    md.write_text(render_markdown(record))
-    return md
+    return write_side_by_side(
+        out, "particle_metrics", rows, repeats=repeats, t0=t0, started=started, render=render_markdown
+    )
 
 
 def render_markdown(record: dict[str, Any]) -> str:
