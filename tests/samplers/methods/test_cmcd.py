@@ -31,12 +31,13 @@ from samplers.methods import cmcd
 from samplers.problem import finetuning_problem, sampling_problem
 from targets.base import Target
 from tests.samplers.methods import analytic, fixed_point
-from tests.samplers.methods.test_reward_score_matching import C2 as RSM_C2
-from tests.samplers.methods.test_reward_score_matching import LAM as RSM_LAM
-from tests.samplers.methods.test_reward_score_matching import MU as RSM_MU
-from tests.samplers.methods.test_reward_score_matching import T0 as RSM_T0
-from tests.samplers.methods.test_reward_score_matching import W as RSM_W
-from tests.samplers.methods.test_reward_score_matching import _flow_problem as _rsm_flow_problem
+from tests.samplers.methods.gaussian_flow import C2 as RSM_C2
+from tests.samplers.methods.gaussian_flow import LAM as RSM_LAM
+from tests.samplers.methods.gaussian_flow import LOG_Z as RSM_LOG_Z
+from tests.samplers.methods.gaussian_flow import MU as RSM_MU
+from tests.samplers.methods.gaussian_flow import T0 as RSM_T0
+from tests.samplers.methods.gaussian_flow import W as RSM_W
+from tests.samplers.methods.gaussian_flow import flow_problem as _rsm_flow_problem
 
 
 def _problem(target: Target, num_steps: int):
@@ -240,7 +241,7 @@ def test_flow_continuous_optimum_transports_but_the_chain_has_no_exact_fixed_poi
     on 512 steps), but the chain's kernels cannot match near `t = 1`: `std(log w)` stays above 1 from 32
     to 512 steps, `E[log w] > log Z` there (impossible for exact weights), and all of it comes from
     `t ≥ 0.9` (with `u*` switched off there the spread is below 0.5)."""
-    log_Z = RSM_LAM * float(RSM_W @ jnp.full(2, RSM_MU)) + 0.5 * RSM_LAM**2 * RSM_C2 * float(RSM_W @ RSM_W)
+    log_Z = RSM_LOG_Z
     x, log_w = _flow_paths(512)
     expected = RSM_MU + RSM_LAM * RSM_C2 * np.asarray(RSM_W)
     se = np.sqrt(RSM_C2 / x.shape[0])
@@ -284,8 +285,7 @@ def test_flow_losses_have_a_spurious_zero_variance_optimum(x64):
     the chain's backward measure unnormalised, so a control exists under which `log w` is constant (the
     LV loss's global minimum, 0) at a value far above `log Z` (the KL loss below `-log Z`): measured 33.7
     against `log Z = 0.75` on 16 steps (416 on 8, 7211 on 32, 38 on 64)."""
-    w = np.asarray(RSM_W, np.float64)
-    log_Z = RSM_LAM * RSM_MU * w.sum() + 0.5 * RSM_LAM**2 * RSM_C2 * float(w @ w)
+    log_Z = RSM_LOG_Z
     controls, log_w = flow_zero_variance_control(16)
     assert log_w.dtype == np.float64 and np.all(np.isfinite(controls))
     assert log_w.std() < 1e-8, log_w.std()  # fresh paths: the same weight on every path

@@ -27,42 +27,18 @@ import pytest
 import samplers
 import targets
 from samplers import sde
-from samplers.base_processes import BrownianBase, LinearSchedule, MemorylessFlowBase, VPBase
+from samplers.base_processes import BrownianBase, LinearSchedule, VPBase
 from samplers.gaussian_oracle import GaussianOracle
 from samplers.methods import adjoint_matching as am
 from samplers.methods import reward_score_matching as rsm
-from samplers.problem import finetuning_problem, sampling_problem
+from samplers.problem import sampling_problem
 from samplers.train import train
+from tests.samplers.methods import gaussian_flow
+from tests.samplers.methods.gaussian_flow import C2, LAM, MU, W
 
-MU, C2, T0, LAM = 0.5, 0.8, 0.05, 1.0
-W = jnp.array([1.0, -0.5])
-
-
-def _gaussian_velocity(x, t):
-    # X̄_t = (1-t)Z + tX, X ~ N(μ, c²I): v = E[X - Z | X̄_t = x] = μ + (tc² - (1-t))/((1-t)² + t²c²)(x - tμ)
-    return MU + (t * C2 - (1 - t)) / ((1 - t) ** 2 + t**2 * C2) * (x - t * MU)
-
-
-def _a_t(t):
-    """`∂E[X_1|X_t=x]/∂x = 1 + (1-t)·∂v/∂x = t c²/((1-t)² + t²c²)` (scalar, Gaussian data)."""
-    return t * C2 / ((1 - t) ** 2 + t**2 * C2)
-
-
-def _flow_problem(num_steps: int = 12):
-    var0 = (1 - T0) ** 2 + T0**2 * C2  # exact flow marginal at t_0
-    base = MemorylessFlowBase(
-        2,
-        velocity=_gaussian_velocity,
-        t0=T0,
-        initial_sample_fn=lambda key, n: T0 * MU + np.sqrt(var0) * jax.random.normal(key, (n, 2)),
-    )
-    return finetuning_problem(base, lambda x: W @ x, LAM, num_steps=num_steps, grid="quadratic")
-
-
-def _flow_optimal_control(params, x, t):
-    """`u* = σ(t)∇log h_t = σ(t) λ a_t w` (log h_t = λ w·E[X_1|X_t] + const for Gaussian X_1|X_t)."""
-    del params
-    return jnp.sqrt(2 * (1 - t) / t) * LAM * _a_t(t) * W + 0.0 * x
+# the exact Gaussian flow (shared with the CMCD tests)
+_gaussian_velocity, _a_t = gaussian_flow.velocity, gaussian_flow.a_t
+_flow_problem, _flow_optimal_control = gaussian_flow.flow_problem, gaussian_flow.flow_optimal_control
 
 
 def _brownian_problem(num_steps: int = 16):
