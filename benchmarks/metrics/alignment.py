@@ -276,13 +276,14 @@ def _scipy_distance_matrix(x: np.ndarray, y: np.ndarray, n_particles: int, spati
         principal = lambda a: a @ _on_finite(lambda g: np.linalg.eigh(g)[1], np.swapaxes(a, -1, -2) @ a)  # noqa: E731
         x_frames, y_frames = principal(xs), principal(ys)
         signs = np.asarray(list(itertools.product((1.0, -1.0), repeat=spatial_dim)))
+        y_signed = [y_frames * s for s in signs]  # the 2^D sign flips of every y's frame, once
     out = np.empty((xs.shape[0], ys.shape[0]))
     with np.errstate(invalid="ignore", over="ignore"):
         for i, xi in enumerate(xs):
             best = _scipy_kabsch(xi, _scipy_match(xi, ys))
             if frames == "pca":
-                for s in signs:  # the permutation from the frames, applied to the centred coordinates
-                    matched = _scipy_match(xi, ys, x_frames[i], y_frames * s)
+                for y_frame in y_signed:  # matched in the frames, aligned in the centred coordinates
+                    matched = _scipy_match(xi, ys, x_frames[i], y_frame)
                     best = np.minimum(best, _scipy_kabsch(xi, matched))
             out[i] = best
     return out
