@@ -145,6 +145,15 @@ def _spent(agg: dict[str, Any]) -> float:
     return s.get("cost/energy_evals", (0.0,))[0] + s.get("cost/grad_evals", (0.0,))[0]
 
 
+def _widen_single_x(ax) -> None:
+    """Give an axis whose data all sit at one x a factor-2 window around it, before its log scale is set
+    (matplotlib would otherwise warn that the limits are singular and widen them itself)."""
+    xs = [float(x) for line in ax.get_lines() for x in np.atleast_1d(line.get_xdata())]
+    xs = [x for x in xs if math.isfinite(x) and x > 0]
+    if xs and min(xs) == max(xs):
+        ax.set_xlim(xs[0] / 2, xs[0] * 2)
+
+
 def _budget_figure(target: str, methods: dict[str, list[tuple[str, dict]]], path: Path) -> bool:
     """Accuracy versus spent evaluations, one line per method over the budget levels (module doc)."""
     plt = _plt()
@@ -184,6 +193,7 @@ def _budget_figure(target: str, methods: dict[str, list[tuple[str, dict]]], path
     for ax in axes:
         for b in sorted(budgets):
             ax.axvline(b, ls=":", color="grey", lw=0.8)
+        _widen_single_x(ax)
     axes[0].set(
         xscale="log",
         yscale="log",

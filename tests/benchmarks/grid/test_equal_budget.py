@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -257,3 +258,14 @@ def test_budget_figure_from_toy_records(tmp_path):
     assert fig.exists() and fig.stat().st_size > 10_000
     assert not (fig.parent / "gaussian_cost.png").exists()
     assert "(figures/eb/gaussian_budget.png)" in (tmp_path / "out" / "leaderboard.md").read_text()
+
+
+def test_budget_figure_with_one_budget_point_draws_without_a_singular_axis_warning(tmp_path):
+    """Every point of a target at one x (one budget, no training trace): the log x axis gets a window
+    around it instead of matplotlib's 'identical low and high xlims' warning."""
+    runs = tmp_path / "runs" / "eb"
+    atomic_write_json(runs / "smc" / "low" / "seed0.json", _record("smc", "smc", "low", 1e4, 0.5, 0.01))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        build_leaderboard(str(tmp_path / "runs"), str(tmp_path / "out"))
+    assert (tmp_path / "out" / "figures" / "eb" / "gaussian_budget.png").exists()
