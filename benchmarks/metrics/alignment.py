@@ -60,6 +60,7 @@ __all__ = [
     "default_engine",
     "kabsch_distance",
     "linear_sum_assignment",
+    "padded_rows",
 ]
 
 FRAMES = ("peer", "pca")
@@ -226,6 +227,12 @@ def _distance_matrix(x, y, *, n_particles: int, spatial_dim: int, chunk_size: in
     return flat.reshape(-1)[:num_pairs].reshape(x.shape[0], y.shape[0])
 
 
+def padded_rows(b: int) -> int:
+    """The row count the `"jax"` engine pads `b` rows to: the next power of two, at least 8 (so that
+    calls with nearby sizes share one compilation)."""
+    return max(8, 1 << (b - 1).bit_length())
+
+
 def default_engine(n_particles: int) -> str:
     """`"scipy"` for more than `BRUTE_FORCE_MAX` particles on a CPU backend, else `"jax"` (module doc)."""
     return "scipy" if n_particles > BRUTE_FORCE_MAX and jax.default_backend() == "cpu" else "jax"
@@ -322,7 +329,7 @@ def aligned_distance_matrix(
         chunk_size = max(256, 2**22 // n_particles**2)
     shards = parallel.num_shards()
     chunk_size = -(-int(chunk_size) // shards) * shards  # a multiple of the device count
-    pad = lambda a: np.pad(a, ((0, max(8, 1 << (a.shape[0] - 1).bit_length()) - a.shape[0]), (0, 0)))
+    pad = lambda a: np.pad(a, ((0, padded_rows(a.shape[0]) - a.shape[0]), (0, 0)))
     out = _distance_matrix(
         jnp.asarray(pad(x)),
         jnp.asarray(pad(y)),

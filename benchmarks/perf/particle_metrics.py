@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 import targets
-from benchmarks.metrics.alignment import aligned_distance_matrix
+from benchmarks.metrics.alignment import aligned_distance_matrix, padded_rows
 from benchmarks.metrics.particles import EqW2Config
 from benchmarks.perf.side_by_side import write_side_by_side
 from benchmarks.perf.timing import interleaved, ratio_summary
@@ -47,11 +47,6 @@ CASES: tuple[Case, ...] = (  # powers of two: no padded rows in the jitted engin
     Case("lj13", "pca", 128),
     Case("lj55", "peer", 64),
 )
-
-
-def _padded(b: int) -> int:
-    """The row count `aligned_distance_matrix`'s jitted engine pads `b` rows to."""
-    return max(8, 1 << (b - 1).bit_length())
 
 
 def compare_engines(case: Case, *, repeats: int = 3, seed: int = 0) -> dict[str, Any]:
@@ -80,7 +75,7 @@ def compare_engines(case: Case, *, repeats: int = 3, seed: int = 0) -> dict[str,
         cpu_s[engine] = time.process_time() - start
     metric_b = EqW2Config(frames=case.frames).num_samples(spec.n_particles)
     scale = {
-        "jax": (_padded(metric_b) / _padded(case.num_samples)) ** 2,
+        "jax": (padded_rows(metric_b) / padded_rows(case.num_samples)) ** 2,
         "scipy": (metric_b / case.num_samples) ** 2,
     }
     return {
