@@ -160,15 +160,13 @@ OTHER_BASE_FIXED_POINTS["flow"].update(
         ),
     }
 )
-# CMCD on the flow base: its continuous-time optimum u* = b*/ε_t on the tilted Gaussian flow, which is
-# NOT the chain's fixed point (no control makes the discrete kernels match near t = 1, methods.md §5.3):
-# the optimum column is expected above 3 and is reported, not required. Both losses' optimum on this base is
-# a spurious control with log w constant far above log Z (methods.md §5.3, test_cmcd), so there is no
-# fixed point to check.
+# CMCD on the flow base: the chain's exact optimum over per-grid-time constant controls on the tilted
+# Gaussian flow (one float64 linear solve from the kernels' definitions, methods.md §5.3, test_cmcd's
+# cmcd_flow_oracle); the weights carry the model's own log p_1 from its probability-flow ODE.
 OTHER_BASE_FIXED_POINTS["flow"].update(
     {
         name: (
-            "tilted Gaussian flow, continuous u* (no exact discrete fixed point: methods.md §5.3)",
+            "tilted Gaussian flow, the chain's exact optimum over per-time constant controls (float64)",
             (lambda n: lambda: t_cmcd.flow_fixed_point_z_scores(n))(name),
         )
         for name in ("cmcd_kl", "cmcd_lv")

@@ -49,21 +49,24 @@ convention: `log w` is a log weight, the generalised work is `W = -log w`.
 - `cmcd_lv`: `Var_i[log w_θ(X^i)]` (ddof 0) with trajectories detached before and after every step
   (`mcd_cais_var.py`); θ enters only through the kernel means and variances and `log p_0(x_0)`.
 
-**The flow base** (fine-tuning, methods.md §1.4) [DERIVED]: the terminal law is known only through the
-pretrained velocity, so `log γ̃ = log p_1 + r` cannot be evaluated. The chain anneals along the tilted path
-`p_t e^{β r}` of `samplers.methods.tilted_path` instead (`GEOMETRIES["flow"]`, `_tilted_flow`): the learned
-schedule `β_k` is the tilt's level, the start is the base's `p_{t_0}`, the noise is the base's own
-(`σ(t)² = 2(1 - t)/t`; the learned `σ_k`, `p_0`, `initial_std` do not apply), the forward kernel is the base's
-EM step plus `½σ(t)²(β_{k+1}∇r + u_θ)`, the backward kernel the base's exact (data-free) reversal plus
-Nelson's reversal of that term, and `log w = r(x_K) + Σ_k (log B_k - log F_k + log F^base_k - log B^base_k)`:
-the base's two kernels stand in for `log p_1(x_K) - log p_{t_0}(x_0)`, exactly for the continuous base and
-up to O(h) for its EM chain, so on this base `E_F[w] = Z` and `E_B[1/w] = 1/Z` hold up to O(h), not
-exactly, for controls that stay bounded as `t → 1`. The continuous-time optimum does not (`u* = b̂*/ε_t`
-with `ε_t → 0`), and no control makes the chain's kernels match on its last steps: the losses have no
-exact fixed point on this base (methods.md §5.3). Worse, the stand-in leaves the backward measure
-unnormalised: a control exists under which `log w` is the same on every path and far above `log Z`, the
-global minimum of both losses (measured in methods.md §5.3). The grad-log-target feature is `clip(∇r)`.
-No score is used, hence no `1/(1 - t)` factor; the grid's own window `[t_0, 1]` is the time window.
+**The flow base** (fine-tuning, methods.md §1.4, §5.3) [DERIVED]: the terminal law is known only through
+the pretrained velocity. The chain anneals along the tilted path `p_t e^{β r}` of
+`samplers.methods.tilted_path` (`GEOMETRIES["flow"]`, `_tilted_flow`): the learned schedule `β_k` is the
+tilt's level, the start is the base's `p_{t_0}`, the noise is the base's own (`σ(t)² = 2(1 - t)/t`; the
+learned `σ_k`, `p_0`, `initial_std` do not apply), the forward kernel is the base's EM step plus
+`½σ(t)²(β_{k+1}∇r + u_θ)`, the backward kernel the base's exact (data-free) reversal plus Nelson's reversal
+of that term, and
+
+    log w = log p_1(x_K) + r(x_K) + Σ_k (log B_k - log F_k) - log p_{t_0}(x_0),
+
+with the model's own `log p_1` from its probability-flow ODE (`samplers.flow_likelihood`: exact
+divergence, adaptive solve; its gradient, for `cmcd_kl`, is the base's data score at `t = 1`). The backward
+measure is then normalised, so `E_F[w] = Z` and `E_B[1/w] = 1/Z` hold exactly for every control, with
+`Z = ∫ p_1 e^r` of the model's ODE law (the task's `Z` for an exact velocity), the KL loss bounds `log Z`,
+and on the tilted Gaussian flow both losses' gradients vanish at the chain's exact optimum over
+per-grid-time constant controls (a float64 linear solve, methods.md §5.3). The continuous-time optimum
+`u* = b̂*/ε_t` is singular at `t = 1` (`ε_t → 0`), so the chain's optimum is not `u*`. The grad-log-target
+feature is `clip(∇r)`. The ODE adds `dim + 1` velocity evaluations per solver stage and end point.
 
 **Particle systems** are handled on the working density of `samplers.baselines.common`
 (`γ̃(x) = γ(x - centre) · N(√n·centre; 0, s² I)` with `s = initial_std`, `∫ γ̃ = Z` on `R^{n·d}`):
@@ -89,6 +92,7 @@ from jax.lax import stop_gradient as sg
 
 from samplers.baselines.common import complete_centre_of_mass, working_density
 from samplers.fields import POSITIVE, field
+from samplers.flow_likelihood import flow_log_prob
 from samplers.learned import LearnedState, self_drawn
 from samplers.method import Cost, Method, MethodSpec, Samples, sibling_specs
 from samplers.methods.common import (
@@ -399,23 +403,31 @@ def _geometric(target: _Target, control, a: Annealing, problem: Problem) -> _Geo
 
 def _tilted_flow(target: _Target, control, a: Annealing, problem: Problem) -> _Geometry:
     """The tilted path `p_t e^{β r}` on the memoryless flow base (`samplers.methods.tilted_path`, methods.md
-    §1.4) [DERIVED]: the learned schedule `β_k` is the tilt's level, the noise is the base's own
+    §1.4, §5.3) [DERIVED]: the learned schedule `β_k` is the tilt's level, the noise is the base's own
     (`ε_t = ½σ(t)²`; the learned `σ_k` and `p_0` do not apply), the start is the base's `p_{t_0}`:
 
         F_k(x' | x) = N(x + h (b(x, t) + ε_t (β_{k+1} ∇r(x) + u_θ(x, t))),           σ(t)² h I)
         B_k(x | x') = N((t/t') x' + h ε_t (β_{k+1} ∇r(x') - u_θ(x', t')),             V_{t,t'} I)
 
-    with `b = 2v - x/t` and `V_{t,t'}` the base's exact reversal variance; `log w = r(x_K) + Σ_k (log B_k -
-    log F_k + log F^base_k - log B^base_k)`, where the base's kernels stand in for `log p_1(x_K) - log
-    p_{t_0}(x_0)` (exact for the continuous base, O(h) for its EM chain: `E[w] = Z (1 + O(h))`)."""
+    with `b = 2v - x/t` and `V_{t,t'}` the base's exact reversal variance, and the exact Crooks weight of
+    this chain, `log w = log p_1(x_K) + r(x_K) + Σ_k (log B_k - log F_k) - log p_{t_0}(x_0)`, whose `log p_1`
+    is the model's own (its probability-flow ODE, `samplers.flow_likelihood`): `E_F[w] = Z` and
+    `E_B[1/w] = 1/Z` for every control, with `Z = ∫ p_1 e^r` of the model's ODE law."""
     path = tilted_flow_path(problem, needs_score=False)
     base = path.base
+    if base.initial_sample_fn is not None and base.initial_log_prob_fn is None:
+        raise ValueError(
+            "CMCD on the flow base needs the density of the base's initial law: pass initial_log_prob_fn "
+            "with initial_sample_fn (the weights contain log p_{t_0}(x_0))"
+        )
+    log_p1 = jax.vmap(flow_log_prob(base))
+    log_p0 = jax.vmap(base.initial_log_prob)
 
     def initial(key, num_samples, a):
         return shard_batch(path.sample_initial(key, num_samples))
 
-    def initial_log_w(x0, a):  # log p_{t_0}(x_0) cancels against the base's kernels (docstring)
-        return jnp.zeros(x0.shape[:1], x0.dtype)
+    def initial_log_w(x0, a):
+        return -log_p0(x0)
 
     def pieces(params, x, t):
         grad_tilt = jax.vmap(target.grad_log_prob)(x)
@@ -433,9 +445,11 @@ def _tilted_flow(target: _Target, control, a: Annealing, problem: Problem) -> _G
         return (t / t_next) * x_next + h * tilt, path.base_reverse_var(t, t_next)
 
     def step_log_w(k, t, t_next, x, x_next):
-        return path.base_log_ratio(x, x_next, t, t_next)
+        return jnp.zeros(x.shape[:1], x.dtype)
 
-    terminal = jax.vmap(target.log_prob)
+    def terminal(x):
+        return jax.vmap(target.log_prob)(x) + log_p1(x)
+
     return _Geometry(initial, initial_log_w, pieces, forward, backward, step_log_w, terminal)
 
 
@@ -545,7 +559,7 @@ def simulate_cmcd_backward(
     `x_K = x_target` (for particle systems, with an independent centre of mass drawn from the
     working density's centre-of-mass factor), `x_k ~ B_k(·|x_{k+1})` for `k = K-1, …, 0`;
     `log w = log γ̃(x_K) + Σ log B_k - log p_0(x_0) - Σ log F_k` as on forward paths, so that
-    `E_B[e^{-log w}] = 1/Z` and `E_B[log w] = EUBO` (methods.md §7.2; on the flow base up to O(h)).
+    `E_B[e^{-log w}] = 1/Z` and `E_B[log w] = EUBO` (methods.md §7.2).
 
     Arguments as `simulate_cmcd`, with `x_target` `(n, dim)` target samples instead of `num_samples`.
     """
@@ -700,15 +714,15 @@ SPECS: tuple[MethodSpec, ...] = sibling_specs(
             "Controlled Monte Carlo Diffusion: annealed Langevin on the geometric path from a learned "
             "diagonal Gaussian with a learned control, monotone schedule and step sizes; exact Crooks-type "
             "weights; negative ELBO with reparametrised paths (the base supplies only the grid and log γ; on "
-            "the flow base the path is p_t e^{β r} with the base's kernels, weights exact up to O(h) "
-            "[DERIVED]).",
+            "the flow base the path is p_t e^{β r} with the base's kernels and the model's ODE log p_1: "
+            "exact weights [DERIVED]).",
         ),
         "cmcd_lv": (
             build_cmcd_lv,
             "; no backprop through the chain",
             "Controlled Monte Carlo Diffusion trained with the log-variance loss Var(log w) on detached "
             "trajectories (Vargas et al. 2024); the base only supplies the grid and log γ (on the flow base: "
-            "the tilted path p_t e^{β r} with the base's kernels [DERIVED]).",
+            "the tilted path p_t e^{β r} with the base's kernels and the model's ODE log p_1 [DERIVED]).",
         ),
     },
 )

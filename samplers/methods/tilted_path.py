@@ -20,28 +20,27 @@ written with scores and `r`, never with `log p_t`:
 - **rate**: `D_t(x) = λ̇_t r(x) + λ_t ∇r(x)·v(x, t)`, which is `∂_t log ρ̃_t + ∇·v + ∇log ρ̃_t·v` by the
   continuity equation `∂_t log p_t = -∇·v - s_t·v` of the flow. With a learned drift `b̂` on top of
   `v + ε_t∇log ρ_t`, the NETS weight is `dA = (D + ∇·b̂ + ∇log ρ_t·b̂) dt` (`samplers.methods.nets_path`);
-- **the base's own kernels** (CMCD's Crooks-type weights): the EM kernel of the base SDE,
-  `F^base_k(x_{k+1} | x_k) = N(x_k + h_k b(x_k, t_k), σ(t_k)² h_k I)`, and the exact time reversal of the
-  continuous base between two grid times `s < t`, which is data-free: conditioned on `X_1 = y` the base
-  is Gaussian with mean `t y` and `Cov(X_s, X_t | y) = s(1 - t)²/t` (`MemorylessFlowBase`), so
+- **the base's exact reversal** (CMCD's backward kernels): conditioned on `X_1 = y` the continuous base is
+  Gaussian with mean `t y` and `Cov(X_s, X_t | y) = s(1 - t)²/t` (`MemorylessFlowBase`), so between two grid
+  times `s < t`
 
       X_s | X_t ~ N((s/t) X_t, (t - s)(t + s - 2st)/t² · I),
 
-  independent of `y` (the `y` terms cancel). CMCD replaces the unknown `log p_1(x_K) - log p_{t_0}(x_0)` by
-  `Σ_k log F^base_k - log B^base_k` (`base_log_ratio`): the identity `p_{t_0}(x_0) Π_k F^base_k =
-  p_1(x_K) Π_k B^base_k` holds for the continuous base, and for its EM chain only up to O(h);
+  independent of `y` (the `y` terms cancel; `base_reverse_var`). CMCD's weights take `log p_1(x_K)` from the
+  model's probability-flow ODE (`samplers.flow_likelihood`) and `log p_{t_0}` from the base, so they are
+  exact Crooks weights of its chain (methods.md §5.3);
 - **the log-density step** (NETS' Crooks weights, `log_density_step`): `log ρ̃_{t'}(x') - log ρ̃_t(x) =
   λ_{t'} r(x') - λ_t r(x) + log p_{t'}(x') - log p_t(x)`, the last difference by the trapezoid rule on the
   segment from `(x, t)` to `(x', t')` with `∇log p = s` and `∂_t log p = -∇·v - s·v` (`log_base_step`; the
   divergence of the pretrained velocity by `dim` forward-mode products), paired with Nelson's reversal of
-  the forward step at the same level (`backward_kernel`). O(h) as a whole; the base-relative form of CMCD
-  is not used for NETS because its learned drift `b̂` is not scaled by the vanishing noise, and near `t = 1`
-  a shift `h b̂` is as large as the exact reversal's standard deviation `1 - t`, which left an O(1) bias
-  (measured: `E[w]/Z - 1 = +0.031 ± 0.006` on 200 and `+0.035 ± 0.006` on 800 steps after training, against
-  `-0.022 ± 0.006` and `-0.006 ± 0.006` with the quadrature).
+  the forward step at the same level (`backward_kernel`). O(h) as a whole; the base's exact reversal (CMCD's
+  backward kernel) is not used for NETS because its learned drift `b̂` is not scaled by the vanishing noise,
+  and near `t = 1` a shift `h b̂` is as large as the exact reversal's standard deviation `1 - t`, which
+  left an O(1) bias (measured: `E[w]/Z - 1 = +0.031 ± 0.006` on 200 and `+0.035 ± 0.006` on 800 steps
+  after training, against `-0.022 ± 0.006` and `-0.006 ± 0.006` with the quadrature).
 
-Weights built from either form satisfy `E[w] = Z` up to O(h), not exactly (unlike the Brownian / VP bases,
-whose discrete chain has a closed-form reversal).
+NETS' weights satisfy `E[w] = Z` up to O(h), not exactly (unlike the Brownian / VP bases, whose discrete
+chain has a closed-form reversal); CMCD's are exact for the model's ODE law `p_1`.
 
 Particle systems are not handled: the fine-tuning tasks are plain vectors.
 """
@@ -55,7 +54,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from samplers.base_processes import MemorylessFlowBase, gaussian_log_prob
+from samplers.base_processes import MemorylessFlowBase
 from samplers.methods.bridge_targets import TIME_EPS
 from samplers.problem import Problem
 
@@ -150,16 +149,6 @@ class TiltedFlowPath:
         """`Var(X_t | X_{t'}) = (t' - t)(t + t' - 2tt')/t'²` of the continuous base (`t < t'`, module
         docstring; this product form has no cancellation in float32)."""
         return (t_next - t) * (t + t_next - 2.0 * t * t_next) / t_next**2
-
-    def base_log_ratio(self, x: jax.Array, x_next: jax.Array, t: jax.Array, t_next: jax.Array) -> jax.Array:
-        """`log F^base(x' | x) - log B^base(x | x')` for a batch `(n, dim)` (module docstring)."""
-        h = t_next - t
-        dof = self.base.dof
-        mean_forward = x + h * jax.vmap(self.base.drift, in_axes=(0, None))(x, t)
-        var_forward = self.base.sigma(t) ** 2 * h
-        var_backward = self.base_reverse_var(t, t_next)
-        log_prob = lambda var: jax.vmap(lambda y, mean: gaussian_log_prob(y, mean, var, dof))
-        return log_prob(var_forward)(x_next, mean_forward) - log_prob(var_backward)(x, (t / t_next) * x_next)
 
     def log_base_rate(self, x: jax.Array, t: jax.Array) -> jax.Array:
         """`∂_t log p_t(x) = -∇·v(x, t) - s_t(x)·v(x, t)` of ONE point (the flow's continuity equation; the

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplers.base_processes import MemorylessFlowBase
+from samplers.base_processes import MemorylessFlowBase, gaussian_log_prob
 from samplers.problem import finetuning_problem
 
 __all__ = ["C2", "LAM", "LOG_Z", "MU", "T0", "W", "a_t", "flow_optimal_control", "flow_problem", "velocity"]
@@ -40,6 +40,7 @@ def flow_problem(num_steps: int = 12):
         velocity=velocity,
         t0=T0,
         initial_sample_fn=lambda key, n: T0 * MU + np.sqrt(var0) * jax.random.normal(key, (n, 2)),
+        initial_log_prob_fn=lambda x: gaussian_log_prob(x, T0 * MU, var0, 2),
     )
     return finetuning_problem(base, lambda x: W @ x, LAM, num_steps=num_steps, grid="quadratic")
 
