@@ -264,9 +264,10 @@ def markdown_report(record: dict[str, Any]) -> str:
         lines += [
             "",
             f"For {', '.join(f'`{m}`' for m in thermodynamic)} log w is the method's own path weight "
-            "(forward/backward kernel ratio, E[w] = Z, exact only up to O(h) on the flow base), not the "
-            "Girsanov weight against the base: their KL column (mean(λr − log w)) is not the path KL to the "
-            "base and can be negative; log Ẑ and ESS are comparable.",
+            "(forward/backward kernel ratio, E[w] = Z: exact for CMCD, whose weight carries the "
+            "model's log p_1 from its probability-flow ODE, and up to O(h) for NETS), not the Girsanov "
+            "weight against the base: their KL column (mean(λr − log w)) is not the path KL to the base "
+            "and can be negative; log Ẑ and ESS are comparable.",
         ]
     if record.get("skipped"):
         lines += ["", "Skipped: " + "; ".join(f"`{k}` ({v})" for k, v in record["skipped"].items()) + "."]

@@ -178,7 +178,7 @@ def tilted_flow_path(problem: Problem, *, needs_score: bool = True) -> TiltedFlo
     """The tilted path of a fine-tuning problem on the flow base (raises naming the base otherwise).
 
     `needs_score`: the caller uses `score` (NETS' weights and losses), which needs the data law's score at
-    `t = 1`; CMCD's kernels use only the velocity and the base's kernels."""
+    `t = 1`; CMCD's kernels use only the velocity and the base's exact reversal."""
     base = problem.base
     if not isinstance(base, MemorylessFlowBase):
         raise ValueError(f"the tilted flow path needs the 'flow' base, got {base.kind!r}")

@@ -10,9 +10,10 @@ of the thermodynamic methods on it (`nets_pinn`, `nets_action`, `cmcd_kl`, `cmcd
   steps), at the untrained drift and after a short training, `E[w]/Z = 1` within 4 SE for the forward
   weights (NETS: the trapezoid Jarzynski weight and the Crooks weight; CMCD: its Crooks weight),
   `E_B[1/w] Z = 1` within 4 SE on backward paths from exact tilted samples, and BAR's log Z within 4 SE.
-  The weights are exact only up to O(h); the discretisation bias was checked to be below the SE by the
-  same estimates on coarser and finer grids (docs/methods.md §1.4); NETS' Crooks weight is checked on 800
-  steps (its O(h) constant is visible at 200).
+  NETS' weights are exact only up to O(h) (CMCD's exactly, with the model's ODE log p_1); the
+  discretisation bias was checked to be below the SE by the same estimates on coarser and finer grids
+  (docs/methods.md §1.4); NETS' Crooks weight is checked on 800 steps (its O(h) constant is visible at
+  200).
 """
 
 from __future__ import annotations
