@@ -19,7 +19,7 @@ from samplers import sde
 from samplers.base_processes import BrownianBase, LinearSchedule, VPBase
 from samplers.claims import lean_adjoint as la
 from samplers.problem import sampling_problem
-from tests.samplers.methods.test_adjoint_matching import _flow_problem  # non-linear base drift
+from tests.samplers.methods.gaussian_flow import nonlinear_flow_problem  # non-linear base drift
 
 
 def _gaussian_problem(base, num_steps: int = 12):
@@ -40,7 +40,7 @@ def test_jacobian_norms_linear_drift_are_exact():
 
 
 def test_power_iteration_matches_exact_jacobian_norms():
-    problem = _flow_problem()
+    problem = nonlinear_flow_problem()
     path = sde.simulate(
         jax.random.key(2), problem, _control, None, 8, sde.SDEConfig(integrator="scan", save_trajectory=True)
     )
@@ -58,7 +58,7 @@ def test_power_iteration_matches_exact_jacobian_norms():
 @pytest.mark.parametrize("kind", ["brownian", "vp", "flow"])
 def test_bounds_hold_and_tightness_is_as_predicted(kind):
     if kind == "flow":
-        problem = _flow_problem()
+        problem = nonlinear_flow_problem()
     else:
         base = VPBase(2, sigma0=2.0) if kind == "vp" else BrownianBase(2, LinearSchedule(1.5))
         problem = _gaussian_problem(base)

@@ -29,26 +29,18 @@ import pytest
 import samplers
 import targets
 from samplers import estimators, sde
-from samplers.base_processes import BrownianBase, LinearSchedule, MemorylessFlowBase, VPBase
+from samplers.base_processes import BrownianBase, LinearSchedule, VPBase
 from samplers.gaussian_oracle import GaussianOracle
 from samplers.methods import adjoint_matching as am
-from samplers.problem import finetuning_problem, sampling_problem
+from samplers.problem import sampling_problem
 from samplers.train import train
 from tests.samplers.methods import analytic, fixed_point
-
-
-def _flow_problem(num_steps: int = 12):
-    """A fine-tuning problem whose base drift `b = 2v - x/t` is non-linear in x (tanh velocity)."""
-    matrix = jnp.array([[1.0, 0.7], [-0.4, 1.3]])
-    velocity = lambda x, t: jnp.tanh(matrix.astype(x.dtype) @ x) * (1.0 + t) - 0.3 * x  # in x's precision
-    base = MemorylessFlowBase(dim=2, velocity=velocity, t0=0.2)
-    reward = lambda x: -0.5 * jnp.sum((x - 1.0) ** 2) + jnp.sin(2.0 * x[0]) * x[1]
-    return finetuning_problem(base, reward, 1.0, num_steps=num_steps)
+from tests.samplers.methods.gaussian_flow import nonlinear_flow_problem
 
 
 def _problem(kind: str, num_steps: int, dim: int = 2):
     if kind == "flow":
-        return _flow_problem(num_steps)
+        return nonlinear_flow_problem(num_steps)
     target = targets.get("gaussian_correlated", dim=dim)
     base = VPBase(dim, sigma0=2.0) if kind == "vp" else BrownianBase(dim, LinearSchedule(1.5))
     return sampling_problem(target, base, num_steps=num_steps)

@@ -28,7 +28,7 @@ import targets
 from benchmarks.grid.problems import ProblemConfig, build_finetuning_problem
 from samplers import estimators
 from samplers.methods.bridge_targets import TIME_EPS
-from tests.samplers.methods.test_nets import FLOW_MEAN, FLOW_T0, FLOW_VAR, _flow_case
+from tests.samplers.methods.tilted_flow import FLOW_MEAN, FLOW_T0, FLOW_VAR, flow_case
 
 
 def _flow_log_prob(x, t):
@@ -38,7 +38,7 @@ def _flow_log_prob(x, t):
 
 
 def test_scores_rate_and_base_reversal_closed_forms(x64):
-    path = _flow_case().path
+    path = flow_case().path
     x = 1.5 * jax.random.normal(jax.random.key(0), (16, 2), jnp.float64)
 
     @jax.jit
