@@ -54,8 +54,8 @@ the pretrained velocity. The chain anneals along the tilted path `p_t e^{β r}` 
 `samplers.methods.tilted_path` (`GEOMETRIES["flow"]`, `_tilted_flow`): the learned schedule `β_k` is the
 tilt's level, the start is the base's `p_{t_0}`, the noise is the base's own (`σ(t)² = 2(1 - t)/t`; the
 learned `σ_k`, `p_0`, `initial_std` do not apply), the forward kernel is the base's EM step plus
-`½σ(t)²(β_{k+1}∇r + u_θ)`, the backward kernel the base's exact (data-free) reversal plus Nelson's reversal
-of that term, and
+`½σ(t)²(β_{k+1}∇r + u_θ)`, the backward kernel has the mean of the base's exact (data-free) reversal plus
+Nelson's reversal of that term and the forward step's variance, and
 
     log w = log p_1(x_K) + r(x_K) + Σ_k (log B_k - log F_k) - log p_{t_0}(x_0),
 
@@ -407,9 +407,11 @@ def _tilted_flow(target: _Target, control, a: Annealing, problem: Problem) -> _G
     (`ε_t = ½σ(t)²`; the learned `σ_k` and `p_0` do not apply), the start is the base's `p_{t_0}`:
 
         F_k(x' | x) = N(x + h (b(x, t) + ε_t (β_{k+1} ∇r(x) + u_θ(x, t))),           σ(t)² h I)
-        B_k(x | x') = N((t/t') x' + h ε_t (β_{k+1} ∇r(x') - u_θ(x', t')),             V_{t,t'} I)
+        B_k(x | x') = N((t/t') x' + h ε_t (β_{k+1} ∇r(x') - u_θ(x', t')),             σ(t)² h I)
 
-    with `b = 2v - x/t` and `V_{t,t'}` the base's exact reversal variance, and the exact Crooks weight of
+    with `b = 2v - x/t`, the mean of `B_k` the base's exact reversal's plus Nelson's reversal of the tilt and
+    control, its variance the forward step's (as CMCD's two kernels on the other bases), and the exact Crooks
+    weight of
     this chain, `log w = log p_1(x_K) + r(x_K) + Σ_k (log B_k - log F_k) - log p_{t_0}(x_0)`, whose `log p_1`
     is the model's own (its probability-flow ODE, `samplers.flow_likelihood`): `E_F[w] = Z` and
     `E_B[1/w] = 1/Z` for every control, with `Z = ∫ p_1 e^r` of the model's ODE law."""
@@ -442,7 +444,7 @@ def _tilted_flow(target: _Target, control, a: Annealing, problem: Problem) -> _G
     def backward(a, k, t, t_next, x_next, there):
         h, eps = t_next - t, path.noise_profile(t)
         tilt = eps * (a.betas[k + 1] * there.grad_target - there.control)
-        return (t / t_next) * x_next + h * tilt, path.base_reverse_var(t, t_next)
+        return (t / t_next) * x_next + h * tilt, base.sigma(t) ** 2 * h
 
     def step_log_w(k, t, t_next, x, x_next):
         return jnp.zeros(x.shape[:1], x.dtype)

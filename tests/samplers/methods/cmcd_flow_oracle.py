@@ -55,7 +55,7 @@ class ScalarChain:
         """`x_k | x_{k+1} ~ N(ρ x_{k+1} + h ε (β_{k+1} a - c_{k+1}), V)`: returns `(ρ, h ε, V)`."""
         t, t1 = self.ts[k], self.ts[k + 1]
         h, eps = t1 - t, (1 - t) / t
-        return t / t1, h * eps, (t1 - t) * (t + t1 - 2 * t * t1) / t1**2
+        return t / t1, h * eps, 2.0 * (1 - t) / t * h
 
     def log_w(self, x, c):
         """`log w` of one scalar path `x (K+1,)` under controls `c (K+1,)`."""
