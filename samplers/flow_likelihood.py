@@ -29,6 +29,8 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
+from samplers.methods.nets_path import drift_and_divergence
+
 __all__ = ["FlowLikelihood", "flow_log_prob"]
 
 
@@ -68,10 +70,7 @@ class FlowLikelihood:
                 return self.solve(x), jnp.dot(score(x), dx)
 
     def _field(self, t, state, args):
-        y, _ = state
-        f = lambda z: self.velocity(z, t)  # noqa: E731
-        value, jac = f(y), jax.jacfwd(f)(y)
-        return value, jnp.trace(jac)
+        return drift_and_divergence(self.velocity, state[0], t)
 
     def solve(self, x: jax.Array) -> jax.Array:
         """`log p_1(x)` of ONE point by the backward solve (no custom gradient)."""

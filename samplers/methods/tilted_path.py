@@ -20,15 +20,16 @@ written with scores and `r`, never with `log p_t`:
 - **rate**: `D_t(x) = λ̇_t r(x) + λ_t ∇r(x)·v(x, t)`, which is `∂_t log ρ̃_t + ∇·v + ∇log ρ̃_t·v` by the
   continuity equation `∂_t log p_t = -∇·v - s_t·v` of the flow. With a learned drift `b̂` on top of
   `v + ε_t∇log ρ_t`, the NETS weight is `dA = (D + ∇·b̂ + ∇log ρ_t·b̂) dt` (`samplers.methods.nets_path`);
-- **the base's exact reversal** (CMCD's backward kernels): conditioned on `X_1 = y` the continuous base is
-  Gaussian with mean `t y` and `Cov(X_s, X_t | y) = s(1 - t)²/t` (`MemorylessFlowBase`), so between two grid
-  times `s < t`
+- **the base's exact reversal** (the mean of CMCD's backward kernels): conditioned on `X_1 = y` the
+  continuous base is Gaussian with mean `t y` and `Cov(X_s, X_t | y) = s(1 - t)²/t` (`MemorylessFlowBase`),
+  so between two grid times `s < t`
 
       X_s | X_t ~ N((s/t) X_t, (t - s)(t + s - 2st)/t² · I),
 
-  independent of `y` (the `y` terms cancel; `base_reverse_var`). CMCD's weights take `log p_1(x_K)` from the
-  model's probability-flow ODE (`samplers.flow_likelihood`) and `log p_{t_0}` from the base, so they are
-  exact Crooks weights of its chain (methods.md §5.3);
+  independent of `y` (the `y` terms cancel). CMCD's backward kernels take its mean and the forward EM step's
+  variance (methods.md §1.4); its weights take `log p_1(x_K)` from the model's probability-flow ODE
+  (`samplers.flow_likelihood`) and `log p_{t_0}` from the base, so they are exact Crooks weights of its
+  chain (methods.md §5.3);
 - **the log-density step** (NETS' Crooks weights, `log_density_step`): `log ρ̃_{t'}(x') - log ρ̃_t(x) =
   λ_{t'} r(x') - λ_t r(x) + log p_{t'}(x') - log p_t(x)`, the last difference by the trapezoid rule on the
   segment from `(x, t)` to `(x', t')` with `∇log p = s` and `∂_t log p = -∇·v - s·v` (`log_base_step`; the
@@ -143,12 +144,6 @@ class TiltedFlowPath:
         return self.level_rate * point.tilt + self.level(t) * jnp.dot(
             point.grad_tilt, self.base.velocity(x, t)
         )
-
-    @staticmethod
-    def base_reverse_var(t: jax.Array, t_next: jax.Array) -> jax.Array:
-        """`Var(X_t | X_{t'}) = (t' - t)(t + t' - 2tt')/t'²` of the continuous base (`t < t'`, module
-        docstring; this product form has no cancellation in float32)."""
-        return (t_next - t) * (t + t_next - 2.0 * t * t_next) / t_next**2
 
     def log_base_rate(self, x: jax.Array, t: jax.Array) -> jax.Array:
         """`∂_t log p_t(x) = -∇·v(x, t) - s_t(x)·v(x, t)` of ONE point (the flow's continuity equation; the

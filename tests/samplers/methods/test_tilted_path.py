@@ -76,7 +76,8 @@ def test_scores_rate_and_base_reversal_closed_forms(x64):
             cov = s * t * c + s * (1.0 - t) ** 2 / t
             var_s, var_t = s * s * c + (1.0 - s) ** 2, t * t * c + (1.0 - t) ** 2
             np.testing.assert_allclose(cov / var_t, s / t, rtol=1e-12)
-            np.testing.assert_allclose(var_s - cov**2 / var_t, path.base_reverse_var(s, t), rtol=1e-10)
+            reverse_var = (t - s) * (t + s - 2.0 * s * t) / t**2  # the module docstring's closed form
+            np.testing.assert_allclose(var_s - cov**2 / var_t, reverse_var, rtol=1e-10)
 
 
 # ---------------------------------------------------------------------------------------------
