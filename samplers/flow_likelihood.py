@@ -10,9 +10,9 @@ with the augmented state `(X_t, ℓ_t)`, `dℓ/dt = ∇·v(X_t, t)`, `ℓ_1 = 0`
 `t_0` (diffrax `Tsit5`, adaptive steps): `log p_1(x) = log p_{t_0}(X_{t_0}) + ℓ_{t_0}`. The divergence is
 exact (`dim` forward-mode products of `v`), so `p_1` is a normalised density up to the solver's tolerance,
 whatever the velocity: the memoryless SDE of the same velocity has the same marginals when `v` is the
-exact velocity of the interpolant, and for a learned `v` this is the model's ODE law (`docs/methods.md`
-§5.3). Cost per point: `dim + 1` velocity evaluations (one primal and `dim` tangents, batched) per
-solver stage.
+exact velocity of the interpolant; for a learned `v` this is the model's ODE law, which can differ from the
+law of its SDE (`docs/methods.md` §5.3). Cost per point: `dim + 1` velocity evaluations (one primal and
+`dim` tangents, batched) per solver stage.
 
 **Gradient.** Differentiating through the adaptive solve (with a divergence inside) costs far more than
 the value; `flow_log_prob` instead has a custom JVP whose tangent is `score(x)·ẋ` for a given score

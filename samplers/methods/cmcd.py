@@ -354,7 +354,6 @@ class _Geometry(NamedTuple):
     - `initial(key, n, a) -> x_0`, `initial_log_w(x_0, a) -> (n,)`: the start and its log-weight term;
     - `pieces(params, x, t) -> _Pieces`: the per-point ingredients of both kernels that touch `x`;
     - `forward(a, k, t, t', x, here) -> (mean, var)`, `backward(a, k, t, t', x', there) -> (mean, var)`;
-    - `step_log_w(k, t, t', x, x') -> (n,)`: what each step adds besides `log B_k - log F_k`;
     - `terminal_log_w(x_K) -> (n,)`.
     """
 
@@ -363,7 +362,6 @@ class _Geometry(NamedTuple):
     pieces: Callable
     forward: Callable
     backward: Callable
-    step_log_w: Callable
     terminal_log_w: Callable
 
 
@@ -396,9 +394,8 @@ def _geometric(target: _Target, control, a: Annealing, problem: Problem) -> _Geo
 
         return fn
 
-    zeros = lambda k, t, t_next, x, x_next: jnp.zeros(x.shape[:1], x.dtype)
     terminal = jax.vmap(target.log_prob)
-    return _Geometry(initial, initial_log_w, pieces, kernel(1.0), kernel(-1.0), zeros, terminal)
+    return _Geometry(initial, initial_log_w, pieces, kernel(1.0), kernel(-1.0), terminal)
 
 
 def _tilted_flow(target: _Target, control, a: Annealing, problem: Problem) -> _Geometry:
@@ -411,10 +408,9 @@ def _tilted_flow(target: _Target, control, a: Annealing, problem: Problem) -> _G
 
     with `b = 2v - x/t`, the mean of `B_k` the base's exact reversal's plus Nelson's reversal of the tilt and
     control, its variance the forward step's (as CMCD's two kernels on the other bases), and the exact Crooks
-    weight of
-    this chain, `log w = log p_1(x_K) + r(x_K) + Σ_k (log B_k - log F_k) - log p_{t_0}(x_0)`, whose `log p_1`
-    is the model's own (its probability-flow ODE, `samplers.flow_likelihood`): `E_F[w] = Z` and
-    `E_B[1/w] = 1/Z` for every control, with `Z = ∫ p_1 e^r` of the model's ODE law."""
+    weight of this chain, `log w = log p_1(x_K) + r(x_K) + Σ_k (log B_k - log F_k) - log p_{t_0}(x_0)`,
+    whose `log p_1` is the model's own (its probability-flow ODE, `samplers.flow_likelihood`):
+    `E_F[w] = Z` and `E_B[1/w] = 1/Z` for every control, with `Z = ∫ p_1 e^r` of the model's ODE law."""
     path = tilted_flow_path(problem, needs_score=False)
     base = path.base
     if base.initial_sample_fn is not None and base.initial_log_prob_fn is None:
@@ -446,13 +442,10 @@ def _tilted_flow(target: _Target, control, a: Annealing, problem: Problem) -> _G
         tilt = eps * (a.betas[k + 1] * there.grad_target - there.control)
         return (t / t_next) * x_next + h * tilt, base.sigma(t) ** 2 * h
 
-    def step_log_w(k, t, t_next, x, x_next):
-        return jnp.zeros(x.shape[:1], x.dtype)
-
     def terminal(x):
         return jax.vmap(target.log_prob)(x) + log_p1(x)
 
-    return _Geometry(initial, initial_log_w, pieces, forward, backward, step_log_w, terminal)
+    return _Geometry(initial, initial_log_w, pieces, forward, backward, terminal)
 
 
 GEOMETRIES: Registry[_Geometry] = Registry("CMCD geometry")
@@ -528,7 +521,6 @@ def simulate_cmcd(
         there = geometry.pieces(control_params, x_next, t_next)
         mean_backward, var_backward = geometry.backward(a, k, t, t_next, x_next, there)
         d_log_w = _iso_log_prob(x, mean_backward, var_backward) - _iso_log_prob(x_next, mean_forward, var)
-        d_log_w = d_log_w + geometry.step_log_w(k, t, t_next, x, x_next)
         return (x_next, there, log_w + d_log_w), (x_next if save_trajectory else None)
 
     init = (x0, geometry.pieces(control_params, x0, ts[0]), log_w0)
@@ -584,7 +576,6 @@ def simulate_cmcd_backward(
         here = geometry.pieces(control_params, x, t)
         mean_forward, var = geometry.forward(a, k, t, t_next, x, here)
         d_log_w = _iso_log_prob(x, mean_backward, var_backward) - _iso_log_prob(x_next, mean_forward, var)
-        d_log_w = d_log_w + geometry.step_log_w(k, t, t_next, x, x_next)
         return (x, here, log_w + d_log_w), None
 
     k_steps = problem.num_steps
