@@ -357,8 +357,16 @@ def _installed_plugins() -> list[str]:
 
 
 def _tune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", required=True, action="append", help="method to tune (repeatable)")
-    p.add_argument("--target", required=True, action="append", help="target to tune on (repeatable)")
+    p.add_argument("--method", action="append", help="method to tune (repeatable)")
+    p.add_argument("--target", action="append", help="target to tune on (repeatable)")
+    p.add_argument(
+        "--suite",
+        help="tune every (method, target) of this suite that has a search (filtered by --method/--target); "
+        "pairs whose tuning file already holds this search are skipped unless --force",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="with --suite: search again where a tuning file exists"
+    )
     p.add_argument("--steps", type=int, default=200, help="training steps per trial (default 200)")
     p.add_argument("--trials", type=int, default=6, help="at most this many trials (default 6)")
     p.add_argument("--num-eval", type=int, default=2048, help="fresh samples scoring a trial (default 2048)")
@@ -372,27 +380,51 @@ def _tune_args(p: argparse.ArgumentParser) -> None:
     _tune_args,
 )
 def _tune(args: argparse.Namespace) -> int:
+    import time
+
     import samplers
     import targets
-    from benchmarks.grid.tune import TUNED_DIR, TuneSettings, tune
+    from benchmarks.grid.suites import load_suite
+    from benchmarks.grid.tune import TUNED_DIR, TuneSettings, suite_pairs, tune, tuned_done
 
-    for m in args.method:
+    for m in args.method or []:
         samplers.get(m)  # unknown names: exit 2 with the valid ones
-    for t in args.target:
+    for t in args.target or []:
         targets.get(t)
-    for m in args.method:
-        for t in args.target:
-            rec = tune(
-                m,
-                t,
-                TuneSettings(args.steps, args.num_eval, args.trials, args.seed),
-                out_dir=args.out or TUNED_DIR,
-            )
-            print(
-                f"{m} on {t}: {rec['status']}, chosen {rec['chosen']} "
-                f"({len(rec['trials'])} trials, {rec['tuning_evals']:.3g} evaluations)"
-            )
-    return 0
+    settings = TuneSettings(args.steps, args.num_eval, args.trials, args.seed)
+    out = args.out or TUNED_DIR
+    if args.suite:
+        pairs, skipped = suite_pairs(load_suite(args.suite))
+        pairs = [
+            (m, t)
+            for m, t in pairs
+            if (not args.method or m in args.method) and (not args.target or t in args.target)
+        ]
+        for m, why in skipped.items():
+            print(f"{m}: not tuned ({why})")
+        todo = [(m, t) for m, t in pairs if args.force or not tuned_done(m, t, settings, out)]
+        done = len(pairs) - len(todo)
+        print(f"suite {args.suite}: {len(pairs)} pairs to tune, {done} done, {len(todo)} to run")
+    elif args.method and args.target:
+        todo = [(m, t) for m in args.method for t in args.target]
+    else:
+        raise SystemExit("tiltbench tune: give --suite, or both --method and --target")
+    failed = 0
+    for i, (m, t) in enumerate(todo):
+        start = time.perf_counter()
+        try:
+            rec = tune(m, t, settings, out_dir=out)
+        except ValueError as err:  # e.g. the method does not apply to the target: say so, go on
+            print(f"[{i + 1}/{len(todo)}] {m} on {t}: not tuned ({err})")
+            failed += 1
+            continue
+        failed += rec["status"] != "ok"
+        print(
+            f"[{i + 1}/{len(todo)}] {m} on {t}: {rec['status']}, chosen {rec['chosen']} "
+            f"({len(rec['trials'])} trials, {rec['tuning_evals']:.3g} evaluations, "
+            f"{time.perf_counter() - start:.0f} s)"
+        )
+    return 1 if failed else 0
 
 
 def _merge_args(p: argparse.ArgumentParser) -> None:

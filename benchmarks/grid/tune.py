@@ -43,8 +43,10 @@ __all__ = [
     "TUNED_DIR",
     "TuneSettings",
     "search_space",
+    "suite_pairs",
     "trials_of",
     "tune",
+    "tuned_done",
     "tuned_file",
     "tuned_overrides",
 ]
@@ -214,6 +216,53 @@ def tune(
     }
     atomic_write_json(tuned_file(method, target, out_dir), record)
     return record
+
+
+def tuned_done(
+    method: str, target: str, settings: TuneSettings, directory: str | os.PathLike | None = None
+) -> bool:
+    """Whether a tuning file of `(method, target)` exists that this search would write again: same
+    steps, scoring samples, seed and declared space, and at least as many trials (a re-run would
+    repeat it)."""
+    path = tuned_file(method, target, directory)
+    if not path.is_file():
+        return False
+    try:
+        rec = json.loads(path.read_text())
+        same = (rec["steps"], rec["num_eval"], rec["seed"]) == (
+            settings.steps,
+            settings.num_eval,
+            settings.seed,
+        )
+        return (
+            same
+            and rec["space"] == search_space(method)
+            and len(rec["trials"])
+            >= min(settings.max_trials, len(trials_of(rec["space"], {}, settings.max_trials)))
+        )
+    except (ValueError, KeyError, TypeError):  # unreadable file, or a method without a declared space
+        return False
+
+
+def suite_pairs(suite: Any) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """The `(method, target)` pairs of `suite` that `tune` can search (every cell's pair once, in the
+    suite's order), and `{method: reason}` for the suite's methods it cannot (unweighted samplers keep
+    their own adaptation; a method without a declared space has nothing to search)."""
+    pairs: list[tuple[str, str]] = []
+    skipped: dict[str, str] = {}
+    for cell in suite.cells():
+        if cell.method in skipped or (cell.method, cell.target) in pairs:
+            continue
+        if not samplers.get(cell.method).weighted:
+            skipped[cell.method] = "draws unweighted samples: no ELBO (keeps its own window adaptation)"
+            continue
+        try:
+            search_space(cell.method)
+        except ValueError as err:
+            skipped[cell.method] = str(err)
+            continue
+        pairs.append((cell.method, cell.target))
+    return pairs, skipped
 
 
 def tuned_overrides(

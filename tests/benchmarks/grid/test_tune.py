@@ -19,8 +19,11 @@ from benchmarks.grid.tune import (
     _get,
     _winner,
     search_space,
+    suite_pairs,
     trials_of,
     tune,
+    tuned_done,
+    tuned_file,
     tuned_overrides,
 )
 
@@ -131,3 +134,41 @@ def test_the_grid_runs_the_tuned_configuration_and_records_its_cost(blind_target
     suite = load_suite(str(toy_method.write_suite(tmp_path, targets=[blind_target])))
     record = run_cell(Cell("toy_is", blind_target, "b", 0), suite).record
     assert record.config["tuned"] == {"scale": 1.5} and record.metrics["cost/tuning_evals"] == 3 * 512
+
+
+def test_a_suite_tunes_its_weighted_pairs_once_and_resumes(blind_target, tmp_path, capsys):
+    from benchmarks.grid.suites import load_suite
+
+    path = tmp_path / "suite.json"
+    path.write_text(
+        json.dumps(
+            {
+                "name": "tune_suite",
+                "description": "tuning pairs",
+                "eval": {"num_samples": 64},
+                "methods": ["pis", "nuts", "smc"],
+                "targets": [blind_target, "gmm9"],
+                "seeds": [0, 1],
+                "budgets": {"b": {"train_steps": 10, "chunk_size": 5}},
+                "exclude": [["smc", "gmm9", "*"]],
+            }
+        )
+    )
+    pairs, skipped = suite_pairs(load_suite(str(path)))
+    assert pairs == [("pis", blind_target), ("pis", "gmm9"), ("smc", blind_target)]  # once per seed pair
+    assert set(skipped) == {"nuts"} and "unweighted" in skipped["nuts"]
+
+    settings = TuneSettings(steps=50, num_eval=256, max_trials=3, seed=0)
+    assert not tuned_done("pis", "gmm9", settings, tmp_path)
+    record = {"steps": 50, "num_eval": 256, "seed": 0, "space": search_space("pis"), "trials": [{}] * 3}
+    tuned_file("pis", "gmm9", tmp_path).write_text(json.dumps(record))
+    assert tuned_done("pis", "gmm9", settings, tmp_path)
+    assert not tuned_done("pis", "gmm9", TuneSettings(steps=100, num_eval=256, max_trials=3), tmp_path)
+    assert not tuned_done("pis", "gmm9", TuneSettings(steps=50, num_eval=256, max_trials=3, seed=1), tmp_path)
+    tuned_file("pis", "gmm9", tmp_path).write_text(json.dumps({**record, "space": {"x": [1, 2, 3]}}))
+    assert not tuned_done("pis", "gmm9", settings, tmp_path)  # the declared space changed
+    tuned_file("pis", "gmm9", tmp_path).write_text("{not json")
+    assert not tuned_done("pis", "gmm9", settings, tmp_path)
+
+    with pytest.raises(SystemExit, match="give --suite, or both --method and --target"):
+        cli.main(["tune", "--method", "pis"])
