@@ -427,6 +427,53 @@ def _tune(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _robustness_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="an earlier record set to show beside the judged one (repeatable, in column order)",
+    )
+    p.add_argument(
+        "--runs", default="results/runs/robustness", help="the judged records (default: robustness)"
+    )
+    p.add_argument("--label", default="robustness (tuned)", help="column label of the judged records")
+    p.add_argument("--threshold", type=float, default=0.2, help="|log Z error| of the tally (default 0.2)")
+    p.add_argument("--out", default="results/robustness", help="writes report.md and report.json here")
+
+
+@command(
+    "robustness-report",
+    "per learned method and target: diverged counts, |log Z error| and ESS, beside earlier record sets",
+    _robustness_args,
+)
+def _robustness_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from benchmarks.grid.records import atomic_write_json, atomic_write_text
+    from benchmarks.reports.robustness import robustness_report
+
+    sets = []
+    for item in args.compare:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise SystemExit(f"tiltbench robustness-report: --compare takes LABEL=DIR, got {item!r}")
+        if not Path(path).is_dir():
+            raise SystemExit(f"tiltbench robustness-report: {path} is not a directory of records")
+        sets.append((label, path))
+    sets.append((args.label, args.runs))
+    try:
+        markdown, summary = robustness_report(sets, threshold=args.threshold)
+    except ValueError as err:
+        raise SystemExit(f"tiltbench robustness-report: {err}") from None
+    out = Path(args.out)
+    atomic_write_text(out / "report.md", markdown)
+    atomic_write_json(out / "report.json", summary)
+    print(f"robustness report: {out / 'report.md'}")
+    return 0
+
+
 def _merge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dirs", nargs="+", metavar="DIR", help="directories of records (shards, other machines)")
     p.add_argument("--out", default="results/runs", help="runs root the records go to, as <out>/<suite>/...")

@@ -1,0 +1,87 @@
+"""The robustness report: counts, medians over seeds, the tally by the threshold, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import cli
+from benchmarks.grid.records import atomic_write_json
+from benchmarks.reports.robustness import robustness_report, summarise
+
+
+def _record(method, target, seed, status="ok", error=None, ess=0.5, flagged=False, findings=()):
+    metrics = {} if error is None else {"logZ/error": error, "ess/reverse": ess}
+    return {
+        "suite": "robustness",
+        "method": method,
+        "target": target,
+        "seed": seed,
+        "status": status,
+        "budget": {"name": "robust", "train_steps": 3000, "chunk_size": 50, "max_evals": 1e6},
+        "num_samples": 4096,
+        "commit": "abc1234def",
+        "hardware": {"backend": "cpu", "device_kind": "cpu", "cpu": "x", "cpu_count": 2},
+        "metrics": metrics,
+        "accuracy": {"status": "failed" if flagged else "ok", "reasons": [], "warnings": []},
+        "train": {"findings": list(findings)},
+        "trace": [],
+        "message": "" if status == "ok" else "non-finite loss at step 40",
+    }
+
+
+def _write(root, records):
+    for r in records:
+        atomic_write_json(root / r["method"] / r["target"] / f"seed{r['seed']}.json", r)
+    return root
+
+
+def test_the_tally_needs_every_seed_below_the_threshold_and_divergence_is_counted(tmp_path):
+    judged = _write(
+        tmp_path / "after",
+        [
+            *(_record("good", "funnel10", s, error=e) for s, e in enumerate((0.05, 0.1, 0.19))),
+            *(_record("one_bad_seed", "funnel10", s, error=e) for s, e in enumerate((0.05, 0.1, 0.5))),
+            _record("unstable", "funnel10", 0, error=0.01),
+            _record("unstable", "funnel10", 1, status="diverged"),
+            _record(
+                "unstable", "funnel10", 2, error=0.02, flagged=True, findings=("buffer ESS 0.001 at step 9",)
+            ),
+        ],
+    )
+    before = _write(tmp_path / "before", [_record("good", "funnel10", s, error=3.0) for s in range(2)])
+    markdown, summary = robustness_report([("before", before), ("after", judged)], threshold=0.2)
+    assert summary["tally"] == {"funnel10": ["good"]}
+    assert summary["diverged"] == ["unstable"]
+    unstable = summary["cells"]["after"]["funnel10/unstable"]
+    assert (unstable["ok"], unstable["diverged"], unstable["accuracy_failed"]) == (2, 1, 1)
+    assert unstable["log_z_error"] == (0.015, 0.01, 0.02)  # median [min, max] over the ok seeds
+    assert "| `good` | 3 [3, 3]; ESS 0.5; 2/2 | 0.1 [0.05, 0.19]; ESS 0.5; 3/3 |" in markdown
+    assert "2/3 (1 diverged, 0 error), 1 flagged" in markdown
+    assert "buffer ESS 0.001 at step 9" in markdown and "robust (3000 steps)" in markdown
+    assert "| `one_bad_seed` | — |" in markdown  # absent from the earlier set
+
+
+def test_summaries_keep_methods_without_a_log_z_estimate(tmp_path):
+    s = summarise([_record("mala", "lj13", 0), _record("mala", "lj13", 1)])
+    assert s[("lj13", "mala")]["ok"] == 2 and s[("lj13", "mala")]["log_z_errors"] == [None, None]
+
+
+def test_bad_input_names_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="at least one"):
+        robustness_report([])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no records under"):
+        robustness_report([("x", tmp_path / "empty")])
+    with pytest.raises(SystemExit, match="LABEL=DIR"):
+        cli.main(["robustness-report", "--compare", "nolabel", "--runs", str(tmp_path)])
+    with pytest.raises(SystemExit, match="not a directory"):
+        cli.main(["robustness-report", "--compare", f"a={tmp_path / 'missing'}", "--runs", str(tmp_path)])
+
+
+def test_the_command_writes_the_report(tmp_path):
+    runs = _write(tmp_path / "runs", [_record("good", "gmm25", s, error=0.01) for s in range(3)])
+    assert cli.main(["robustness-report", "--runs", str(runs), "--out", str(tmp_path / "out")]) == 0
+    assert "# Robustness of the learned methods" in (tmp_path / "out" / "report.md").read_text()
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["tally"] == {"gmm25": ["good"]}
