@@ -27,6 +27,7 @@ and updated parameters on the same state and key.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +36,7 @@ import jax.numpy as jnp
 import optax
 
 from samplers.method import Cost
-from samplers.networks import DEFAULT_FREQUENCY_RANGE
+from samplers.networks import DEFAULT_FREQUENCY_RANGE, egnn_control
 from samplers.promotion import standard_promotion
 
 __all__ = ["REFERENCES", "reference_step"]
@@ -91,6 +92,63 @@ def scalar_t(params, t, *, num_hidden: int, num_features: int = 16):
     return _dense(p["output"], h)[0]
 
 
+_EGNN_DEFAULTS = {k: v.default for k, v in inspect.signature(egnn_control).parameters.items() if k != "spec"}
+
+
+def egnn(params, x, t, *, particles, num_features: int):
+    """The flax `egnn_control` of `samplers.networks.egnn` (its default activation, frequency range and
+    distance ε) on a batch `x (B, n·d)` with `t ()` or `(B,)`: the same layers (`_EGNNLayer`: edge MLP
+    on `[h_i, h_j, |x_i - x_j|²]`, the coordinate MLP's bounded update, mean aggregation over the n - 1
+    neighbours, the node MLP's residual update), the time encoder as the initial node features, and the
+    displacement projected to zero centre of mass, written on `(B, n, n, ·)` edge arrays."""
+    act = {"silu": jax.nn.silu, "gelu": jax.nn.gelu}[_EGNN_DEFAULTS["activation"]]
+    eps = _EGNN_DEFAULTS["distance_epsilon"]
+    p = params["params"]
+    n, d = particles.n_particles, particles.spatial_dim
+    batch = x.shape[0]
+    enc = p["time_encoder"]
+    features = _time_features(t, num_features, _EGNN_DEFAULTS["frequency_range"])
+    code = _dense(enc["dense_2"], act(_dense(enc["dense_1"], features)))  # (H,) or (B, H)
+    hidden = code.shape[-1]
+    h = jnp.broadcast_to(code[..., None, :] if code.ndim == 2 else code, (batch, n, hidden))
+    off_diagonal = (1.0 - jnp.eye(n, dtype=x.dtype))[:, :, None]
+    pos0 = x.reshape(batch, n, d)
+    pos = pos0
+    layers = sorted((k for k in p if k.startswith("layer_")), key=lambda k: int(k.split("_")[1]))
+    for name in layers:
+        q = p[name]
+        diff = pos[:, :, None, :] - pos[:, None, :, :]  # (B, n, n, d)
+        r2 = jnp.sum(diff**2, -1, keepdims=True)
+        h_i = jnp.broadcast_to(h[:, :, None, :], (batch, n, n, hidden))
+        h_j = jnp.broadcast_to(h[:, None, :, :], (batch, n, n, hidden))
+        m = act(_dense(q["edge_1"], jnp.concatenate([h_i, h_j, r2], -1)))
+        m = act(_dense(q["edge_2"], m)) * off_diagonal
+        weight = act(_dense(q["coord_1"], m)) @ q["coord_2"]["kernel"]
+        unit = diff / (jnp.sqrt(r2 + eps) + 1.0)
+        pos = pos + jnp.sum(unit * weight * off_diagonal, 2) / (n - 1)
+        message = jnp.sum(m, 2) / (n - 1)
+        h = h + _dense(q["node_2"], act(_dense(q["node_1"], jnp.concatenate([h, message], -1))))
+    velocity = pos - pos0
+    velocity = velocity - velocity.mean(1, keepdims=True)
+    return velocity.reshape(batch, n * d)
+
+
+def _remove_mean(x, particles):
+    """Project `(..., n·d)` onto the zero centre-of-mass subspace (identity without particles)."""
+    if particles is None:
+        return x
+    shaped = x.reshape(*x.shape[:-1], particles.n_particles, particles.spatial_dim)
+    return (shaped - shaped.mean(-2, keepdims=True)).reshape(x.shape)
+
+
+def _control_net(problem, config) -> Callable:
+    """`net(params, x (B, dim), t)`: the MLP (without the grad feature) or, on particles, the EGNN."""
+    net = config.network
+    if problem.particles is not None:
+        return lambda p, x, t: egnn(p, x, t, particles=problem.particles, num_features=net.time_embedding_dim)
+    return lambda p, x, t: mlp(p, x, t, num_hidden=len(net.hidden), num_features=net.time_embedding_dim)
+
+
 def _gaussian_log_prob(x, mean, var, dof):
     return -0.5 * jnp.sum((x - mean) ** 2, -1) / var - 0.5 * dof * jnp.log(2.0 * jnp.pi * var)
 
@@ -108,9 +166,10 @@ def _require(cond: bool, name: str, what: str) -> None:
         raise ValueError(f"the {name} reference covers only {what}")
 
 
-def _check_problem(problem, name: str) -> None:
+def _check_problem(problem, name: str, particles: bool = False) -> None:
     _require(problem.base.kind == "brownian" and problem.base.initial_is_dirac, name, "the Brownian base")
-    _require(problem.particles is None, name, "non-particle targets (the MLP control)")
+    if not particles:
+        _require(problem.particles is None, name, "non-particle targets (the MLP control)")
     _require(problem.kind == "sampling", name, "sampling problems")
 
 
@@ -125,7 +184,10 @@ def _chain(problem):
 
 
 def _simulate(key, problem, control, n, *, save: bool):
-    """EM paths `x_{k+1} = x_k + h σ u + σ sqrt(h) ε` with kernel-form `log w`; `control(x, t)` batched."""
+    """EM paths `x_{k+1} = x_k + h σ u + σ sqrt(h) ε` with kernel-form `log w`; `control(x, t)` batched.
+
+    On particle systems the noise is projected to zero centre of mass (the control is the EGNN's,
+    projected already) and the Gaussian kernels count `dof = (n - 1)·d` degrees of freedom."""
     ts, hs, sigmas, coefs, bvars, _ = _chain(problem)
     dim, dof = problem.dim, problem.base.dof
     _, key_noise = jax.random.split(key)
@@ -135,8 +197,11 @@ def _simulate(key, problem, control, n, *, save: bool):
         h, sigma = hs[k], sigmas[k]
         sqrt_h = jnp.sqrt(h)
         # the Brownian increment is drawn as sqrt(h) ε and divided back, as GridBrownianPath does
-        eps = (sqrt_h * jax.random.normal(jax.random.fold_in(key_noise, k), (n, dim))) / sqrt_h
-        x_next = x + h * sigma * control(x, ts[k]) + sigma * sqrt_h * eps
+        d_w = _remove_mean(
+            sqrt_h * jax.random.normal(jax.random.fold_in(key_noise, k), (n, dim)), problem.particles
+        )
+        eps = d_w / sqrt_h
+        x_next = x + h * sigma * control(x, ts[k]) + sigma * d_w
         log_forward = -0.5 * jnp.sum(eps * eps, -1) - 0.5 * dof * jnp.log(2.0 * jnp.pi * sigma**2 * h)
         var = jnp.where(k == 0, 1.0, bvars[k])
         log_backward = jnp.where(k == 0, 0.0, _gaussian_log_prob(x, coefs[k] * x_next, var, dof))
@@ -150,12 +215,16 @@ def _simulate(key, problem, control, n, *, save: bool):
 
 
 def _grad_tilt(problem, x, clip=None):
-    """`∇r(x) = ∇log γ(x) + x/s_K` of a batch, `∇log γ` norm-clipped per sample at `clip` (None: off)."""
+    """`∇r(x) = ∇log γ(x) + x/s_K` of a batch, `∇log γ` norm-clipped at `clip` (None: off) per sample, or
+    per particle on particle systems (then `∇r` projected to zero centre of mass)."""
     score = jax.vmap(jax.grad(problem.target.log_prob))(x)
+    particles = problem.particles
     if clip is not None:
-        norm = jnp.linalg.norm(score, axis=-1, keepdims=True)
-        score = score * jnp.minimum(1.0, clip / jnp.maximum(norm, jnp.finfo(score.dtype).tiny))
-    return score + x / problem.chain.marginal_vars[-1]
+        blocks = score if particles is None else score.reshape(x.shape[0], particles.n_particles, -1)
+        norm = jnp.linalg.norm(blocks, axis=-1, keepdims=True)
+        blocks = blocks * jnp.minimum(1.0, clip / jnp.maximum(norm, jnp.finfo(score.dtype).tiny))
+        score = blocks.reshape(score.shape)
+    return _remove_mean(score + x / problem.chain.marginal_vars[-1], particles)
 
 
 def _batch_log_Z(log_w):
@@ -230,16 +299,18 @@ def adjoint_sampling_step(problem, config) -> Callable:
     from samplers.methods.bridge_regression import BridgeRegressionInfo, BufferEntry
 
     name = "adjoint_sampling"
-    _check_problem(problem, name)
-    _require(config.network.kind in ("auto", "mlp"), name, "the MLP control")
+    _check_problem(problem, name, particles=True)
+    kind = "egnn" if problem.particles is not None else "mlp"
+    _require(config.network.kind in ("auto", kind), name, "the MLP control (the EGNN on particle systems)")
     _require(config.importance_weights == "none", name, "uniform draws")
     _require(config.loss_weighting in ("paper", "score"), name, "the 'paper' and 'score' loss weightings")
     _require(config.optim.decay_steps is None and config.optim.ema_decay is None, name, "defaults")
+    _require(config.sde.weights in ("auto", "kernel"), name, "kernel-form path weights")
     clip = config.max_grad_norm_target
     ts, _, sigmas, _, _, marginal_vars = _chain(problem)
     n, m = config.batch_size, config.resample_size
     optimizer = _optimizer(config)
-    net = lambda p, x, t: mlp(p, x, t, num_hidden=len(config.network.hidden), num_features=32)
+    net = _control_net(problem, config)
     t_lo, t_hi = config.t_min, 1.0 - config.t_min
 
     def refresh(key, params, buf):
@@ -272,7 +343,8 @@ def adjoint_sampling_step(problem, config) -> Callable:
         nu = marginal_vars[k] + sigma**2 * (t - ts[k])
         alpha = jnp.minimum(nu / marginal_vars[-1], 1.0)  # float32 rounding near t = 1 (geometric σ)
         bridge_std = jnp.sqrt(jnp.maximum(nu * (1.0 - alpha), 0.0))
-        x_t = alpha[:, None] * x_1 + bridge_std[:, None] * jax.random.normal(key_x, x_1.shape)
+        noise = _remove_mean(jax.random.normal(key_x, x_1.shape), problem.particles)
+        x_t = alpha[:, None] * x_1 + bridge_std[:, None] * noise
         y = sigma[:, None] * grad_1
         weight = 1.0 / sigma**2 if config.loss_weighting == "score" else jnp.ones_like(sigma)
 
@@ -281,7 +353,7 @@ def adjoint_sampling_step(problem, config) -> Callable:
 
         loss, grads = jax.value_and_grad(objective)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        valid = jnp.arange(buf.data.log_w.shape[0]) < buf.size
+        valid = (jnp.arange(buf.data.log_w.shape[0]) < buf.size) & jnp.isfinite(buf.data.log_w)
         lw = jnp.where(valid, buf.data.log_w, -jnp.inf)
         count = jnp.maximum(buf.size, 1).astype(lw.dtype)
         ess = jnp.exp(2 * jax.nn.logsumexp(lw) - jax.nn.logsumexp(2 * lw)) / count

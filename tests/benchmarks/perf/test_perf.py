@@ -28,10 +28,10 @@ EXTRA = {
 }
 
 
-def _tiny(method: str):
-    settings = hyperparams.resolve(method, "gaussian")
+def _tiny(method: str, target: str = "gaussian"):
+    settings = hyperparams.resolve(method, target)
     problem = hyperparams.build_problem(
-        targets.get("gaussian"), dataclasses.replace(settings.problem, num_steps=4)
+        targets.get(target), dataclasses.replace(settings.problem, num_steps=4)
     )
     spec = samplers.get(method)
     config = spec.make_config(settings.method, **TINY, **EXTRA.get(method, {}))
@@ -47,14 +47,21 @@ def _perturbed(state, scale=0.1):
 
 # One representative in `make test`; the other code paths (~20-30 s each, mostly compilation) are slow.
 _SLOW = pytest.mark.slow
-_METHODS = [m if m == "adjoint_sampling" else pytest.param(m, marks=_SLOW) for m in sorted(REFERENCES)]
+_METHODS = [
+    pytest.param(m, "gaussian", marks=() if m == "adjoint_sampling" else _SLOW) for m in sorted(REFERENCES)
+]
 
 
-@pytest.mark.parametrize("method", _METHODS)
-def test_reference_matches_method_step(method):
+# the particle path: Adjoint Sampling with the EGNN on dw4 (4 particles in 2-D) and lj13 (13 in 3-D),
+# with the suite's geometric schedule, 'score' weighting and per-particle energy-gradient clip
+_CASES = [*_METHODS, ("adjoint_sampling", "dw4"), ("adjoint_sampling", "lj13")]
+
+
+@pytest.mark.parametrize(("method", "target"), _CASES)
+def test_reference_matches_method_step(method, target):
     """Same state and key: same loss, same gradient norm, same updated parameters, same cost (two steps,
     so that the Adam update of step 2 depends on the gradient's magnitude, not only its sign)."""
-    problem, config, built = _tiny(method)
+    problem, config, built = _tiny(method, target)
     ref = reference_step(method, problem, config)
     state = _perturbed(built.init(jax.random.key(0)))
 
