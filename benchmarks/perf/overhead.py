@@ -6,10 +6,18 @@ reference side is a plain `lax.scan` over `benchmarks.perf.references`' step. Bo
 same state and use the same step keys; they are compiled first, then timed A/B/A/B
 (`timing.interleaved`). `ratio = t_reference / t_method` per round, median and spread: 1 means no
 overhead, the goal is >= 0.9.
+
+For Adjoint Sampling the record also counts the control network's FLOPs of one timed call
+(`chunk_network_flops`): the refresh's `resample_size · K` forward evaluations and the regression's
+`steps · batch_size` forward + backward passes, each from XLA's count of the network alone
+(`flops.network_flops`, `flops.network_train_flops`); the energy and its gradient, the buffer, the
+bridge sampling and the optimiser are not counted. `method_flop_per_s` / `reference_flop_per_s` are that
+count over the median call times (`make perf` adds their fraction of the matmul peak).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -20,7 +28,32 @@ from benchmarks.perf.cells import build_cell
 from benchmarks.perf.references import reference_step
 from benchmarks.perf.timing import interleaved, ratio_summary, time_call
 
-__all__ = ["harness_ratio"]
+__all__ = ["chunk_network_flops", "harness_ratio"]
+
+
+def chunk_network_flops(method: str, built, steps: int) -> dict[str, Any] | None:
+    """Network FLOPs of `steps` training steps from step 0 (module docstring), for Adjoint Sampling;
+    None for the other methods."""
+    from benchmarks.perf.flops import network_flops, network_train_flops
+    from samplers.methods.common import config_network
+
+    if method != "adjoint_sampling":
+        return None
+    config, dim = built.config, built.problem.dim
+    net = config_network(built.problem, config)
+    params = net.init(jax.random.key(0))
+    forward, train = network_flops(net.apply, params, dim), network_train_flops(net.apply, params, dim)
+    refreshes = math.ceil(steps / config.refresh_every)
+    forwards = refreshes * config.resample_size * built.problem.num_steps
+    passes = steps * config.batch_size
+    return {
+        "flops": forwards * forward["flops"] + passes * train["flops"],
+        "forward_evals": forwards,
+        "train_passes": passes,
+        "forward_flops": forward["flops"],
+        "train_flops": train["flops"],
+        "source": forward["source"],
+    }
 
 
 def harness_ratio(
@@ -54,14 +87,21 @@ def harness_ratio(
         time_call(fn)
         compile_s[name] = time.perf_counter() - t0
     times = interleaved({"method": run_method, "reference": run_ref}, repeats)
-    return {
+    row = {
         "method": method,
         "target": target,
         "steps_per_call": steps,
         "batch_size": built.config.batch_size,
         "num_steps": built.problem.num_steps,
+        "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
         "method_s": sorted(times["method"])[len(times["method"]) // 2],
         "reference_s": sorted(times["reference"])[len(times["reference"]) // 2],
         "ratio": ratio_summary(times["reference"], times["method"]),
         "first_call_s": compile_s,
     }
+    flops = chunk_network_flops(method, built, steps)
+    if flops is not None:
+        row["network_flops"] = flops
+        row["method_flop_per_s"] = flops["flops"] / row["method_s"]
+        row["reference_flop_per_s"] = flops["flops"] / row["reference_s"]
+    return row

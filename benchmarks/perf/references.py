@@ -2,20 +2,28 @@
 
 Each reference recomputes ONE training step of a method from the method's own state type, with
 the same maths, the same random numbers (same key splits) and the same optimiser (optax), but
-without the suite's layers: no `samplers.sde` / diffrax integrator, no flax module (the MLP is
-evaluated by hand from the flax parameter dict), no `Problem` / `Annealing` / buffer helpers,
+without the suite's layers: no `samplers.sde` / diffrax integrator, no flax module (the MLP and the
+EGNN are evaluated by hand from the flax parameter dict), no `Problem` / `Annealing` / buffer helpers,
 batches written as batches instead of `vmap` over one-example functions. The constants of the
 discrete chain (`problem.chain`: step sizes, σ_k, the exact backward kernel) are read once as data.
 
-Covered code paths (one representative each), all on a non-particle target with the Brownian base
-(Dirac start, kernel-form path weights) and the MLP control without the grad-log-target feature
+Covered code paths (one representative each), all with the Brownian base (Dirac start, kernel-form
+path weights) on a non-particle target and the MLP control without the grad-log-target feature
 unless stated:
 
 - `adjoint_matching`: on-policy trajectories under `sg[u]` + lean adjoint (constant `ã = -∇r(x_K)`
   for the Brownian base, `b = 0`) + the loss `mean_i Σ_k ½h_k|u(x_k,t_k) + σ_k ã_i|²` (all K times);
 - `adjoint_sampling`: buffer regression: a refresh every `refresh_every` steps (simulate
   `resample_size` paths, store `(x_1, ∇r(x_1), log w)` FIFO), a uniform draw of `batch_size` pairs,
-  the bridge sample `X_t = α_t x_1 + β_t ξ` and the loss `mean |u(X_t, t) - σ̃(t) ∇r(x_1)|²`;
+  the bridge sample `X_t = α_t x_1 + β_t ξ` and the loss `mean w(t) |u(X_t, t) - σ̃(t) ∇r(x_1)|²`
+  (`w = 1` or the 'score' weighting `1/σ̃²`), `∇log γ` norm-clipped at `max_grad_norm_target`.
+  Also on particle targets (dw4, lj13; the suite's geometric VE schedule, 'score' weighting and clip
+  100): the EGNN control (`egnn`: time encoder, edge / coordinate / node MLPs on the fully connected
+  graph, mean aggregation, output projected to zero centre of mass), the EM noise and the bridge
+  noise projected to zero centre of mass, `dof = (n - 1)·d` in the kernel-form log-weights, the clip
+  per particle (`min(1, c/|g_i|)`, the plain formula of `samplers.methods.common.clip_norm` for
+  finite gradients) and `∇r` projected. EMA, learning-rate decay and importance-weighted draws (with
+  the ESS-floor tempering) are off in the suite's Adjoint Sampling and refused here;
 - `pis`: path-KL loss `-mean log w` with gradients through the whole reparametrised path and the
   grad-log-target feature `NN₂(t) ⊙ sg[clip(∇log γ)]`;
 - `nets_pinn`: detached Langevin + drift paths saving `U_1, ∇U_1`, time points drawn ∝ trapezoid

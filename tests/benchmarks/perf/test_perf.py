@@ -16,7 +16,7 @@ import targets
 from benchmarks.grid import hyperparams
 from benchmarks.perf.compile import train_with_compile_count
 from benchmarks.perf.confirm import seed_summary
-from benchmarks.perf.flops import analytic_flops, network_flops
+from benchmarks.perf.flops import analytic_flops, network_flops, network_train_flops
 from benchmarks.perf.references import REFERENCES, reference_step
 from benchmarks.perf.timing import interleaved, ratio_summary
 from samplers.networks import mlp_control
@@ -116,6 +116,9 @@ def test_network_flops_match_dense_layer_count():
     per_example = 2.0 * (19 * 16 + 16 * 16 + 16 * 3)
     assert per_example <= counted["flops"] < 5 * expected
     assert counted["source"] == "xla cost_analysis" and jnp.isfinite(counted["flops"])
+    # forward + backward (a time per example: the time encoder runs per example too): about 3x forward
+    trained = network_train_flops(net.apply, params, 3, batch=8)
+    assert 2 * per_example <= trained["flops"] < 15 * expected and trained["source"] == "xla cost_analysis"
 
 
 def test_report_keeps_backends_apart(tmp_path):
@@ -144,7 +147,19 @@ def test_report_keeps_backends_apart(tmp_path):
                         "method_s": 1.0,
                         "reference_s": 0.9,
                         "ratio": ratio_summary([0.9], [1.0]),
-                    }
+                    },
+                    {
+                        "method": "adjoint_sampling",
+                        "target": "dw4",
+                        "steps_per_call": 5,
+                        "batch_size": 64,
+                        "method_s": 0.5,
+                        "reference_s": 0.5,
+                        "ratio": ratio_summary([0.5], [0.5]),
+                        "method_flop_per_s": 2e9,
+                        "reference_flop_per_s": 2e9,
+                        "method_peak_fraction": 0.25,
+                    },
                 ],
             },
             "cells": {**section, "rows": [diverged_cell]},
@@ -185,6 +200,12 @@ def test_report_keeps_backends_apart(tmp_path):
     write_report(record("gpu"), json_path, md_path)  # the cpu record is re-read from strict JSON
     text = md_path.read_text()
     assert "## cpu" in text and "## gpu" in text and "| pis | t | 1 | 2 | 1.000 | 0.900 | 0.900 |" in text
+    assert (
+        text.count(
+            "| adjoint_sampling | dw4 | 5 | 64 | 0.500 | 0.500 | 1.000 | [1.000, 1.000] | 2 / 2 | 25.00 |"
+        )
+        == 2
+    )
     assert text.count("Skipped (section budget") == 6
     assert text.count("| adjoint_sampling | t | 5 | 100 | — | 1.0 |") == 2  # NaN compile time: not measured
     row = (
