@@ -85,6 +85,17 @@ def test_reference_refuses_unsupported_config():
         reference_step("adjoint_matching", problem, dataclasses.replace(config, time_subsample=2))
     with pytest.raises(ValueError, match="valid choices"):
         reference_step("dds", problem, config)
+    # the particle path (the EGNN) is covered for Adjoint Sampling only
+    particle_problem, particle_config, _ = _tiny("adjoint_matching", "dw4")
+    with pytest.raises(ValueError, match="non-particle targets"):
+        reference_step("adjoint_matching", particle_problem, particle_config)
+    problem, config, _ = _tiny("adjoint_sampling", "dw4")
+    with pytest.raises(ValueError, match="the EGNN on particle systems"):
+        reference_step(
+            "adjoint_sampling",
+            problem,
+            dataclasses.replace(config, network=dataclasses.replace(config.network, kind="mlp")),
+        )
 
 
 def test_training_does_not_recompile_between_chunks():
