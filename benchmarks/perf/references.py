@@ -108,7 +108,9 @@ def egnn(params, x, t, *, particles, num_features: int):
     distance ε) on a batch `x (B, n·d)` with `t ()` or `(B,)`: the same layers (`_EGNNLayer`: edge MLP
     on `[h_i, h_j, |x_i - x_j|²]`, the coordinate MLP's bounded update, mean aggregation over the n - 1
     neighbours, the node MLP's residual update), the time encoder as the initial node features, and the
-    displacement projected to zero centre of mass, written on `(B, n, n, ·)` edge arrays."""
+    displacement projected to zero centre of mass, written on `(B, n, n, ·)` edge arrays. The edge MLP's
+    first layer is applied as the library applies it (`_EdgeInput`: two per-node products and a
+    broadcast sum instead of one matmul over the edge concatenation)."""
     act = {"silu": jax.nn.silu, "gelu": jax.nn.gelu}[_EGNN_DEFAULTS["activation"]]
     eps = _EGNN_DEFAULTS["distance_epsilon"]
     p = params["params"]
@@ -127,9 +129,8 @@ def egnn(params, x, t, *, particles, num_features: int):
         q = p[name]
         diff = pos[:, :, None, :] - pos[:, None, :, :]  # (B, n, n, d)
         r2 = jnp.sum(diff**2, -1, keepdims=True)
-        h_i = jnp.broadcast_to(h[:, :, None, :], (batch, n, n, hidden))
-        h_j = jnp.broadcast_to(h[:, None, :, :], (batch, n, n, hidden))
-        m = act(_dense(q["edge_1"], jnp.concatenate([h_i, h_j, r2], -1)))
+        w, b = q["edge_1"]["kernel"], q["edge_1"]["bias"]  # W [h_i, h_j, r²] split by rows, per node
+        m = act((h @ w[:hidden])[:, :, None] + (h @ w[hidden : 2 * hidden])[:, None] + r2 * w[2 * hidden] + b)
         m = act(_dense(q["edge_2"], m)) * off_diagonal
         weight = act(_dense(q["coord_1"], m)) @ q["coord_2"]["kernel"]
         unit = diff / (jnp.sqrt(r2 + eps) + 1.0)

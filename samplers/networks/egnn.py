@@ -24,6 +24,26 @@ __all__ = ["egnn_control"]
 # ---------------------------------------------------------------------------------------------
 
 
+class _EdgeInput(nn.Module):
+    """`Dense([h_i, h_j, r²_ij])` for every edge without building the `(n, n, 2H + 1)` concatenation.
+
+    The kernel `W` (shape `(2H + 1, hidden)`, the parameters and initialisation of `nn.Dense` on the
+    concatenation) splits by rows into `W_a`, `W_b`, `w_r`:
+    `W [h_i, h_j, r²] + b = (h W_a)_i + (h W_b)_j + r² w_r + b`, so the per-edge matmul becomes two
+    per-node ones (n instead of n² rows) and a broadcast sum; equal up to float rounding.
+    """
+
+    features: int
+
+    @nn.compact
+    def __call__(self, h, r2):
+        width = h.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (2 * width + 1, self.features), h.dtype)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), h.dtype)
+        left, right = h @ kernel[:width], h @ kernel[width : 2 * width]
+        return left[:, None, :] + right[None, :, :] + r2 * kernel[2 * width] + bias
+
+
 class _EGNNLayer(nn.Module):
     """One EGNN layer (Satorras et al. 2021, eqs. 3-6) on a fully connected graph.
 
@@ -43,9 +63,7 @@ class _EGNNLayer(nn.Module):
         n = pos.shape[0]
         diff = pos[:, None, :] - pos[None, :, :]  # (n, n, d), antisymmetric
         r2 = jnp.sum(diff**2, axis=-1, keepdims=True)  # (n, n, 1), invariant
-        h_i = jnp.broadcast_to(h[:, None, :], (n, n, h.shape[-1]))
-        h_j = jnp.broadcast_to(h[None, :, :], (n, n, h.shape[-1]))
-        m = act(nn.Dense(self.hidden, name="edge_1")(jnp.concatenate([h_i, h_j, r2], axis=-1)))
+        m = act(_EdgeInput(self.hidden, name="edge_1")(h, r2))  # φ_e's first layer on [h_i, h_j, r²_ij]
         m = act(nn.Dense(self.hidden, name="edge_2")(m)) * off_diagonal
         # Output of φ_x: zero (exactly zero control at init) or tiny (E(n)-flows' xavier gain 1e-3).
         coord_init = (

@@ -285,3 +285,22 @@ def test_scalar_net_bad_input():
         scalar_net(input="xt")
     with pytest.raises(ValueError, match="takes no dim"):
         scalar_net(input="t", dim=3)
+
+
+def test_egnn_edge_input_is_the_dense_layer_on_the_edge_concatenation():
+    """The EGNN's first edge layer, applied per node (`_EdgeInput`), has `nn.Dense`'s parameters and
+    initial values on `[h_i, h_j, r²_ij]` and gives its output up to float32 rounding."""
+    import flax.linen as nn
+
+    from samplers.networks.egnn import _EdgeInput
+
+    n, width = 13, 16
+    h = jax.random.normal(jax.random.key(1), (n, width))
+    r2 = jax.random.uniform(jax.random.key(2), (n, n, 1))
+    edges = jnp.concatenate(
+        [jnp.broadcast_to(h[:, None], (n, n, width)), jnp.broadcast_to(h[None], (n, n, width)), r2], -1
+    )
+    split, dense = _EdgeInput(8), nn.Dense(8)
+    p_split, p_dense = split.init(jax.random.key(0), h, r2), dense.init(jax.random.key(0), edges)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), p_split, p_dense))
+    np.testing.assert_allclose(split.apply(p_split, h, r2), dense.apply(p_dense, edges), atol=1e-5)
