@@ -20,6 +20,7 @@ robustness suite. Last, the tally the robustness suite is judged by: per target,
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -27,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.grid.records import iter_records
+from benchmarks.grid.tune import tuned_file
 from benchmarks.reports.leaderboard import median_range
 
-__all__ = ["RecordSet", "robustness_report", "summarise"]
+__all__ = ["RecordSet", "robustness_report", "summarise", "tuning_lines"]
 
 RecordSet = tuple[str, str | Path]  # (label, directory of records)
 
@@ -85,8 +87,39 @@ def _cell(s: dict[str, Any] | None) -> str:
     return f"{err}; ESS {_fmt(s['reverse_ess'])}; {runs}{flagged}"
 
 
-def robustness_report(sections: Sequence[RecordSet], *, threshold: float = 0.2) -> tuple[str, dict[str, Any]]:
-    """`(markdown, json-able summary)` of the labelled record sets; the last set is the one judged.
+def _short(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def tuning_lines(
+    methods: Sequence[str], targets: Sequence[str], directory: str | Path | None = None
+) -> list[str]:
+    """A Markdown table of the chosen settings per method (rows) and target (columns) from the tuning
+    files of `tiltbench tune` (`directory`: the shipped ones), with each search's trial count and
+    evaluations; "—" where a pair has no tuning file."""
+    lines = ["| method | " + " | ".join(targets) + " |", "|---" * (len(targets) + 1) + "|"]
+    for method in methods:
+        cells = []
+        for target in targets:
+            path = tuned_file(method, target, directory)
+            if not path.is_file():
+                cells.append("—")
+                continue
+            rec = json.loads(path.read_text())
+            chosen = ", ".join(f"{_short(k)} {v}" for k, v in sorted(rec["chosen"].items())) or "failed"
+            cells.append(f"{chosen} ({len(rec['trials'])} trials, {rec['tuning_evals']:.2g} evals)")
+        lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def robustness_report(
+    sections: Sequence[RecordSet],
+    *,
+    threshold: float = 0.2,
+    tuned_dir: str | Path | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """`(markdown, json-able summary)` of the labelled record sets; the last set is the one judged,
+    followed by the tuned settings of its pairs (`tuning_lines`, from `tuned_dir`).
 
     Raises:
         ValueError: with no record sets, or when the judged set has no records.
@@ -155,6 +188,15 @@ def robustness_report(sections: Sequence[RecordSet], *, threshold: float = 0.2) 
         "- diverged or errored on some seed: "
         + (", ".join(f"`{m}`" for m in diverged) if diverged else "none")
     )
+    lines += ["", "## Tuned settings", ""]
+    lines += [
+        "Chosen by `tiltbench tune` (`benchmarks/grid/configs/tuned/`; each file keeps every trial): "
+        "the highest ELBO on fresh samples after a short run, the reverse ESS breaking ties within one "
+        "standard error. A cell's record names the values it ran with (`config.tuned`) and counts the "
+        "search's evaluations beside its own (`cost/tuning_evals`).",
+        "",
+        *tuning_lines(methods, targets, tuned_dir),
+    ]
     summary = {
         "threshold": threshold,
         "sets": [{"label": label, "path": str(path)} for label, path in sections],

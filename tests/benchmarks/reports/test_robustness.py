@@ -85,3 +85,23 @@ def test_the_command_writes_the_report(tmp_path):
     assert cli.main(["robustness-report", "--runs", str(runs), "--out", str(tmp_path / "out")]) == 0
     assert "# Robustness of the learned methods" in (tmp_path / "out" / "report.md").read_text()
     assert json.loads((tmp_path / "out" / "report.json").read_text())["tally"] == {"gmm25": ["good"]}
+
+
+def test_the_report_lists_the_tuned_settings(tmp_path):
+    from benchmarks.reports.robustness import tuning_lines
+
+    tuned = tmp_path / "tuned"
+    atomic_write_json(
+        tuned / "good__gmm25.json",
+        {
+            "chosen": {"optim.learning_rate": 0.003, "optim.ema_decay": None},
+            "trials": [{}] * 6,
+            "tuning_evals": 7.4e4,
+        },
+    )
+    lines = tuning_lines(["good", "other"], ["gmm25", "funnel10"], tuned)
+    assert lines[2] == "| `good` | ema_decay None, learning_rate 0.003 (6 trials, 7.4e+04 evals) | — |"
+    assert lines[3] == "| `other` | — | — |"
+    runs = _write(tmp_path / "runs", [_record("good", "gmm25", 0, error=0.01)])
+    markdown, _ = robustness_report([("r", runs)], tuned_dir=tuned)
+    assert "## Tuned settings" in markdown and "learning_rate 0.003" in markdown
