@@ -203,9 +203,6 @@ def robustness_report(
         "judged": judged_label,
         "tally": tally,
         "diverged": diverged,
-        "cells": {
-            label: {f"{t}/{m}": {k: v for k, v in s.items()} for (t, m), s in summ.items()}
-            for label, summ in summaries.items()
-        },
+        "cells": {label: {f"{t}/{m}": s for (t, m), s in summ.items()} for label, summ in summaries.items()},
     }
     return "\n".join(lines) + "\n", summary
