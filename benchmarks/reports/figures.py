@@ -2,14 +2,16 @@
 
 - `<target>_cost.png`: accuracy versus cost. Left: |log Ẑ - log Z| against energy + gradient
   evaluations (lines: the training trace of learned samplers, every seed; markers: the end point of
-  every ok cell, including MCMC/SMC). Right: MMD² (median bandwidth) at the end point, against the
+  every ok cell, including MCMC/SMC; black dotted: the best published value,
+  `benchmarks/reports/published.py`). Right: MMD² (median bandwidth) at the end point, against the
   same axis, with the noise floor as a dashed line.
 - `<target>_budget.png` (suites with evaluation budgets, `max_evals`; replaces `_cost`): accuracy
   versus cost at equal budgets, one line per method. Left: |log Ẑ - log Z|, right: MMD² (median
   bandwidth), both against the energy + gradient evaluations actually spent (training + final
   sampling), mean over ok seeds, one marker per budget level, joined in order of cost. Learned
   samplers also show their training trace (thin lines, every seed) against training cost so far
-  plus the cost of the final sampling from that state. Dotted verticals: the nominal budgets.
+  plus the cost of the final sampling from that state. Dotted verticals: the nominal budgets; black
+  dotted horizontal: the best published |log Ẑ − log Z|.
 - `<target>_samples.png` (2-D targets): model samples of the first ok seed of every method beside
   exact / reference samples.
 - `<target>_energy.png` (particle targets): energy histograms of every method against the reference.
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.grid.records import save_figure
+from benchmarks.reports.published import best_published
 
 __all__ = ["make_figures"]
 
@@ -109,9 +112,19 @@ def _cost_figure(target: str, rows: list[tuple[str, dict]], path: Path) -> bool:
     )
     if floor is not None and math.isfinite(floor):
         axes[1].axhline(floor, ls="--", color="grey", label="noise floor")
+    _published_line(axes[0], target)
     _outside_legend(fig, axes)
     save_figure(fig, path, dpi=110, bbox_inches="tight")
     return True
+
+
+def _published_line(ax, target: str) -> None:
+    """The best published |log Ẑ − log Z| of `target` as a horizontal black dotted line (none if unlisted)."""
+    best = best_published(target, "logZ/error")
+    if best is not None:
+        ax.axhline(
+            max(best["value"], 1e-4), ls=":", color="black", label=f"best published ({best['method']})"
+        )
 
 
 def _outside_legend(fig, axes, rect=(0, 0, 1, 1)) -> None:
@@ -210,6 +223,7 @@ def _budget_figure(target: str, methods: dict[str, list[tuple[str, dict]]], path
     )
     if floor is not None and math.isfinite(floor):
         axes[1].axhline(floor, ls="-.", color="grey", label="noise floor")
+    _published_line(axes[0], target)
     note = "solid: learned samplers; dashed: MCMC/SMC/AIS; dotted verticals: budgets"
     fig.text(0.01, 0.01, note, fontsize=7)
     _outside_legend(fig, axes, rect=(0, 0.03, 1, 1))

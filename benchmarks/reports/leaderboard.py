@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import sys
 from collections import defaultdict
@@ -42,6 +41,7 @@ from benchmarks.grid.records import (
 )
 from benchmarks.grid.suites import Cell, load_suite, suite_names
 from benchmarks.metrics.accuracy import assess
+from benchmarks.reports.published import best_published, published, published_lines
 from benchmarks.reports.summary import cross_target_summary, profile_figure, summary_table
 
 __all__ = [
@@ -94,8 +94,6 @@ PARTICLE_COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("ess/reverse", "reverse ESS", False),
     ("ess/forward", "forward ESS", False),
 )
-# Best published values on the particle targets, with their definitions and source.
-PUBLISHED = Path(__file__).with_name("published.json")
 # The fine-tuning table (records with problem_kind "finetuning"; never mixed into the sampling tables).
 FINETUNE_COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("finetune/objective_gap", "objective gap log Z − (λE[r] − KL)", True),
@@ -230,51 +228,16 @@ def _fmt(stat: tuple[float, float, float] | None, statistic: str = "mean") -> st
     return f"{mean:.3g}{mark} [{lo:.3g}, {hi:.3g}]"
 
 
-PUBLISHED_LABELS = {
-    "eq_w2": "eq. W2",
-    "energy_w2": "energy W2",
-    "logZ/error": "|log Ẑ − log Z| (importance-sampling estimate)",
-    "logZ/elbo_gap": "log Z − ELBO",
-}
-
-
-def _published(target: str) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
-    table = json.loads(PUBLISHED.read_text())
-    return table["targets"].get(target, {}), table["sources"]
-
-
-def _published_lines(target: str) -> list[str]:
-    """The published values of `target` that share a metric's definition, best first, with sources."""
-    entries, sources = _published(target)
-    lines = []
-    for key, rows in entries.items():
-        rows = sorted(rows, key=lambda r: r["value"])
-        cited = sorted({sources[r["source"]]["short"] for r in rows})
-        values = ", ".join(
-            f"{r['method']} {r['value']:.3g} ± {r['std']:.2g}" + (f" ({r['note']})" if "note" in r else "")
-            for r in rows
-        )
-        lines.append(f"- {PUBLISHED_LABELS.get(key, key)}: {values} [{'; '.join(cited)}]")
-    if lines:
-        lines.insert(
-            0,
-            "Published values with the same definitions (`benchmarks/reports/published.json`, which states "
-            "each source's protocol; their training budgets are far larger than these cells'):",
-        )
-    return lines
-
-
 def _floor_check(target: str, rows: list[tuple[tuple, dict]]) -> list[str]:
     """Lines stating each particle metric's noise floor at the evaluation size beside the best
     published value, and whether the metric can rank methods at that size."""
-    entries, _ = _published(target)
     lines = []
-    for key, published in entries.items():
+    for key in published(target)[0]:
         floors = [a["stats"][f"{key}/noise_floor"][0] for _, a in rows if f"{key}/noise_floor" in a["stats"]]
         floors = [f for f in floors if math.isfinite(f)]
         if not floors:
             continue
-        best = min(published, key=lambda r: r["value"])
+        best = best_published(target, key)
         floor = float(np.median(floors))
         size = [a["stats"].get(s) for _, a in rows for s in (f"{key}/num_samples", "eval/reference_rows")]
         rows_used = next((int(s[0]) for s in size if s), None)
@@ -354,9 +317,9 @@ def _table_for(
             collapse_notes.append(f"- `{method}` ({budget}), {warning}")
         for finding in agg.get("findings", []):
             finding_notes.append(f"- `{method}` ({budget}), {finding[:240]}")
-    published = _published_lines(target)
-    if published:
-        lines += ["", *published]
+    cited = published_lines(target)
+    if cited:
+        lines += ["", *cited]
     if particles:
         lines += ["", *_floor_check(target, rows)]
     if notes:

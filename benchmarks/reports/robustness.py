@@ -10,7 +10,14 @@ suite, the robustness suite's records last) and writes, per target and method, o
 - **|log Ẑ − log Z|**: median [min, max] over the `ok` seeds, on the cell's fresh evaluation samples
   (never the training probe);
 - **reverse ESS**: median over the `ok` seeds;
+- **evaluations**: the median energy + gradient evaluations a seed spent (training and the final
+  sampling; the tuning search is counted apart, in the record's `cost/tuning_evals`);
 - the training findings of the seeds (e.g. a buffer ESS collapse, `benchmarks/grid/findings.py`).
+
+Baselines (registered methods with a fixed schedule of work: SMC, AIS, MCMC) run in the same suite
+at the same evaluation budgets are listed below the learned methods, marked, and left out of the
+tally: they are the yardstick. Each target ends with the published values of the same metric
+(`benchmarks/reports/published.py`).
 
 Each label's column states the budget and sample count its records ran with, since earlier sets
 (e.g. the `default` suite before and after the authors' recipes) ran smaller budgets than the
@@ -27,17 +34,36 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import samplers
 from benchmarks.grid.records import iter_records
 from benchmarks.grid.tune import tuned_file
 from benchmarks.reports.leaderboard import median_range
+from benchmarks.reports.published import published_lines
 
-__all__ = ["RecordSet", "robustness_report", "summarise", "tuning_lines"]
+__all__ = ["RecordSet", "is_baseline", "robustness_report", "summarise", "tuning_lines"]
 
 RecordSet = tuple[str, str | Path]  # (label, directory of records)
 
 
 def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def is_baseline(method: str) -> bool:
+    """Whether `method` is a registered baseline (a fixed schedule of work instead of training: MCMC,
+    SMC, AIS); an unregistered name counts as learned."""
+    try:
+        return samplers.get(method).train_steps is not None
+    except (KeyError, ValueError):
+        return False
+
+
+def _spent(record: dict[str, Any]) -> float | None:
+    spent = record.get("budget_spent", {}).get("spent_evals")
+    if spent is None:
+        m = record.get("metrics", {})
+        spent = (m.get("cost/energy_evals") or 0) + (m.get("cost/grad_evals") or 0) or None
+    return _num(spent)
 
 
 def summarise(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -50,6 +76,7 @@ def summarise(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[s
         ok = [r for r in recs if r["status"] == "ok"]
         errors = [_num(r.get("metrics", {}).get("logZ/error")) for r in ok]
         ess = [_num(r.get("metrics", {}).get("ess/reverse")) for r in ok]
+        spent = [e for e in map(_spent, ok) if e is not None]
         budget = recs[0].get("budget", {})
         out[key] = {
             "seeds": len(recs),
@@ -60,6 +87,7 @@ def summarise(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[s
             "log_z_error": median_range(e for e in errors if e is not None),
             "log_z_errors": errors,
             "reverse_ess": median_range(e for e in ess if e is not None)[0],
+            "evals": median_range(spent)[0] if spent else None,
             "findings": sorted({f for r in recs for f in r.get("train", {}).get("findings", [])}),
             "budget": budget.get("name", ""),
             "train_steps": budget.get("train_steps"),
@@ -84,7 +112,8 @@ def _cell(s: dict[str, Any] | None) -> str:
     if s["diverged"] or s["error"]:
         runs += f" ({s['diverged']} diverged, {s['error']} error)"
     flagged = f", {s['accuracy_failed']} flagged" if s["accuracy_failed"] else ""
-    return f"{err}; ESS {_fmt(s['reverse_ess'])}; {runs}{flagged}"
+    evals = f"; {s['evals']:.2g} evals" if s.get("evals") else ""
+    return f"{err}; ESS {_fmt(s['reverse_ess'])}{evals}; {runs}{flagged}"
 
 
 def _short(key: str) -> str:
@@ -112,6 +141,22 @@ def tuning_lines(
     return lines
 
 
+def _beside_baselines(
+    target: str, judged: dict[tuple[str, str], dict[str, Any]], learned: list[str], baselines: list[str]
+) -> str:
+    """`; best learned median … vs baselines …` for the tally line of `target` (empty without both)."""
+
+    def median(m: str) -> float | None:
+        s = judged.get((target, m))
+        return s["log_z_error"][0] if s and s["ok"] and math.isfinite(s["log_z_error"][0]) else None
+
+    ranked = sorted((e, m) for m in learned if (e := median(m)) is not None)
+    base = [f"`{m}` {_fmt(e)}" for m in baselines if (e := median(m)) is not None]
+    if not ranked or not base:
+        return ""
+    return f"; best learned median {_fmt(ranked[0][0])} (`{ranked[0][1]}`) vs baselines {', '.join(base)}"
+
+
 def robustness_report(
     sections: Sequence[RecordSet],
     *,
@@ -132,7 +177,8 @@ def robustness_report(
     if not judged:
         raise ValueError(f"no records under {sections[-1][1]} (the judged set {judged_label!r})")
     targets = sorted({t for t, _ in judged})
-    methods = sorted({m for _, m in judged})
+    methods = sorted({m for _, m in judged}, key=lambda m: (is_baseline(m), m))
+    learned = [m for m in methods if not is_baseline(m)]
     lines = [
         "# Robustness of the learned methods",
         "",
@@ -160,28 +206,33 @@ def robustness_report(
             if (target, method) not in judged:
                 continue
             cells = [_cell(summaries[label].get((target, method))) for label, _ in sections]
-            lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+            name = f"`{method}` (baseline)" if is_baseline(method) else f"`{method}`"
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         findings = {
             m: judged[(target, m)]["findings"] for m in methods if judged.get((target, m), {}).get("findings")
         }
         if findings:
             lines += ["", f"Training findings ({judged_label}):"]
             lines += [f"- `{m}`: {'; '.join(f)}" for m, f in findings.items()]
+        cited = published_lines(target)
+        if cited:
+            lines += ["", *cited]
     tally = {
         t: sorted(
             m
-            for m in methods
+            for m in learned
             if (s := judged.get((t, m)))
             and s["ok"] == s["seeds"]
             and all(e is not None and e <= threshold for e in s["log_z_errors"])
         )
         for t in targets
     }
-    diverged = sorted({m for (t, m), s in judged.items() if s["diverged"] or s["error"]})
+    diverged = sorted({m for (t, m), s in judged.items() if (s["diverged"] or s["error"]) and m in learned})
     lines += ["", f"## Tally ({judged_label})", ""]
     lines += [
-        f"- {t}: {len(tally[t])} method(s) with |log Ẑ − log Z| ≤ {threshold} on every seed"
+        f"- {t}: {len(tally[t])} learned method(s) with |log Ẑ − log Z| ≤ {threshold} on every seed"
         + (f" ({', '.join(f'`{m}`' for m in tally[t])})" if tally[t] else "")
+        + _beside_baselines(t, judged, learned, [m for m in methods if m not in learned])
         for t in targets
     ]
     lines.append(

@@ -105,3 +105,22 @@ def test_the_report_lists_the_tuned_settings(tmp_path):
     runs = _write(tmp_path / "runs", [_record("good", "gmm25", 0, error=0.01)])
     markdown, _ = robustness_report([("r", runs)], tuned_dir=tuned)
     assert "## Tuned settings" in markdown and "learning_rate 0.003" in markdown
+
+
+def test_baselines_are_the_yardstick_not_the_judged(tmp_path):
+    """SMC in the judged set is listed as a baseline beside the learned methods, left out of the
+    tally and of the divergence list, and the target's published values follow its table."""
+    records = [
+        *(_record("smc", "funnel10", s, error=0.1) for s in range(3)),
+        _record("smc", "funnel10", 3, status="diverged"),
+        *(_record("good", "funnel10", s, error=0.3 + s / 10) for s in range(3)),
+    ]
+    for r in records:
+        r["budget_spent"] = {"spent_evals": 2.0e7}
+    markdown, summary = robustness_report([("r", _write(tmp_path / "runs", records))])
+    assert summary["tally"] == {"funnel10": []} and summary["diverged"] == []
+    row = "| `smc` (baseline) | 0.1 [0.1, 0.1]; ESS 0.5; 2e+07 evals; 3/4 (1 diverged, 0 error) |"
+    assert row in markdown
+    assert markdown.index("| `good` |") < markdown.index("| `smc` (baseline) |")
+    assert "best learned median 0.4 (`good`) vs baselines `smc` 0.1" in markdown
+    assert "Published values with the same definitions" in markdown and "Sendera" in markdown
