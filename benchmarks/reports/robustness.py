@@ -11,7 +11,8 @@ suite, the robustness suite's records last) and writes, per target and method, o
   (never the training probe);
 - **reverse ESS**: median over the `ok` seeds;
 - **evaluations**: the median energy + gradient evaluations a seed spent (training and the final
-  sampling; the tuning search is counted apart, in the record's `cost/tuning_evals`);
+  sampling; the tuning search is counted apart, in the record's `cost/tuning_evals`) and the median
+  training steps they bought (the budget stops a trajectory method long before the step cap);
 - the training findings of the seeds (e.g. a buffer ESS collapse, `benchmarks/grid/findings.py`).
 
 Baselines (registered methods with a fixed schedule of work: SMC, AIS, MCMC) run in the same suite
@@ -77,6 +78,7 @@ def summarise(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[s
         errors = [_num(r.get("metrics", {}).get("logZ/error")) for r in ok]
         ess = [_num(r.get("metrics", {}).get("ess/reverse")) for r in ok]
         spent = [e for e in map(_spent, ok) if e is not None]
+        steps = [e for r in ok if (e := _num(r.get("metrics", {}).get("cost/train_steps"))) is not None]
         budget = recs[0].get("budget", {})
         out[key] = {
             "seeds": len(recs),
@@ -88,6 +90,7 @@ def summarise(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[s
             "log_z_errors": errors,
             "reverse_ess": median_range(e for e in ess if e is not None)[0],
             "evals": median_range(spent)[0] if spent else None,
+            "steps": median_range(steps)[0] if steps else None,
             "findings": sorted({f for r in recs for f in r.get("train", {}).get("findings", [])}),
             "budget": budget.get("name", ""),
             "train_steps": budget.get("train_steps"),
@@ -113,6 +116,7 @@ def _cell(s: dict[str, Any] | None) -> str:
         runs += f" ({s['diverged']} diverged, {s['error']} error)"
     flagged = f", {s['accuracy_failed']} flagged" if s["accuracy_failed"] else ""
     evals = f"; {s['evals']:.2g} evals" if s.get("evals") else ""
+    evals += f" ({s['steps']:.0f} steps)" if s.get("steps") else ""
     return f"{err}; ESS {_fmt(s['reverse_ess'])}{evals}; {runs}{flagged}"
 
 
