@@ -118,11 +118,12 @@ def test_baselines_are_the_yardstick_not_the_judged(tmp_path):
     for r in records:
         r["budget_spent"] = {"spent_evals": 2.0e7}
     records[-1]["metrics"]["cost/train_steps"] = 750.0
+    records[-1]["metrics"]["logZ/elbo_gap"] = 1.1
     markdown, summary = robustness_report([("r", _write(tmp_path / "runs", records))])
     assert summary["tally"] == {"funnel10": []} and summary["diverged"] == []
     row = "| `smc` (baseline) | 0.1 [0.1, 0.1]; ESS 0.5; 2e+07 evals; 3/4 (1 diverged, 0 error) |"
     assert row in markdown
     assert markdown.index("| `good` |") < markdown.index("| `smc` (baseline) |")
-    assert "| `good` | 0.4 [0.3, 0.5]; ESS 0.5; 2e+07 evals (750 steps); 3/3 |" in markdown
+    assert "| `good` | 0.4 [0.3, 0.5]; ELBO gap 1.1; ESS 0.5; 2e+07 evals (750 steps); 3/3 |" in markdown
     assert "best learned median 0.4 (`good`) vs baselines `smc` 0.1" in markdown
     assert "Published values with the same definitions" in markdown and "Sendera" in markdown
