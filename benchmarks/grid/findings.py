@@ -12,6 +12,15 @@ Both come from `diagnosis`, also for a run that diverged (from the chunks comple
 
 A rule reads one `Info` field, so it applies to every method whose `Info` has that field and to no
 other; a new diagnostic is a new entry of `RULES`.
+
+One finding reads the whole run instead of a chunk (`regressions`, from the `info` summary, so it can
+also be read off a record written before it existed): training that moves *away* from the target,
+
+    ELBO_best − ELBO_last > max(10 nats, |ELBO_best| / 2)     (chunk means of `Info.elbo`),
+
+which no pointwise rule sees and which never goes non-finite (e.g. a loss whose fixed point is not
+the target on this problem): the run is `ok`, its sampler got worse the longer it trained. The
+training ELBO needs no reference samples and no true log Z.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["RULES", "Rule", "diagnosis", "findings", "info_summary"]
+__all__ = ["RULES", "Rule", "diagnosis", "findings", "info_summary", "record_findings", "regressions"]
 
 
 class Rule(NamedTuple):
@@ -108,8 +117,39 @@ def findings(history: Mapping[str, Any], rules: tuple[Rule, ...] = RULES) -> lis
     return out
 
 
+# ELBO regression: the last chunk below the best by more than
+# max(REGRESSION_NATS, |best| * REGRESSION_FRACTION).
+REGRESSION_NATS = 10.0
+REGRESSION_FRACTION = 0.5
+
+
+def regressions(info: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The finding of a training ELBO that ended far below its best chunk (module doc), from an
+    `info_summary`; empty when the field is missing or not finite."""
+    elbo = info.get("elbo", {})
+    best, last = elbo.get("max"), elbo.get("last")
+    if best is None or last is None or not np.isfinite([best, last]).all():
+        return []
+    if best - last <= max(REGRESSION_NATS, abs(best) * REGRESSION_FRACTION):
+        return []
+    at = f" at step {elbo['max_step']}" if elbo.get("max_step") is not None else ""
+    return [
+        f"training ELBO fell from its best {best:.3g}{at} to {last:.3g} at the end "
+        "(training moved away from the target)"
+    ]
+
+
 def diagnosis(history: Mapping[str, Any]) -> dict[str, Any]:
-    """`{"info": info_summary, "findings": findings}` of a training history, without the probe's
-    `eval/` columns."""
+    """`{"info": info_summary, "findings": findings + regressions}` of a training history, without
+    the probe's `eval/` columns."""
     info_history = {k: v for k, v in history.items() if not k.startswith("eval/")}
-    return {"info": info_summary(info_history), "findings": findings(info_history)}
+    info = info_summary(info_history)
+    return {"info": info, "findings": findings(info_history) + regressions(info)}
+
+
+def record_findings(train: Mapping[str, Any] | None) -> list[str]:
+    """The findings of a record's `train` entry: the stored ones plus `regressions` of its `info`
+    (so a record written before that finding existed shows it too), without repeats."""
+    train = train or {}
+    stored = list(train.get("findings", []))
+    return stored + [f for f in regressions(train.get("info", {})) if f not in stored]

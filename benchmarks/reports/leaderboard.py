@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.grid.findings import record_findings
 from benchmarks.grid.records import (
     RecordError,
     atomic_write_text,
@@ -187,7 +188,7 @@ def aggregate(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, str], 
                 {
                     f"seed {r['seed']}: {'; '.join(found)}"
                     for r in recs
-                    if (found := (r.get("train") or {}).get("findings"))
+                    if (found := record_findings(r.get("train")))
                 }
             ),
             "stats": stats,

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import samplers
+from benchmarks.grid.findings import record_findings, regressions
 from benchmarks.grid.records import iter_records
 from benchmarks.grid.tune import tuned_file
 from benchmarks.reports.leaderboard import median_range
@@ -95,7 +96,8 @@ def summarise(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[s
             "elbo_gap": median_range(gaps)[0] if gaps else None,
             "evals": median_range(spent)[0] if spent else None,
             "steps": median_range(steps)[0] if steps else None,
-            "findings": sorted({f for r in recs for f in r.get("train", {}).get("findings", [])}),
+            "findings": sorted({f for r in recs for f in record_findings(r.get("train"))}),
+            "regressed": sum(bool(regressions((r.get("train") or {}).get("info", {}))) for r in ok),
             "budget": budget.get("name", ""),
             "train_steps": budget.get("train_steps"),
             "num_samples": recs[0].get("num_samples"),
@@ -249,6 +251,13 @@ def robustness_report(
     lines.append(
         "- diverged or errored on some seed: "
         + (", ".join(f"`{m}`" for m in diverged) if diverged else "none")
+    )
+    regressed = sorted(
+        {f"`{m}` on {t} ({s['regressed']}/{s['ok']})" for (t, m), s in judged.items() if s.get("regressed")}
+    )
+    lines.append(
+        "- ok, but the training ELBO ended far below its best (training moved away from the target; "
+        "`benchmarks/grid/findings.py`): " + (", ".join(regressed) if regressed else "none")
     )
     lines += ["", "## Tuned settings", ""]
     lines += [

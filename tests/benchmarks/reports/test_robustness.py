@@ -127,3 +127,14 @@ def test_baselines_are_the_yardstick_not_the_judged(tmp_path):
     assert "| `good` | 0.4 [0.3, 0.5]; ELBO gap 1.1; ESS 0.5; 2e+07 evals (750 steps); 3/3 |" in markdown
     assert "best learned median 0.4 (`good`) vs baselines `smc` 0.1" in markdown
     assert "Published values with the same definitions" in markdown and "Sendera" in markdown
+
+
+def test_a_run_whose_training_moved_away_from_the_target_is_named(tmp_path):
+    drifter = _record("drifter", "funnel10", 0, error=240.0)
+    drifter["train"]["info"] = {"elbo": {"last": -344.0, "max": -3.7, "max_step": 300}}
+    markdown, summary = robustness_report([("r", _write(tmp_path / "runs", [drifter]))])
+    assert summary["cells"]["r"]["funnel10/drifter"]["regressed"] == 1
+    assert (
+        "moved away from the target; `benchmarks/grid/findings.py`): `drifter` on funnel10 (1/1)" in markdown
+    )
+    assert "training ELBO fell from its best -3.7 at step 300 to -344" in markdown  # training findings
