@@ -138,3 +138,18 @@ def test_a_run_whose_training_moved_away_from_the_target_is_named(tmp_path):
         "moved away from the target; `benchmarks/grid/findings.py`): `drifter` on funnel10 (1/1)" in markdown
     )
     assert "training ELBO fell from its best -3.7 at step 300 to -344" in markdown  # training findings
+
+
+def test_the_tally_says_when_a_target_has_no_learned_run_or_no_log_z(tmp_path):
+    records = [
+        _record("smc", "gmm25", 0, error=0.01),
+        _record("good", "dw4", 0),  # particle target: no reference log Z
+        *(_record("good", "funnel10", s, error=0.1) for s in range(2)),
+    ]
+    markdown, _ = robustness_report([("r", _write(tmp_path / "runs", records))])
+    assert "- gmm25: no learned method recorded yet" in markdown
+    assert "- dw4: 1 learned method(s) recorded; no |log Ẑ − log Z| (no reference log Z)" in markdown
+    assert (
+        "- funnel10: 1 of 1 learned method(s) recorded with |log Ẑ − log Z| ≤ 0.2 on every seed (`good`)"
+        in markdown
+    )
