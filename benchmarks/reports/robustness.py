@@ -219,7 +219,8 @@ def robustness_report(
         "the median ELBO gap log Z − ELBO, the median reverse ESS, the median energy + gradient "
         "evaluations spent and training steps taken, ok/seeds with the diverged and error counts, and "
         "the seeds whose accuracy flag failed (`benchmarks/metrics/accuracy.py`). Baselines (SMC, AIS) "
-        "ran at the same budgets and are not judged.",
+        "ran at the same budgets and are not judged; SMC's weights are dependent through resampling "
+        "(`log w_i = log Ẑ + log N W_i`), so its 'ELBO gap' is not that of a variational bound.",
         "",
         "Record sets:",
     ]
