@@ -153,3 +153,12 @@ def test_the_tally_says_when_a_target_has_no_learned_run_or_no_log_z(tmp_path):
         "- funnel10: 1 of 1 learned method(s) recorded with |log Ẑ − log Z| ≤ 0.2 on every seed (`good`)"
         in markdown
     )
+
+
+def test_a_pass_resting_on_a_loose_estimate_is_marked(tmp_path):
+    records = [_record("lucky", "many_well32", s, error=0.04) for s in range(3)]
+    for r, se in zip(records, (0.47, 0.05, 0.3), strict=True):
+        r["metrics"]["logZ/se"] = se
+    markdown, summary = robustness_report([("r", _write(tmp_path / "runs", records))])
+    assert summary["tally"] == {"many_well32": ["lucky"]}
+    assert "(`lucky` (2 seed(s) with a standard error above 0.2))" in markdown
