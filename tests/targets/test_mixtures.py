@@ -287,4 +287,11 @@ def test_mog_generator_reproduces_the_shipped_arrays():
     if (record["versions"]["numpy"], record["versions"]["scipy"]) != (np.__version__, scipy.__version__):
         pytest.skip("installed numpy/scipy differ from the versions that generated the shipped file")
     generator = load_script("generate_mog50")
-    assert generator.content_sha256(generator.build(record["seed"])) == record["content_sha256"]
+    built = generator.build(record["seed"])
+    # Not bit for bit: scipy's Wishart draw multiplies matrices through BLAS, whose kernels (chosen by
+    # CPU) round the 50-D covariances differently in the last bits (2.7e-15 relative between two
+    # x86 machines); the random stream itself is frozen, so anything beyond rounding is a real change.
+    with np.load(MOG_DATA_PATH) as shipped:
+        assert sorted(built) == sorted(shipped.files)
+        for name, value in built.items():
+            np.testing.assert_allclose(value, shipped[name], rtol=1e-12, atol=1e-12, err_msg=name)
