@@ -8,6 +8,7 @@ definition matches ours are listed; the JSON's `_doc` and each source's entry st
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,15 @@ LABELS = {
 }
 
 
+@functools.cache
+def _table() -> dict[str, Any]:
+    """The shipped table, read once per process (every target's table, figure and report line reads it)."""
+    return json.loads(PUBLISHED.read_text())
+
+
 def published(target: str) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """`({metric key: rows}, {source: citation})` of `target`; no rows for an unlisted target."""
-    table = json.loads(PUBLISHED.read_text())
+    table = _table()
     return table["targets"].get(target, {}), table["sources"]
 
 
