@@ -362,7 +362,8 @@ def _tune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--suite",
         help="tune every (method, target) of this suite that has a search (filtered by --method/--target); "
-        "pairs whose tuning file already holds this search are skipped unless --force",
+        "pairs whose tuning file already holds this search are skipped unless --force, and a file that "
+        "holds it but not its declared extension runs only the extension's trials",
     )
     p.add_argument(
         "--force", action="store_true", help="with --suite: search again where a tuning file exists"
@@ -385,7 +386,7 @@ def _tune(args: argparse.Namespace) -> int:
     import samplers
     import targets
     from benchmarks.grid.suites import load_suite
-    from benchmarks.grid.tune import TUNED_DIR, TuneSettings, suite_pairs, tune, tuned_done
+    from benchmarks.grid.tune import TUNED_DIR, TuneSettings, edge_keys, suite_pairs, tune, tuned_done
 
     for m in args.method or []:
         samplers.get(m)  # unknown names: exit 2 with the valid ones
@@ -413,16 +414,19 @@ def _tune(args: argparse.Namespace) -> int:
     for i, (m, t) in enumerate(todo):
         start = time.perf_counter()
         try:
-            rec = tune(m, t, settings, out_dir=out)
+            rec = tune(m, t, settings, out_dir=out, resume=bool(args.suite) and not args.force)
         except ValueError as err:  # e.g. the method does not apply to the target: say so, go on
             print(f"[{i + 1}/{len(todo)}] {m} on {t}: not tuned ({err})")
             failed += 1
             continue
         failed += rec["status"] != "ok"
+        extended = sum(bool(tr.get("extension")) for tr in rec["trials"])
+        edge = edge_keys(rec)
         print(
             f"[{i + 1}/{len(todo)}] {m} on {t}: {rec['status']}, chosen {rec['chosen']} "
-            f"({len(rec['trials'])} trials, {rec['tuning_evals']:.3g} evaluations, "
-            f"{time.perf_counter() - start:.0f} s)"
+            f"({len(rec['trials'])} trials, {extended} of them extending the space, "
+            f"{rec['tuning_evals']:.3g} evaluations, {time.perf_counter() - start:.0f} s)"
+            + (f"; still on the edge of the values tried: {', '.join(edge)}" if edge else "")
         )
     return 1 if failed else 0
 

@@ -15,6 +15,15 @@ trial within one standard error of it with a higher reverse ESS wins instead. A 
 diverges or raises is recorded and loses. Every trial's energy + gradient evaluations (training
 and scoring) are summed into `tuning_evals`, which the grid adds to the cost of a tuned cell.
 
+A winner on the edge of what was tried says the optimum may lie outside it. The declared
+*extension* (`"extend"` in the same file: per key, ordered values `above` and `below` the space)
+then walks outward one value at a time: while the winner's value of an extendable key is the
+largest (smallest) value tried, the next `above` (`below`) value is tried with the winner's other
+settings, and the winner is chosen again over all trials. The walk stops when an interior value
+wins or the declared values run out; `edge_keys` names the keys whose chosen value still sits on
+the edge of everything tried (the report marks them). A tuning file written before an extension
+was declared is resumed: its trials are kept and only the extension's trials run.
+
 The result is written atomically to `benchmarks/grid/configs/tuned/<method>__<target>.json`: the
 chosen overrides, the space, every trial with its scores and cost, the seed and steps, the commit
 and the hardware; `tuned_overrides` reads it back. Unweighted samplers (NUTS, MALA) have no ELBO
@@ -42,6 +51,9 @@ __all__ = [
     "SEARCH_SPACES",
     "TUNED_DIR",
     "TuneSettings",
+    "edge_keys",
+    "next_extension",
+    "search_extension",
     "search_space",
     "suite_pairs",
     "trials_of",
@@ -68,6 +80,70 @@ def search_space(method: str, path: str | os.PathLike = SEARCH_SPACES) -> dict[s
     if spec.train_steps is not None:
         raise ValueError(f"{method} has no declared search space in {path} (it trains nothing)")
     return dict(table["default_learned"])
+
+
+def search_extension(method: str, path: str | os.PathLike = SEARCH_SPACES) -> dict[str, dict[str, list]]:
+    """The declared edge extension of `method`'s search: `{key: {"above": [...], "below": [...]}}` for
+    the keys of its space that have one (empty when none)."""
+    return _extension_of(search_space(method, path), path)
+
+
+def _extension_of(
+    space: Mapping[str, Any], path: str | os.PathLike = SEARCH_SPACES
+) -> dict[str, dict[str, list]]:
+    table = json.loads(Path(path).read_text())
+    return {
+        k: {side: list(v.get(side, [])) for side in ("above", "below")}
+        for k, v in table.get("extend", {}).items()
+        if k in space
+    }
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _tried(trials: list[dict[str, Any]], key: str) -> list[float]:
+    return [t["overrides"][key] for t in trials if _numeric(t.get("overrides", {}).get(key))]
+
+
+def edge_keys(record: Mapping[str, Any]) -> list[str]:
+    """The numeric keys of a tuning record's chosen configuration that are the largest or smallest
+    value of that key among its trials (with at least two values tried): the search may not have
+    bracketed the optimum there."""
+    chosen, trials = record.get("chosen", {}), record.get("trials", [])
+    out = []
+    for key, value in sorted(chosen.items()):
+        values = _tried(trials, key)
+        if _numeric(value) and len(set(values)) > 1 and value in (max(values), min(values)):
+            out.append(key)
+    return out
+
+
+def next_extension(
+    trials: list[dict[str, Any]], extend: Mapping[str, Mapping[str, list]]
+) -> dict[str, Any] | None:
+    """The next trial of the edge extension, or None when the search is bracketed (see the module
+    docstring): the winner's overrides with one extendable key moved to the next declared value
+    beyond the largest (`above`) or smallest (`below`) value tried."""
+    best = _winner(trials)
+    if best is None:
+        return None
+    tried = [t["overrides"] for t in trials]
+    for key in sorted(extend):
+        value = best["overrides"].get(key)
+        values = _tried(trials, key)
+        if not _numeric(value):
+            continue
+        for side, edge, sign in (("above", max, 1), ("below", min, -1)):
+            if value != edge(values):
+                continue
+            options = sorted(
+                (x for x in extend[key].get(side, []) if sign * (x - value) > 0), key=lambda x: sign * x
+            )
+            if options and {**best["overrides"], key: options[0]} not in tried:
+                return {**best["overrides"], key: options[0]}
+    return None
 
 
 def trials_of(
@@ -132,7 +208,7 @@ def _run_trial(
 
 
 def _winner(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
-    ok = [t for t in trials if t["status"] == "ok" and math.isfinite(t["elbo"])]
+    ok = [t for t in trials if t.get("status") == "ok" and math.isfinite(t.get("elbo", -math.inf))]
     if not ok:
         return None
     best = max(ok, key=lambda t: t["elbo"])
@@ -162,9 +238,15 @@ def tune(
     *,
     out_dir: str | os.PathLike | None = None,
     space: Mapping[str, list[Any]] | None = None,
+    extend: Mapping[str, Mapping[str, list]] | None = None,
+    resume: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the search of `method` on `target` and write its tuning file (see the module docstring)."""
+    """Run the search of `method` on `target` and write its tuning file (see the module docstring).
+
+    `space` and `extend` default to the declared ones; `resume` keeps the trials of an existing
+    tuning file of the same search and runs only what its extension still needs.
+    """
     steps, num_eval, max_trials, seed = settings.steps, settings.num_eval, settings.max_trials, settings.seed
     from benchmarks.perf.cells import build_cell
 
@@ -179,9 +261,12 @@ def tune(
         raise ValueError(
             f"search space of {method}: {unknown} are not fields of {type(base.config).__name__}"
         )
-    defaults = {k: _get(base.config, k) for k in space}
-    trials = []
-    for i, overrides in enumerate(trials_of(space, defaults, max_trials)):
+    extend = dict(extend if extend is not None else _extension_of(space))
+    unknown = sorted(k for k in extend if k not in space)
+    if unknown:
+        raise ValueError(f"extension of {method}: {unknown} are not keys of its search space")
+
+    def trial(overrides: dict[str, Any], **mark: Any) -> None:
         try:
             result = {"status": "ok", **_run_trial(method, target, overrides, steps, num_eval, seed)}
         except Exception as err:  # noqa: BLE001 - a failed trial is recorded and loses
@@ -193,11 +278,21 @@ def tune(
                 "reverse_ess": 0.0,
                 "evals": 0.0,
             }
-        trials.append({"overrides": overrides, **result})
+        trials.append({"overrides": overrides, **result, **mark})
         log(
-            f"tune {method} on {target}: trial {i + 1} {overrides} -> ELBO {result['elbo']:.4g} "
+            f"tune {method} on {target}: trial {len(trials)} {overrides} -> ELBO {result['elbo']:.4g} "
             f"± {result['elbo_se']:.2g}, reverse ESS {result['reverse_ess']:.3g} ({result['status']})"
         )
+
+    previous = _resumable(tuned_file(method, target, out_dir), settings, space) if resume else None
+    trials: list[dict[str, Any]] = list(previous["trials"]) if previous else []
+    if previous:
+        log(f"tune {method} on {target}: {len(trials)} trials kept from the existing tuning file")
+    else:
+        for overrides in trials_of(space, {k: _get(base.config, k) for k in space}, max_trials):
+            trial(overrides)
+    while (overrides := next_extension(trials, extend)) is not None:
+        trial(overrides, extension=True, commit=git_commit())
     best = _winner(trials)
     record = {
         "method": method,
@@ -206,27 +301,24 @@ def tune(
         "status": "ok" if best is not None else "failed",
         "criterion": "highest ELBO on fresh samples; within one SE, highest reverse ESS",
         "space": space,
+        "extend": extend,
         "trials": trials,
         "tuning_evals": float(sum(t["evals"] for t in trials)),
         "steps": steps,
         "num_eval": num_eval,
         "seed": seed,
-        "commit": git_commit(),
-        "hardware": environment(),
+        "commit": previous["commit"] if previous else git_commit(),
+        "hardware": previous["hardware"] if previous else environment(),
     }
     atomic_write_json(tuned_file(method, target, out_dir), record)
     return record
 
 
-def tuned_done(
-    method: str, target: str, settings: TuneSettings, directory: str | os.PathLike | None = None
-) -> bool:
-    """Whether a tuning file of `(method, target)` exists that this search would write again: same
-    steps, scoring samples, seed and declared space, and at least as many trials (a re-run would
-    repeat it)."""
-    path = tuned_file(method, target, directory)
+def _resumable(path: Path, settings: TuneSettings, space: Mapping[str, list[Any]]) -> dict[str, Any] | None:
+    """The tuning record at `path` when it holds this search's trials (same steps, scoring samples,
+    seed and space, and all its trials): the extension can go on from it instead of searching again."""
     if not path.is_file():
-        return False
+        return None
     try:
         rec = json.loads(path.read_text())
         same = (rec["steps"], rec["num_eval"], rec["seed"]) == (
@@ -234,13 +326,24 @@ def tuned_done(
             settings.num_eval,
             settings.seed,
         )
-        return (
-            same
-            and rec["space"] == search_space(method)
-            and len(rec["trials"])
-            >= min(settings.max_trials, len(trials_of(rec["space"], {}, settings.max_trials)))
-        )
-    except (ValueError, KeyError, TypeError):  # unreadable file, or a method without a declared space
+        base = [t for t in rec["trials"] if not t.get("extension")]
+        full = len(base) >= min(settings.max_trials, len(trials_of(space, {}, settings.max_trials)))
+        return rec if same and rec["space"] == dict(space) and full else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def tuned_done(
+    method: str, target: str, settings: TuneSettings, directory: str | os.PathLike | None = None
+) -> bool:
+    """Whether a tuning file of `(method, target)` exists that this search would write again: same
+    steps, scoring samples, seed and declared space, at least as many trials (a re-run would repeat
+    it), and no step of the declared extension left to try."""
+    try:
+        space = search_space(method)
+        rec = _resumable(tuned_file(method, target, directory), settings, space)
+        return rec is not None and next_extension(rec["trials"], search_extension(method)) is None
+    except (ValueError, KeyError, TypeError):  # a method without a declared space
         return False
 
 

@@ -44,7 +44,7 @@ from typing import Any
 import samplers
 from benchmarks.grid.findings import record_findings, regressions
 from benchmarks.grid.records import iter_records
-from benchmarks.grid.tune import tuned_file
+from benchmarks.grid.tune import edge_keys, tuned_file
 from benchmarks.reports.leaderboard import median_range
 from benchmarks.reports.published import published_lines
 
@@ -141,7 +141,8 @@ def tuning_lines(
 ) -> list[str]:
     """A Markdown table of the chosen settings per method (rows) and target (columns) from the tuning
     files of `tiltbench tune` (`directory`: the shipped ones), with each search's trial count and
-    evaluations; "—" where a pair has no tuning file."""
+    evaluations; "—" where a pair has no tuning file; "(edge)" after a value that is the largest or
+    smallest of its key's trials (`edge_keys`: the search did not bracket it)."""
     lines = ["| method | " + " | ".join(targets) + " |", "|---" * (len(targets) + 1) + "|"]
     for method in methods:
         cells = []
@@ -151,7 +152,14 @@ def tuning_lines(
                 cells.append("—")
                 continue
             rec = json.loads(path.read_text())
-            chosen = ", ".join(f"{_short(k)} {v}" for k, v in sorted(rec["chosen"].items())) or "failed"
+            edge = edge_keys(rec)
+            chosen = (
+                ", ".join(
+                    f"{_short(k)} {v}" + (" (edge)" if k in edge else "")
+                    for k, v in sorted(rec["chosen"].items())
+                )
+                or "failed"
+            )
             cells.append(f"{chosen} ({len(rec['trials'])} trials, {rec['tuning_evals']:.2g} evals)")
         lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
     return lines
@@ -292,7 +300,10 @@ def robustness_report(
         "Chosen by `tiltbench tune` (`benchmarks/grid/configs/tuned/`; each file keeps every trial): "
         "the highest ELBO on fresh samples after a short run, the reverse ESS breaking ties within one "
         "standard error. A cell's record names the values it ran with (`config.tuned`) and counts the "
-        "search's evaluations beside its own (`cost/tuning_evals`).",
+        "search's evaluations beside its own (`cost/tuning_evals`). Where the winning learning rate was the "
+        "largest or smallest tried, the search went on outward by the declared extension "
+        '(`benchmarks/grid/configs/search_spaces.json`) until an interior value won; "(edge)" marks a '
+        "value still on the edge of everything tried.",
         "",
         *tuning_lines(methods, targets, tuned_dir),
     ]

@@ -18,6 +18,9 @@ from benchmarks.grid.tune import (
     TuneSettings,
     _get,
     _winner,
+    edge_keys,
+    next_extension,
+    search_extension,
     search_space,
     suite_pairs,
     trials_of,
@@ -172,3 +175,103 @@ def test_a_suite_tunes_its_weighted_pairs_once_and_resumes(blind_target, tmp_pat
 
     with pytest.raises(SystemExit, match="give --suite, or both --method and --target"):
         cli.main(["tune", "--method", "pis"])
+
+
+@pytest.fixture
+def wide_target():
+    """N(0, 3² I) in 2-D: the best toy_is scale, 3, lies above a space of [0.5, 1] and the default 2."""
+    name = "tune_test_wide_gaussian"
+    targets.register_target(name, lambda x: -0.5 * jnp.sum(x**2) / 3.0**2, dim=2, overwrite=True)
+    yield name
+    targets.TARGETS.unregister(name)
+
+
+def test_a_winner_on_the_edge_extends_the_search_until_it_is_bracketed(wide_target, blind_target, tmp_path):
+    """ELBO = log Z − KL(N(0, s²) ‖ N(0, σ²)) peaks at s = σ: the walk goes outward while the edge
+    value wins and stops at the first value beyond the optimum."""
+    settings = TuneSettings(steps=1, num_eval=4096)
+    rec = tune(
+        "toy_is",
+        wide_target,
+        settings,
+        space={"scale": [0.5, 1.0]},
+        extend={"scale": {"above": [3.0, 8.0, 20.0], "below": []}},
+        out_dir=tmp_path,
+        log=lambda s: None,
+    )
+    assert [t["overrides"]["scale"] for t in rec["trials"]] == [2.0, 0.5, 1.0, 3.0, 8.0]  # 20 never tried
+    assert [bool(t.get("extension")) for t in rec["trials"]] == [False] * 3 + [True] * 2
+    assert rec["chosen"] == {"scale": 3.0} and edge_keys(rec) == []
+    assert rec["extend"] == {"scale": {"above": [3.0, 8.0, 20.0], "below": []}}
+    below = tune(
+        "toy_is",
+        blind_target,
+        settings,
+        space={"scale": [4.0, 8.0]},
+        extend={"scale": {"above": [], "below": [1.5, 0.25]}},
+        out_dir=tmp_path,
+        log=lambda s: None,
+    )
+    assert [t["overrides"]["scale"] for t in below["trials"]] == [2.0, 4.0, 8.0, 1.5, 0.25]
+    assert below["chosen"] == {"scale": 1.5}
+
+
+def test_an_extension_resumes_a_finished_search_without_repeating_it(wide_target, tmp_path):
+    settings = TuneSettings(steps=1, num_eval=1024)
+    space = {"scale": [0.5, 1.0]}
+    first = tune(
+        "toy_is", wide_target, settings, space=space, extend={}, out_dir=tmp_path, log=lambda s: None
+    )
+    assert first["chosen"] == {"scale": 2.0} and edge_keys(first) == ["scale"]  # the optimum lies above
+    lines = []
+    rec = tune(
+        "toy_is",
+        wide_target,
+        settings,
+        space=space,
+        extend={"scale": {"above": [3.0, 8.0]}},
+        out_dir=tmp_path,
+        resume=True,
+        log=lines.append,
+    )
+    assert "3 trials kept" in lines[0] and len(lines) == 3  # only the two extension trials ran
+    assert rec["trials"][:3] == first["trials"] and rec["commit"] == first["commit"]
+    assert rec["chosen"] == {"scale": 3.0} and rec["tuning_evals"] == 5 * 1024
+    other = tune(  # a different search is not resumed: it runs from the start
+        "toy_is",
+        wide_target,
+        TuneSettings(steps=2, num_eval=1024),
+        space=space,
+        extend={},
+        out_dir=tmp_path,
+        resume=True,
+        log=lines.append,
+    )
+    assert len(other["trials"]) == 3 and not any("kept" in s for s in lines[3:])
+
+
+def test_a_search_with_a_pending_extension_is_not_done(tmp_path):
+    """`pis` searches the declared learning rates; its declared extension goes above 3e-3."""
+    settings = TuneSettings(steps=50, num_eval=256, max_trials=3, seed=0)
+    ext = search_extension("pis")
+    assert ext["optim.learning_rate"]["above"][0] > max(search_space("pis")["optim.learning_rate"])
+
+    def trial(lr, elbo, **mark):
+        return {
+            "overrides": {"optim.learning_rate": lr},
+            "status": "ok",
+            "elbo": elbo,
+            "elbo_se": 0.01,
+            "reverse_ess": 0.5,
+            **mark,
+        }
+
+    base = [trial(1e-3, -2.0), trial(3e-4, -3.0), trial(3e-3, -1.0)]
+    record = {"steps": 50, "num_eval": 256, "seed": 0, "space": search_space("pis"), "trials": base}
+    tuned_file("pis", "gmm9", tmp_path).write_text(json.dumps(record))
+    assert next_extension(base, ext) == {"optim.learning_rate": ext["optim.learning_rate"]["above"][0]}
+    assert not tuned_done("pis", "gmm9", settings, tmp_path)  # 3e-3 won on the edge: extend
+    record["trials"] = [*base, trial(ext["optim.learning_rate"]["above"][0], -1.5, extension=True)]
+    tuned_file("pis", "gmm9", tmp_path).write_text(json.dumps(record))
+    assert tuned_done("pis", "gmm9", settings, tmp_path)  # the next value up lost: bracketed
+    assert next_extension([trial(1e-3, -1.0), trial(3e-4, -3.0), trial(3e-3, -2.0)], ext) is None

@@ -99,8 +99,16 @@ def test_the_report_lists_the_tuned_settings(tmp_path):
             "tuning_evals": 7.4e4,
         },
     )
+    lr = [{"overrides": {"optim.learning_rate": v}} for v in (1e-3, 3e-3)]
+    atomic_write_json(
+        tuned / "good__funnel10.json",
+        {"chosen": {"optim.learning_rate": 0.003}, "trials": lr, "tuning_evals": 10.0},
+    )
     lines = tuning_lines(["good", "other"], ["gmm25", "funnel10"], tuned)
-    assert lines[2] == "| `good` | ema_decay None, learning_rate 0.003 (6 trials, 7.4e+04 evals) | — |"
+    assert lines[2] == (
+        "| `good` | ema_decay None, learning_rate 0.003 (6 trials, 7.4e+04 evals) "
+        "| learning_rate 0.003 (edge) (2 trials, 10 evals) |"
+    )
     assert lines[3] == "| `other` | — | — |"
     runs = _write(tmp_path / "runs", [_record("good", "gmm25", 0, error=0.01)])
     markdown, _ = robustness_report([("r", runs)], tuned_dir=tuned)
