@@ -44,11 +44,11 @@ from typing import Any
 import samplers
 from benchmarks.grid.findings import record_findings, regressions
 from benchmarks.grid.records import iter_records
-from benchmarks.grid.tune import edge_keys, tuned_file
+from benchmarks.grid.tune import edge_keys, tuned_file, tuned_overrides
 from benchmarks.reports.leaderboard import median_range
 from benchmarks.reports.published import published_lines
 
-__all__ = ["RecordSet", "is_baseline", "robustness_report", "summarise", "tuning_lines"]
+__all__ = ["RecordSet", "is_baseline", "robustness_report", "summarise", "superseded", "tuning_lines"]
 
 RecordSet = tuple[str, str | Path]  # (label, directory of records)
 
@@ -74,8 +74,25 @@ def _spent(record: dict[str, Any]) -> float | None:
     return _num(spent)
 
 
-def summarise(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """`{(target, method): summary}` over the seeds of each (target, method) (see the module doc)."""
+def superseded(record: dict[str, Any], tuned_dir: str | Path | None = None) -> bool:
+    """Whether a record ran with tuned values that its pair's tuning file (in `tuned_dir`: the shipped
+    one) no longer chooses: a later search moved them, and the cell is due to run again. A record
+    without its config says nothing and is not counted."""
+    if not isinstance(record.get("config"), dict):
+        return False
+    try:
+        current = tuned_overrides(record["method"], record["target"], tuned_dir)[0]
+    except ValueError:
+        return False
+    return record["config"].get("tuned", {}) != current
+
+
+def summarise(
+    records: Iterable[dict[str, Any]], tuned_dir: str | Path | None = None, check_tuning: bool = False
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """`{(target, method): summary}` over the seeds of each (target, method) (see the module doc);
+    with `check_tuning`, `superseded` counts the seeds run with tuned values that the tuning files
+    in `tuned_dir` no longer choose."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in records:
         groups[(r["target"], r["method"])].append(r)
@@ -107,6 +124,7 @@ def summarise(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[s
             "train_steps": budget.get("train_steps"),
             "num_samples": recs[0].get("num_samples"),
             "commits": sorted({str(r.get("commit", ""))[:7] for r in recs}),
+            "superseded": sum(superseded(r, tuned_dir) for r in recs) if check_tuning else 0,
         }
     return out
 
@@ -126,6 +144,7 @@ def _cell(s: dict[str, Any] | None) -> str:
     if s["diverged"] or s["error"]:
         runs += f" ({s['diverged']} diverged, {s['error']} error)"
     flagged = f", {s['accuracy_failed']} flagged" if s["accuracy_failed"] else ""
+    flagged += f", {s['superseded']} with superseded tuning" if s.get("superseded") else ""
     evals = f"; {s['evals']:.2g} evals" if s.get("evals") else ""
     evals += f" ({s['steps']:.0f} steps)" if s.get("steps") else ""
     gap = f"; ELBO gap {_fmt(s['elbo_gap'])}" if s.get("elbo_gap") is not None else ""
@@ -222,8 +241,11 @@ def robustness_report(
     """
     if not sections:
         raise ValueError("robustness_report needs at least one (label, directory) record set")
-    summaries = {label: summarise(iter_records(path)) for label, path in sections}
     judged_label = sections[-1][0]
+    summaries = {
+        label: summarise(iter_records(path), tuned_dir, check_tuning=label == judged_label)
+        for label, path in sections
+    }
     judged = summaries[judged_label]
     if not judged:
         raise ValueError(f"no records under {sections[-1][1]} (the judged set {judged_label!r})")
@@ -295,6 +317,16 @@ def robustness_report(
         "- ok, but the training ELBO ended far below its best (training moved away from the target; "
         "`benchmarks/grid/findings.py`): " + (", ".join(regressed) if regressed else "none")
     )
+    stale = sorted(
+        f"`{m}` on {t} ({s['superseded']}/{s['seeds']})"
+        for (t, m), s in judged.items()
+        if s.get("superseded")
+    )
+    if stale:
+        lines.append(
+            "- ran with tuned values that a later search replaced (counted above as measured; the grid "
+            "runs them again at the new values, `inputs changed`): " + ", ".join(stale)
+        )
     lines += ["", "## Tuned settings", ""]
     lines += [
         "Chosen by `tiltbench tune` (`benchmarks/grid/configs/tuned/`; each file keeps every trial): "

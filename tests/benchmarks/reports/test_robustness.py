@@ -170,3 +170,23 @@ def test_a_pass_resting_on_a_loose_estimate_is_marked(tmp_path):
     markdown, summary = robustness_report([("r", _write(tmp_path / "runs", records))])
     assert summary["tally"] == {"many_well32": ["lucky"]}
     assert "(`lucky` (2 seed(s) with a standard error above 0.2))" in markdown
+
+
+def test_records_run_with_replaced_tuning_are_marked(tmp_path):
+    tuned = tmp_path / "tuned"
+    atomic_write_json(
+        tuned / "good__gmm25.json",
+        {"chosen": {"optim.learning_rate": 0.01}, "trials": [{}] * 4, "tuning_evals": 1.0},
+    )
+    old = {"config": {"tuned": {"optim.learning_rate": 0.003}}}
+    new = {"config": {"tuned": {"optim.learning_rate": 0.01}}}
+    records = [
+        {**_record("good", "gmm25", 0, error=0.05), **old},
+        {**_record("good", "gmm25", 1, error=0.05), **new},
+        _record("other", "gmm25", 0, error=0.05),  # no tuning file, none used: current
+    ]
+    runs = _write(tmp_path / "runs", records)
+    markdown, summary = robustness_report([("r", runs)], tuned_dir=tuned)
+    assert summary["cells"]["r"]["gmm25/good"]["superseded"] == 1
+    assert summary["cells"]["r"]["gmm25/other"]["superseded"] == 0
+    assert "1 with superseded tuning" in markdown and "`good` on gmm25 (1/2)" in markdown
