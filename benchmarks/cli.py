@@ -366,7 +366,10 @@ def _tune_args(p: argparse.ArgumentParser) -> None:
         "holds it but not its declared extension runs only the extension's trials",
     )
     p.add_argument(
-        "--force", action="store_true", help="with --suite: search again where a tuning file exists"
+        "--force",
+        action="store_true",
+        help="search again from the start where a tuning file or a killed search's finished trials exist "
+        "(by default they are kept and only what is missing runs)",
     )
     p.add_argument("--steps", type=int, default=200, help="training steps per trial (default 200)")
     p.add_argument("--trials", type=int, default=6, help="at most this many trials (default 6)")
@@ -414,7 +417,7 @@ def _tune(args: argparse.Namespace) -> int:
     for i, (m, t) in enumerate(todo):
         start = time.perf_counter()
         try:
-            rec = tune(m, t, settings, out_dir=out, resume=bool(args.suite) and not args.force)
+            rec = tune(m, t, settings, out_dir=out, resume=not args.force)
         except ValueError as err:  # e.g. the method does not apply to the target: say so, go on
             print(f"[{i + 1}/{len(todo)}] {m} on {t}: not tuned ({err})")
             failed += 1

@@ -22,7 +22,9 @@ largest (smallest) value tried, the next `above` (`below`) value is tried with t
 settings, and the winner is chosen again over all trials. The walk stops when an interior value
 wins or the declared values run out; `edge_keys` names the keys whose chosen value still sits on
 the edge of everything tried (the report marks them). A tuning file written before an extension
-was declared is resumed: its trials are kept and only the extension's trials run.
+was declared is resumed: its trials are kept and only the extension's trials run. Each finished trial
+is also written to `<method>__<target>.partial.json`, so a search killed part-way resumes from its
+finished trials.
 
 The result is written atomically to `benchmarks/grid/configs/tuned/<method>__<target>.json`: the
 chosen overrides, the space, every trial with its scores and cost, the seed and steps, the commit
@@ -53,6 +55,7 @@ __all__ = [
     "TuneSettings",
     "edge_keys",
     "next_extension",
+    "partial_file",
     "search_extension",
     "search_space",
     "suite_pairs",
@@ -279,17 +282,32 @@ def tune(
                 "evals": 0.0,
             }
         trials.append({"overrides": overrides, **result, **mark})
+        atomic_write_json(partial, {**started, "trials": trials})  # a killed search keeps its trials
         log(
             f"tune {method} on {target}: trial {len(trials)} {overrides} -> ELBO {result['elbo']:.4g} "
             f"± {result['elbo_se']:.2g}, reverse ESS {result['reverse_ess']:.3g} ({result['status']})"
         )
 
-    previous = _resumable(tuned_file(method, target, out_dir), settings, space) if resume else None
+    final, partial = tuned_file(method, target, out_dir), partial_file(method, target, out_dir)
+    kept = (
+        [_resumable(final, settings, space), _resumable(partial, settings, space, full=False)]
+        if resume
+        else []
+    )
+    previous = max((r for r in kept if r is not None), key=lambda r: len(r["trials"]), default=None)
     trials: list[dict[str, Any]] = list(previous["trials"]) if previous else []
+    started = {
+        "steps": steps,
+        "num_eval": num_eval,
+        "seed": seed,
+        "space": space,
+        "commit": previous["commit"] if previous else git_commit(),
+        "hardware": previous["hardware"] if previous else environment(),
+    }
     if previous:
-        log(f"tune {method} on {target}: {len(trials)} trials kept from the existing tuning file")
-    else:
-        for overrides in trials_of(space, {k: _get(base.config, k) for k in space}, max_trials):
+        log(f"tune {method} on {target}: {len(trials)} trials kept from an earlier run of this search")
+    for overrides in trials_of(space, {k: _get(base.config, k) for k in space}, max_trials):
+        if overrides not in [t["overrides"] for t in trials]:
             trial(overrides)
     while (overrides := next_extension(trials, extend)) is not None:
         trial(overrides, extension=True, commit=git_commit())
@@ -304,19 +322,18 @@ def tune(
         "extend": extend,
         "trials": trials,
         "tuning_evals": float(sum(t["evals"] for t in trials)),
-        "steps": steps,
-        "num_eval": num_eval,
-        "seed": seed,
-        "commit": previous["commit"] if previous else git_commit(),
-        "hardware": previous["hardware"] if previous else environment(),
+        **started,
     }
-    atomic_write_json(tuned_file(method, target, out_dir), record)
+    atomic_write_json(final, record)
+    partial.unlink(missing_ok=True)
     return record
 
 
-def _resumable(path: Path, settings: TuneSettings, space: Mapping[str, list[Any]]) -> dict[str, Any] | None:
-    """The tuning record at `path` when it holds this search's trials (same steps, scoring samples,
-    seed and space, and all its trials): the extension can go on from it instead of searching again."""
+def _resumable(
+    path: Path, settings: TuneSettings, space: Mapping[str, list[Any]], full: bool = True
+) -> dict[str, Any] | None:
+    """The tuning record at `path` when it holds trials of this search (same steps, scoring samples,
+    seed and space; with `full`, all of its declared trials): a resumed search goes on from them."""
     if not path.is_file():
         return None
     try:
@@ -327,10 +344,16 @@ def _resumable(path: Path, settings: TuneSettings, space: Mapping[str, list[Any]
             settings.seed,
         )
         base = [t for t in rec["trials"] if not t.get("extension")]
-        full = len(base) >= min(settings.max_trials, len(trials_of(space, {}, settings.max_trials)))
-        return rec if same and rec["space"] == dict(space) and full else None
+        done = len(base) >= min(settings.max_trials, len(trials_of(space, {}, settings.max_trials)))
+        return rec if same and rec["space"] == dict(space) and (done or not full) else None
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def partial_file(method: str, target: str, directory: str | os.PathLike | None = None) -> Path:
+    """Where a search in progress keeps its finished trials (`<method>__<target>.partial.json`, beside
+    the tuning file; removed when the search ends, git-ignored)."""
+    return tuned_file(method, target, directory).with_suffix(".partial.json")
 
 
 def tuned_done(

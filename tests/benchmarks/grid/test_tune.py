@@ -20,6 +20,7 @@ from benchmarks.grid.tune import (
     _winner,
     edge_keys,
     next_extension,
+    partial_file,
     search_extension,
     search_space,
     suite_pairs,
@@ -33,13 +34,17 @@ from benchmarks.grid.tune import (
 pytestmark = pytest.mark.usefixtures("toy_methods")
 
 
+def _gaussian(name: str, std: float):
+    """Register N(0, std² I) in 2-D with neither samples nor log Z (tuning can only use log_prob)."""
+    targets.register_target(name, lambda x: -0.5 * jnp.sum(x**2) / std**2, dim=2, overwrite=True)
+    yield name
+    targets.TARGETS.unregister(name)
+
+
 @pytest.fixture
 def blind_target():
     """N(0, 1.5² I) in 2-D with neither samples nor log Z: tuning can only use log_prob."""
-    name = "tune_test_gaussian"
-    targets.register_target(name, lambda x: -0.5 * jnp.sum(x**2) / 1.5**2, dim=2, overwrite=True)
-    yield name
-    targets.TARGETS.unregister(name)
+    yield from _gaussian("tune_test_gaussian", 1.5)
 
 
 def test_the_elbo_picks_the_proposal_that_matches_the_target(blind_target, tmp_path):
@@ -180,10 +185,7 @@ def test_a_suite_tunes_its_weighted_pairs_once_and_resumes(blind_target, tmp_pat
 @pytest.fixture
 def wide_target():
     """N(0, 3² I) in 2-D: the best toy_is scale, 3, lies above a space of [0.5, 1] and the default 2."""
-    name = "tune_test_wide_gaussian"
-    targets.register_target(name, lambda x: -0.5 * jnp.sum(x**2) / 3.0**2, dim=2, overwrite=True)
-    yield name
-    targets.TARGETS.unregister(name)
+    yield from _gaussian("tune_test_wide_gaussian", 3.0)
 
 
 def test_a_winner_on_the_edge_extends_the_search_until_it_is_bracketed(wide_target, blind_target, tmp_path):
@@ -275,3 +277,32 @@ def test_a_search_with_a_pending_extension_is_not_done(tmp_path):
     tuned_file("pis", "gmm9", tmp_path).write_text(json.dumps(record))
     assert tuned_done("pis", "gmm9", settings, tmp_path)  # the next value up lost: bracketed
     assert next_extension([trial(1e-3, -1.0), trial(3e-4, -3.0), trial(3e-3, -2.0)], ext) is None
+
+
+def test_a_killed_search_resumes_from_its_finished_trials(wide_target, tmp_path):
+    settings = TuneSettings(steps=1, num_eval=512)
+    space = {"scale": [0.5, 1.0, 3.0]}
+
+    def killed_after_two(line):
+        if "trial 2" in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tune("toy_is", wide_target, settings, space=space, extend={}, out_dir=tmp_path, log=killed_after_two)
+    partial = partial_file("toy_is", wide_target, tmp_path)
+    assert len(json.loads(partial.read_text())["trials"]) == 2
+    assert not tuned_file("toy_is", wide_target, tmp_path).exists()
+    lines = []
+    rec = tune(
+        "toy_is",
+        wide_target,
+        settings,
+        space=space,
+        extend={},
+        out_dir=tmp_path,
+        resume=True,
+        log=lines.append,
+    )
+    assert "2 trials kept" in lines[0] and len(lines) == 3  # the two missing trials only
+    assert [t["overrides"]["scale"] for t in rec["trials"]] == [2.0, 0.5, 1.0, 3.0]
+    assert rec["chosen"] == {"scale": 3.0} and not partial.exists()
