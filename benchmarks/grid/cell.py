@@ -99,14 +99,20 @@ class Resolved(NamedTuple):
 
 
 def resolve_cell(
-    method: str, target: str, overrides: dict[str, Any] | None = None, **config_overrides: Any
+    method: str,
+    target: str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    use_tuned: bool = True,
+    **config_overrides: Any,
 ) -> Resolved:
     """Resolve `(method, target)` as the grid runs it. Layers, each over the previous and each replacing
     only the fields it names (sub-config fields dotted, `**{"optim.learning_rate": 1e-2}`, or nested,
     `optim={"learning_rate": 1e-2}`; `MethodSpec.make_config`): the table (`hyperparams.resolve`), the
     committed tuning file of `(method, target)` if any (`tiltbench tune`), the suite's `overrides`
     (`{"problem": ..., "method": ...}`, `Suite.overrides(method)`: its settings and the CLI's `--set`),
-    then `config_overrides`."""
+    then `config_overrides`. `use_tuned=False` leaves the tuning file out (the search itself starts from
+    the table, so that what it finds does not depend on an earlier search's choice)."""
     from benchmarks.grid.tune import tuned_overrides
 
     overrides = overrides or {}
@@ -114,7 +120,7 @@ def resolve_cell(
     tgt = targets.get(target)
     settings = hyperparams.resolve(method, target, overrides={"problem": overrides.get("problem", {})})
     problem = build_problem(tgt, settings.problem)
-    tuned, tuning_evals = tuned_overrides(method, target)
+    tuned, tuning_evals = tuned_overrides(method, target) if use_tuned else ({}, 0.0)
     layers = (settings.method, tuned, overrides.get("method", {}), config_overrides)
     config = spec.make_config(functools.reduce(merge, layers))
     return Resolved(spec, tgt, settings, problem, config, tuned, tuning_evals)

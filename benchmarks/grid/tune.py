@@ -4,8 +4,9 @@ For a method and a target, the trials are configurations drawn from the method's
 space (`benchmarks/grid/configs/search_spaces.json`: config key -> values; the product, or an
 evenly spaced subset of it when it has more than `max_trials` points, the configured defaults
 always first). Each trial builds the cell as the grid does with those overrides
-(`benchmarks.perf.cells.build_cell`), trains it for `steps` steps (a method without training runs
-as configured), draws `num_eval` fresh samples with its own key and scores
+(`benchmarks.perf.cells.build_cell`, from the hand-written table and never from an earlier tuning
+file, so that a search does not depend on what a previous one chose), trains it for `steps` steps
+(a method without training runs as configured), draws `num_eval` fresh samples with its own key and scores
 
     ELBO = mean_i log w_i   (<= log Z for every sampler with importance weights; higher is better),
     reverse ESS = (Σ w)² / (N Σ w²)                  (the tie-breaker),
@@ -22,7 +23,9 @@ largest (smallest) value tried, the next `above` (`below`) value is tried with t
 settings, and the winner is chosen again over all trials. The walk stops when an interior value
 wins or the declared values run out; `edge_keys` names the keys whose chosen value still sits on
 the edge of everything tried (the report marks them). A tuning file written before an extension
-was declared is resumed: its trials are kept and only the extension's trials run. Each finished trial
+was declared is resumed: its trials are kept and only the extension's trials run (and when the
+declared extension is narrowed, the trials it no longer lists are left out and the winner chosen
+again). Each finished trial
 is also written to `<method>__<target>.partial.json`, so a search killed part-way resumes from its
 finished trials.
 
@@ -197,7 +200,7 @@ def _run_trial(
     from benchmarks.perf.cells import build_cell
     from samplers.train import train
 
-    built = build_cell(method, target, **overrides)
+    built = build_cell(method, target, use_tuned=False, **overrides)
     if not built.spec.weighted:
         raise ValueError(f"{method} draws unweighted samples: no ELBO to tune by")
     k_train, k_eval = jax.random.split(jax.random.key(seed))
@@ -254,7 +257,7 @@ def tune(
     from benchmarks.perf.cells import build_cell
 
     space = dict(space if space is not None else search_space(method))
-    base = build_cell(method, target)
+    base = build_cell(method, target, use_tuned=False)
     if not base.spec.weighted:
         raise ValueError(
             f"{method} draws unweighted samples: no ELBO to tune by (it keeps its own adaptation)"
@@ -290,7 +293,7 @@ def tune(
 
     final, partial = tuned_file(method, target, out_dir), partial_file(method, target, out_dir)
     kept = (
-        [_resumable(final, settings, space), _resumable(partial, settings, space, full=False)]
+        [_resumable(final, settings, space, extend), _resumable(partial, settings, space, extend, full=False)]
         if resume
         else []
     )
@@ -305,7 +308,14 @@ def tune(
         "hardware": previous["hardware"] if previous else environment(),
     }
     if previous:
-        log(f"tune {method} on {target}: {len(trials)} trials kept from an earlier run of this search")
+        log(
+            f"tune {method} on {target}: {len(trials)} trials kept from an earlier run of this search"
+            + (
+                f" ({previous['dropped']} outside the declared extension left out)"
+                if previous["dropped"]
+                else ""
+            )
+        )
     for overrides in trials_of(space, {k: _get(base.config, k) for k in space}, max_trials):
         if overrides not in [t["overrides"] for t in trials]:
             trial(overrides)
@@ -329,11 +339,30 @@ def tune(
     return record
 
 
+def _declared(trial: Mapping[str, Any], space: Mapping[str, list], extend: Mapping[str, Mapping]) -> bool:
+    """Whether a trial belongs to the declared search: a trial of the space, or an extension trial
+    whose extended values the declared extension still lists (a narrowed extension drops the rest)."""
+    if not trial.get("extension"):
+        return True
+    overrides = trial.get("overrides", {})
+    return all(
+        overrides[k] in [*space.get(k, []), *v.get("above", []), *v.get("below", [])]
+        for k, v in extend.items()
+        if k in overrides
+    ) and all(k in extend or overrides[k] in space.get(k, []) for k in overrides)
+
+
 def _resumable(
-    path: Path, settings: TuneSettings, space: Mapping[str, list[Any]], full: bool = True
+    path: Path,
+    settings: TuneSettings,
+    space: Mapping[str, list[Any]],
+    extend: Mapping[str, Mapping[str, list]],
+    full: bool = True,
 ) -> dict[str, Any] | None:
     """The tuning record at `path` when it holds trials of this search (same steps, scoring samples,
-    seed and space; with `full`, all of its declared trials): a resumed search goes on from them."""
+    seed and space; with `full`, all of its declared trials): a resumed search goes on from them.
+    Its extension trials that the declared extension no longer lists are left out (`dropped` counts
+    them)."""
     if not path.is_file():
         return None
     try:
@@ -345,7 +374,10 @@ def _resumable(
         )
         base = [t for t in rec["trials"] if not t.get("extension")]
         done = len(base) >= min(settings.max_trials, len(trials_of(space, {}, settings.max_trials)))
-        return rec if same and rec["space"] == dict(space) and (done or not full) else None
+        if not (same and rec["space"] == dict(space) and (done or not full)):
+            return None
+        kept = [t for t in rec["trials"] if _declared(t, space, extend)]
+        return {**rec, "trials": kept, "dropped": len(rec["trials"]) - len(kept)}
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -363,9 +395,9 @@ def tuned_done(
     steps, scoring samples, seed and declared space, at least as many trials (a re-run would repeat
     it), and no step of the declared extension left to try."""
     try:
-        space = search_space(method)
-        rec = _resumable(tuned_file(method, target, directory), settings, space)
-        return rec is not None and next_extension(rec["trials"], search_extension(method)) is None
+        space, extend = search_space(method), search_extension(method)
+        rec = _resumable(tuned_file(method, target, directory), settings, space, extend)
+        return rec is not None and not rec["dropped"] and next_extension(rec["trials"], extend) is None
     except (ValueError, KeyError, TypeError):  # a method without a declared space
         return False
 

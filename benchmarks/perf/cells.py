@@ -17,13 +17,14 @@ class Built(NamedTuple):
     method: Any
 
 
-def build_cell(method: str, target: str, **config_overrides: Any) -> Built:
-    """`(spec, problem, config, method)` of `(method, target)` with the suite's resolved settings.
+def build_cell(method: str, target: str, *, use_tuned: bool = True, **config_overrides: Any) -> Built:
+    """`(spec, problem, config, method)` of `(method, target)` with the suite's resolved settings
+    (`resolve_cell`; `use_tuned=False` without the tuning file).
 
     Raises:
         ValueError: with `MethodSpec.applicable`'s reason when the method cannot run on the problem.
     """
-    resolved = resolve_cell(method, target, **config_overrides)
+    resolved = resolve_cell(method, target, use_tuned=use_tuned, **config_overrides)
     reason = resolved.spec.applicable(resolved.problem)
     if reason is not None:
         raise ValueError(f"{method} on {target}: {reason}")

@@ -253,10 +253,13 @@ def test_an_extension_resumes_a_finished_search_without_repeating_it(wide_target
 
 
 def test_a_search_with_a_pending_extension_is_not_done(tmp_path):
-    """`pis` searches the declared learning rates; its declared extension goes above 3e-3."""
+    """`pis` searches the declared learning rates; its declared extension goes below 3e-4 and, since
+    short trials favour large rates, not above 3e-3."""
     settings = TuneSettings(steps=50, num_eval=256, max_trials=3, seed=0)
     ext = search_extension("pis")
-    assert ext["optim.learning_rate"]["above"][0] > max(search_space("pis")["optim.learning_rate"])
+    lower = ext["optim.learning_rate"]["below"][0]
+    assert lower < min(search_space("pis")["optim.learning_rate"])
+    assert ext["optim.learning_rate"]["above"] == []
 
     def trial(lr, elbo, **mark):
         return {
@@ -268,15 +271,18 @@ def test_a_search_with_a_pending_extension_is_not_done(tmp_path):
             **mark,
         }
 
-    base = [trial(1e-3, -2.0), trial(3e-4, -3.0), trial(3e-3, -1.0)]
+    base = [trial(1e-3, -2.0), trial(3e-4, -1.0), trial(3e-3, -3.0)]
     record = {"steps": 50, "num_eval": 256, "seed": 0, "space": search_space("pis"), "trials": base}
     tuned_file("pis", "gmm9", tmp_path).write_text(json.dumps(record))
-    assert next_extension(base, ext) == {"optim.learning_rate": ext["optim.learning_rate"]["above"][0]}
-    assert not tuned_done("pis", "gmm9", settings, tmp_path)  # 3e-3 won on the edge: extend
-    record["trials"] = [*base, trial(ext["optim.learning_rate"]["above"][0], -1.5, extension=True)]
+    assert next_extension(base, ext) == {"optim.learning_rate": lower}
+    assert not tuned_done("pis", "gmm9", settings, tmp_path)  # 3e-4 won on the lower edge: extend
+    record["trials"] = [*base, trial(lower, -1.5, extension=True)]
     tuned_file("pis", "gmm9", tmp_path).write_text(json.dumps(record))
-    assert tuned_done("pis", "gmm9", settings, tmp_path)  # the next value up lost: bracketed
-    assert next_extension([trial(1e-3, -1.0), trial(3e-4, -3.0), trial(3e-3, -2.0)], ext) is None
+    assert tuned_done("pis", "gmm9", settings, tmp_path)  # the next value down lost: bracketed
+    assert next_extension([trial(1e-3, -2.0), trial(3e-4, -3.0), trial(3e-3, -1.0)], ext) is None  # top edge
+    record["trials"] = [*base, trial(1e-2, -0.5, extension=True)]  # from a wider, since narrowed, extension
+    tuned_file("pis", "gmm9", tmp_path).write_text(json.dumps(record))
+    assert not tuned_done("pis", "gmm9", settings, tmp_path)  # rewritten without it
 
 
 def test_a_killed_search_resumes_from_its_finished_trials(wide_target, tmp_path):
@@ -306,3 +312,51 @@ def test_a_killed_search_resumes_from_its_finished_trials(wide_target, tmp_path)
     assert "2 trials kept" in lines[0] and len(lines) == 3  # the two missing trials only
     assert [t["overrides"]["scale"] for t in rec["trials"]] == [2.0, 0.5, 1.0, 3.0]
     assert rec["chosen"] == {"scale": 3.0} and not partial.exists()
+
+
+def test_a_narrowed_extension_drops_the_trials_it_no_longer_lists(wide_target, tmp_path):
+    settings = TuneSettings(steps=1, num_eval=1024)
+    space = {"scale": [0.5, 1.0]}
+    wide = {"scale": {"above": [3.0, 8.0], "below": []}}
+    first = tune(
+        "toy_is", wide_target, settings, space=space, extend=wide, out_dir=tmp_path, log=lambda s: None
+    )
+    assert first["chosen"] == {"scale": 3.0}
+    lines = []
+    narrow = {"scale": {"above": [], "below": [0.25]}}
+    rec = tune(
+        "toy_is",
+        wide_target,
+        settings,
+        space=space,
+        extend=narrow,
+        out_dir=tmp_path,
+        resume=True,
+        log=lines.append,
+    )
+    assert "(2 outside the declared extension left out)" in lines[0] and len(lines) == 1  # nothing to run
+    assert [t["overrides"]["scale"] for t in rec["trials"]] == [2.0, 0.5, 1.0]
+    assert rec["chosen"] == {"scale": 2.0} and rec["tuning_evals"] == 3 * 1024
+
+
+def test_a_search_starts_from_the_table_not_from_an_earlier_choice(blind_target, tmp_path, monkeypatch):
+    """A tuning file already chose scale 4; searching again still starts from the table's default (2),
+    and the grid's cells, not the search, read the file."""
+    from benchmarks.grid import tune as tune_module
+    from benchmarks.grid.cell import resolve_cell
+
+    monkeypatch.setattr(tune_module, "TUNED_DIR", tmp_path)
+    tuned_file("toy_is", blind_target).write_text(
+        json.dumps({"chosen": {"scale": 4.0}, "trials": [], "tuning_evals": 0.0})
+    )
+    assert resolve_cell("toy_is", blind_target).config.scale == 4.0
+    assert resolve_cell("toy_is", blind_target, use_tuned=False).config.scale == 2.0
+    rec = tune(
+        "toy_is",
+        blind_target,
+        TuneSettings(steps=1, num_eval=256),
+        space={"scale": [0.5, 1.0]},
+        extend={},
+        log=lambda s: None,
+    )
+    assert [t["overrides"]["scale"] for t in rec["trials"]] == [2.0, 0.5, 1.0]
