@@ -363,7 +363,8 @@ def _tune_args(p: argparse.ArgumentParser) -> None:
         "--suite",
         help="tune every (method, target) of this suite that has a search (filtered by --method/--target); "
         "pairs whose tuning file already holds this search are skipped unless --force, and a file that "
-        "holds it but not its declared extension runs only the extension's trials",
+        "holds it but not its declared extension runs only the extension's trials; each trial stops "
+        "training before the pair's evaluation budget in the suite",
     )
     p.add_argument(
         "--force",
@@ -384,12 +385,21 @@ def _tune_args(p: argparse.ArgumentParser) -> None:
     _tune_args,
 )
 def _tune(args: argparse.Namespace) -> int:
+    import dataclasses
     import time
 
     import samplers
     import targets
     from benchmarks.grid.suites import load_suite
-    from benchmarks.grid.tune import TUNED_DIR, TuneSettings, edge_keys, suite_pairs, tune, tuned_done
+    from benchmarks.grid.tune import (
+        TUNED_DIR,
+        TuneSettings,
+        edge_keys,
+        pair_budgets,
+        suite_pairs,
+        tune,
+        tuned_done,
+    )
 
     for m in args.method or []:
         samplers.get(m)  # unknown names: exit 2 with the valid ones
@@ -397,8 +407,11 @@ def _tune(args: argparse.Namespace) -> int:
         targets.get(t)
     settings = TuneSettings(args.steps, args.num_eval, args.trials, args.seed)
     out = args.out or TUNED_DIR
+    caps: dict[tuple[str, str], float | None] = {}
     if args.suite:
-        pairs, skipped = suite_pairs(load_suite(args.suite))
+        suite = load_suite(args.suite)
+        pairs, skipped = suite_pairs(suite)
+        caps = pair_budgets(suite)
         pairs = [
             (m, t)
             for m, t in pairs
@@ -406,7 +419,12 @@ def _tune(args: argparse.Namespace) -> int:
         ]
         for m, why in skipped.items():
             print(f"{m}: not tuned ({why})")
-        todo = [(m, t) for m, t in pairs if args.force or not tuned_done(m, t, settings, out)]
+        todo = [
+            (m, t)
+            for m, t in pairs
+            if args.force
+            or not tuned_done(m, t, dataclasses.replace(settings, max_evals=caps.get((m, t))), out)
+        ]
         done = len(pairs) - len(todo)
         print(f"suite {args.suite}: {len(pairs)} pairs to tune, {done} done, {len(todo)} to run")
     elif args.method and args.target:
@@ -417,7 +435,8 @@ def _tune(args: argparse.Namespace) -> int:
     for i, (m, t) in enumerate(todo):
         start = time.perf_counter()
         try:
-            rec = tune(m, t, settings, out_dir=out, resume=not args.force)
+            pair = dataclasses.replace(settings, max_evals=caps.get((m, t)))
+            rec = tune(m, t, pair, out_dir=out, resume=not args.force)
         except ValueError as err:  # e.g. the method does not apply to the target: say so, go on
             print(f"[{i + 1}/{len(todo)}] {m} on {t}: not tuned ({err})")
             failed += 1

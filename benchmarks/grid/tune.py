@@ -14,7 +14,10 @@ file, so that a search does not depend on what a previous one chose), trains it 
 both computable without reference samples or the true log Z. The winner has the highest ELBO; a
 trial within one standard error of it with a higher reverse ESS wins instead. A trial that
 diverges or raises is recorded and loses. Every trial's energy + gradient evaluations (training
-and scoring) are summed into `tuning_evals`, which the grid adds to the cost of a tuned cell.
+and scoring) are summed into `tuning_evals`, which the grid adds to the cost of a tuned cell. Run
+for a suite, a trial also stops training at the last chunk before the pair's evaluation budget
+(`TuneSettings.max_evals`, the rule of a budgeted cell): a trial never trains longer than the cells
+it tunes (a trajectory method's 200 steps on dw4 cost more than a whole cell's budget).
 
 A winner on the edge of what was tried says the optimum may lie outside it. The declared
 *extension* (`"extend"` in the same file: per key, ordered values `above` and `below` the space)
@@ -58,6 +61,7 @@ __all__ = [
     "TuneSettings",
     "edge_keys",
     "next_extension",
+    "pair_budgets",
     "partial_file",
     "search_extension",
     "search_space",
@@ -195,7 +199,13 @@ def _score(samples) -> dict[str, float]:
 
 
 def _run_trial(
-    method: str, target: str, overrides: dict[str, Any], steps: int, num_eval: int, seed: int
+    method: str,
+    target: str,
+    overrides: dict[str, Any],
+    steps: int,
+    num_eval: int,
+    seed: int,
+    max_evals: float | None = None,
 ) -> dict:
     from benchmarks.perf.cells import build_cell
     from samplers.train import train
@@ -205,12 +215,35 @@ def _run_trial(
         raise ValueError(f"{method} draws unweighted samples: no ELBO to tune by")
     k_train, k_eval = jax.random.split(jax.random.key(seed))
     if built.spec.train_steps is None and steps > 0:
-        state = train(k_train, built.method, num_steps=steps, chunk_size=min(steps, 50)).state
+        stop = _budget_stop(built.method, k_eval, num_eval, max_evals) if max_evals else {}
+        state = train(k_train, built.method, num_steps=steps, chunk_size=min(steps, 50), **stop).state
     else:
         state = jax.jit(built.method.init)(k_train)
     samples = jax.jit(built.method.sample, static_argnums=2)(k_eval, state, num_eval)
     evals = float(state.cost.budget_evals() + samples.cost.budget_evals())
     return {**_score(samples), "evals": evals}
+
+
+def _budget_stop(method, key: jax.Array, num_eval: int, max_evals: float) -> dict[str, Callable]:
+    """`eval_fn`/`stop_fn` of `samplers.train.train` that end a trial at the last chunk boundary before
+    `max_evals` (training so far + the last chunk's cost + scoring `num_eval` samples, the rule of a
+    budgeted cell), so that a trial never trains longer than the cell it tunes. Neither draws from the
+    training keys: where the cap does not bind, the trial is the uncapped one bit for bit."""
+    probe = 16
+    key = jax.random.fold_in(key, 1)
+    drawn = jax.jit(method.sample, static_argnums=2)(key, jax.jit(method.init)(key), probe)
+    scoring = float(drawn.cost.budget_evals()) * num_eval / probe
+    last = {"evals": 0.0, "delta": 0.0}
+
+    def eval_fn(state):
+        evals = float(state.cost.budget_evals())
+        last["delta"], last["evals"] = evals - last["evals"], evals
+        return {"evals": evals}
+
+    def stop_fn(state):
+        return last["evals"] + last["delta"] + scoring > max_evals
+
+    return {"eval_fn": eval_fn, "stop_fn": stop_fn}
 
 
 def _winner(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -229,12 +262,14 @@ def tuned_file(method: str, target: str, directory: str | os.PathLike | None = N
 @dataclasses.dataclass(frozen=True)
 class TuneSettings:
     """How much each search spends: `steps` training steps per trial, `num_eval` fresh samples scoring
-    it, at most `max_trials` trials, the trials' root `seed`."""
+    it, at most `max_trials` trials, the trials' root `seed`, and `max_evals`, the evaluation budget
+    of the cells it tunes (a trial stops training before it; None: no cap)."""
 
     steps: int = 200
     num_eval: int = 2048
     max_trials: int = 6
     seed: int = 0
+    max_evals: float | None = None
 
 
 def tune(
@@ -274,7 +309,10 @@ def tune(
 
     def trial(overrides: dict[str, Any], **mark: Any) -> None:
         try:
-            result = {"status": "ok", **_run_trial(method, target, overrides, steps, num_eval, seed)}
+            result = {
+                "status": "ok",
+                **_run_trial(method, target, overrides, steps, num_eval, seed, settings.max_evals),
+            }
         except Exception as err:  # noqa: BLE001 - a failed trial is recorded and loses
             result = {
                 "status": "error",
@@ -303,6 +341,7 @@ def tune(
         "steps": steps,
         "num_eval": num_eval,
         "seed": seed,
+        "max_evals": settings.max_evals,
         "space": space,
         "commit": previous["commit"] if previous else git_commit(),
         "hardware": previous["hardware"] if previous else environment(),
@@ -374,12 +413,25 @@ def _resumable(
         )
         base = [t for t in rec["trials"] if not t.get("extension")]
         done = len(base) >= min(settings.max_trials, len(trials_of(space, {}, settings.max_trials)))
-        if not (same and rec["space"] == dict(space) and (done or not full)):
+        if not (same and rec["space"] == dict(space) and (done or not full) and _same_cap(rec, settings)):
             return None
         kept = [t for t in rec["trials"] if _declared(t, space, extend)]
         return {**rec, "trials": kept, "dropped": len(rec["trials"]) - len(kept)}
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _same_cap(rec: Mapping[str, Any], settings: TuneSettings) -> bool:
+    """Whether a record's trials ran under this search's evaluation cap: the same cap, or none where no
+    trial reached the present one (the cap would not have stopped any of them)."""
+    cap = rec.get("max_evals")
+    if cap == settings.max_evals:
+        return True
+    return (
+        cap is None
+        and settings.max_evals is not None
+        and all(t.get("evals", 0.0) <= settings.max_evals for t in rec["trials"])
+    )
 
 
 def partial_file(method: str, target: str, directory: str | os.PathLike | None = None) -> Path:
@@ -421,6 +473,18 @@ def suite_pairs(suite: Any) -> tuple[list[tuple[str, str]], dict[str, str]]:
             continue
         pairs.append((cell.method, cell.target))
     return pairs, skipped
+
+
+def pair_budgets(suite: Any) -> dict[tuple[str, str], float | None]:
+    """`{(method, target): evaluation budget}` of the suite's cells (the first cell's budget of each
+    pair; None where it has none): the cap of that pair's tuning trials. None for the baselines: a
+    trial runs their configured schedule, which a budgeted cell then scales to its budget."""
+    out: dict[tuple[str, str], float | None] = {}
+    for cell in suite.cells():
+        learned = samplers.get(cell.method).train_steps is None
+        cap = suite.budget(cell.budget).evals_for(cell.target) if learned else None
+        out.setdefault((cell.method, cell.target), cap)
+    return out
 
 
 def tuned_overrides(

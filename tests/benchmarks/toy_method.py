@@ -1,8 +1,9 @@
 """A tiny, exact importance-sampling method used to test the harness (`register()` adds `toy_is`).
 
 Proposal `q = N(0, s² I)`; `log w = log γ(x) - log q(x)`, so `E_q[w] = Z` exactly. Its `step`
-shrinks nothing and costs nothing; `inject_nan=True` makes `sample` return NaN end points (the
-runner must record the cell as diverged), `raise_in_build=True` raises (recorded as error).
+shrinks nothing and costs `step_evals` energy evaluations (default nothing); `inject_nan=True`
+makes `sample` return NaN end points (the runner must record the cell as diverged),
+`raise_in_build=True` raises (recorded as error).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from samplers.method import Cost, Method, MethodSpec, Samples
 @dataclasses.dataclass(frozen=True)
 class ToyConfig:
     scale: float = 2.0
+    step_evals: float = 0.0  # energy evaluations charged per training step (0: training is free)
     inject_nan: bool = False
     raise_in_build: bool = False
 
@@ -45,7 +47,9 @@ def build(problem, config: ToyConfig) -> Method:
         return ToyState(jnp.zeros(()), Cost.zero())
 
     def step(key, state):
-        return ToyState(state.params, state.cost), ToyInfo(jnp.zeros(()))
+        return ToyState(state.params, state.cost + Cost.of(energy_evals=config.step_evals)), ToyInfo(
+            jnp.zeros(())
+        )
 
     def sample(key, state, num_samples):
         x = config.scale * jax.random.normal(key, (num_samples, dim))

@@ -20,6 +20,7 @@ from benchmarks.grid.tune import (
     _winner,
     edge_keys,
     next_extension,
+    pair_budgets,
     partial_file,
     search_extension,
     search_space,
@@ -360,3 +361,44 @@ def test_a_search_starts_from_the_table_not_from_an_earlier_choice(blind_target,
         log=lambda s: None,
     )
     assert [t["overrides"]["scale"] for t in rec["trials"]] == [2.0, 0.5, 1.0]
+
+
+def test_a_trial_stops_training_before_the_cells_budget(blind_target, tmp_path):
+    """toy_is charged 10 evaluations a step, 200 steps in chunks of 50 (500 evaluations each), scored on
+    100 samples (100 evaluations): under a cap of 1200 the second chunk is the last that fits
+    (1000 + 500 + 100 > 1200 after it), as in a budgeted cell; without a cap all 200 steps run."""
+    common = dict(space={"step_evals": [10.0]}, extend={}, out_dir=tmp_path, log=lambda s: None)
+    capped = tune("toy_is", blind_target, TuneSettings(steps=200, num_eval=100, max_evals=1200.0), **common)
+    assert [t["evals"] for t in capped["trials"]] == [100.0, 1100.0] and capped["max_evals"] == 1200.0
+    free = tune("toy_is", blind_target, TuneSettings(steps=200, num_eval=100), **common)
+    assert [t["evals"] for t in free["trials"]] == [100.0, 2100.0] and free["max_evals"] is None
+
+
+def test_an_uncapped_search_counts_as_capped_where_no_trial_reached_the_cap():
+    from benchmarks.grid.tune import _same_cap
+
+    rec = {"trials": [{"evals": 900.0}, {"evals": 1000.0}]}
+    assert _same_cap(rec, TuneSettings(max_evals=1000.0)) and _same_cap(rec, TuneSettings())
+    assert not _same_cap(rec, TuneSettings(max_evals=950.0))  # the cap would have stopped a trial
+    assert not _same_cap({**rec, "max_evals": 2000.0}, TuneSettings(max_evals=1000.0))
+    assert not _same_cap({**rec, "max_evals": 2000.0}, TuneSettings())
+
+
+def test_the_trials_of_a_suite_are_capped_at_its_learned_cells_budgets(blind_target, tmp_path):
+    from benchmarks.grid.suites import load_suite
+
+    path = tmp_path / "suite.json"
+    budget = {"train_steps": 10, "chunk_size": 5, "max_evals": {blind_target: 5e4, "gmm9": 1e5}}
+    spec = {
+        "name": "capped",
+        "description": "caps",
+        "methods": ["pis", "smc"],
+        "targets": [blind_target, "gmm9"],
+    }
+    path.write_text(json.dumps({**spec, "eval": {"num_samples": 64}, "seeds": [0], "budgets": {"b": budget}}))
+    assert pair_budgets(load_suite(str(path))) == {
+        ("pis", blind_target): 5e4,
+        ("pis", "gmm9"): 1e5,
+        ("smc", blind_target): None,  # a baseline's trial runs its schedule; the cell scales it
+        ("smc", "gmm9"): None,
+    }
