@@ -226,23 +226,19 @@ def _run_trial(
 
 def _budget_stop(method, key: jax.Array, num_eval: int, max_evals: float) -> dict[str, Callable]:
     """`eval_fn`/`stop_fn` of `samplers.train.train` that end a trial at the last chunk boundary before
-    `max_evals` (training so far + the last chunk's cost + scoring `num_eval` samples, the rule of a
-    budgeted cell), so that a trial never trains longer than the cell it tunes. Neither draws from the
-    training keys: where the cap does not bind, the trial is the uncapped one bit for bit."""
+    `max_evals` by the budgeted cell's rule (`benchmarks.grid.cell._budget_stop`: training so far + the
+    last chunk's cost + scoring `num_eval` samples), so that a trial never trains longer than the cell
+    it tunes. Neither draws from the training keys: where the cap does not bind, the trial is the
+    uncapped one bit for bit."""
+    from benchmarks.grid.cell import _budget_stop as cell_budget_stop
+
     probe = 16
     key = jax.random.fold_in(key, 1)
     drawn = jax.jit(method.sample, static_argnums=2)(key, jax.jit(method.init)(key), probe)
     scoring = float(drawn.cost.budget_evals()) * num_eval / probe
-    last = {"evals": 0.0, "delta": 0.0}
-
-    def eval_fn(state):
-        evals = float(state.cost.budget_evals())
-        last["delta"], last["evals"] = evals - last["evals"], evals
-        return {"evals": evals}
-
-    def stop_fn(state):
-        return last["evals"] + last["delta"] + scoring > max_evals
-
+    eval_fn, stop_fn = cell_budget_stop(
+        lambda state: {"evals": float(state.cost.budget_evals()), "evals_sample": scoring}, max_evals
+    )
     return {"eval_fn": eval_fn, "stop_fn": stop_fn}
 
 
