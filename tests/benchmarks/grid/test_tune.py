@@ -3,6 +3,7 @@ tie-break, failed trials recorded, the tuning file written and read back, and no
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -294,22 +295,16 @@ def test_a_killed_search_resumes_from_its_finished_trials(wide_target, tmp_path)
         if "trial 2" in line:
             raise KeyboardInterrupt
 
+    search = functools.partial(
+        tune, "toy_is", wide_target, settings, space=space, extend={}, out_dir=tmp_path
+    )
     with pytest.raises(KeyboardInterrupt):
-        tune("toy_is", wide_target, settings, space=space, extend={}, out_dir=tmp_path, log=killed_after_two)
+        search(log=killed_after_two)
     partial = partial_file("toy_is", wide_target, tmp_path)
     assert len(json.loads(partial.read_text())["trials"]) == 2
     assert not tuned_file("toy_is", wide_target, tmp_path).exists()
     lines = []
-    rec = tune(
-        "toy_is",
-        wide_target,
-        settings,
-        space=space,
-        extend={},
-        out_dir=tmp_path,
-        resume=True,
-        log=lines.append,
-    )
+    rec = search(resume=True, log=lines.append)
     assert "2 trials kept" in lines[0] and len(lines) == 3  # the two missing trials only
     assert [t["overrides"]["scale"] for t in rec["trials"]] == [2.0, 0.5, 1.0, 3.0]
     assert rec["chosen"] == {"scale": 3.0} and not partial.exists()
