@@ -408,6 +408,10 @@ def _tune(args: argparse.Namespace) -> int:
     settings = TuneSettings(args.steps, args.num_eval, args.trials, args.seed)
     out = args.out or TUNED_DIR
     caps: dict[tuple[str, str], float | None] = {}
+
+    def pair_settings(m: str, t: str) -> TuneSettings:  # a suite's pair: trials capped at its budget
+        return dataclasses.replace(settings, max_evals=caps.get((m, t)))
+
     if args.suite:
         suite = load_suite(args.suite)
         pairs, skipped = suite_pairs(suite)
@@ -419,12 +423,7 @@ def _tune(args: argparse.Namespace) -> int:
         ]
         for m, why in skipped.items():
             print(f"{m}: not tuned ({why})")
-        todo = [
-            (m, t)
-            for m, t in pairs
-            if args.force
-            or not tuned_done(m, t, dataclasses.replace(settings, max_evals=caps.get((m, t))), out)
-        ]
+        todo = [(m, t) for m, t in pairs if args.force or not tuned_done(m, t, pair_settings(m, t), out)]
         done = len(pairs) - len(todo)
         print(f"suite {args.suite}: {len(pairs)} pairs to tune, {done} done, {len(todo)} to run")
     elif args.method and args.target:
@@ -435,8 +434,7 @@ def _tune(args: argparse.Namespace) -> int:
     for i, (m, t) in enumerate(todo):
         start = time.perf_counter()
         try:
-            pair = dataclasses.replace(settings, max_evals=caps.get((m, t)))
-            rec = tune(m, t, pair, out_dir=out, resume=not args.force)
+            rec = tune(m, t, pair_settings(m, t), out_dir=out, resume=not args.force)
         except ValueError as err:  # e.g. the method does not apply to the target: say so, go on
             print(f"[{i + 1}/{len(todo)}] {m} on {t}: not tuned ({err})")
             failed += 1

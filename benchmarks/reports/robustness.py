@@ -74,17 +74,18 @@ def _spent(record: dict[str, Any]) -> float | None:
     return _num(spent)
 
 
-def superseded(record: dict[str, Any], tuned_dir: str | Path | None = None) -> bool:
-    """Whether a record ran with tuned values that its pair's tuning file (in `tuned_dir`: the shipped
-    one) no longer chooses: a later search moved them, and the cell is due to run again. A record
-    without its config says nothing and is not counted."""
-    if not isinstance(record.get("config"), dict):
-        return False
+def superseded(records: Sequence[dict[str, Any]], tuned_dir: str | Path | None = None) -> int:
+    """How many of one (method, target)'s records ran with tuned values that the pair's tuning file
+    (in `tuned_dir`: the shipped one) no longer chooses: a later search moved them, and those cells
+    are due to run again. The file is read once; a record without its config says nothing and is
+    not counted."""
+    if not records:
+        return 0
     try:
-        current = tuned_overrides(record["method"], record["target"], tuned_dir)[0]
+        current = tuned_overrides(records[0]["method"], records[0]["target"], tuned_dir)[0]
     except ValueError:
-        return False
-    return record["config"].get("tuned", {}) != current
+        return 0
+    return sum(isinstance(r.get("config"), dict) and r["config"].get("tuned", {}) != current for r in records)
 
 
 def summarise(
@@ -124,7 +125,7 @@ def summarise(
             "train_steps": budget.get("train_steps"),
             "num_samples": recs[0].get("num_samples"),
             "commits": sorted({str(r.get("commit", ""))[:7] for r in recs}),
-            "superseded": sum(superseded(r, tuned_dir) for r in recs) if check_tuning else 0,
+            "superseded": superseded(recs, tuned_dir) if check_tuning else 0,
         }
     return out
 
