@@ -18,12 +18,14 @@ method, the median over seeds of the std of `v`, the fractions of draws with `v 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.grid.records import iter_records
 
 V_STD = 3.0
 EDGE = 4.5
@@ -35,37 +37,35 @@ def _tail(z: float) -> float:
 
 
 def coverage_rows(runs: Path, target: str = "funnel10") -> list[dict]:
-    """One row per method: medians over the seeds whose record and samples are both present (`target`
+    """One row per method: medians over the seeds whose record is ok and has its samples file (`target`
     must be a funnel with `v ~ N(0, V_STD^2)`: the table's target values assume it)."""
+    per_method: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
+    for record in iter_records(runs):
+        samples = Path(record["_path"]).with_suffix(".samples.npz")
+        if record["target"] != target or record["status"] != "ok" or not samples.exists():
+            continue
+        v = np.load(samples)["x"][:, 0]
+        per_method[record["method"]].append(
+            (
+                float(np.std(v)),
+                float(np.mean(v > EDGE)),
+                float(np.mean(v < -EDGE)),
+                float(record["metrics"]["logZ/signed_error"]),
+            )
+        )
     rows = []
-    for method_dir in sorted(p for p in runs.iterdir() if (p / target).is_dir()):
-        per_seed = []
-        for rec in sorted((method_dir / target).glob("*/seed*.json")):
-            samples = rec.with_suffix(".samples.npz")
-            record = json.loads(rec.read_text())
-            if not samples.exists() or record.get("status") != "ok":
-                continue
-            v = np.load(samples)["x"][:, 0]
-            per_seed.append(
-                (
-                    float(np.std(v)),
-                    float(np.mean(v > EDGE)),
-                    float(np.mean(v < -EDGE)),
-                    float(record["metrics"]["logZ/signed_error"]),
-                )
-            )
-        if per_seed:
-            cols = list(zip(*per_seed, strict=True))
-            rows.append(
-                {
-                    "method": method_dir.name,
-                    "seeds": len(per_seed),
-                    "std_v": statistics.median(cols[0]),
-                    "upper": statistics.median(cols[1]),
-                    "lower": statistics.median(cols[2]),
-                    "signed_errors": cols[3],
-                }
-            )
+    for method, per_seed in sorted(per_method.items()):
+        std_v, upper, lower, errors = zip(*per_seed, strict=True)
+        rows.append(
+            {
+                "method": method,
+                "seeds": len(per_seed),
+                "std_v": statistics.median(std_v),
+                "upper": statistics.median(upper),
+                "lower": statistics.median(lower),
+                "signed_errors": errors,
+            }
+        )
     return rows
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
+from benchmarks.grid.records import atomic_write_json
 from tests.scripts import load_script
 
 coverage = load_script("funnel_coverage")
@@ -18,8 +17,17 @@ def _write(root, method, seed, v, signed_error, status="ok"):
     x = np.zeros((v.size, 10))
     x[:, 0] = v
     np.savez(cell / f"seed{seed}.samples.npz", x=x)
-    record = {"status": status, "metrics": {"logZ/signed_error": signed_error}}
-    (cell / f"seed{seed}.json").write_text(json.dumps(record))
+    record = {
+        "suite": "robustness",
+        "method": method,
+        "target": "funnel10",
+        "seed": seed,
+        "status": status,
+        "budget": {"name": "robust"},
+        "commit": "abc1234",
+        "metrics": {"logZ/signed_error": signed_error},
+    }
+    atomic_write_json(cell / f"seed{seed}.json", record)
 
 
 def test_exact_draws_match_the_target_and_narrow_draws_do_not(tmp_path):
