@@ -6,8 +6,8 @@ evenly spaced subset of it when it has more than `max_trials` points, the config
 always first). Each trial builds the cell as the grid does with those overrides
 (`benchmarks.perf.cells.build_cell`, from the hand-written table and never from an earlier tuning
 file, so that a search does not depend on what a previous one chose), trains it for `steps` steps
-(a method without training runs as configured), draws `num_eval` fresh samples with its own key and
-scores
+(a method without training runs as configured), draws `num_eval` fresh samples with its own key
+and scores
 
     ELBO = mean_i log w_i   (<= log Z for every sampler with importance weights; higher is better),
     reverse ESS = (Σ w)² / (N Σ w²)                  (the tie-breaker),
@@ -28,9 +28,9 @@ settings, and the winner is chosen again over all trials. The walk stops when an
 wins or the declared values run out; `edge_keys` names the keys whose chosen value still sits on
 the edge of everything tried (the report marks them). The shipped extension of the learning rate
 goes downwards only: trials far shorter than a cell favour large rates, so a win at the top edge
-is no evidence for a larger one (measured; `search_spaces.json`). A tuning file written before an extension
-was declared is resumed: its trials are kept and only the extension's trials run (and when the
-declared extension is narrowed, the trials it no longer lists are left out and the winner chosen
+is no evidence for a larger one (measured; `search_spaces.json`). A tuning file written before an
+extension was declared is resumed: its trials are kept and only the extension's trials run (and when
+the declared extension is narrowed, the trials it no longer lists are left out and the winner chosen
 again). Each finished trial is also written to `<method>__<target>.partial.json`, so a search killed
 part-way resumes from its finished trials.
 
