@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 
@@ -207,6 +208,25 @@ def _launcher_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _warn_uncommitted(doing: str) -> None:
+    """Say on stderr, before a run, that its records will be stamped `-dirty` (and why)."""
+    from pathlib import Path
+
+    from benchmarks.grid.records import uncommitted_code
+
+    try:
+        paths = uncommitted_code(Path(__file__).resolve().parents[1])
+    except (OSError, subprocess.CalledProcessError):
+        return
+    if paths:
+        shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+        print(
+            f"warning: {doing} from a tree with uncommitted code or configuration ({shown}): its records "
+            "are stamped <commit>-dirty and cannot be reproduced from a commit; commit them first",
+            file=sys.stderr,
+        )
+
+
 @command("benchmark", "run a suite (resumable) and rebuild the leaderboard", _run_args)
 def _benchmark(args: argparse.Namespace) -> int:
     import time
@@ -235,6 +255,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     options = None
     if args.launcher != "local":
         options = SubmititOptions.from_cli(args)
+    _warn_uncommitted(f"suite {suite.name!r} runs")
     ensure_writable(Path(args.out) / suite.name)
     if not args.no_leaderboard:
         ensure_writable(args.results)
@@ -430,6 +451,8 @@ def _tune(args: argparse.Namespace) -> int:
         todo = [(m, t) for m in args.method for t in args.target]
     else:
         raise SystemExit("tiltbench tune: give --suite, or both --method and --target")
+    if todo:
+        _warn_uncommitted("the search runs")
     failed = 0
     for i, (m, t) in enumerate(todo):
         start = time.perf_counter()
@@ -447,6 +470,11 @@ def _tune(args: argparse.Namespace) -> int:
             f"({len(rec['trials'])} trials, {extended} of them extending the space, "
             f"{rec['tuning_evals']:.3g} evaluations, {time.perf_counter() - start:.0f} s)"
             + (f"; still on the edge of the values tried: {', '.join(edge)}" if edge else "")
+        )
+    if todo and os.path.abspath(out) == os.path.abspath(TUNED_DIR):
+        print(
+            f"commit the tuning files under {out}/ before running cells with them: until then a record is "
+            "stamped <commit>-dirty"
         )
     return 1 if failed else 0
 

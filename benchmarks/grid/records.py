@@ -364,24 +364,40 @@ def quarantine(path: str | os.PathLike) -> Path:
 
 # Generated outputs under these top-level directories do not make the code tree dirty.
 _EXCLUDE_OUTPUTS = (":!results",)
+# Untracked files here are inputs a run reads (a new module, a tuning file a search just wrote), so
+# they make the tree dirty; untracked scratch files elsewhere do not.
+_INPUT_DIRS = ("samplers", "targets", "benchmarks")
 
 
-def code_commit(root: str | os.PathLike) -> str:
-    """The commit checked out at `root`, with `-dirty` when tracked files outside `results/` have
-    uncommitted changes (regenerated leaderboards and records are outputs, not code: they do not
-    flip the stamp of later records); "unknown" outside a git checkout."""
-    git = ("git", "-C", str(root))
-    try:
-        sha = subprocess.run(
-            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--untracked-files=no", "--", ".", *_EXCLUDE_OUTPUTS],
+def uncommitted_code(root: str | os.PathLike) -> list[str]:
+    """Paths whose uncommitted state a record made at `root` would not capture: tracked files outside
+    `results/` with changes, and untracked (not ignored) files under the code and configuration
+    packages. Raises `OSError` / `CalledProcessError` outside a git checkout."""
+
+    def status(*args: str) -> list[str]:
+        out = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", *args],
             capture_output=True,
             text=True,
             check=True,
+        ).stdout
+        return [line for line in out.splitlines() if line.strip()]
+
+    changed = status("--untracked-files=no", "--", ".", *_EXCLUDE_OUTPUTS)
+    untracked = [line for line in status("--untracked-files=all", "--", *_INPUT_DIRS) if line[:2] == "??"]
+    return [line[3:] for line in changed + untracked]
+
+
+def code_commit(root: str | os.PathLike) -> str:
+    """The commit checked out at `root`, with `-dirty` when the tree differs from it in a way a record
+    would not capture (`uncommitted_code`: changed tracked files outside `results/`, untracked files
+    under the packages). Regenerated leaderboards and records are outputs, not code: they do not flip
+    the stamp of later records. "unknown" outside a git checkout."""
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
+        return sha + ("-dirty" if uncommitted_code(root) else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

@@ -186,3 +186,16 @@ def test_leaderboard_without_records_leaves_the_tables_alone(tmp_path, capsys):
     assert code == 2 and "no valid records under" in err and "left as it is" in err
     assert f"skipped {tmp_path / 'runs' / 't' / 'seed0.json'}" in err
     assert (tmp_path / "res" / "leaderboard.md").read_text() == "committed\n"
+
+
+def test_a_run_from_an_uncommitted_tree_warns_that_its_records_are_dirty(tmp_path, capsys, monkeypatch):
+    from benchmarks.grid import records
+
+    monkeypatch.setattr(records, "uncommitted_code", lambda root: ["benchmarks/grid/configs/tuned/x.json"])
+    assert _benchmark(tmp_path, "--no-leaderboard") == 0
+    err = capsys.readouterr().err
+    assert "uncommitted code or configuration (benchmarks/grid/configs/tuned/x.json)" in err
+    assert "<commit>-dirty" in err
+    monkeypatch.setattr(records, "uncommitted_code", lambda root: [])
+    assert _benchmark(tmp_path, "--no-leaderboard", "--force") == 0
+    assert "warning" not in capsys.readouterr().err

@@ -22,6 +22,7 @@ from benchmarks.grid.records import (
     iter_records,
     read_record,
     save_figure,
+    uncommitted_code,
 )
 from benchmarks.grid.runner import run_suite
 from benchmarks.grid.suites import load_suite
@@ -171,6 +172,25 @@ def test_commit_stamp_ignores_generated_outputs(tmp_path):
     assert code_commit(tmp_path) == clean, "a regenerated leaderboard must not stamp records -dirty"
     (tmp_path / "code.py").write_text("x = 2\n")
     assert code_commit(tmp_path) == f"{clean}-dirty"
+    assert uncommitted_code(tmp_path) == ["code.py"]
+
+
+def test_commit_stamp_counts_untracked_inputs_not_scratch(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    clean = code_commit(tmp_path)
+    (tmp_path / "notes.md").write_text("scratch\n")
+    assert code_commit(tmp_path) == clean, "an untracked scratch file is not an input"
+    tuned = tmp_path / "benchmarks" / "grid" / "configs" / "tuned"
+    tuned.mkdir(parents=True)
+    (tuned / "pis__dw4.json").write_text("{}\n")  # a tuning file a search just wrote
+    assert code_commit(tmp_path) == f"{clean}-dirty"
+    assert uncommitted_code(tmp_path) == ["benchmarks/grid/configs/tuned/pis__dw4.json"]
 
 
 def test_ensure_writable_names_the_directory(tmp_path):
