@@ -11,6 +11,9 @@ suite, the robustness suite's records last) and writes, per target and method, o
   (never the training probe);
 - **ELBO gap**: median log Z − ELBO over the `ok` seeds (a lower-variance view of how far training
   got than the importance-sampling error; published values use the same definition);
+- **eq. W2 and energy W2** (particle targets, which have no reference log Z): median [min, max] over
+  the `ok` seeds of the record's `eq_w2` and `energy_w2` (the definitions of the published values listed
+  under the target), with the median fraction of draws above the energy clip when any are;
 - **reverse ESS**: median over the `ok` seeds;
 - **evaluations**: the median energy + gradient evaluations a seed spent (training and the final
   sampling; the tuning search is counted apart, in the record's `cost/tuning_evals`) and the median
@@ -105,6 +108,10 @@ def summarise(
         gaps = [e for r in ok if (e := _num(r.get("metrics", {}).get("logZ/elbo_gap"))) is not None]
         spent = [e for e in map(_spent, ok) if e is not None]
         steps = [e for r in ok if (e := _num(r.get("metrics", {}).get("cost/train_steps"))) is not None]
+        particle = {
+            key: [e for r in ok if (e := _num(r.get("metrics", {}).get(key))) is not None]
+            for key in ("eq_w2", "energy_w2", "energy/clipped_fraction")
+        }
         budget = recs[0].get("budget", {})
         out[key] = {
             "seeds": len(recs),
@@ -119,6 +126,13 @@ def summarise(
             "elbo_gap": median_range(gaps)[0] if gaps else None,
             "evals": median_range(spent)[0] if spent else None,
             "steps": median_range(steps)[0] if steps else None,
+            "eq_w2": median_range(particle["eq_w2"]) if particle["eq_w2"] else None,
+            "energy_w2": median_range(particle["energy_w2"]) if particle["energy_w2"] else None,
+            "above_clip": (
+                median_range(particle["energy/clipped_fraction"])[0]
+                if particle["energy/clipped_fraction"]
+                else None
+            ),
             "findings": sorted({f for r in recs for f in record_findings(r.get("train"))}),
             "regressed": sum(bool(regressions((r.get("train") or {}).get("info", {}))) for r in ok),
             "budget": budget.get("name", ""),
@@ -136,11 +150,30 @@ def _fmt(x: float | None) -> str:
     return f"{x:.3g}"
 
 
+def _spread(s: dict[str, Any], triple: tuple[float, float, float]) -> str:
+    """`median [min, max]` over the ok seeds (the median alone for one seed or a non-finite median)."""
+    med, lo, hi = triple
+    return _fmt(med) if s["ok"] < 2 or not math.isfinite(med) else f"{_fmt(med)} [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def _particle(s: dict[str, Any]) -> str:
+    """eq. W2 and energy W2 of a target without a reference log Z (and the draws above the energy clip)."""
+    parts = [
+        f"{name} {_spread(s, s[key])}"
+        for key, name in (("eq_w2", "eq. W2"), ("energy_w2", "energy W2"))
+        if s.get(key)
+    ]
+    if s.get("above_clip"):
+        parts.append(f"{100 * s['above_clip']:.3g} % above the energy clip")
+    return ", ".join(parts)
+
+
 def _cell(s: dict[str, Any] | None) -> str:
     if s is None:
         return "—"
-    med, lo, hi = s["log_z_error"]
-    err = _fmt(med) if s["ok"] < 2 or not math.isfinite(med) else f"{_fmt(med)} [{_fmt(lo)}, {_fmt(hi)}]"
+    err = _spread(s, s["log_z_error"])
+    if err == "—" and _particle(s):
+        err = _particle(s)
     runs = f"{s['ok']}/{s['seeds']}"
     if s["diverged"] or s["error"]:
         runs += f" ({s['diverged']} diverged, {s['error']} error)"

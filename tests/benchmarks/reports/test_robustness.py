@@ -190,3 +190,15 @@ def test_records_run_with_replaced_tuning_are_marked(tmp_path):
     assert summary["cells"]["r"]["gmm25/good"]["superseded"] == 1
     assert summary["cells"]["r"]["gmm25/other"]["superseded"] == 0
     assert "1 with superseded tuning" in markdown and "`good` on gmm25 (1/2)" in markdown
+
+
+def test_a_particle_target_shows_its_w2_where_it_has_no_log_z(tmp_path):
+    records = []
+    for seed, (eq, energy, above) in enumerate([(1.8, 11.8, 0.02), (7.5, 99.5, 1.0), (2.0, 20.0, 0.0)]):
+        rec = _record("good", "lj13", seed)
+        rec["metrics"] = {"eq_w2": eq, "energy_w2": energy, "energy/clipped_fraction": above}
+        records.append(rec)
+    summary = summarise(records)[("lj13", "good")]
+    assert summary["eq_w2"] == (2.0, 1.8, 7.5) and summary["energy_w2"] == (20.0, 11.8, 99.5)
+    markdown, _ = robustness_report([("r", _write(tmp_path / "runs", records))])
+    assert "eq. W2 2 [1.8, 7.5], energy W2 20 [11.8, 99.5], 2 % above the energy clip" in markdown
