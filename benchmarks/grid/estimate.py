@@ -13,24 +13,30 @@ budget's step cap or, under an evaluation budget, the steps it affords at the me
 per step (energy + gradient evaluations of training / steps), whichever is smaller; a method
 without training steps (MCMC, SMC, AIS) is projected by its median wall time (at the configuration
 it ran; under an evaluation budget it scales its work to the budget, so this can be low). Cells whose
-(method, target) has no record are listed as unmeasured, not guessed. The cells to run are those the
+(method, target) has no record fall back on the trials of its tuning file
+(`benchmarks/grid/configs/tuned/`, which time each trial's training; flagged "from tuning trials": the
+per-step rate is the trials' median, the fixed cost their wall time outside training, a lower bound,
+since a cell adds reference sets and metrics); with neither they are listed as unmeasured, not
+guessed. The cells to run are those the
 run itself would run (`runner.plan_cells`: no record, a corrupt one, changed inputs, `--force`,
 `--retry`), so the estimate and the run agree; the estimate moves no file.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import samplers
 from benchmarks.grid.records import iter_records
 from benchmarks.grid.suites import Cell, Suite
 
-__all__ = ["Rate", "SuiteEstimate", "estimate_suite", "measured_rates"]
+__all__ = ["Rate", "SuiteEstimate", "estimate_suite", "measured_rates", "tuning_rates"]
 
 
 class Rate(NamedTuple):
@@ -42,6 +48,7 @@ class Rate(NamedTuple):
     wall_s: float
     records: int
     other_hardware: bool  # measured on another backend only
+    source: str = "records"  # or "tuning trials" (`tuning_rates`)
 
 
 class SuiteEstimate(NamedTuple):
@@ -68,6 +75,7 @@ class SuiteEstimate(NamedTuple):
                 continue
             rate = r["rate"]
             flag = " (other hardware)" if rate.other_hardware else ""
+            flag += " (from tuning trials)" if rate.source != "records" else ""
             out.append(
                 f"| {r['method']} | {r['target']} | {r['cells']} | {rate.seconds_per_step:.3g} | "
                 f"{rate.fixed_s:.3g} | {r['per_cell_s']:.3g} | {r['total_s']:.3g} | {rate.records}{flag} |"
@@ -76,8 +84,8 @@ class SuiteEstimate(NamedTuple):
             "",
             f"{self.selected} cells selected, {self.done} done, {self.to_run} to run{self.reasons}; "
             f"{self.to_run - self.unmeasured} with measured rates project to {self.projected_s / 3600:.2f} h "
-            f"of serial wall time on this hardware ({self.unmeasured} cells unmeasured: no record of "
-            "their method and target yet).",
+            f"of serial wall time on this hardware ({self.unmeasured} cells unmeasured: no record or "
+            "timed tuning trial of their method and target yet).",
         ]
         return out
 
@@ -111,6 +119,39 @@ def measured_rates(runs_root: str | os.PathLike, backend: str | None = None) -> 
     return rates
 
 
+def tuning_rates(
+    tuned_dir: str | os.PathLike | None = None, backend: str | None = None
+) -> dict[tuple[str, str], Rate]:
+    """Rates of the (method, target) pairs whose tuning file times its trials (`tune._run_trial`):
+    median seconds and evaluations per training step over the trials that trained, and their median
+    wall time outside training as the fixed cost (a lower bound for a cell's)."""
+    from benchmarks.grid.tune import TUNED_DIR
+
+    rates = {}
+    for path in sorted(Path(tuned_dir or TUNED_DIR).glob("*__*.json")):
+        if path.name.endswith(".partial.json"):
+            continue
+        try:
+            rec = json.loads(path.read_text())
+            trials = [t for t in rec["trials"] if t.get("status") == "ok" and t.get("train_steps")]
+            method, target = rec["method"], rec["target"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # `tiltbench tune` names a bad tuning file; the estimate just does without it
+        if not trials:
+            continue
+        same = backend is None or rec.get("hardware", {}).get("backend") == backend
+        rates[(method, target)] = Rate(
+            statistics.median(t["train_s"] / t["train_steps"] for t in trials),
+            statistics.median(t["train_evals"] / t["train_steps"] for t in trials),
+            statistics.median(t["wall_s"] - t["train_s"] for t in trials),
+            statistics.median(t["wall_s"] for t in trials),
+            len(trials),
+            not same,
+            "tuning trials",
+        )
+    return rates
+
+
 def _projected(rate: Rate, budget: Any, target: str) -> float:
     """fixed + min(steps × s/step, wall cap), steps capped by the evaluation budget (module docstring)."""
     steps = float(budget.train_steps)
@@ -131,15 +172,20 @@ def estimate_suite(
     force: bool = False,
     retry: Iterable[str] = (),
     log: Callable[[str], None] = print,
+    tuned_dir: str | os.PathLike | None = None,
 ) -> SuiteEstimate:
     """Project the wall time of the cells of `cells` that a run would run (`runner.plan_cells` with the
     same `force` and `retry`), from the rates measured by the records under `runs_root` (default
-    `out_dir`). A corrupt record is reported through `log` (and left where it is)."""
+    `out_dir`), or else from the trials of the pair's tuning file in `tuned_dir` (default: the shipped
+    ones). A corrupt record is reported through `log` (and left where it is)."""
     import jax
 
     from benchmarks.grid.runner import plan_cells, plan_reasons
 
-    rates = measured_rates(runs_root or out_dir, jax.default_backend())
+    rates = {
+        **tuning_rates(tuned_dir, jax.default_backend()),
+        **measured_rates(runs_root or out_dir, jax.default_backend()),
+    }
     cells = list(cells)
     pending = plan_cells(suite, out_dir, cells, force=force, retry=retry, log=log, quarantine_corrupt=False)
     todo = [p.cell for p in pending]

@@ -35,7 +35,9 @@ again). Each finished trial is also written to `<method>__<target>.partial.json`
 part-way resumes from its finished trials.
 
 The result is written atomically to `benchmarks/grid/configs/tuned/<method>__<target>.json`: the
-chosen overrides, the space, every trial with its scores and cost, the seed and steps, the commit
+chosen overrides, the space, every trial with its scores and cost (and, for a learned method, the
+steps it trained, their execution seconds and evaluations, and the trial's wall seconds: what
+`tiltbench benchmark --estimate` projects an unmeasured cell from), the seed and steps, the commit
 and the hardware; `tuned_overrides` reads it back. Unweighted samplers (NUTS, MALA) have no ELBO
 and are refused with that reason (they keep their own window adaptation).
 """
@@ -47,6 +49,7 @@ import itertools
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -212,18 +215,26 @@ def _run_trial(
     from benchmarks.perf.cells import build_cell
     from samplers.train import train
 
+    start = time.perf_counter()
     built = build_cell(method, target, use_tuned=False, **overrides)
     if not built.spec.weighted:
         raise ValueError(f"{method} draws unweighted samples: no ELBO to tune by")
     k_train, k_eval = jax.random.split(jax.random.key(seed))
+    timing: dict[str, float] = {}
     if built.spec.train_steps is None and steps > 0:
         stop = _budget_stop(built.method, k_eval, num_eval, max_evals) if max_evals else {}
-        state = train(k_train, built.method, num_steps=steps, chunk_size=min(steps, 50), **stop).state
+        result = train(k_train, built.method, num_steps=steps, chunk_size=min(steps, 50), **stop)
+        state = result.state
+        timing = {
+            "train_steps": float(result.history["step"][-1]),
+            "train_s": float(result.train_time_s),
+            "train_evals": float(state.cost.budget_evals()),
+        }
     else:
         state = jax.jit(built.method.init)(k_train)
     samples = jax.jit(built.method.sample, static_argnums=2)(k_eval, state, num_eval)
     evals = float(state.cost.budget_evals() + samples.cost.budget_evals())
-    return {**_score(samples), "evals": evals}
+    return {**_score(samples), "evals": evals, **timing, "wall_s": time.perf_counter() - start}
 
 
 def _budget_stop(method, key: jax.Array, num_eval: int, max_evals: float) -> dict[str, Callable]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import cli
-from benchmarks.grid.estimate import estimate_suite, measured_rates
+from benchmarks.grid.estimate import estimate_suite, measured_rates, tuning_rates
 from benchmarks.grid.records import atomic_write_json
 from benchmarks.grid.runner import _Inputs, select_cells
 from benchmarks.grid.suites import load_suite
@@ -83,3 +83,43 @@ def test_estimate_projects_fixed_plus_steps_times_the_measured_rate(tmp_path, ca
     assert "| toy_is | gmm9 | 2 | — | — | unmeasured |" in out
     assert "4 cells selected, 1 done, 3 to run (3 new); 1 with measured rates project to" in out
     assert not (runs / "t" / "toy_is" / "gmm9").exists(), "the estimate runs nothing"
+
+
+def test_an_unrecorded_pair_is_projected_from_its_timed_tuning_trials(tmp_path, capsys):
+    tuned = tmp_path / "tuned"
+    trial = {"status": "ok", "train_steps": 10.0, "train_s": 2.0, "train_evals": 100.0, "wall_s": 7.0}
+    atomic_write_json(
+        tuned / "toy_is__gmm9.json",
+        {
+            "method": "toy_is",
+            "target": "gmm9",
+            "hardware": {"backend": "cpu"},
+            "trials": [trial, {**trial, "train_s": 4.0, "wall_s": 9.0}, {"status": "error"}],
+        },
+    )
+    atomic_write_json(
+        tuned / "toy_is__gaussian.json",
+        {
+            "method": "toy_is",
+            "target": "gaussian",
+            "trials": [
+                {"status": "ok", "evals": 1.0}  # written before trials were timed: no rate
+            ],
+        },
+    )
+    rates = tuning_rates(tuned, "cpu")
+    assert set(rates) == {("toy_is", "gmm9")}
+    rate = rates[("toy_is", "gmm9")]
+    assert (rate.seconds_per_step, rate.evals_per_step, rate.fixed_s, rate.source) == (
+        pytest.approx(0.3),
+        10.0,
+        5.0,
+        "tuning trials",
+    )
+    path = toy_method.write_suite(
+        tmp_path, targets=["gaussian", "gmm9"], budgets={"b": {"train_steps": 100, "chunk_size": 10}}
+    )
+    suite = load_suite(str(path))
+    est = estimate_suite(suite, select_cells(suite), tmp_path / "runs", tuned_dir=tuned)
+    assert est.unmeasured == 1 and est.projected_s == pytest.approx(5.0 + 100 * 0.3)
+    assert "(from tuning trials)" in "\n".join(est.lines())

@@ -68,6 +68,8 @@ def test_the_elbo_picks_the_proposal_that_matches_the_target(blind_target, tmp_p
         {"scale": 4.0},
     ]  # the configured value first
     assert rec["tuning_evals"] == 4 * 4096 and len(lines) == 4
+    # each trial times its training, which `tiltbench benchmark --estimate` projects unrun cells from
+    assert all(t["train_steps"] == 1 and t["wall_s"] >= t["train_s"] > 0 for t in rec["trials"])
     assert tuned_overrides("toy_is", blind_target, tmp_path) == ({"scale": 1.5}, 4 * 4096.0)
     assert tuned_overrides("toy_is", "gmm9", tmp_path) == ({}, 0.0)
     written = json.loads((tmp_path / f"toy_is__{blind_target}.json").read_text())
