@@ -210,12 +210,10 @@ def _launcher_args(p: argparse.ArgumentParser) -> None:
 
 def _warn_uncommitted(doing: str) -> None:
     """Say on stderr, before a run, that its records will be stamped `-dirty` (and why)."""
-    from pathlib import Path
-
-    from benchmarks.grid.records import uncommitted_code
+    from benchmarks.grid.records import REPO_ROOT, uncommitted_code
 
     try:
-        paths = uncommitted_code(Path(__file__).resolve().parents[1])
+        paths = uncommitted_code(REPO_ROOT)
     except (OSError, subprocess.CalledProcessError):
         return
     if paths:

@@ -402,10 +402,13 @@ def code_commit(root: str | os.PathLike) -> str:
         return "unknown"
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the repository holding the package
+
+
 @functools.cache
 def git_commit() -> str:
     """The commit of this code tree (`code_commit` of the repository holding the package)."""
-    return code_commit(Path(__file__).resolve().parents[2])
+    return code_commit(REPO_ROOT)
 
 
 @functools.cache
