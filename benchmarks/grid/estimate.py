@@ -134,21 +134,20 @@ def tuning_rates(
         try:
             rec = json.loads(path.read_text())
             trials = [t for t in rec["trials"] if t.get("status") == "ok" and t.get("train_steps")]
-            method, target = rec["method"], rec["target"]
-        except (OSError, ValueError, KeyError, TypeError):
+            if not trials:
+                continue
+            same = backend is None or rec.get("hardware", {}).get("backend") == backend
+            rates[(rec["method"], rec["target"])] = Rate(
+                statistics.median(t["train_s"] / t["train_steps"] for t in trials),
+                statistics.median(t["train_evals"] / t["train_steps"] for t in trials),
+                statistics.median(t["wall_s"] - t["train_s"] for t in trials),
+                statistics.median(t["wall_s"] for t in trials),
+                len(trials),
+                not same,
+                "tuning trials",
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # `tiltbench tune` names a bad tuning file; the estimate just does without it
-        if not trials:
-            continue
-        same = backend is None or rec.get("hardware", {}).get("backend") == backend
-        rates[(method, target)] = Rate(
-            statistics.median(t["train_s"] / t["train_steps"] for t in trials),
-            statistics.median(t["train_evals"] / t["train_steps"] for t in trials),
-            statistics.median(t["wall_s"] - t["train_s"] for t in trials),
-            statistics.median(t["wall_s"] for t in trials),
-            len(trials),
-            not same,
-            "tuning trials",
-        )
     return rates
 
 
