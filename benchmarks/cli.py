@@ -477,6 +477,53 @@ def _tune(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _step_caps_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", required=True, help="a shipped suite or a path to a suite .json")
+    p.add_argument(
+        "--out", default="results/runs", help="records whose rates convert the caps (default results/runs)"
+    )
+    p.add_argument("--write", action="store_true", help="store the new step caps in the suite file")
+    p.add_argument(
+        "--redo", action="store_true", help="recompute the caps the suite file already has (default: kept)"
+    )
+
+
+@command(
+    "step-caps",
+    "convert a suite's wall caps into per-(method, target) step caps at measured rates",
+    _step_caps_args,
+)
+def _step_caps(args: argparse.Namespace) -> int:
+    import time
+
+    import jax
+
+    from benchmarks.grid.records import environment, git_commit
+    from benchmarks.grid.step_caps import derive_step_caps, step_cap_lines, write_step_caps
+    from benchmarks.grid.suites import load_suite, suite_file
+
+    suite = load_suite(args.suite)
+    backend = jax.default_backend()
+    caps = derive_step_caps(suite, args.out, backend=backend, redo=args.redo)
+    print("\n".join(step_cap_lines(caps)))
+    if not caps:
+        print(f"suite {suite.name!r} has no learned pair with a wall cap (max_train_s): nothing to convert")
+        return 0
+    if not args.write:
+        print("run again with --write to store the new caps in the suite file")
+        return 0
+    env = environment()
+    provenance = (
+        f"{time.strftime('%Y-%m-%d')}, commit {git_commit()}: the wall caps at the median seconds per "
+        f"step of the {backend} records under {args.out} (else the timed tuning trials) on {env.get('cpu')} "
+        f"({env.get('cpu_count')} cores)"
+    )
+    path = suite_file(suite)
+    added = write_step_caps(path, caps, provenance)
+    print(f"{added} step caps written to {path}" if added else f"no new step cap: {path} left as it is")
+    return 0
+
+
 def _robustness_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--compare",

@@ -590,11 +590,8 @@ def run_cell(
 ) -> CellResult:
     """Run one cell through the pipeline of the module docstring (nothing is written here);
     `progress` hears each stage and each training chunk."""
-    budget = suite.budget(cell.budget)
-    # this target's training wall cap (a budget may give one per target)
-    budget = dataclasses.replace(
-        budget, max_train_s=budget.train_cap_for(cell.target), max_train_s_per_target=()
-    )
+    # this cell's evaluation budget, wall cap or step cap (a budget may give them per target / pair)
+    budget = suite.budget(cell.budget).for_cell(cell.method, cell.target)
     record = CellRecord(
         suite=suite.name,
         method=cell.method,

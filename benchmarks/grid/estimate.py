@@ -199,9 +199,8 @@ def estimate_suite(
             rows.append({"method": method, "target": target, "cells": len(group), "rate": None})
             continue
         trains = samplers.get(method).train_steps is None
-        per_cell = [
-            _projected(rate, suite.budget(c.budget), target) if trains else rate.wall_s for c in group
-        ]
+        budgets = [suite.budget(c.budget).for_cell(method, target) for c in group]
+        per_cell = [_projected(rate, b, target) if trains else rate.wall_s for b in budgets]
         projected += sum(per_cell)
         rows.append(
             {

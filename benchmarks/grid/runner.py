@@ -144,7 +144,7 @@ class _Inputs:
         resolved = self._resolved[key]
         if resolved is None:
             return None
-        budget = self.suite.budget(cell.budget).for_target(cell.target)
+        budget = self.suite.budget(cell.budget).for_cell(cell.method, cell.target).for_target(cell.target)
         return cell_inputs(resolved, budget, self.suite.num_samples, self._fingerprints[cell.target])
 
 

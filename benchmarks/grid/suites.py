@@ -15,7 +15,9 @@ Suite file schema (all keys required unless marked optional):
     budgets       {budget_name: {train_steps: int, chunk_size: int,
                                  max_evals (optional): the equal-budget axis, see below,
                                  max_train_s (optional): wall cap of a cell's training, seconds,
-                                   in the same forms as max_evals}}
+                                   in the same forms as max_evals,
+                                 step_caps (optional): {"<method>/<target>": int, "_doc": str},
+                                   per-pair step caps that replace the wall cap, see below}}
     eval          {num_samples: int}  (samples drawn for every metric; also the reference size)
     exclude       (optional) list of [method, target] pairs or [method, target, budget] triples;
                   "*" matches anything (e.g. ["pis", "*", "low"]: no `pis` cell at budget `low`)
@@ -43,6 +45,14 @@ Wall cap (`max_train_s`). A learned sampler's training also stops at the first c
 `max_train_s` seconds of training wall time (compilation included), so that a suite's total time is
 bounded on slow hardware; the record says when the cap stopped it. The evaluation budget stays the
 comparison axis: a capped cell has spent less than its budget, and its record shows how much.
+
+Step caps (`step_caps`). A wall cap makes a cell's training depend on the machine and its load: the
+same cell trains fewer steps beside two other jobs, or on a slower card. `tiltbench step-caps`
+converts each (method, target)'s wall cap into a step count once, at the rates measured by the
+records (`benchmarks/grid/step_caps.py`), and writes them here; a pair with a step cap trains at most
+`min(train_steps, step cap)` steps and its wall cap no longer applies, so its records are the same
+on any machine. The record's budget carries `train_steps` (resolved) and `step_cap`. Keys starting
+with `_` are notes (the derivation's provenance).
 """
 
 from __future__ import annotations
@@ -58,11 +68,11 @@ from typing import Any
 from benchmarks.grid.records import is_safe_name
 from samplers.fields import configure, merge, nest, new_name
 
-__all__ = ["Budget", "Cell", "Suite", "load_suite", "parse_set", "suite_names", "with_settings"]
+__all__ = ["Budget", "Cell", "Suite", "load_suite", "parse_set", "suite_file", "suite_names", "with_settings"]
 
 _SUITE_KEYS = {"name", "description", "methods", "targets", "seeds", "budgets", "eval", "exclude", "settings"}
 _SETTINGS_KEYS = {"problem", "method", "methods"}
-_BUDGET_KEYS = {"train_steps", "chunk_size", "max_evals", "max_train_s"}
+_BUDGET_KEYS = {"train_steps", "chunk_size", "max_evals", "max_train_s", "step_caps"}
 _EVAL_KEYS = {"num_samples"}
 
 
@@ -81,6 +91,8 @@ class Budget:
         max_train_s: optional wall cap of a learned sampler's training, seconds (module docstring),
             for every target not in `max_train_s_per_target`.
         max_train_s_per_target: `((target, seconds), ...)`, per-target caps.
+        step_caps: `((method, target, steps), ...)`, per-pair step caps that replace the wall cap
+            (module docstring); `for_cell` resolves them.
     """
 
     name: str
@@ -90,6 +102,25 @@ class Budget:
     max_evals_per_target: tuple[tuple[str, float], ...] = ()
     max_train_s: float | None = None
     max_train_s_per_target: tuple[tuple[str, float], ...] = ()
+    step_caps: tuple[tuple[str, str, int], ...] = ()
+
+    def step_cap_for(self, method: str, target: str) -> int | None:
+        """The step cap of `(method, target)` under this budget (None: none; the wall cap applies)."""
+        return next((n for m, t, n in self.step_caps if (m, t) == (method, target)), None)
+
+    def for_cell(self, method: str, target: str) -> Budget:
+        """The budget of one cell: `train_steps` at most the pair's step cap, and the target's wall cap
+        unless the pair has a step cap; per-target and per-pair tables resolved away."""
+        cap = self.step_cap_for(method, target)
+        return dataclasses.replace(
+            self,
+            train_steps=self.train_steps if cap is None else min(self.train_steps, cap),
+            max_evals=self.evals_for(target),
+            max_evals_per_target=(),
+            max_train_s=self.train_cap_for(target) if cap is None else None,
+            max_train_s_per_target=(),
+            step_caps=() if cap is None else ((method, target, cap),),
+        )
 
     def evals_for(self, target: str) -> float | None:
         """The evaluation budget of `target` under this budget (None: no cap)."""
@@ -103,6 +134,7 @@ class Budget:
             "chunk_size": self.chunk_size,
             "max_evals": self.evals_for(target),
             **({"max_train_s": cap} if (cap := self.train_cap_for(target)) is not None else {}),
+            **({"step_cap": caps[0]} if (caps := [n for _, t, n in self.step_caps if t == target]) else {}),
         }
 
     def train_cap_for(self, target: str) -> float | None:
@@ -184,6 +216,14 @@ def _suite_dir():
     return resources.files("benchmarks.grid") / "suites"
 
 
+def suite_file(suite: Suite) -> Path:
+    """The file a loaded suite came from (a shipped suite's JSON, or the path it was loaded from)."""
+    path = Path(suite.source)
+    if path.suffix == ".json" or path.exists():
+        return path
+    return Path(str(_suite_dir() / f"{suite.source}.json"))
+
+
 def suite_names() -> list[str]:
     """Names of the suites shipped in `benchmarks/grid/suites/`."""
     return sorted(p.name[:-5] for p in _suite_dir().iterdir() if p.name.endswith(".json"))
@@ -235,6 +275,35 @@ def _parse_per_target(
     )
     default = float(raw["*"]) if "*" in raw else None
     return default, tuple(sorted((t, float(v)) for t, v in raw.items() if t != "*"))
+
+
+def _parse_step_caps(
+    raw: Any, methods: list[str], suite_targets: list[str], where: str
+) -> tuple[tuple[str, str, int], ...]:
+    """`step_caps` -> `((method, target, steps), ...)`; see the module docstring."""
+    if raw is None:
+        return ()
+    _require(
+        isinstance(raw, dict), where, f'step_caps must be an object {{"method/target": steps}}; got {raw!r}'
+    )
+    out = []
+    for key, steps in sorted(raw.items()):
+        if key.startswith("_"):
+            continue
+        method, sep, target = key.partition("/")
+        _require(
+            bool(sep) and method in methods and target in suite_targets,
+            where,
+            f"step_caps key {key!r} is not '<method>/<target>' of the suite (methods {sorted(methods)}, "
+            f"targets {sorted(suite_targets)})",
+        )
+        _require(
+            isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1,
+            where,
+            f"step_caps[{key!r}] must be an integer >= 1, got {steps!r}",
+        )
+        out.append((method, target, steps))
+    return tuple(out)
 
 
 def load_suite(name_or_path: str) -> Suite:
@@ -320,8 +389,9 @@ def load_suite(name_or_path: str) -> Suite:
         cap, cap_per_target = _parse_per_target(
             b.get("max_train_s"), tlist, f"{where} budget {bname!r}", key="max_train_s"
         )
+        steps = _parse_step_caps(b.get("step_caps"), methods, tlist, f"{where} budget {bname!r}")
         budgets.append(
-            Budget(bname, b["train_steps"], b["chunk_size"], default, per_target, cap, cap_per_target)
+            Budget(bname, b["train_steps"], b["chunk_size"], default, per_target, cap, cap_per_target, steps)
         )
     _check_keys(raw["eval"], _EVAL_KEYS, f"{where} eval")
     num_samples = raw["eval"]["num_samples"]

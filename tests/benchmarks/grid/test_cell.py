@@ -100,3 +100,40 @@ def test_a_wall_cap_stops_training_at_a_chunk_boundary_and_says_so(tmp_path):
     )
     with pytest.raises(ValueError, match="max_train_s must be a positive number"):
         load_suite(str(bad))
+
+
+def test_a_step_cap_replaces_the_wall_cap_of_its_pair_and_is_recorded(tmp_path):
+    path = toy_method.write_suite(
+        tmp_path,
+        targets=["gaussian", "gmm9"],
+        budgets={
+            "b": {
+                "train_steps": 5,
+                "chunk_size": 1,
+                "max_train_s": 1e-9,
+                "step_caps": {"toy_is/gaussian": 3, "_derived": ["a note"]},
+            }
+        },
+    )
+    suite = load_suite(str(path))
+    record = run_cell(Cell("toy_is", "gaussian", "b", 0), suite).record
+    assert record.status == "ok" and record.metrics["cost/train_steps"] == 3
+    assert "max_train_s" not in record.budget and (
+        record.budget["train_steps"],
+        record.budget["step_cap"],
+    ) == (3, 3)
+    assert not record.budget_plan  # no wall-cap note: the cap did not apply
+    # a pair without a step cap keeps the wall cap, and its record's budget has no step_cap
+    other = suite.budget("b").for_cell("toy_is", "gmm9")
+    assert (other.train_steps, other.max_train_s, other.for_target("gmm9").get("step_cap")) == (5, 1e-9, None)
+    for caps, match in [
+        ({"toy_is/nowhere": 3}, "not '<method>/<target>' of the suite"),
+        ({"toy_is": 3}, "not '<method>/<target>' of the suite"),
+        ({"toy_is/gaussian": 0}, "must be an integer >= 1"),
+        ([3], "step_caps must be an object"),
+    ]:
+        bad = toy_method.write_suite(
+            tmp_path, name="bad", budgets={"b": {"train_steps": 5, "chunk_size": 1, "step_caps": caps}}
+        )
+        with pytest.raises(ValueError, match=match):
+            load_suite(str(bad))
