@@ -544,8 +544,18 @@ def _plain(v: Any) -> Any:
     return repr(v)
 
 
-def _finite(x: Any) -> bool:
-    return bool(np.all(np.isfinite(np.asarray(x))))
+def _unusable_draws(x: Any, log_w: Any) -> str | None:
+    """Why the final draws cannot be scored (None: they can): how many rows of `x` are non-finite and
+    how many log-weights are NaN (a log-weight of -inf is a draw of weight 0, which is allowed)."""
+    x, log_w = np.asarray(x), np.asarray(log_w)
+    bad_x = int(np.sum(~np.all(np.isfinite(x.reshape(len(x), -1)), axis=1)))
+    bad_w = int(np.sum(np.isnan(log_w)))
+    if not bad_x and not bad_w:
+        return None
+    return (
+        f"non-finite samples or NaN log-weights after training: {bad_x} of {len(x)} draws non-finite, "
+        f"{bad_w} of {log_w.size} log-weights NaN"
+    )
 
 
 def _reference_sets(target: targets.Target, key: jax.Array, n: int) -> tuple[Any, Any, int]:
@@ -678,9 +688,8 @@ def run_cell(
         timing["sampling"] = {"compile_s": sample_compile, "run_s": sample_time}
         record.cost_sample = samples.cost._asdict()
         samples_kept = np.asarray(samples.x[:SAMPLE_FILE_ROWS], np.float32)
-        if not _finite(samples.x) or bool(np.any(np.isnan(np.asarray(samples.log_w)))):
-            record.status = "diverged"
-            record.message = "non-finite samples or NaN log-weights after training"
+        if (why := _unusable_draws(samples.x, samples.log_w)) is not None:
+            record.status, record.message = "diverged", why
             return CellResult(record, samples_kept)
 
         phase("scoring", "reference")

@@ -4,9 +4,10 @@ progress reported after every training chunk, and the applicability check of the
 from __future__ import annotations
 
 import jax
+import numpy as np
 import pytest
 
-from benchmarks.grid.cell import CellRecord, Monitor, resolve_cell, run_cell, train_cell
+from benchmarks.grid.cell import CellRecord, Monitor, _unusable_draws, resolve_cell, run_cell, train_cell
 from benchmarks.grid.records import validate_record
 from benchmarks.grid.suites import Budget, Cell, load_suite
 from benchmarks.metrics.accuracy import assess
@@ -137,3 +138,11 @@ def test_a_step_cap_replaces_the_wall_cap_of_its_pair_and_is_recorded(tmp_path):
         )
         with pytest.raises(ValueError, match=match):
             load_suite(str(bad))
+
+
+def test_unusable_draws_are_counted_in_the_diverged_message():
+    x = np.zeros((6, 2, 3))
+    assert _unusable_draws(x, np.full(6, -np.inf)) is None  # weight-0 draws are allowed
+    x[1, 0, 2], x[4, 1, 1] = np.nan, np.inf
+    log_w = np.array([0.0, np.nan, 0.0, 0.0, 0.0, np.nan])
+    assert _unusable_draws(x, log_w).endswith("2 of 6 draws non-finite, 2 of 6 log-weights NaN")

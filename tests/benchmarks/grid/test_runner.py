@@ -57,6 +57,7 @@ def test_diverged_and_error_cells_are_recorded_and_the_grid_goes_on(tmp_path):
     recs = run_suite(suite, tmp_path / "runs", progress=False, log=lambda s: None)
     status = {r["method"]: r for r in recs}
     assert status["toy_nan"]["status"] == "diverged"
+    assert "64 of 64 draws non-finite" in status["toy_nan"]["message"]
     assert {"info", "findings"} <= set(status["toy_nan"]["train"])  # what the finished chunks showed
     assert status["toy_error"]["status"] == "error"
     assert "asked to fail" in status["toy_error"]["message"]
