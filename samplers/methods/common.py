@@ -35,6 +35,7 @@ __all__ = [
     "config_network",
     "config_optimizer",
     "clip_norm",
+    "clip_output",
     "grad_log_target_fn",
     "make_optimizer",
     "path_weight_loss",
@@ -83,11 +84,16 @@ class NetworkConfig(Checked):
         kind: `"auto"` (egnn for particle systems, else mlp), `"mlp"` or `"egnn"` (`NETWORKS`).
         hidden: hidden widths of the MLP (for `egnn`: width `hidden[0]`, `len(hidden)` layers).
         time_embedding_dim: number of sinusoidal time features of the network.
+        output_clip: element-wise clip of the network's output `u_θ(x, t)` to `[-c, c]` (None: off):
+            gfn-diffusion's `--clipping` (`gfn_clip`, 1e4 in its runs; GFNOrg/gfn-diffusion,
+            `energy_sampling/models/gfn.py`). An EGNN's output grows faster than linearly in the
+            particle distances, so a trajectory that strays far can feed itself to overflow.
     """
 
     kind: str = field("auto", one_of(NETWORKS))
     hidden: tuple[int, ...] = field((64, 64), WIDTHS)
     time_embedding_dim: int = field(32, integer(2))
+    output_clip: float | None = field(None, POSITIVE_OR_NONE)
 
 
 # Flat names of the fields that moved into a sub-config under another name (for the error message).
@@ -133,6 +139,7 @@ def build_control_network(
     time_embedding_dim: int = 32,
     grad_log_target: Callable[[jax.Array], jax.Array] | None = None,
     grad_target_clip: float = 100.0,
+    output_clip: float | None = None,
 ) -> ControlNet:
     """The control network of a method, chosen by name (`NETWORKS`).
 
@@ -143,10 +150,29 @@ def build_control_network(
         time_embedding_dim: number of sinusoidal time features.
         grad_log_target: one-point `∇log γ̃` for the MLP's grad-log-target feature, or None.
         grad_target_clip: element-wise clip of that feature.
+        output_clip: element-wise clip of the output to `[-c, c]` (`NetworkConfig.output_clip`), or None.
 
     Returns:
         A `ControlNet` whose output is zero at initialisation (training starts from the base).
     """
+    net = _control_network(problem, network, hidden, time_embedding_dim, grad_log_target, grad_target_clip)
+    return net if output_clip is None else clip_output(net, output_clip)
+
+
+def clip_output(net: ControlNet, c: float) -> ControlNet:
+    """`net` with its output clipped element-wise to `[-c, c]` (`apply` and `apply_with_grad`); where
+    `|u| < c` the network is unchanged, values and gradients."""
+
+    def apply(params, x, t):
+        return jnp.clip(net.apply(params, x, t), -c, c)
+
+    def apply_with_grad(params, x, t, g):
+        return jnp.clip(net.apply_with_grad(params, x, t, g), -c, c)
+
+    return net._replace(apply=apply, apply_with_grad=None if net.apply_with_grad is None else apply_with_grad)
+
+
+def _control_network(problem, network, hidden, time_embedding_dim, grad_log_target, grad_target_clip):
     if network not in NETWORKS:
         raise ValueError(f"unknown network {network!r}; valid choices: {sorted(NETWORKS)}")
     if network == "auto":
@@ -169,8 +195,8 @@ def build_control_network(
 def config_network(
     problem: Problem, config, *, grad_log_target: Callable[[jax.Array], jax.Array] | None = None
 ) -> ControlNet:
-    """`build_control_network` with a method config's `network` sub-config and, where the config has
-    it, its `grad_target_clip` (else 100)."""
+    """`build_control_network` with a method config's `network` sub-config (kind, widths, time features,
+    output clip) and, where the config has it, its `grad_target_clip` (else 100)."""
     net = config.network
     return build_control_network(
         problem,
@@ -179,6 +205,7 @@ def config_network(
         time_embedding_dim=net.time_embedding_dim,
         grad_log_target=grad_log_target,
         grad_target_clip=getattr(config, "grad_target_clip", 100.0),
+        output_clip=net.output_clip,
     )
 
 

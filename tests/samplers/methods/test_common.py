@@ -90,3 +90,48 @@ def test_clip_norm_clips_a_gradient_whose_float32_norm_overflows():
     np.testing.assert_allclose(np.linalg.norm(clipped), 100.0, rtol=1e-6)
     direction = np.asarray([3.0, -3.0, 1.0]) / np.linalg.norm([3.0, -3.0, 1.0])
     np.testing.assert_allclose(clipped / 100.0, direction, rtol=1e-6)
+
+
+def test_output_clip_binds_only_beyond_its_bound():
+    """`network.output_clip` (gfn-diffusion's `--clipping`): where |u| < c the network is unchanged,
+    values and parameter gradients (so it cannot move a fixed point the control does not reach); beyond,
+    the output is clipped, also on the grad-feature path; an EGNN's output far out grows faster than
+    linearly, which is what the clip stops."""
+    import jax
+
+    from samplers.methods.common import clip_output
+    from samplers.networks import egnn_control, mlp_control
+    from targets.base import ParticleSpec
+
+    egnn = egnn_control(ParticleSpec(4, 2), hidden=16, num_layers=2, time_embedding_dim=8)
+    mlp = mlp_control(4, hidden=(8,), time_embedding_dim=8, grad_log_target=lambda x: -x)
+    for net, dim in [(egnn, 8), (mlp, 4)]:
+        params = jax.tree.map(lambda p: p + 0.3, net.init(jax.random.key(0)))  # a non-zero output
+        x = jax.random.normal(jax.random.key(1), (dim,))
+        near, far = net.apply(params, x, 0.3), net.apply(params, 30.0 * x, 0.3)
+        c = 2.0 * float(jnp.abs(near).max())
+        clipped = clip_output(net, c)
+        np.testing.assert_array_equal(clipped.apply(params, x, 0.3), near)
+        grads = [jax.grad(lambda p, n=n: jnp.sum(n.apply(p, x, 0.3) ** 2))(params) for n in (net, clipped)]
+        jax.tree.map(np.testing.assert_array_equal, *grads)
+        assert float(jnp.abs(far).max()) > c
+        np.testing.assert_array_equal(clipped.apply(params, 30.0 * x, 0.3), jnp.clip(far, -c, c))
+        if net.apply_with_grad is not None:
+            g = -30.0 * x
+            np.testing.assert_array_equal(
+                clipped.apply_with_grad(params, 30.0 * x, 0.3, g),
+                jnp.clip(net.apply_with_grad(params, 30.0 * x, 0.3, g), -c, c),
+            )
+    params, x = (
+        jax.tree.map(lambda p: p + 0.3, egnn.init(jax.random.key(0))),
+        jax.random.normal(jax.random.key(1), (8,)),
+    )
+    u1, u2 = egnn.apply(params, 10.0 * x, 0.3), egnn.apply(params, 100.0 * x, 0.3)
+    assert float(jnp.abs(u2).max()) > 10.0 * float(jnp.abs(u1).max())  # faster than linear
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0])
+def test_output_clip_must_be_positive(bad):
+    with pytest.raises(ValueError, match="output_clip"):
+        samplers.get("cmcd_kl").make_config({"network": {"output_clip": bad}})
+    assert samplers.get("pis").make_config({"network": {"output_clip": 1e4}}).network.output_clip == 1e4
