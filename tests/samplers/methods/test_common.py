@@ -112,7 +112,9 @@ def test_output_clip_binds_only_beyond_its_bound():
         c = 2.0 * float(jnp.abs(near).max())
         clipped = clip_output(net, c)
         np.testing.assert_array_equal(clipped.apply(params, x, 0.3), near)
-        grads = [jax.grad(lambda p, n=n: jnp.sum(n.apply(p, x, 0.3) ** 2))(params) for n in (net, clipped)]
+        grads = [
+            jax.grad(lambda p, n=n, x=x: jnp.sum(n.apply(p, x, 0.3) ** 2))(params) for n in (net, clipped)
+        ]
         jax.tree.map(np.testing.assert_array_equal, *grads)
         assert float(jnp.abs(far).max()) > c
         np.testing.assert_array_equal(clipped.apply(params, 30.0 * x, 0.3), jnp.clip(far, -c, c))
