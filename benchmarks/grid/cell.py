@@ -166,26 +166,54 @@ def _recorded_inputs(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def changed_inputs(record: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def changed_inputs(
+    record: dict[str, Any], current: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> list[str]:
     """The names of the inputs whose recorded value differs from `current` (empty: unchanged).
 
-    Settings are compared on the keys both sides have (`_differ`). A record without a target
-    fingerprint (it failed before the target was built) always counts as changed: nothing says it
-    was run on the present target.
+    Settings are compared on the keys both sides have (`_differ`), and on a key the record lacks
+    where `defaults` (the inputs' values at the code's defaults, e.g. `{"method": config_dict(
+    spec.make_config())}`) says the present value is not the field's default. A record without a
+    target fingerprint (it failed before the target was built) always counts as changed: nothing
+    says it was run on the present target.
     """
     stored = _recorded_inputs(record)
     if not stored.get("target_fingerprint"):
         return ["target_fingerprint"]
-    return [k for k, v in current.items() if k in stored and stored[k] is not None and _differ(stored[k], v)]
+    defaults = defaults or {}
+    return [
+        k
+        for k, v in current.items()
+        if k in stored and stored[k] is not None and _differ(stored[k], v, defaults.get(k))
+    ]
 
 
-def _differ(stored: Any, current: Any) -> bool:
+_ABSENT = object()
+
+
+def _differ(stored: Any, current: Any, default: Any = _ABSENT) -> bool:
     """Whether a recorded input differs from the present one. Settings objects are compared on the
     keys both have: a config field added to the code after the record was written is a code change,
-    which resume does not compare (the record's `commit` says which code ran; `--force` re-runs)."""
+    which resume does not compare (the record's `commit` says which code ran; `--force` re-runs),
+    unless the present value is not the field's `default` (a table or suite sets the new field, so
+    the record ran without that setting)."""
     if isinstance(stored, dict) and isinstance(current, dict):
-        return any(_differ(stored[k], current[k]) for k in stored.keys() & current.keys())
+        defaults = default if isinstance(default, dict) else {}
+        if any(
+            _differ(stored[k], current[k], defaults.get(k, _ABSENT)) for k in stored.keys() & current.keys()
+        ):
+            return True
+        return any(
+            k in defaults and _set_away_from(current[k], defaults[k]) for k in current.keys() - stored.keys()
+        )
     return stored != current
+
+
+def _set_away_from(current: Any, default: Any) -> bool:
+    """Whether a value the record does not have differs from the code's default for it."""
+    if isinstance(current, dict) and isinstance(default, dict):
+        return any(k in default and _set_away_from(v, default[k]) for k, v in current.items())
+    return current != default
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from benchmarks.grid.cell import cell_inputs, changed_inputs, resolve_cell, run_cell
+from benchmarks.grid.cell import cell_inputs, changed_inputs, config_dict, resolve_cell, run_cell
 from benchmarks.grid.records import (
     RecordError,
     atomic_savez,
@@ -147,6 +147,14 @@ class _Inputs:
         budget = self.suite.budget(cell.budget).for_cell(cell.method, cell.target).for_target(cell.target)
         return cell_inputs(resolved, budget, self.suite.num_samples, self._fingerprints[cell.target])
 
+    def defaults(self, cell: Cell) -> dict[str, Any] | None:
+        """The method config at the code's defaults (`changed_inputs`: a field a record lacks counts as
+        changed where the table or suite sets it away from its default)."""
+        resolved = self._resolved.get((cell.method, cell.target))
+        if resolved is None:
+            return None
+        return {"method": config_dict(resolved.spec.make_config())}
+
 
 def plan_cells(
     suite: Suite,
@@ -188,7 +196,8 @@ def plan_cells(
             todo.append(Pending(cell, f"retry {record['status']}"))
             continue
         current = inputs(cell)
-        changed = changed_inputs(record, current) if current is not None else ["unresolvable"]
+        defaults = getattr(inputs, "defaults", lambda c: None)(cell)
+        changed = changed_inputs(record, current, defaults) if current is not None else ["unresolvable"]
         if changed:
             todo.append(Pending(cell, f"inputs changed: {', '.join(changed)}"))
     return todo

@@ -73,6 +73,17 @@ def test_changed_settings_are_detected_and_added_fields_are_not():
     assert changed_inputs(record, {**current, "method": {"lr": 0.2}}) == ["method"]
     assert changed_inputs(record, {**current, "num_samples": 128}) == ["num_samples"]
     assert changed_inputs({**record, "target_fingerprint": None}, current) == ["target_fingerprint"]
+    # ... unless the table or suite sets the added field away from its default: the record ran without it
+    defaults = {"method": {"lr": 1e-3, "added_later": 1, "network": {"clip": None, "width": 8}}}
+    assert changed_inputs(record, current, defaults) == []  # added, at its default
+    assert changed_inputs(record, {**current, "method": {"lr": 0.1, "added_later": 2}}, defaults) == [
+        "method"
+    ]
+    nested = {**record, "config": {**record["config"], "method": {"lr": 0.1, "network": {"width": 8}}}}
+    at_default = {**current, "method": {"lr": 0.1, "network": {"width": 8, "clip": None}}}
+    assert changed_inputs(nested, at_default, defaults) == []
+    set_away = {**current, "method": {"lr": 0.1, "network": {"width": 8, "clip": 1e4}}}
+    assert changed_inputs(nested, set_away, defaults) == ["method"]
 
 
 def test_failed_cells_are_kept_unless_retried(tmp_path):
