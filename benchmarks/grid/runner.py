@@ -196,7 +196,7 @@ def plan_cells(
             todo.append(Pending(cell, f"retry {record['status']}"))
             continue
         current = inputs(cell)
-        defaults = getattr(inputs, "defaults", lambda c: None)(cell)
+        defaults = inputs.defaults(cell)
         changed = changed_inputs(record, current, defaults) if current is not None else ["unresolvable"]
         if changed:
             todo.append(Pending(cell, f"inputs changed: {', '.join(changed)}"))
