@@ -16,7 +16,7 @@ Suite file schema (all keys required unless marked optional):
                                  max_evals (optional): the equal-budget axis, see below,
                                  max_train_s (optional): wall cap of a cell's training, seconds,
                                    in the same forms as max_evals,
-                                 step_caps (optional): {"<method>/<target>": int, "_doc": str},
+                                 step_caps (optional): {"<method>/<target>": int, "_derived": [str]},
                                    per-pair step caps that replace the wall cap, see below}}
     eval          {num_samples: int}  (samples drawn for every metric; also the reference size)
     exclude       (optional) list of [method, target] pairs or [method, target, budget] triples;
@@ -134,7 +134,12 @@ class Budget:
             "chunk_size": self.chunk_size,
             "max_evals": self.evals_for(target),
             **({"max_train_s": cap} if (cap := self.train_cap_for(target)) is not None else {}),
-            **({"step_cap": caps[0]} if (caps := [n for _, t, n in self.step_caps if t == target]) else {}),
+            # a cell's budget (`for_cell`) holds its own pair's cap only
+            **(
+                {"step_cap": self.step_caps[0][2]}
+                if len(self.step_caps) == 1 and self.step_caps[0][1] == target
+                else {}
+            ),
         }
 
     def train_cap_for(self, target: str) -> float | None:
