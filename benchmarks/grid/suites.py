@@ -223,10 +223,15 @@ def _suite_dir():
 
 def suite_file(suite: Suite) -> Path:
     """The file a loaded suite came from (a shipped suite's JSON, or the path it was loaded from)."""
-    path = Path(suite.source)
-    if path.suffix == ".json" or path.exists():
-        return path
+    if _is_file_path(suite.source):
+        return Path(suite.source)
     return Path(str(_suite_dir() / f"{suite.source}.json"))
+
+
+def _is_file_path(name_or_path: str) -> bool:
+    """Whether `load_suite`'s argument names a file (a `.json` path or an existing one), not a shipped suite."""
+    path = Path(name_or_path)
+    return path.suffix == ".json" or path.exists()
 
 
 def suite_names() -> list[str]:
@@ -321,7 +326,7 @@ def load_suite(name_or_path: str) -> Suite:
     import targets
 
     path = Path(name_or_path)
-    if path.suffix == ".json" or path.exists():
+    if _is_file_path(name_or_path):
         if not path.exists():
             raise ValueError(f"suite file {str(path)!r} does not exist")
         text, where = path.read_text(), str(path)
