@@ -229,7 +229,7 @@ def suite_file(suite: Suite) -> Path:
 
 
 def _is_file_path(name_or_path: str) -> bool:
-    """Whether `load_suite`'s argument names a file (a `.json` path or an existing one), not a shipped suite."""
+    """Whether a `load_suite` argument names a file (`.json` or an existing path), not a shipped suite."""
     path = Path(name_or_path)
     return path.suffix == ".json" or path.exists()
 
