@@ -221,13 +221,21 @@ class GaussianMixture:
         """Normalised component log densities `log N(x; μ_k, Σ_k)` of ONE point, shape `(K,)`.
 
         `log N = -½‖L_k⁻¹(x - μ_k)‖² - Σ_i log (L_k)_ii - (d/2) log 2π`. Weights are not included.
+
+        `L_k⁻¹` is formed once per call from the factors alone (`inverse_scale_trils`), so under
+        `jax.vmap` over points it is computed once for the whole batch and the whitening is one
+        matrix product; solving `L_k w = x - μ_k` per point instead batches into one small
+        triangular solve per point and component, which on CPU made 50-D `mog50` 3-15x slower.
         """
         self._check_point(x)
-        whitened = jax.vmap(lambda scale_tril, mean: solve_triangular(scale_tril, x - mean, lower=True))(
-            self.scale_trils, self.means
-        )
+        whitened = jnp.einsum("kij,kj->ki", self.inverse_scale_trils(), x[None, :] - self.means)
         log_det = jnp.sum(jnp.log(jnp.diagonal(self.scale_trils, axis1=-2, axis2=-1)), axis=-1)
         return -0.5 * jnp.sum(whitened**2, axis=-1) - log_det - 0.5 * self.dim * _LOG_2PI
+
+    def inverse_scale_trils(self) -> jax.Array:
+        """`L_k⁻¹` (lower-triangular), shape `(K, d, d)`, by triangular solves against the identity."""
+        eye = jnp.eye(self.dim, dtype=self.scale_trils.dtype)
+        return jax.vmap(lambda scale_tril: solve_triangular(scale_tril, eye, lower=True))(self.scale_trils)
 
     def log_prob(self, x: jax.Array) -> jax.Array:
         """`log Σ_k w_k N(x; μ_k, Σ_k)` of ONE point `(d,)` (normalised iff the weights are)."""
