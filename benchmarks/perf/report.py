@@ -10,7 +10,10 @@
    reference targets (`throughput.cell_throughput`);
 4. the harness-overhead ratios against the hand-fused references (`overhead.harness_ratio`): the four
    code-path representatives on the reference target, and Adjoint Sampling with the EGNN on the
-   particle targets (dw4, lj13), with the training step's network FLOP rate against the matmul peak.
+   particle targets (dw4, lj13), with the training step's network FLOP rate against the matmul peak;
+5. energy + gradient evaluations per second of the suite's targets (`target_evals.target_throughput`):
+   what one unit of the budget axis costs in time, and on the Gaussian mixtures the ratio of the
+   former per-point triangular-solve whitening to the current one.
 Each section has a wall-clock budget; cells that do not fit are listed as skipped, never silently
 dropped. The JSON record (`results/perf/perf.json`) keeps one entry per backend (`cpu`, `gpu`, ...)
 so that runs on different devices sit side by side; the Markdown report renders every backend.
@@ -66,8 +69,10 @@ class PerfConfig:
         accuracy_chunk_size: training steps between two log-Z checks of a learned cell.
         accuracy_max_evals, accuracy_max_train_s: per-cell training budget of a learned cell
             (energy + gradient evaluations; wall seconds after the first, compiling chunk).
-        budgets_s: wall-clock budget of each section (cells, throughput, overhead); a cell that
-            does not fit is listed as skipped.
+        eval_targets, eval_batch, eval_repeats: the targets of the evaluation-throughput rows, the
+            points per timed call and the timed calls (`target_evals.target_throughput`).
+        budgets_s: wall-clock budget of each section (cells, throughput, overhead, targets); a cell
+            that does not fit is listed as skipped.
     """
 
     cell_targets: tuple[str, ...] = ("funnel10", "many_well32")
@@ -96,10 +101,14 @@ class PerfConfig:
     accuracy_chunk_size: int = 10
     accuracy_max_evals: float = 5e6
     accuracy_max_train_s: float = 2.5
+    eval_targets: tuple[str, ...] = ("gmm40", "mog50", "funnel10", "many_well32", "dw4", "lj13", "lj55")
+    eval_batch: int = 512
+    eval_repeats: int = 7
     budgets_s: tuple[tuple[str, float], ...] = (
         ("cells", 440.0),
         ("throughput", 90.0),
         ("overhead", 120.0),
+        ("targets", 60.0),
     )
 
     def scaled(self, factor: float) -> PerfConfig:
@@ -181,6 +190,7 @@ def run_perf(config: PerfConfig = PerfConfig(), log: Callable[[str], None] = pri
     """Run every section; returns the record of this backend (see the module docstring)."""
     from benchmarks.perf.flops import matmul_peak
     from benchmarks.perf.overhead import harness_ratio
+    from benchmarks.perf.target_evals import target_throughput
     from benchmarks.perf.throughput import cell_throughput
 
     t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -233,6 +243,12 @@ def run_perf(config: PerfConfig = PerfConfig(), log: Callable[[str], None] = pri
     for row in overhead["rows"]:
         if "method_flop_per_s" in row:
             row["method_peak_fraction"] = row["method_flop_per_s"] / peak["flops_per_s"]
+
+    # 4. energy + gradient evaluations per second of the targets (the cost of one budget unit)
+    te = lambda t: lambda: target_throughput(t, batch=config.eval_batch, repeats=config.eval_repeats)
+    target_rows = _budgeted(
+        "targets", [(t, te(t)) for t in config.eval_targets], budgets.get("targets", 60.0), log
+    )
     return {
         "backend": jax.default_backend(),
         "commit": git_commit(),
@@ -243,6 +259,7 @@ def run_perf(config: PerfConfig = PerfConfig(), log: Callable[[str], None] = pri
         "cells": cells,
         "throughput": throughput,
         "overhead": overhead,
+        "targets": target_rows,
         "wall_s": time.perf_counter() - t0,
     }
 
@@ -280,7 +297,7 @@ def render_markdown(records: dict[str, dict]) -> str:
             f"flax {hw['versions'].get('flax')}. float32 matmul peak ({rec['matmul_peak']['n']}²): "
             f"{rec['matmul_peak']['flops_per_s'] / 1e9:.1f} GFLOP/s."
         )
-        out += _throughput_table(rec) + _overhead_table(rec) + _accuracy_table(rec)
+        out += _throughput_table(rec) + _overhead_table(rec) + _accuracy_table(rec) + _targets_table(rec)
     return "\n".join(out) + "\n"
 
 
@@ -436,3 +453,32 @@ def _range(q: dict, fmt: str = ".3g") -> str:
     hi = "∞" if q["max"] == float("inf") else format(q["max"], fmt)
     lo = "∞" if q["min"] == float("inf") else format(q["min"], fmt)
     return f"{med} [{lo}, {hi}]"
+
+
+def _targets_table(rec) -> list[str]:
+    """Section 5 (absent from records made before it existed)."""
+    sec = rec.get("targets")
+    if sec is None:
+        return []
+    out = [
+        "",
+        "### Energy + gradient evaluations per second of the targets",
+        "",
+        "What one unit of the budget axis costs on this device: `jit(vmap(value_and_grad(log_prob)))` "
+        f"on a batch of {rec['config'].get('eval_batch', 512)} points, median of "
+        f"{rec['config'].get('eval_repeats', 7)} steady-state calls; one energy and one gradient per point "
+        "(`benchmarks/perf/target_evals.py`). Mixtures: the former whitening (one triangular solve per "
+        "point and component) against the current one (`L_k⁻¹` formed once per batch), interleaved; "
+        "ratio = t_former / t_current per round, median [min, max].",
+        "",
+        "| target | dim | evals/s | call ms | components | former / current whitening |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sec["rows"]:
+        ratio = r.get("solves_ratio")
+        cmp = f"{ratio['median']:.2f} [{ratio['min']:.2f}, {ratio['max']:.2f}]" if ratio else "—"
+        out.append(
+            f"| {r['target']} | {r['dim']} | {_f(r['evals_per_s'])} | {_f(1e3 * r['call_s'])} | "
+            f"{r.get('components', '—')} | {cmp} |"
+        )
+    return out + _skipped(sec)

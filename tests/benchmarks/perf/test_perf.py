@@ -174,7 +174,19 @@ def test_report_keeps_backends_apart(tmp_path):
                 ],
             },
             "cells": {**section, "rows": [diverged_cell]},
+            # a record from before the target-evaluation section has none: the gpu one has it
+            **({"targets": {**section, "skipped": [], "rows": [target_row]}} if backend == "gpu" else {}),
         }
+
+    target_row = {
+        "target": "gmm9",
+        "dim": 2,
+        "batch": 8,
+        "call_s": 0.002,
+        "evals_per_s": 8000.0,
+        "components": 9,
+        "solves_ratio": ratio_summary([4.0, 6.0], [1.0, 1.0]),
+    }
 
     # a learned cell over three seeds: one diverged (no compile time (NaN), an infinite error; JSON
     # stores both as strings), one did not reach, one reached
@@ -224,6 +236,25 @@ def test_report_keeps_backends_apart(tmp_path):
         "steps 20, 20, 20; probe crossings 0, 1, 2; seed 0 diverged at step 25 (non-finite loss) |"
     )
     assert text.count(row) == 2
+    assert text.count("| gmm9 | 2 | 8e+03 | 2 | 9 | 5.00 [4.00, 6.00] |") == 1
+
+
+def test_target_throughput_counts_both_evaluations_and_compares_the_mixture_whitening():
+    """Each point is one energy and one gradient evaluation; on a mixture the former whitening (a
+    triangular solve per point and component) computes the same log-density as `log_prob`."""
+    from benchmarks.perf.target_evals import mixture_log_prob_by_solves, target_throughput
+
+    row = target_throughput("gmm9", batch=8, repeats=2)
+    assert row["evals_per_s"] == pytest.approx(16 / row["call_s"])
+    assert row["components"] == 9 and row["solves_ratio"]["rounds"] == 2
+    assert "solves_ratio" not in target_throughput("funnel10", batch=8, repeats=1)
+    target = targets.get("mog2")
+    x = 3.0 * jax.random.normal(jax.random.key(1), (16, 2))
+    np.testing.assert_allclose(
+        jax.vmap(lambda y: mixture_log_prob_by_solves(target.mixture, y))(x),
+        jax.vmap(target.log_prob)(x),
+        rtol=1e-5,
+    )
 
 
 # a learned cost-to-accuracy cell small enough for `make test`: chunks of 5 steps, a 64-sample probe
