@@ -431,16 +431,14 @@ def _resumable(
 
 
 def _same_cap(rec: Mapping[str, Any], settings: TuneSettings) -> bool:
-    """Whether a record's trials ran under this search's evaluation cap: the same cap, or none where no
-    trial reached the present one (the cap would not have stopped any of them)."""
+    """Whether a record's trials ran under this search's evaluation cap: the same cap, or a different
+    one (or none) where no trial reached the smaller of the two (neither cap would have stopped any of
+    them, so the trials are the same bit for bit)."""
     cap = rec.get("max_evals")
     if cap == settings.max_evals:
         return True
-    return (
-        cap is None
-        and settings.max_evals is not None
-        and all(t.get("evals", 0.0) <= settings.max_evals for t in rec["trials"])
-    )
+    smaller = min(c for c in (cap, settings.max_evals, math.inf) if c is not None)
+    return all(t.get("evals", 0.0) <= smaller for t in rec["trials"])
 
 
 def partial_file(method: str, target: str, directory: str | os.PathLike | None = None) -> Path:

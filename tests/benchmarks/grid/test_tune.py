@@ -371,14 +371,16 @@ def test_a_trial_stops_training_before_the_cells_budget(blind_target, tmp_path):
     assert [t["evals"] for t in free["trials"]] == [100.0, 2100.0] and free["max_evals"] is None
 
 
-def test_an_uncapped_search_counts_as_capped_where_no_trial_reached_the_cap():
+def test_searches_under_different_caps_count_as_the_same_where_no_trial_reached_the_smaller():
     from benchmarks.grid.tune import _same_cap
 
     rec = {"trials": [{"evals": 900.0}, {"evals": 1000.0}]}
     assert _same_cap(rec, TuneSettings(max_evals=1000.0)) and _same_cap(rec, TuneSettings())
     assert not _same_cap(rec, TuneSettings(max_evals=950.0))  # the cap would have stopped a trial
-    assert not _same_cap({**rec, "max_evals": 2000.0}, TuneSettings(max_evals=1000.0))
-    assert not _same_cap({**rec, "max_evals": 2000.0}, TuneSettings())
+    assert _same_cap({**rec, "max_evals": 2000.0}, TuneSettings(max_evals=1000.0))  # neither cap binds
+    assert not _same_cap({**rec, "max_evals": 2000.0}, TuneSettings(max_evals=950.0))
+    assert _same_cap({**rec, "max_evals": 2000.0}, TuneSettings())  # nor does it uncapped
+    assert not _same_cap({**rec, "max_evals": 950.0}, TuneSettings())  # the record's cap did bind
 
 
 def test_the_trials_of_a_suite_are_capped_at_its_learned_cells_budgets(blind_target, tmp_path):
