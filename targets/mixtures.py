@@ -224,8 +224,9 @@ class GaussianMixture:
 
         `L_k⁻¹` is formed once per call from the factors alone (`inverse_scale_trils`), so under
         `jax.vmap` over points it is computed once for the whole batch and the whitening is one
-        matrix product; solving `L_k w = x - μ_k` per point instead batches into one small
-        triangular solve per point and component, which on CPU made 50-D `mog50` 3-15x slower.
+        matrix product, where a solve of `L_k w = x - μ_k` batches into one small triangular solve
+        per point and component. `make perf` times the two side by side
+        (`benchmarks/perf/target_evals.py`); on a quiet 2-core CPU they are within noise of each other.
         """
         self._check_point(x)
         whitened = jnp.einsum("kij,kj->ki", self.inverse_scale_trils(), x[None, :] - self.means)
