@@ -1,13 +1,21 @@
 """Cross-target summary of a suite: performance ratios to the best method, their geometric mean with a
 bootstrap interval over seeds, and the performance profile (Dolan & Moré, 2002).
 
-For a metric (lower is better; the leaderboard uses the log-Z error) and a target t, let v_{t,a} be
-the median over seeds of entrant a's value, an entrant being a method (with its budget when the
-suite has several). A seed whose cell did not finish `ok`, whose accuracy failed
-(`benchmarks.metrics.accuracy.assess`: a useless estimate, e.g. |log Z error| > 10 nats) or whose
-value is not finite counts as a failure; an entrant fails on t when at least half of its seeds fail.
-An entrant whose `ok` records lack the metric (an MCMC chain has no log-Z estimate) is not ranked on
-it. Then
+Each target is ranked on one metric (lower is better), its primary one: the first of
+`PRIMARY_METRICS` that its records report, the log-Z error where the target's log Z is known, else
+(the particle targets dw4, lj13, lj55) the W2 between sample and reference configurations under the
+targets' symmetries (`eq_w2`). Not the energy W2: on Lennard-Jones one clashing pair in a sample
+makes it 1e6-1e15 (NUTS and AIS on lj13), and a ratio to the best would be that outlier.
+
+For a target t, let v_{t,a} be the median over seeds of entrant a's value, an entrant being a
+method (with its budget when the suite has several). A seed whose cell did not finish `ok`, whose
+value is not finite or whose accuracy failed counts as a failure; an entrant fails on t when at
+least half of its seeds fail. Which accuracy checks (`benchmarks.metrics.accuracy.CHECKS`) count
+depends on the metric (`FAILURE_CHECKS`): a log-Z estimate is a weighted one, so all of them (e.g.
+|log Z error| > 10 nats, or ≤ 5 effective draws of the importance weights); the eq. W2 is computed
+on the unweighted samples, so only mode coverage (a weight collapse does not make the samples
+useless). An entrant whose `ok` records lack the metric (an MCMC chain has no log-Z estimate) is
+not ranked on that target. Then
 
     best_t   = min_a v_{t,a} over the entrants that did not fail on t (at least 1e-12),
     r_{t,a}  = v_{t,a} / best_t  >= 1            (the performance ratio),
@@ -25,22 +33,36 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from benchmarks.metrics.accuracy import assess
+from benchmarks.metrics.accuracy import CHECKS, Bounds
 
-__all__ = ["Summary", "cross_target_summary", "profile_figure", "summary_table"]
+__all__ = [
+    "FAILURE_CHECKS",
+    "PRIMARY_METRICS",
+    "Summary",
+    "cross_target_summary",
+    "profile_figure",
+    "summary_table",
+]
 
 MIN_BEST = 1e-12
 FAIL_FACTOR = 10.0
+# a target is ranked on the first of these that its records report
+PRIMARY_METRICS = ("logZ/error", "eq_w2")
+# the accuracy checks that make a seed a failure on a metric (a metric not listed: all of them)
+FAILURE_CHECKS: dict[str, tuple[str, ...]] = {"logZ/error": tuple(CHECKS), "eq_w2": ("mode_coverage",)}
+METRIC_LABELS = {"logZ/error": "log-Z error", "eq_w2": "eq. W2"}
 
 
 class Summary(NamedTuple):
     """Per entrant: score (geometric-mean ratio), its bootstrap interval, targets, failures, wins;
-    `ratios[entrant][target]` and the failure ratio for the profile."""
+    `ratios[entrant][target]` and the failure ratio for the profile; `target_metrics[target]`: the
+    metric that target is ranked on, `metric` their names joined."""
 
     metric: str
     scores: dict[str, tuple[float, float, float]]
@@ -49,22 +71,52 @@ class Summary(NamedTuple):
     wins: dict[str, int]
     ratios: dict[str, dict[str, float]]
     fail_ratio: float
+    target_metrics: dict[str, str]
 
 
 def _entrant(rec: dict[str, Any], multi_budget: bool) -> str:
     return f"{rec['method']} ({rec['budget']['name']})" if multi_budget else rec["method"]
 
 
-def _cells(records: list[dict[str, Any]], metric: str) -> dict[str, dict[str, list[float]]]:
-    """`cells[target][entrant]` = per-seed values (NaN for a failed seed)."""
+def _failed(metrics: dict[str, Any], metric: str) -> bool:
+    """Whether an `ok` record's value of `metric` counts as a failure (`FAILURE_CHECKS`)."""
+    value = metrics.get(metric)
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return True
+    bounds = Bounds()
+    return any(
+        CHECKS[name](metrics, bounds) is not None for name in FAILURE_CHECKS.get(metric, tuple(CHECKS))
+    )
+
+
+def _target_metrics(records: list[dict[str, Any]], metrics: Sequence[str]) -> dict[str, str]:
+    """Per target, the first of `metrics` that one of its `ok` records reports."""
+    reported: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        if r["status"] == "ok":
+            reported[r["target"]].update(r.get("metrics", {}))
+    return {
+        t: next(m for m in metrics if m in names) for t, names in reported.items() if names & set(metrics)
+    }
+
+
+def _cells(
+    records: list[dict[str, Any]], target_metrics: dict[str, str]
+) -> dict[str, dict[str, list[float]]]:
+    """`cells[target][entrant]` = per-seed values of the target's metric (NaN for a failed seed)."""
     multi_budget = len({r["budget"]["name"] for r in records}) > 1
     cells: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
+        metric = target_metrics.get(r["target"])
         metrics = r.get("metrics", {})
-        if r["status"] == "not_applicable" or (r["status"] == "ok" and metric not in metrics):
+        if (
+            metric is None
+            or r["status"] == "not_applicable"
+            or (r["status"] == "ok" and metric not in metrics)
+        ):
             continue
-        ok = r["status"] == "ok" and assess(metrics).accuracy == "ok"
-        cells[r["target"]][_entrant(r, multi_budget)].append(float(metrics[metric]) if ok else math.nan)
+        failed = r["status"] != "ok" or _failed(metrics, metric)
+        cells[r["target"]][_entrant(r, multi_budget)].append(math.nan if failed else float(metrics[metric]))
     # a target on which no entrant produced the metric is not a target of this summary
     return {t: dict(c) for t, c in cells.items() if any(np.isfinite(v).any() for v in c.values())}
 
@@ -95,12 +147,23 @@ def _scores(ratios: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def cross_target_summary(
-    records: list[dict[str, Any]], metric: str = "logZ/error", *, num_bootstrap: int = 200, seed: int = 0
+    records: list[dict[str, Any]],
+    metrics: str | Sequence[str] = PRIMARY_METRICS,
+    *,
+    num_bootstrap: int = 200,
+    seed: int = 0,
 ) -> Summary | None:
-    """The summary of one suite's sampling records (None when fewer than two targets have the metric)."""
-    cells = _cells(records, metric)
+    """The summary of one suite's sampling records, each target ranked on the first of `metrics` its
+    records report (None when fewer than two targets have one)."""
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    target_metrics = _target_metrics(records, metrics)
+    cells = _cells(records, target_metrics)
     if len(cells) < 2:
         return None
+    # grouped by metric in the order asked for, then by name
+    target_metrics = {
+        t: target_metrics[t] for t in sorted(cells, key=lambda t: (metrics.index(target_metrics[t]), t))
+    }
     ratios, fail_ratio = _ratios(cells)
     point = _scores(ratios)
     rng = np.random.default_rng(seed)
@@ -118,7 +181,25 @@ def cross_target_summary(
     }
     failures = {e: sum(r == fail_ratio for r in per.values()) for e, per in ratios.items()}
     wins = {e: sum(r == 1.0 for r in per.values()) for e, per in ratios.items()}
-    return Summary(metric, scores, {e: len(p) for e, p in ratios.items()}, failures, wins, ratios, fail_ratio)
+    used = list(dict.fromkeys(target_metrics.values()))  # in the order asked for
+    return Summary(
+        "; ".join(used),
+        scores,
+        {e: len(p) for e, p in ratios.items()},
+        failures,
+        wins,
+        ratios,
+        fail_ratio,
+        target_metrics,
+    )
+
+
+def _metric_sentence(summary: Summary) -> str:
+    """Which metric each target is ranked on, e.g. "log-Z error on funnel10, gmm40; eq. W2 on dw4"."""
+    by_metric: dict[str, list[str]] = defaultdict(list)
+    for target, metric in summary.target_metrics.items():
+        by_metric[metric].append(target)
+    return "; ".join(f"{METRIC_LABELS.get(m, m)} on {', '.join(ts)}" for m, ts in by_metric.items())
 
 
 def summary_table(summary: Summary) -> list[str]:
@@ -127,9 +208,12 @@ def summary_table(summary: Summary) -> list[str]:
         f"### Cross-target summary ({summary.metric})",
         "",
         "Per method, the geometric mean over the targets it ran on of its performance ratio "
-        f"(median {summary.metric} over seeds / the best method's on that target; a failure counts as "
+        "(median over seeds of the target's metric / the best method's on that target; a failure counts as "
         f"{summary.fail_ratio:.3g}, ten times the worst finite ratio) with a 95% bootstrap interval over "
-        "seeds; 1 means best on every target (`benchmarks/reports/summary.py`).",
+        "seeds; 1 means best on every target (`benchmarks/reports/summary.py`). Metrics: "
+        f"{_metric_sentence(summary)}. A failure is a cell that did not finish, a non-finite value or a "
+        "failed accuracy check: all checks for the log-Z error, mode coverage only for the eq. W2 "
+        "(measured on the unweighted samples).",
         "",
         "| method | geometric-mean ratio to best | targets | best on | failed on |",
         "|---|---|---|---|---|",

@@ -53,3 +53,42 @@ def test_bootstrap_interval_covers_the_seed_spread_and_one_target_gives_no_summa
     assert cross_target_summary([r for r in recs if r["target"] == "t1"]) is None
     path = profile_figure(s, tmp_path / "profile.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def _particle(method, seed, w2, **metrics):
+    return {
+        "method": method,
+        "target": "p",
+        "seed": seed,
+        "status": "ok",
+        "budget": {"name": "b"},
+        "metrics": {"eq_w2": w2, **metrics},
+    }
+
+
+def test_a_target_without_log_z_is_ranked_on_its_eq_w2_and_a_weight_collapse_does_not_fail_it():
+    recs = [r for r in _records() if r["target"] == "t1"]
+    for seed in range(3):
+        # "a" collapsed its weights (forward ESS 0): its samples still count on the eq. W2
+        recs.append(_particle("a", seed, 0.5, **{"ess/forward": 0.0, "ess/forward_num_samples": 2000.0}))
+        # "mcmc" has no log Z: ranked on p only
+        recs.append(_particle("mcmc", seed, 0.25))
+        # "b" covers one mode in four: a failure on any metric
+        recs.append(_particle("b", seed, 0.3, **{"modes/hit_fraction": 0.25}))
+    s = cross_target_summary(recs)
+    assert list(s.target_metrics.items()) == [("t1", "logZ/error"), ("p", "eq_w2")]
+    assert s.metric == "logZ/error; eq_w2"
+    assert s.ratios["a"] == {"t1": 1.0, "p": 2.0} and s.ratios["mcmc"] == {"p": 1.0}
+    assert s.ratios["b"]["p"] == s.fail_ratio and s.failures["b"] == 1
+    # on a log-Z target the same weight collapse is a failure
+    collapsed = [
+        dict(r, metrics={**r["metrics"], "ess/forward": 0.0, "ess/forward_num_samples": 2000.0})
+        if r["method"] == "c"
+        else r
+        for r in recs
+    ]
+    assert cross_target_summary(collapsed).ratios["c"]["t1"] == s.fail_ratio
+    text = "\n".join(summary_table(s))
+    assert "log-Z error on t1; eq. W2 on p" in text
+    # a single metric can still be asked for: then p has none and one target is left
+    assert cross_target_summary(recs, "logZ/error") is None
