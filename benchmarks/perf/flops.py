@@ -11,6 +11,9 @@
 - `network_train_flops(net, params, batch)`: FLOPs of ONE forward + backward pass (the gradient in the
   parameters of the summed output, one time per example, as in a regression loss), from XLA's count
   the same way; otherwise 3× the analytic forward count.
+- `program_flops(fn, *args)`: XLA's FLOP count of the lowered (not yet optimised) program
+  `jit(fn)(*args)`, no compilation: a deterministic count of the arithmetic two programs ask for,
+  to set beside their timed ratio (a loop body counts once, whatever its trip count).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["analytic_flops", "matmul_peak", "network_flops", "network_train_flops"]
+__all__ = ["analytic_flops", "matmul_peak", "network_flops", "network_train_flops", "program_flops"]
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> dict[str, float]:
@@ -48,13 +51,24 @@ def analytic_flops(params: Any) -> float:
     return total
 
 
+def _flops_of(analysis) -> float | None:
+    if isinstance(analysis, list | tuple):
+        analysis = analysis[0] if analysis else None
+    return float(analysis["flops"]) if analysis and analysis.get("flops", 0) > 0 else None
+
+
+def program_flops(fn, *args) -> float | None:
+    """XLA's FLOP count of the lowered `jit(fn)(*args)` (no compilation), or None where there is none."""
+    try:
+        return _flops_of(jax.jit(fn).lower(*args).cost_analysis())
+    except Exception:  # noqa: BLE001 - some backends do not implement cost_analysis
+        return None
+
+
 def _xla_flops(fn, *args) -> float | None:
     """XLA's FLOP count of the compiled `jit(fn)(*args)`, or None where the backend gives none."""
     try:
-        analysis = jax.jit(fn).lower(*args).compile().cost_analysis()
-        if isinstance(analysis, list | tuple):
-            analysis = analysis[0] if analysis else None
-        return float(analysis["flops"]) if analysis and analysis.get("flops", 0) > 0 else None
+        return _flops_of(jax.jit(fn).lower(*args).compile().cost_analysis())
     except Exception:  # noqa: BLE001 - some backends do not implement cost_analysis
         return None
 

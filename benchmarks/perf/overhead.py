@@ -7,6 +7,14 @@ same state and use the same step keys; they are compiled first, then timed A/B/A
 (`timing.interleaved`). `ratio = t_reference / t_method` per round, median and spread: 1 means no
 overhead, the goal is >= 0.9.
 
+Beside the timing, `xla_flops` counts the arithmetic each program asks for (`flops.program_flops`, the
+lowered programs, deterministic): `method / reference` above 1 is work the reference does not do.
+For PIS (backpropagation through the SDE) it is 1.34 on funnel10: diffrax's
+`RecursiveCheckpointAdjoint` stores each step's state, not its activations, and recomputes the step's
+forward pass in the backward pass; the scan integrator (`sde.integrator=scan`) keeps the activations,
+as the reference does, and counts 1.00. The methods that do not backpropagate through the SDE
+(Adjoint Matching, Adjoint Sampling, NETS) count 1.00 on either integrator.
+
 For Adjoint Sampling the record also counts the control network's FLOPs of one timed call
 (`chunk_network_flops`): the refresh's `resample_size · K` forward evaluations and the regression's
 `steps · batch_size` forward + backward passes, each from XLA's count of the network alone
@@ -25,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.perf.cells import build_cell
+from benchmarks.perf.flops import program_flops
 from benchmarks.perf.references import reference_step
 from benchmarks.perf.timing import interleaved, ratio_summary, time_call
 
@@ -79,6 +88,8 @@ def harness_ratio(
         return jax.lax.scan(body, state, jnp.arange(steps, dtype=jnp.int32))
 
     start, num_valid = jnp.asarray(0, jnp.int32), jnp.asarray(steps, jnp.int32)
+    flops_method = program_flops(chunk, state, key, start, num_valid)
+    flops_reference = program_flops(ref_chunk, state, key)
     run_method = lambda: chunk(state, key, start, num_valid).state
     run_ref = lambda: ref_chunk(state, key)[0]
     compile_s = {}
@@ -99,6 +110,8 @@ def harness_ratio(
         "ratio": ratio_summary(times["reference"], times["method"]),
         "first_call_s": compile_s,
     }
+    if flops_method is not None and flops_reference is not None:
+        row["xla_flops"] = {"method": flops_method, "reference": flops_reference}
     flops = chunk_network_flops(method, built, steps)
     if flops is not None:
         row["network_flops"] = flops

@@ -360,11 +360,15 @@ def _overhead_table(rec) -> list[str]:
         "(the reference's EGNN is written by hand from the flax parameters), settings as listed under "
         "`particle_ratio_overrides`; network GFLOP/s: the control network's FLOPs of one call (refresh "
         "forwards + regression forward/backward passes, XLA's count of the network alone; energy, buffer "
-        "and optimiser not counted) over the median call time, and the method's fraction of the matmul peak.",
+        "and optimiser not counted) over the median call time, and the method's fraction of the matmul peak. "
+        "XLA FLOPs method / reference: the arithmetic the two lowered programs ask for "
+        "(`benchmarks/perf/overhead.py`; deterministic, where the timed ratio is noisy): above 1 is work "
+        "the reference does not do, e.g. diffrax's checkpointed adjoint recomputing each step's forward "
+        "pass when a loss backpropagates through the SDE (PIS).",
         "",
         "| method (code path) | target | steps/call | batch | method s | reference s | ratio median "
-        "| [min, max] | network GFLOP/s method / reference | % of peak |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| [min, max] | XLA FLOPs method / reference | network GFLOP/s method / reference | % of peak |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sec["rows"]:
         q = r["ratio"]
@@ -372,10 +376,12 @@ def _overhead_table(rec) -> list[str]:
         if "method_flop_per_s" in r:
             gflops = f"{r['method_flop_per_s'] / 1e9:.3g} / {r['reference_flop_per_s'] / 1e9:.3g}"
         frac = r.get("method_peak_fraction")
+        xla = r.get("xla_flops")
         out.append(
             f"| {r['method']} | {r['target']} | {r['steps_per_call']} | {r['batch_size']} | "
             f"{r['method_s']:.3f} | "
             f"{r['reference_s']:.3f} | {q['median']:.3f} | [{q['min']:.3f}, {q['max']:.3f}] | "
+            f"{_f(xla['method'] / xla['reference'] if xla else None, '.3f')} | "
             f"{gflops} | {_f(100 * frac if frac is not None else None, '.2f')} |"
         )
     return out + _skipped(sec)
