@@ -209,9 +209,14 @@ def _launcher_args(p: argparse.ArgumentParser) -> None:
 
 
 def _warn_uncommitted(doing: str) -> None:
-    """Say on stderr, before a run, that its records will be stamped `-dirty` (and why)."""
-    from benchmarks.grid.records import REPO_ROOT, uncommitted_code
+    """Fix the commit stamp of this run's records now, and say on stderr if it is `-dirty` (and why).
 
+    The stamp (`records.git_commit`, cached) is taken before the run writes anything: a search writes
+    each pair's tuning file, untracked until committed, and the later pairs of the same command must
+    still carry the tree's state at its start."""
+    from benchmarks.grid.records import REPO_ROOT, git_commit, uncommitted_code
+
+    git_commit()
     try:
         paths = uncommitted_code(REPO_ROOT)
     except (OSError, subprocess.CalledProcessError):

@@ -207,3 +207,19 @@ def test_a_run_from_an_uncommitted_tree_warns_that_its_records_are_dirty(tmp_pat
     monkeypatch.setattr(records, "uncommitted_code", lambda root: [])
     assert _benchmark(tmp_path, "--no-leaderboard", "--force") == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_the_commit_stamp_is_fixed_before_a_run_writes_anything(monkeypatch):
+    """A search writes each pair's tuning file (untracked until committed) before the next pair starts:
+    the later pairs' stamp must be the tree's state when the command began, not after its own writes."""
+    from benchmarks.grid import records
+
+    records.git_commit.cache_clear()
+    try:
+        monkeypatch.setattr(records, "uncommitted_code", lambda root: [])
+        cli._warn_uncommitted("the search runs")
+        written = ["benchmarks/grid/configs/tuned/pis__gmm40.json"]
+        monkeypatch.setattr(records, "uncommitted_code", lambda root: written)
+        assert not records.git_commit().endswith("-dirty")
+    finally:
+        records.git_commit.cache_clear()
