@@ -7,10 +7,10 @@ Each target is ranked on one metric (lower is better), its primary one: the firs
 targets' symmetries (`eq_w2`). Not the energy W2: on Lennard-Jones one clashing pair in a sample
 makes it 1e6-1e15 (NUTS and AIS on lj13), and a ratio to the best would be that outlier.
 
-For a target t, let v_{t,a} be the median over seeds of entrant a's value, an entrant being a
-method (with its budget when the suite has several). A seed whose cell did not finish `ok`, whose
-value is not finite or whose accuracy failed counts as a failure; an entrant fails on t when at
-least half of its seeds fail. Which accuracy checks (`benchmarks.metrics.accuracy.CHECKS`) count
+For a target t, let v_{t,a} be the median over seeds of entrant a's value, an entrant being a method
+(with its budget when a target of the suite ran at several). A seed whose cell did not finish `ok`,
+whose value is not finite or whose accuracy failed counts as a failure; an entrant fails on t when
+at least half of its seeds fail. Which accuracy checks (`benchmarks.metrics.accuracy.CHECKS`) count
 depends on the metric (`FAILURE_CHECKS`): a log-Z estimate is a weighted one, so all of them (e.g.
 |log Z error| > 10 nats, or ≤ 5 effective draws of the importance weights); the eq. W2 is computed
 on the unweighted samples, so only mode coverage (a weight collapse does not make the samples
@@ -104,7 +104,12 @@ def _cells(
     records: list[dict[str, Any]], target_metrics: dict[str, str]
 ) -> dict[str, dict[str, list[float]]]:
     """`cells[target][entrant]` = per-seed values of the target's metric (NaN for a failed seed)."""
-    multi_budget = len({r["budget"]["name"] for r in records}) > 1
+    budgets: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        budgets[r["target"]].add(r["budget"]["name"])
+    # an entrant is a method, or a (method, budget) when some target ran at several budgets; budgets
+    # that only partition the targets (one per target, e.g. a longer one for lj13) name no entrant
+    multi_budget = any(len(names) > 1 for names in budgets.values())
     cells: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         metric = target_metrics.get(r["target"])

@@ -92,3 +92,12 @@ def test_a_target_without_log_z_is_ranked_on_its_eq_w2_and_a_weight_collapse_doe
     assert "log-Z error on t1; eq. W2 on p" in text
     # a single metric can still be asked for: then p has none and one target is left
     assert cross_target_summary(recs, "logZ/error") is None
+
+
+def test_budgets_that_partition_the_targets_name_no_entrant_and_budgets_of_one_target_do():
+    recs = _records()
+    for r in recs:  # t2 runs at its own, longer budget: still one entrant per method
+        r["budget"] = {"name": "long" if r["target"] == "t2" else "b"}
+    assert set(cross_target_summary(recs).scores) == {"a", "b", "c"}
+    recs.append({**_rec("a", "t1", 0, 0.3), "budget": {"name": "long"}})  # t1 now at two budgets
+    assert "a (long)" in cross_target_summary(recs).scores
