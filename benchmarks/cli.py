@@ -489,7 +489,10 @@ def _step_caps_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--write", action="store_true", help="store the new step caps in the suite file")
     p.add_argument(
-        "--redo", action="store_true", help="recompute the caps the suite file already has (default: kept)"
+        "--redo",
+        action="store_true",
+        help="recompute the caps the suite file already has (default: kept), and convert pairs whose "
+        "records ran under the wall cap (their cells then run again)",
     )
 
 

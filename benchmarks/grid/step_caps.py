@@ -13,7 +13,10 @@ rate was measured. `tiltbench step-caps --suite S --write` stores them in the su
 commit);
 from then on the pair trains that many steps on any machine (`suites.Budget.for_cell`). Caps already
 in the file are kept unless `redo`, so a committed grid's cells never change under it; a pair with no
-rate keeps its wall cap and is listed, to be converted once it has been measured.
+rate keeps its wall cap and is listed, to be converted once it has been measured. So does a pair
+whose records of this suite (`runs_root/<suite>/<method>/<target>/<budget>/seed*.json`) ran under the
+wall cap: a cap would change their inputs and the next run would train them again (`redo` converts
+it anyway).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class StepCap(NamedTuple):
     rate: Rate | None
     steps: int | None
     kept: bool  # the suite file already had this cap (not recomputed)
+    recorded: int = 0  # records of the pair that ran under the wall cap (then no cap is written)
 
 
 def _steps(cap_s: float, seconds_per_step: float, chunk: int, train_steps: int) -> int:
@@ -73,13 +77,19 @@ def derive_step_caps(
                 if have is not None and not redo:
                     out.append(StepCap(budget.name, method, target, cap_s, rate, have, True))
                     continue
+                recorded = 0 if redo else _recorded(runs_root, suite.name, method, target, budget.name)
                 steps = (
                     None
-                    if rate is None
+                    if rate is None or recorded
                     else _steps(cap_s, rate.seconds_per_step, budget.chunk_size, budget.train_steps)
                 )
-                out.append(StepCap(budget.name, method, target, cap_s, rate, steps, False))
+                out.append(StepCap(budget.name, method, target, cap_s, rate, steps, False, recorded))
     return out
+
+
+def _recorded(runs_root: str | os.PathLike, suite: str, method: str, target: str, budget: str) -> int:
+    """How many records of the suite's pair are on disk (they ran under the wall cap: it has no cap)."""
+    return len(list((Path(runs_root) / suite / method / target / budget).glob("seed*.json")))
 
 
 def step_cap_lines(caps: list[StepCap]) -> list[str]:
@@ -92,14 +102,21 @@ def step_cap_lines(caps: list[StepCap]) -> list[str]:
         rate = "—" if c.rate is None else f"{c.rate.seconds_per_step:.3g}"
         src = "—" if c.rate is None else f"{c.rate.records} {c.rate.source}"
         src += " (other hardware)" if c.rate is not None and c.rate.other_hardware else ""
-        steps = "unmeasured: wall cap stays" if c.steps is None else f"{c.steps}{' (kept)' if c.kept else ''}"
+        if c.recorded:
+            steps = f"wall cap stays: {c.recorded} records ran under it (--redo converts and re-runs them)"
+        elif c.steps is None:
+            steps = "unmeasured: wall cap stays"
+        else:
+            steps = f"{c.steps}{' (kept)' if c.kept else ''}"
         out.append(f"| {c.budget} | {c.method} | {c.target} | {c.cap_s:g} | {rate} | {src} | {steps} |")
     n_new = sum(c.steps is not None and not c.kept for c in caps)
     n_kept = sum(c.kept for c in caps)
-    n_none = sum(c.steps is None for c in caps)
+    n_held = sum(bool(c.recorded) for c in caps)
+    n_none = sum(c.steps is None and not c.recorded for c in caps)
     out += [
         "",
-        f"{len(caps)} learned pairs with a wall cap: {n_new} converted, {n_kept} kept, {n_none} unmeasured.",
+        f"{len(caps)} learned pairs with a wall cap: {n_new} converted, {n_kept} kept, {n_none} unmeasured, "
+        f"{n_held} left at the wall cap their records ran under.",
     ]
     return out
 

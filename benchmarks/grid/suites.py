@@ -51,8 +51,10 @@ same cell trains fewer steps beside two other jobs, or on a slower card. `tiltbe
 converts each (method, target)'s wall cap into a step count once, at the rates measured by the
 records (`benchmarks/grid/step_caps.py`), and writes them here; a pair with a step cap trains at most
 `min(train_steps, step cap)` steps and its wall cap no longer applies, so its records are the same
-on any machine. The record's budget carries `train_steps` (resolved) and `step_cap`. Keys starting
-with `_` are notes (the derivation's provenance).
+on any machine. The record's budget carries `train_steps` (resolved) and `step_cap`; adding a cap to
+a pair changes its cells' inputs, so `tiltbench step-caps` leaves pairs whose records ran under the
+wall cap alone unless told to redo them. Keys starting with `_` are notes (the derivation's
+provenance).
 """
 
 from __future__ import annotations

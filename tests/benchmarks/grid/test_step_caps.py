@@ -77,10 +77,28 @@ def test_the_command_prints_the_table_and_writes_only_when_asked(tmp_path, capsy
     assert (
         "| b | toy_is | gaussian | 34 | 0.5 | 1 records | 60 |" in out and "unmeasured: wall cap stays" in out
     )
-    assert "2 learned pairs with a wall cap: 1 converted, 0 kept, 1 unmeasured." in out
+    assert "2 learned pairs with a wall cap: 1 converted, 0 kept, 1 unmeasured, 0 left at the wall cap" in out
     assert path.read_text() == before
     assert cli.main(["step-caps", "--suite", str(path), "--out", str(runs), "--write"]) == 0
     assert "1 step caps written to" in capsys.readouterr().out
     assert load_suite(str(path)).budget("b").step_cap_for("toy_is", "gaussian") == 60
     assert cli.main(["step-caps", "--suite", str(path), "--out", str(runs), "--write"]) == 0
     assert "no new step cap" in capsys.readouterr().out
+
+
+def test_a_pair_whose_records_ran_under_the_wall_cap_keeps_it_unless_redone(tmp_path, capsys):
+    """A cap would change those records' inputs and the next run would train them again."""
+    path = _suite(tmp_path, 34)
+    suite = load_suite(str(path))
+    runs = tmp_path / "runs"
+    rec = _record("toy_is", "gaussian", 0, train_s=5.0, steps=10, wall=9.0)
+    atomic_write_json(runs / suite.name / "toy_is" / "gaussian" / "b" / "seed0.json", rec)
+    held = derive_step_caps(suite, runs, backend="cpu", tuned_dir=tmp_path)[0]
+    assert (held.steps, held.recorded) == (None, 1)
+    assert write_step_caps(path, [held], "here") == 0
+    assert cli.main(["step-caps", "--suite", str(path), "--out", str(runs)]) == 0
+    assert (
+        "wall cap stays: 1 records ran under it (--redo converts and re-runs them)" in capsys.readouterr().out
+    )
+    redone = derive_step_caps(suite, runs, backend="cpu", tuned_dir=tmp_path, redo=True)[0]
+    assert (redone.steps, redone.recorded) == (60, 0)
