@@ -72,6 +72,7 @@ class Summary(NamedTuple):
     ratios: dict[str, dict[str, float]]
     fail_ratio: float
     target_metrics: dict[str, str]
+    unranked: tuple[str, ...] = ()  # targets whose records report the metric but where every entrant failed
 
 
 def _entrant(rec: dict[str, Any], multi_budget: bool) -> str:
@@ -165,6 +166,7 @@ def cross_target_summary(
     cells = _cells(records, target_metrics)
     if len(cells) < 2:
         return None
+    unranked = tuple(sorted(t for t in target_metrics if t not in cells))
     # grouped by metric in the order asked for, then by name
     target_metrics = {
         t: target_metrics[t] for t in sorted(cells, key=lambda t: (metrics.index(target_metrics[t]), t))
@@ -196,6 +198,7 @@ def cross_target_summary(
         ratios,
         fail_ratio,
         target_metrics,
+        unranked,
     )
 
 
@@ -218,7 +221,12 @@ def summary_table(summary: Summary) -> list[str]:
         "seeds; 1 means best on every target (`benchmarks/reports/summary.py`). Metrics: "
         f"{_metric_sentence(summary)}. A failure is a cell that did not finish, a non-finite value or a "
         "failed accuracy check: all checks for the log-Z error, mode coverage only for the eq. W2 "
-        "(measured on the unweighted samples).",
+        "(measured on the unweighted samples)."
+        + (
+            f" Not ranked: {', '.join(summary.unranked)}, where every method's value failed."
+            if summary.unranked
+            else ""
+        ),
         "",
         "| method | geometric-mean ratio to best | targets | best on | failed on |",
         "|---|---|---|---|---|",

@@ -101,3 +101,10 @@ def test_budgets_that_partition_the_targets_name_no_entrant_and_budgets_of_one_t
     assert set(cross_target_summary(recs).scores) == {"a", "b", "c"}
     recs.append({**_rec("a", "t1", 0, 0.3), "budget": {"name": "long"}})  # t1 now at two budgets
     assert "a (long)" in cross_target_summary(recs).scores
+
+
+def test_a_target_where_every_entrant_failed_is_named_not_ranked():
+    recs = _records() + [_rec("a", "t3", seed, 50.0) for seed in range(3)]  # > 10 nats: a failure
+    s = cross_target_summary(recs)
+    assert s.unranked == ("t3",) and "t3" not in s.target_metrics
+    assert "Not ranked: t3, where every method's value failed." in "\n".join(summary_table(s))
