@@ -208,7 +208,7 @@ def _launcher_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _warn_uncommitted(doing: str) -> None:
+def _stamp_run(doing: str) -> None:
     """Fix the commit stamp of this run's records now, and say on stderr if it is `-dirty` (and why).
 
     The stamp (`records.git_commit`, cached) is taken before the run writes anything: a search writes
@@ -258,7 +258,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     options = None
     if args.launcher != "local":
         options = SubmititOptions.from_cli(args)
-    _warn_uncommitted(f"suite {suite.name!r} runs")
+    _stamp_run(f"suite {suite.name!r} runs")
     ensure_writable(Path(args.out) / suite.name)
     if not args.no_leaderboard:
         ensure_writable(args.results)
@@ -455,7 +455,7 @@ def _tune(args: argparse.Namespace) -> int:
     else:
         raise SystemExit("tiltbench tune: give --suite, or both --method and --target")
     if todo:
-        _warn_uncommitted("the search runs")
+        _stamp_run("the search runs")
     failed = 0
     for i, (m, t) in enumerate(todo):
         start = time.perf_counter()

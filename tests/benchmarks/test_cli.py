@@ -217,7 +217,7 @@ def test_the_commit_stamp_is_fixed_before_a_run_writes_anything(monkeypatch):
     records.git_commit.cache_clear()
     try:
         monkeypatch.setattr(records, "uncommitted_code", lambda root: [])
-        cli._warn_uncommitted("the search runs")
+        cli._stamp_run("the search runs")
         written = ["benchmarks/grid/configs/tuned/pis__gmm40.json"]
         monkeypatch.setattr(records, "uncommitted_code", lambda root: written)
         assert not records.git_commit().endswith("-dirty")
