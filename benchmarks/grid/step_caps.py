@@ -14,9 +14,8 @@ commit);
 from then on the pair trains that many steps on any machine (`suites.Budget.for_cell`). Caps already
 in the file are kept unless `redo`, so a committed grid's cells never change under it; a pair with no
 rate keeps its wall cap and is listed, to be converted once it has been measured. So does a pair
-whose records of this suite (`runs_root/<suite>/<method>/<target>/<budget>/seed*.json`) ran under the
-wall cap: a cap would change their inputs and the next run would train them again (`redo` converts
-it anyway).
+whose records of this suite (`suites.Cell.path` under `runs_root`) ran under the wall cap: a cap
+would change their inputs and the next run would train them again (`redo` converts it anyway).
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from typing import Any, NamedTuple
 
 import samplers
 from benchmarks.grid.estimate import Rate, measured_rates, tuning_rates
-from benchmarks.grid.suites import Suite
+from benchmarks.grid.suites import Cell, Suite
 
 __all__ = ["StepCap", "derive_step_caps", "step_cap_lines", "write_step_caps"]
 
@@ -77,7 +76,7 @@ def derive_step_caps(
                 if have is not None and not redo:
                     out.append(StepCap(budget.name, method, target, cap_s, rate, have, True))
                     continue
-                recorded = 0 if redo else _recorded(runs_root, suite.name, method, target, budget.name)
+                recorded = 0 if redo else _recorded(runs_root, suite, method, target, budget.name)
                 steps = (
                     None
                     if rate is None or recorded
@@ -87,9 +86,10 @@ def derive_step_caps(
     return out
 
 
-def _recorded(runs_root: str | os.PathLike, suite: str, method: str, target: str, budget: str) -> int:
-    """How many records of the suite's pair are on disk (they ran under the wall cap: it has no cap)."""
-    return len(list((Path(runs_root) / suite / method / target / budget).glob("seed*.json")))
+def _recorded(runs_root: str | os.PathLike, suite: Suite, method: str, target: str, budget: str) -> int:
+    """How many of the suite's cells of the pair have a record on disk (they ran under the wall cap)."""
+    cells = (Cell(method, target, budget, seed) for seed in suite.seeds)
+    return sum(cell.path(runs_root, suite.name).is_file() for cell in cells)
 
 
 def step_cap_lines(caps: list[StepCap]) -> list[str]:
