@@ -28,13 +28,13 @@ EXTRA = {
 }
 
 
-def _tiny(method: str, target: str = "gaussian"):
+def _tiny(method: str, target: str = "gaussian", **overrides):
     settings = hyperparams.resolve(method, target)
     problem = hyperparams.build_problem(
         targets.get(target), dataclasses.replace(settings.problem, num_steps=4)
     )
     spec = samplers.get(method)
-    config = spec.make_config(settings.method, **TINY, **EXTRA.get(method, {}))
+    config = spec.make_config(settings.method, **TINY, **EXTRA.get(method, {}), **overrides)
     return problem, config, spec.build(problem, config)
 
 
@@ -88,13 +88,7 @@ def test_xla_flops_show_the_checkpointed_adjoint_recomputing_the_forward_pass():
 
     counts = {}
     for integrator in ("diffrax", "scan"):
-        settings = hyperparams.resolve("pis", "gaussian")
-        problem = hyperparams.build_problem(
-            targets.get("gaussian"), dataclasses.replace(settings.problem, num_steps=4)
-        )
-        spec = samplers.get("pis")
-        config = spec.make_config(settings.method, **TINY, **{"sde.integrator": integrator})
-        built = spec.build(problem, config)
+        problem, config, built = _tiny("pis", **{"sde.integrator": integrator})
         state, key = built.init(jax.random.key(0)), jax.random.key(1)
         steps = (jnp.asarray(0, jnp.int32), jnp.asarray(2, jnp.int32))
         counts[integrator] = program_flops(_make_chunk(built.step, 2), state, key, *steps)
