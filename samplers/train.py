@@ -23,6 +23,14 @@ Between chunks the loop (the only Python-level loop)
     - calls `eval_fn(state)` and records what it returns,
     - stops early when `stop_fn(state)` is true (e.g. an evaluation budget is spent).
 
+A hard per-step budget (`keep_steps`): each chunk also returns the evaluations (energy + gradient,
+`Cost.budget_evals`) the state holds after each of its steps. `keep_steps(evals)` says how many of
+those steps to keep; when it is fewer than ran, the chunk runs again from the state it started
+from with only those steps (the same keys, so the same first steps: the discarded run's
+evaluations leave no trace in the state, its steps are simply not taken), and training ends there.
+A chunk whose steps all fit is kept as it ran, so the trajectory and the chunk boundaries are those
+of a run without `keep_steps`.
+
 Data parallelism (`samplers.parallel`): with more than one local device the state is replicated
 and the particle batches the methods draw inside `step` are sharded over the devices; the
 compiler all-reduces the batch reductions and the gradients. Same key and global batch: the same
@@ -101,6 +109,7 @@ class _ChunkOutput(NamedTuple):
     summary: PyTree  # Info with the step axis averaged out over executed steps
     loss_finite: jax.Array  # (chunk_size,) bool, True for masked steps
     params_finite: jax.Array  # (chunk_size,) bool, True for masked steps
+    evals: jax.Array  # (chunk_size,) energy + gradient evaluations in the state after each step
 
 
 def _checked_params(state: PyTree) -> PyTree:
@@ -146,15 +155,17 @@ def _make_chunk(step_fn: Callable, chunk_size: int) -> Callable:
             )
             loss = _loss_of(info)
             loss_finite = jnp.asarray(True) if loss is None else _all_finite(loss)
-            return new_state, (info, loss_finite, _all_finite(_checked_params(new_state)))
+            cost = new_state.cost
+            evals = cost.energy_evals + cost.grad_evals
+            return new_state, (info, loss_finite, _all_finite(_checked_params(new_state)), evals)
 
         offsets = jnp.arange(chunk_size, dtype=jnp.int32)
-        state, (infos, loss_finite, params_finite) = jax.lax.scan(body, state, offsets)
+        state, (infos, loss_finite, params_finite, evals) = jax.lax.scan(body, state, offsets)
         valid = offsets < num_valid
         summary = jax.tree.map(lambda leaf: _masked_mean(leaf, valid, num_valid), infos)
         # data parallelism: the state (parameters, optimiser, buffers) leaves every chunk replicated
         state = parallel.replicate(state)
-        return _ChunkOutput(state, summary, loss_finite | ~valid, params_finite | ~valid)
+        return _ChunkOutput(state, summary, loss_finite | ~valid, params_finite | ~valid, evals)
 
     return run_chunk
 
@@ -201,6 +212,18 @@ class _ChunkRunner:
         return compiled(*args)
 
 
+def _run_chunk(
+    runner: _ChunkRunner, state, key_steps, start: int, num_valid: int
+) -> tuple[_ChunkOutput, float]:
+    """One chunk, blocking until done: `(output, execution seconds)`; compilation (if any happened
+    in this call) is accounted for separately, in `runner.compile_time_s`."""
+    args = (state, key_steps, jnp.asarray(start, jnp.int32), jnp.asarray(num_valid, jnp.int32))
+    compile_before = runner.compile_time_s
+    tic = time.perf_counter()
+    out = jax.block_until_ready(runner(*args))
+    return out, time.perf_counter() - tic - (runner.compile_time_s - compile_before)
+
+
 def _leaf_names(tree: PyTree, default: str) -> list[str]:
     names = []
     for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
@@ -232,6 +255,7 @@ def train(
     on_nonfinite: str = "raise",
     jit: bool = True,
     on_chunk: Callable[[int, int, float | None], None] | None = None,
+    keep_steps: Callable[[np.ndarray], int] | None = None,
 ) -> TrainResult:
     """Train a learned method for `num_steps` steps, in jitted chunks of `lax.scan`.
 
@@ -255,6 +279,11 @@ def train(
             compilation is counted).
         on_chunk: `(steps done, num_steps, last chunk's mean loss or None) -> None`, called after
             every chunk (a caller's own progress line).
+        keep_steps: `evals -> k`, called after every chunk with the energy + gradient evaluations
+            the state held after each of its executed steps (float array); a `k` below their
+            number re-runs the chunk with its first `k` steps only (at least 1) and ends training
+            after it (module docstring). E.g. a hard evaluation budget: the steps whose `evals`
+            (plus what the final sampling will cost) stay within it.
 
     Returns:
         A `TrainResult`.
@@ -307,14 +336,16 @@ def train(
 
         bar = tqdm(total=num_steps, desc="train", unit="step")
     try:
-        for start in range(0, num_steps, chunk_size):
+        start, budget_reached = 0, False
+        while start < num_steps and not budget_reached:
             num_valid = min(chunk_size, num_steps - start)
-            args = (state, key_steps, jnp.asarray(start, jnp.int32), jnp.asarray(num_valid, jnp.int32))
-            runner_time = runner.compile_time_s
-            tic = time.perf_counter()
-            out = jax.block_until_ready(runner(*args))
-            # Compilation (if any happened in this call) is accounted for separately.
-            train_time_s += time.perf_counter() - tic - (runner.compile_time_s - runner_time)
+            out, seconds = _run_chunk(runner, state, key_steps, start, num_valid)
+            if keep_steps is not None:
+                keep = max(1, min(int(keep_steps(np.asarray(out.evals)[:num_valid])), num_valid))
+                if keep < num_valid:  # the discarded run's time is not training time
+                    num_valid, budget_reached = keep, True
+                    out, seconds = _run_chunk(runner, state, key_steps, start, num_valid)
+            train_time_s += seconds
             state = out.state
 
             loss_finite, params_finite = np.asarray(out.loss_finite), np.asarray(out.params_finite)
@@ -366,6 +397,7 @@ def train(
                         bar.set_postfix(loss=f"{loss:.4g}")
                 if on_chunk is not None:
                     on_chunk(start + num_valid, num_steps, loss)
+            start += num_valid
             if stop_fn is not None and bool(stop_fn(state)):
                 break
     finally:

@@ -381,7 +381,8 @@ def _budget_stop(probe: Callable, max_evals: float) -> tuple[Callable, Callable]
 
     After every chunk, with `E` the training cost so far, `ΔE` the last chunk's cost and `S` the
     cost of the final sampling (from the probe), training stops when `E + ΔE + S > max_evals`,
-    i.e. when one more chunk would break the budget. The first chunk always runs.
+    i.e. when one more chunk would break the budget. A chunk that would itself break it (the first,
+    whose cost nothing predicts, or one dearer than the last) is cut by `_budget_keep`.
     """
     last: dict[str, float] = {"evals": 0.0, "delta": 0.0, "sample": 0.0}
 
@@ -395,6 +396,17 @@ def _budget_stop(probe: Callable, max_evals: float) -> tuple[Callable, Callable]
         return last["evals"] + last["delta"] + last["sample"] > max_evals
 
     return eval_fn, stop_fn
+
+
+def _budget_keep(max_evals: float, sample_evals: float) -> Callable[[np.ndarray], int]:
+    """`keep_steps` for `train`: the leading steps of a chunk after which the training cost `E_s`
+    plus the final sampling's `S` stays within `max_evals` (`E_s + S ≤ max_evals`)."""
+
+    def keep(evals: np.ndarray) -> int:
+        over = np.flatnonzero(np.asarray(evals, np.float64) + sample_evals > max_evals)
+        return int(over[0]) if over.size else len(evals)
+
+    return keep
 
 
 def train_cell(
@@ -428,7 +440,7 @@ def train_cell(
         else None
     )
     clocked = probe  # keeps the probe's own wall-time counters (`_budget_stop` wraps it)
-    stop_fn, note = None, None
+    stop_fn, keep, note = None, None, None
     train_steps = budget.train_steps
     if max_evals is not None and train_steps > 0:
         first = probe(method.init(jax.random.split(key)[0]))  # the final sampling's cost, untrained
@@ -436,11 +448,12 @@ def train_cell(
             note = "the budget covers no more than the final sampling: no training"
             train_steps = 0
         probe, stop_fn = _budget_stop(probe, max_evals)
+        keep = _budget_keep(max_evals, first["evals_sample"])
     if train_steps == 0:
         state = jax.jit(method.init)(jax.random.split(key)[0])
         return Trained(state, 0.0, 0.0, 0, [], None, note, {}, *_probe_times(clocked))
     budget = dataclasses.replace(budget, train_steps=train_steps)
-    return _train(key, method, budget, probe, stop_fn, note, report, clocked)
+    return _train(key, method, budget, probe, stop_fn, note, report, clocked, keep)
 
 
 def _probe_times(probe: Callable | None) -> tuple[float, float]:
@@ -448,7 +461,7 @@ def _probe_times(probe: Callable | None) -> tuple[float, float]:
     return getattr(probe, "seconds", 0.0), getattr(probe, "first_s", 0.0)
 
 
-def _train(key, method, budget: Budget, probe, stop_fn, note, report, clocked=None) -> Trained:
+def _train(key, method, budget: Budget, probe, stop_fn, note, report, clocked=None, keep=None) -> Trained:
     """`samplers.train.train` over the budget's steps and chunks; the probe's points (when its
     values are the cell probe's) become the trace; `clocked` is the probe whose time is reported.
     With `budget.max_train_s`, training also stops at the first chunk boundary past that wall time."""
@@ -470,6 +483,7 @@ def _train(key, method, budget: Budget, probe, stop_fn, note, report, clocked=No
         eval_fn=probe,
         stop_fn=stop_fn,
         on_chunk=report,
+        keep_steps=keep,
     )
     hist = result.history
     if capped["hit"]:

@@ -53,8 +53,12 @@ __all__ = [
     "bootstrap_ci",
     "build_leaderboard",
     "problem_kind",
+    "over_budget",
     "suite_coverage",
 ]
+
+# A cell that spent more than this fraction over its `max_evals` is named under its suite's header.
+OVER_BUDGET_TOLERANCE = 0.05
 
 # (metric key, column title, lower is better?)  -- the Markdown table columns, in order.
 COLUMNS: tuple[tuple[str, str, bool], ...] = (
@@ -364,6 +368,29 @@ def suite_coverage(suite: str, records: list[dict[str, Any]]) -> str | None:
     )
 
 
+def over_budget(records: list[dict[str, Any]], tolerance: float = OVER_BUDGET_TOLERANCE) -> str | None:
+    """A line naming the (method, target) pairs whose cells spent more than `(1 + tolerance)` times
+    their evaluation budget (`budget_spent.spent_ratio`), with how many cells and the range of the
+    ratio; None when every cell kept to its budget. An equal-budget comparison is only as equal as
+    this line is short: a baseline that plans its work from a pilot (NUTS) or a learned sampler whose
+    first training chunk is dearer than the budget can overshoot."""
+    ratios: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in records:
+        ratio = (r.get("budget_spent") or {}).get("spent_ratio")
+        if ratio is not None and ratio > 1.0 + tolerance:
+            ratios[(r["method"], r["target"])].append(float(ratio))
+    if not ratios:
+        return None
+    parts = []
+    for (method, target), rs in sorted(ratios.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        span = f"{min(rs):.2f}×" if len(rs) == 1 else f"{min(rs):.2f}–{max(rs):.2f}×"
+        parts.append(f"`{method}` on {target} ({len(rs)} cell{'s' if len(rs) > 1 else ''}, {span})")
+    return (
+        f"- **over budget** (spent more than {1 + tolerance:g}× `max_evals`; the rows still count "
+        f"every evaluation spent): {', '.join(parts)}"
+    )
+
+
 def _existing_figures(figure_dir: Path, targets: Iterable[str]) -> list[str]:
     """The figures already under `figure_dir` for `targets`, in `make_figures`' order."""
     return [
@@ -456,6 +483,8 @@ def build_leaderboard(
             md.append("- **warning**: records come from more than one commit; compare rows with care.")
         if (coverage := suite_coverage(s, records)) is not None:
             md.append(coverage)
+        if (over := over_budget(records)) is not None:
+            md.append(over)
         md.append("")
         by_target: dict[str, list] = defaultdict(list)
         for key, a in agg.items():

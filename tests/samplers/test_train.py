@@ -225,6 +225,33 @@ def test_stop_fn_ends_training_early():
     assert int(result.state.step) == 30 and result.num_compilations == 1
 
 
+def test_keep_steps_cuts_a_chunk_that_overspends_and_ends_training():
+    # two energy evaluations per step; keep the steps whose total stays within 25 evaluations
+    toy = toy_method()
+
+    def step(key, state):
+        new, info = toy.step(key, state)
+        return new._replace(cost=new.cost + Cost.of(energy_evals=2.0)), info
+
+    method = Method(toy.init, step, None)
+    seen = []
+
+    def keep(evals):
+        seen.append(np.asarray(evals).tolist())
+        return int(np.sum(evals <= 25))
+
+    result = train(jax.random.key(0), method, num_steps=100, chunk_size=10, keep_steps=keep)
+    assert seen[0] == [2.0 * i for i in range(1, 11)]  # the evaluations after each step of the chunk
+    assert result.history["step"].tolist() == [10, 12]  # the second chunk re-ran with 2 steps, then stop
+    assert float(result.state.cost.energy_evals) == 24.0 and int(result.state.step) == 12
+    plain = train(jax.random.key(0), method, num_steps=12, chunk_size=10)  # the same 12 steps
+    np.testing.assert_array_equal(result.state.params, plain.state.params)
+    assert result.num_compilations == 1
+    # a chunk that fits is kept as it ran: the same boundaries as without keep_steps
+    whole = train(jax.random.key(0), method, num_steps=30, chunk_size=10, keep_steps=lambda e: len(e))
+    assert whole.history["step"].tolist() == [10, 20, 30]
+
+
 def test_debug_mode_without_jit_matches():
     method = toy_method()
     fast = train(jax.random.key(2), method, num_steps=3, chunk_size=2)

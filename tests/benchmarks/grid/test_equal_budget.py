@@ -213,6 +213,11 @@ def test_learned_method_stops_before_the_budget():
     trained = train_cell(key, method, problem, budget, k_trace, max_evals=5000.0, num_samples=200)
     assert trained.steps == 48 and float(trained.state.cost.energy_evals) == 4800.0
     assert trained.trace[-1]["evals"] == 4800.0 and trained.trace[-1]["evals_sample"] == 200.0
+    # a first chunk dearer than the budget (30 steps = 3000 evals) is cut to the 18 steps that fit:
+    # 1800 + 200 = 2000, where running the whole chunk would have spent 3200
+    long = Budget("b", train_steps=1000, chunk_size=30, max_evals_per_target=(("gaussian", 2000.0),))
+    trained = train_cell(key, method, problem, long, k_trace, max_evals=2000.0, num_samples=200)
+    assert trained.steps == 18 and float(trained.state.cost.energy_evals) == 1800.0
     # a budget that only pays for the final sampling trains nothing
     trained = train_cell(key, method, problem, budget, k_trace, max_evals=150.0, num_samples=200)
     assert trained.steps == 0 and "no training" in trained.note

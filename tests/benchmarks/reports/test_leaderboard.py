@@ -138,3 +138,23 @@ def test_a_shipped_suite_section_says_how_many_of_its_cells_are_recorded():
     assert partial.startswith(f"- **partial section**: 3 of the suite's {len(cells)} cells recorded")
     assert "tiltbench benchmark --suite quick" in partial
     assert suite_coverage("s", records) is None  # a user's own suite: no expected grid
+
+
+def test_cells_that_overspent_their_budget_are_named_with_the_ratio():
+    from benchmarks.reports.leaderboard import over_budget
+
+    def spent(method, target, seed, ratio):
+        return _record(method, target, seed) | {"budget_spent": {"spent_ratio": ratio}}
+
+    records = [
+        spent("nuts", "mog50", 0, 1.78),
+        spent("nuts", "mog50", 1, 1.93),
+        spent("smc", "mog50", 0, 1.04),  # within the tolerance
+        spent("cmcd_kl", "gmm40", 0, 1.41),
+        _record("mala", "gmm40", 0),  # no budget at all
+    ]
+    line = over_budget(records)
+    assert line.startswith("- **over budget** (spent more than 1.05× `max_evals`")
+    assert "`cmcd_kl` on gmm40 (1 cell, 1.41×), `nuts` on mog50 (2 cells, 1.78–1.93×)" in line
+    assert "smc" not in line
+    assert over_budget(records[2:3] + records[4:]) is None
