@@ -19,7 +19,8 @@ Between chunks the loop (the only Python-level loop)
       into the history,
     - checks every step's loss (`info.loss`, when the Info has one) and updated parameters
       (`state.params`, or every floating leaf of the state when it has no `params`) for NaN/Inf
-      and raises `Diverged(step, reason)` at the first offending step,
+      and raises `Diverged(step, reason)` at the first offending step (the chunk itself skips the
+      steps after it, so a run that diverges early does not compute the rest of its chunk on NaNs),
     - calls `eval_fn(state)` and records what it returns,
     - stops early when `stop_fn(state)` is true (e.g. an evaluation budget is spent).
 
@@ -139,28 +140,36 @@ def _masked_mean(leaf: jax.Array, valid: jax.Array, num_valid: jax.Array) -> jax
     return total / jnp.maximum(num_valid, 1).astype(dtype)
 
 
-def _make_chunk(step_fn: Callable, chunk_size: int) -> Callable:
+def _make_chunk(step_fn: Callable, chunk_size: int, halt_on_nonfinite: bool = False) -> Callable:
     """`(state, key_steps, start, num_valid) -> _ChunkOutput`: steps `start … start + chunk_size - 1`,
-    of which only the first `num_valid` are executed."""
+    of which only the first `num_valid` are executed. With `halt_on_nonfinite`, the steps after the
+    first one whose loss or parameters are not finite are skipped too (the caller raises `Diverged`
+    at that step, so the rest of the chunk would be wasted work on NaNs)."""
 
     def run_chunk(state, key_steps, start, num_valid):
         _, info_shape = jax.eval_shape(step_fn, jax.random.fold_in(key_steps, 0), state)
         skipped_info = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), info_shape)
 
-        def body(state, offset):
+        def body(carry, offset):
+            state, healthy = carry
             index = start + offset
             key = jax.random.fold_in(key_steps, index)
             new_state, info = jax.lax.cond(
-                offset < num_valid, lambda s: step_fn(key, s), lambda s: (s, skipped_info), state
+                (offset < num_valid) & healthy, lambda s: step_fn(key, s), lambda s: (s, skipped_info), state
             )
             loss = _loss_of(info)
             loss_finite = jnp.asarray(True) if loss is None else _all_finite(loss)
+            params_finite = _all_finite(_checked_params(new_state))
+            if halt_on_nonfinite:
+                healthy = healthy & loss_finite & params_finite
             cost = new_state.cost
             evals = cost.energy_evals + cost.grad_evals
-            return new_state, (info, loss_finite, _all_finite(_checked_params(new_state)), evals)
+            return (new_state, healthy), (info, loss_finite, params_finite, evals)
 
         offsets = jnp.arange(chunk_size, dtype=jnp.int32)
-        state, (infos, loss_finite, params_finite, evals) = jax.lax.scan(body, state, offsets)
+        (state, _), (infos, loss_finite, params_finite, evals) = jax.lax.scan(
+            body, (state, jnp.asarray(True)), offsets
+        )
         valid = offsets < num_valid
         summary = jax.tree.map(lambda leaf: _masked_mean(leaf, valid, num_valid), infos)
         # data parallelism: the state (parameters, optimiser, buffers) leaves every chunk replicated
@@ -324,7 +333,7 @@ def train(
             f"the state returned by method.init ({type(state).__name__}) must have a field `cost: Cost`"
         )
 
-    runner = _ChunkRunner(_make_chunk(method.step, chunk_size), use_jit=jit)
+    runner = _ChunkRunner(_make_chunk(method.step, chunk_size, on_nonfinite == "raise"), use_jit=jit)
     columns: dict[str, list] = {"step": [], "train_time_s": []}
     info_names: list[str] | None = None
     eval_names: list[str] | None = None

@@ -13,7 +13,7 @@ import pytest
 
 from samplers.method import Cost, Method
 from samplers.promotion import standard_promotion
-from samplers.train import Diverged, _ChunkRunner, train
+from samplers.train import Diverged, _ChunkRunner, _make_chunk, train
 
 TARGET = jnp.array([1.0, -2.0, 0.5, 3.0])
 NOISE = 0.01
@@ -178,6 +178,17 @@ def test_nan_raises_diverged_with_the_step(nan_in):
     assert "step 37" in str(caught.value)
     # the history of the chunk before the offending one is attached
     assert caught.value.history["step"].tolist() == [20]
+
+
+def test_a_chunk_halts_at_its_first_nonfinite_step_when_training_would_raise():
+    method = toy_method(nan_at=3)
+    state = method.init(jax.random.key(0))
+    args = (state, jax.random.key(1), jnp.asarray(0, jnp.int32), jnp.asarray(20, jnp.int32))
+    halted = jax.jit(_make_chunk(method.step, 20, halt_on_nonfinite=True))(*args)
+    assert int(halted.state.step) == 4  # steps 0-3 ran; 4-19 were skipped
+    assert np.asarray(halted.params_finite).tolist().index(False) == 3
+    full = jax.jit(_make_chunk(method.step, 20))(*args)  # "warn" / "ignore" train on
+    assert int(full.state.step) == 20
 
 
 def test_nonfinite_ignore_and_warn():
