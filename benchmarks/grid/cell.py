@@ -486,8 +486,8 @@ def _train(key, method, budget: Budget, probe, stop_fn, note, report, clocked=No
         keep_steps=keep,
     )
     hist = result.history
-    if capped["hit"]:
-        steps_done = int(np.asarray(hist["step"])[-1]) if len(hist.get("step", [])) else 0
+    steps_done = int(np.asarray(hist["step"])[-1]) if len(hist.get("step", [])) else 0
+    if capped["hit"] and steps_done < budget.train_steps:  # a cap found after the last step cut nothing
         cap_note = f"training stopped at the wall cap of {budget.max_train_s:g} s after {steps_done} steps"
         note = f"{note}; {cap_note}" if note else cap_note
     points: list[dict[str, float]] = []
@@ -720,8 +720,8 @@ def run_cell(
             "probe_first_call_s": trained.probe_first_s,
         }
         record.trace, record.train = trained.trace, trained.summary
-        if trained.note is not None:
-            record.budget_plan = {"note": trained.note}
+        if trained.note is not None:  # beside a baseline's plan, not instead of it
+            record.budget_plan = {**(record.budget_plan or {}), "note": trained.note}
         state = trained.state._replace(cost=trained.state.cost + pilot_cost)
         record.cost_train = state.cost._asdict()
 
