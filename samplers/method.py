@@ -127,6 +127,10 @@ class MethodSpec:
             evaluation budget: `(key, problem, config, max_evals, num_samples) -> BudgetPlan`
             (`samplers.baselines.budget`); None for learned samplers, which the harness stops
             at the budget instead.
+        replan_sampling: optional second half of `plan_budget`, called after the warm-up:
+            `(key, problem, config, state, remaining_evals, num_samples) -> BudgetPlan` (the
+            returned config only changes how `sample` runs, so the warmed-up state stays valid;
+            the plan's cost is added to the cell's). NUTS re-plans its thinning this way.
     """
 
     name: str
@@ -140,6 +144,7 @@ class MethodSpec:
     train_steps: int | None = None
     diagnostics: Callable[[Any, Any, Any], dict[str, float]] | None = None
     plan_budget: Callable[..., Any] | None = None
+    replan_sampling: Callable[..., Any] | None = None
 
     def supports(self, base_kind: str) -> bool:
         return "any" in self.bases or base_kind in self.bases

@@ -723,6 +723,15 @@ def run_cell(
         if trained.note is not None:  # beside a baseline's plan, not instead of it
             record.budget_plan = {**(record.budget_plan or {}), "note": trained.note}
         state = trained.state._replace(cost=trained.state.cost + pilot_cost)
+        if spec.replan_sampling is not None and max_evals is not None and spec.train_steps is not None:
+            k_replan = jax.random.fold_in(k_train, 2)
+            replan = spec.replan_sampling(
+                k_replan, problem, config, state, max_evals - state.cost.budget_evals(), suite.num_samples
+            )
+            config, state = replan.config, state._replace(cost=state.cost + replan.cost)
+            record.budget_plan = {**(record.budget_plan or {}), "replanned": dict(replan.notes)}
+            record.config["method"] = config_dict(config)
+            method = spec.build(problem, config)
         record.cost_train = state.cost._asdict()
 
         phase("sampling")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 
 from samplers.baselines.ais import AISConfig, build_ais, run_ais, run_ais_backward
-from samplers.baselines.budget import BudgetPlan, plan_ais, plan_mcmc, plan_smc
+from samplers.baselines.budget import BudgetPlan, plan_ais, plan_mcmc, plan_smc, replan_mcmc
 from samplers.baselines.common import diagnostics, monte_carlo_standard_error
 from samplers.baselines.mcmc import MALAConfig, MCMCInfo, MCMCState, NUTSConfig, build_mala, build_nuts
 from samplers.baselines.numpyro_nuts import NumpyroNUTSConfig, build_numpyro_nuts
@@ -77,6 +77,8 @@ def _mcmc_spec(name, config_cls, build, *, per_iteration, pilot, reinit_per_roun
         weighted=False,
         diagnostics=_mcmc_diagnostics,
         plan_budget=functools.partial(plan_mcmc, build=build, pilot=pilot, reinit_per_round=reinit_per_round),
+        # MALA's plan is exact (one gradient per iteration); NUTS measures its path length again
+        replan_sampling=functools.partial(replan_mcmc, build=build) if pilot else None,
         description=description,
     )
 

@@ -20,17 +20,25 @@ knobs chosen). The harness records what was actually spent; the rules only aim a
   (`t = thinning`), each costing `L̄` pairs (`L̄` = 1 for MALA; for NUTS the mean number of
   leapfrog steps, unknown in advance). For NUTS a pilot (init, one warm-up round of
   `MCMC_PILOT_WARMUP` iterations, `MCMC_PILOT_WARMUP` draws with the tuned parameters) measures
-  `L̄_w` (warm-up) and `L̄_s` (after adaptation). With `I` the iterations per chain the rest of the
-  budget pays for, half go to sampling (Stan's 1:1 warm-up : sampling split):
+  `L̄_w` (warm-up) and `L̄_s` (after adaptation), and every iteration is priced at
+  `L̄ = max(L̄_w, L̄_s)` (next paragraph). With `I` the iterations per chain the rest of the budget
+  pays for, half go to sampling (Stan's 1:1 warm-up : sampling split):
   `t = max(1, floor(I / (2D)))`, `W = max(MCMC_MIN_WARMUP, I − D t)`.
 
-Known limitation (measured in `results/runs/equal_budget`): the NUTS pilot's 50-iteration
-adaptation ends with a larger step size than a full-length window adaptation, so `L̄_s` can be
-underestimated on harder targets (gmm9: 2.6 in the pilot, 5.5 after a 7000-iteration warm-up,
-spend 1.7 to 2.1 B); on the correlated Gaussian the spend was within 7 % of `B`. A longer pilot, or
-re-planning the thinning after the real warm-up, would tighten it. Those figures were measured with
-4 chains; the pilot's cost grows with `C`: at the default 64 chains it alone spent about 55,000 of a
-60,000-evaluation budget on a 2-D mixture, so a NUTS budget must be well above the pilot's cost.
+The NUTS pilot's 50-iteration adaptation ends with a larger step size than a full-length window
+adaptation, so it underestimates `L̄_s` on harder targets (gmm9: 2.6 in the pilot, 5.5 after a
+7000-iteration warm-up; the standard suite's NUTS cells spent 1.2 to 1.9 B with the pilot's plan).
+So NUTS prices its warm-up at the larger of the pilot's two counts (the pilot's own warm-up runs
+at the small early step sizes, nearer to what a full adaptation ends with), and plans twice
+(`replan_mcmc`): the pilot sets the warm-up length, and after the real warm-up
+`MCMC_CALIBRATION` iterations per chain with the tuned parameters measure `L̄` again (the final
+step size is the dual-averaging mean, smaller than the iterates of the warm-up's last window, so
+that window's leapfrog count still underestimates it: 26 against 43, numpyro on funnel10), and the thinning is
+set from what is left of the budget, `R`: `t = max(1, floor((R − calibration) / (2 C D L̄)))`. The
+warm-up's own overrun is then paid by fewer sampling iterations instead of by the budget.
+The pilot's cost grows with `C`: at the default 64 chains it alone spent about 55,000 of a
+60,000-evaluation budget on a 2-D mixture (measured with 4 chains otherwise), so a NUTS budget
+must be well above the pilot's cost.
 
 A budget too small for the minimum work (AIS `K = 1`, SMC `m = 1`, MCMC `t = 1` and
 `W = MCMC_MIN_WARMUP`) runs that minimum and says so in the notes (`feasible: false`); the
@@ -51,6 +59,7 @@ from samplers.baselines.smc import KERNELS, SMCConfig, run_smc
 from samplers.method import Cost
 
 __all__ = [
+    "MCMC_CALIBRATION",
     "MCMC_MIN_WARMUP",
     "MCMC_PILOT_WARMUP",
     "SMC_PILOT_PARTICLES",
@@ -59,11 +68,13 @@ __all__ = [
     "plan_ais",
     "plan_mcmc",
     "plan_smc",
+    "replan_mcmc",
 ]
 
 SMC_PILOT_PARTICLES = 128
 MCMC_PILOT_WARMUP = 50
 MCMC_MIN_WARMUP = 20
+MCMC_CALIBRATION = 5
 
 
 class BudgetPlan(NamedTuple):
@@ -178,21 +189,15 @@ def plan_mcmc(
     leap_warmup, leap_sample = max(leap_warmup, 1.0), max(leap_sample, 1.0)
     fixed = 2 * chains * (1 + reinit_per_round)  # init + re-initialisation, in evaluations
     remaining = max_evals - evals(pilot_cost) - fixed
-    # Warm-up iterations beyond the pilot's length are priced at the adapted L̄_s (the early,
-    # expensive part of adaptation is priced at L̄_w); sampling at L̄_s.
-    per_iter = 2 * chains * leap_sample
-    head = MCMC_PILOT_WARMUP * 2 * chains * (leap_warmup - leap_sample)
-    iterations = math.floor((remaining - head) / per_iter)
+    # Every iteration priced at max(L̄_w, L̄_s): the pilot's L̄_s, after a 50-iteration adaptation,
+    # underestimates what a full-length warm-up ends with (module docstring).
+    per_iter = 2 * chains * max(leap_warmup, leap_sample)
+    iterations = math.floor(remaining / per_iter)
     thinning = max(1, iterations // (2 * draws))
     warmup = iterations - draws * thinning
     feasible = warmup >= MCMC_MIN_WARMUP
     warmup = max(warmup, MCMC_MIN_WARMUP)
-
-    def warmup_cost(w: int) -> float:
-        early = min(w, MCMC_PILOT_WARMUP)
-        return 2 * chains * (early * leap_warmup + (w - early) * leap_sample)
-
-    predicted = evals(pilot_cost) + fixed + warmup_cost(warmup) + per_iter * draws * thinning
+    predicted = evals(pilot_cost) + fixed + per_iter * (warmup + draws * thinning)
     planned = dataclasses.replace(config, num_warmup=int(warmup), thinning=int(thinning))
     notes = {
         "num_warmup": int(warmup),
@@ -204,3 +209,39 @@ def plan_mcmc(
         "feasible": feasible,
     }
     return BudgetPlan(planned, pilot_cost, notes)
+
+
+def replan_mcmc(
+    key: jax.Array,
+    problem: Any,
+    config: Any,
+    state: Any,
+    remaining_evals: float,
+    num_samples: int,
+    *,
+    build: Any,
+) -> BudgetPlan:
+    """Chain MCMC after its warm-up (module docstring): `MCMC_CALIBRATION` iterations per chain
+    with the tuned parameters from the warmed-up `state` measure `L̄` (their cost is counted, in the
+    plan's `cost`), then `thinning = max(1, floor((R − calibration) / (2 C D L̄)))`."""
+    chains = config.num_chains
+    draws = -(-num_samples // chains)
+    probe = build(problem, dataclasses.replace(config, thinning=1))
+    num = MCMC_CALIBRATION * chains
+    samples = jax.jit(probe.sample, static_argnums=2)(key, state, num)
+    cost = samples.cost
+    leap = max(float(cost.grad_evals) / num, 1.0)
+    per_thin = 2 * chains * draws * leap
+    left = remaining_evals - evals(cost)
+    thinning = math.floor(left / per_thin)
+    feasible = thinning >= 1
+    thinning = max(thinning, 1)
+    notes = {
+        "thinning": int(thinning),
+        "remaining_evals": float(remaining_evals),
+        "calibration_evals": evals(cost),
+        "calibration_leapfrogs": leap,
+        "predicted_sample_evals": float(per_thin * thinning),
+        "feasible": feasible,
+    }
+    return BudgetPlan(dataclasses.replace(config, thinning=int(thinning)), cost, notes)

@@ -163,7 +163,11 @@ def _spend(name: str, max_evals: float, num_samples: int, **overrides) -> tuple[
     method = spec.build(problem, plan.config)
     state = method.init(jax.random.key(2))
     for i in range(spec.train_steps):
-        state, _ = jax.jit(method.step)(jax.random.key(3 + i), state)
+        state, info = jax.jit(method.step)(jax.random.key(3 + i), state)
+    if spec.replan_sampling is not None:  # as the harness does after the warm-up
+        remaining = max_evals - budget_rules.evals(state.cost + plan.cost)
+        replan = spec.replan_sampling(jax.random.key(4), problem, plan.config, state, remaining, num_samples)
+        method, state = spec.build(problem, replan.config), state._replace(cost=state.cost + replan.cost)
     samples = jax.jit(method.sample, static_argnums=2)(jax.random.key(9), state, num_samples)
     return budget_rules.evals(state.cost + samples.cost + plan.cost), plan.notes
 
@@ -189,6 +193,24 @@ def test_pilot_budget_rules_spend_near_the_budget(name):
     spent, notes = _spend(name, max_evals, n, **({} if name == "smc" else {"num_chains": 4}))
     assert notes["feasible"] and notes["pilot_evals"] > 0
     assert abs(spent / max_evals - 1) < 0.2, (spent, notes)
+
+
+def test_nuts_replans_its_thinning_from_a_calibration_after_the_warmup():
+    spec = samplers.get("nuts")
+    problem = _problem()
+    config = spec.make_config(num_chains=4, num_warmup=100, thinning=9, init_scale=2.0)
+    method = spec.build(problem, config)
+    state, _ = jax.jit(method.step)(jax.random.key(1), method.init(jax.random.key(0)))
+    plan = spec.replan_sampling(jax.random.key(2), problem, config, state, 50_000.0, 100)
+    notes = plan.notes
+    leap = notes["calibration_leapfrogs"]  # 5 iterations of each of the 4 chains, counted
+    assert budget_rules.evals(plan.cost) == pytest.approx(2 * 4 * 5 * leap)
+    # 100 samples over 4 chains: 25 draws each, t = floor((R - calibration) / (2 * 4 * 25 * leap))
+    assert plan.config.thinning == int((50_000.0 - 2 * 4 * 5 * leap) // (2 * 4 * 25 * leap))
+    assert notes["feasible"] and plan.config.num_chains == 4
+    small = spec.replan_sampling(jax.random.key(2), problem, config, state, 10.0, 100)
+    assert small.config.thinning == 1 and not small.notes["feasible"]  # the minimum, and says so
+    assert samplers.get("mala").replan_sampling is None  # one gradient per iteration: planned exactly
 
 
 def test_too_small_budget_runs_the_minimum_and_says_so():
