@@ -383,7 +383,8 @@ def over_budget(records: list[dict[str, Any]], tolerance: float = OVER_BUDGET_TO
         return None
     parts = []
     for (method, target), rs in sorted(ratios.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        span = f"{min(rs):.2f}×" if len(rs) == 1 else f"{min(rs):.2f}–{max(rs):.2f}×"
+        low, high = f"{min(rs):.2f}", f"{max(rs):.2f}"
+        span = f"{low}×" if low == high else f"{low}–{high}×"
         parts.append(f"`{method}` on {target} ({len(rs)} cell{'s' if len(rs) > 1 else ''}, {span})")
     return (
         f"- **over budget** (spent more than {1 + tolerance:g}× `max_evals`; the rows still count "
