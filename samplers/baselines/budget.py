@@ -154,10 +154,15 @@ def _chain_pilot(key, problem, config, build) -> tuple[Cost, float, float]:
     k_init, k_step, k_sample = jax.random.split(key, 3)
     state = jax.jit(method.init)(k_init)
     state, info = jax.jit(method.step)(k_step, state)
-    num_draws = MCMC_PILOT_WARMUP * config.num_chains
-    samples = jax.jit(method.sample, static_argnums=2)(k_sample, state, num_draws)
-    leap_sample = float(samples.cost.grad_evals) / num_draws
-    return state.cost + samples.cost, float(info.num_integration_steps), leap_sample
+    draws_cost, leap_sample = _draw_leapfrogs(method, k_sample, state, MCMC_PILOT_WARMUP * config.num_chains)
+    return state.cost + draws_cost, float(info.num_integration_steps), leap_sample
+
+
+def _draw_leapfrogs(method, key, state, num: int) -> tuple[Cost, float]:
+    """`num` draws from `state` with `method`'s tuned parameters: their cost and the mean number of
+    leapfrog steps (gradient evaluations) per draw."""
+    samples = jax.jit(method.sample, static_argnums=2)(key, state, num)
+    return samples.cost, float(samples.cost.grad_evals) / num
 
 
 def plan_mcmc(
@@ -227,10 +232,8 @@ def replan_mcmc(
     chains = config.num_chains
     draws = -(-num_samples // chains)
     probe = build(problem, dataclasses.replace(config, thinning=1))
-    num = MCMC_CALIBRATION * chains
-    samples = jax.jit(probe.sample, static_argnums=2)(key, state, num)
-    cost = samples.cost
-    leap = max(float(cost.grad_evals) / num, 1.0)
+    cost, leap = _draw_leapfrogs(probe, key, state, MCMC_CALIBRATION * chains)
+    leap = max(leap, 1.0)
     per_thin = 2 * chains * draws * leap
     left = remaining_evals - evals(cost)
     thinning = math.floor(left / per_thin)
