@@ -8,9 +8,11 @@ are any, else all, flagged):
     fixed seconds per cell    = wall_time_s - time/train_s          (median: compilation, probe,
                                 sampling, reference sets, metrics; itemised in a record's `time`)
 
-A cell to run is projected as `fixed + min(steps × seconds per step, wall cap)`, with `steps` the
-budget's step cap or, under an evaluation budget, the steps it affords at the measured evaluations
-per step (energy + gradient evaluations of training / steps), whichever is smaller; a method
+A cell to run is projected as `fixed + steps × seconds per step`, with `steps` the budget's step cap
+or, under an evaluation budget, the steps it affords at the measured evaluations per step (energy +
+gradient evaluations of training / steps), whichever is smaller; under a wall cap, training stops at
+the first chunk boundary past it, so `steps` is at most `chunk_size · (⌊cap / (chunk_size · seconds
+per step)⌋ + 1)`: one whole chunk even when a single chunk outlasts the cap; a method
 without training steps (MCMC, SMC, AIS) is projected by its median wall time (at the configuration
 it ran; under an evaluation budget it scales its work to the budget, so this can be low). Cells whose
 (method, target) has no record fall back on the trials of its tuning file
@@ -25,6 +27,7 @@ run itself would run (`runner.plan_cells`: no record, a corrupt one, changed inp
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 from collections import defaultdict
@@ -152,14 +155,16 @@ def tuning_rates(
 
 
 def _projected(rate: Rate, budget: Any, target: str) -> float:
-    """fixed + min(steps × s/step, wall cap), steps capped by the evaluation budget (module docstring)."""
+    """fixed + steps × s/step, steps capped by the evaluation budget and the wall cap (module docstring)."""
     steps = float(budget.train_steps)
     max_evals = budget.evals_for(target)
     if max_evals is not None and rate.evals_per_step > 0:
         steps = min(steps, max_evals / rate.evals_per_step)
-    train_s = steps * rate.seconds_per_step
     cap = budget.train_cap_for(target)
-    return rate.fixed_s + (min(train_s, cap) if cap is not None else train_s)
+    if cap is not None and rate.seconds_per_step > 0:  # stops at the first chunk boundary past the cap
+        chunk_s = budget.chunk_size * rate.seconds_per_step
+        steps = min(steps, budget.chunk_size * (math.floor(cap / chunk_s) + 1))
+    return rate.fixed_s + steps * rate.seconds_per_step
 
 
 def estimate_suite(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import cli
-from benchmarks.grid.estimate import estimate_suite, measured_rates, tuning_rates
+from benchmarks.grid.estimate import Rate, _projected, estimate_suite, measured_rates, tuning_rates
 from benchmarks.grid.records import atomic_write_json
 from benchmarks.grid.runner import _Inputs, select_cells
 from benchmarks.grid.suites import load_suite
@@ -123,3 +123,29 @@ def test_an_unrecorded_pair_is_projected_from_its_timed_tuning_trials(tmp_path, 
     est = estimate_suite(suite, select_cells(suite), tmp_path / "runs", tuned_dir=tuned)
     assert est.unmeasured == 1 and est.projected_s == pytest.approx(5.0 + 100 * 0.3)
     assert "(from tuning trials)" in "\n".join(est.lines())
+
+
+class _CappedBudget:
+    """A budget of 200 steps in chunks of 50 under a 150 s wall cap and no evaluation budget."""
+
+    train_steps, chunk_size = 200, 50
+
+    def evals_for(self, target):
+        return None
+
+    def train_cap_for(self, target):
+        return 150.0
+
+
+@pytest.mark.parametrize(
+    ("s_per_step", "steps"),
+    [
+        (45.0, 50),  # one chunk outlasts the cap, and it still runs whole
+        (1.0, 200),  # the third boundary falls on the cap, not past it: the fourth chunk runs
+        (0.5, 200),  # the cap is never reached
+        (2.0, 100),  # boundaries at 100 s and 200 s: training stops after the second chunk
+    ],
+)
+def test_a_wall_cap_stops_at_the_first_chunk_boundary_past_it(s_per_step, steps):
+    rate = Rate(s_per_step, 1.0, 10.0, 0.0, 1, False, "records")
+    assert _projected(rate, _CappedBudget(), "t") == pytest.approx(10.0 + steps * s_per_step)
