@@ -506,8 +506,8 @@ def _step_caps(args: argparse.Namespace) -> int:
 
     import jax
 
-    from benchmarks.grid.records import environment, git_commit
-    from benchmarks.grid.step_caps import derive_step_caps, step_cap_lines, write_step_caps
+    from benchmarks.grid.records import environment
+    from benchmarks.grid.step_caps import derivation_commit, derive_step_caps, step_cap_lines, write_step_caps
     from benchmarks.grid.suites import load_suite, suite_file
 
     suite = load_suite(args.suite)
@@ -520,13 +520,23 @@ def _step_caps(args: argparse.Namespace) -> int:
     if not args.write:
         print("run again with --write to store the new caps in the suite file")
         return 0
+    path = suite_file(suite)
+    commit, uncommitted = derivation_commit(path)
+    if uncommitted:
+        more = len(uncommitted) - 5
+        shown = ", ".join(uncommitted[:5]) + (f" and {more} more" if more > 0 else "")
+        print(
+            f"tiltbench step-caps: not written: uncommitted code ({shown}); commit it first, so that the "
+            f"derivation note in {path} names the code the caps were derived at",
+            file=sys.stderr,
+        )
+        return 1
     env = environment()
     provenance = (
-        f"{time.strftime('%Y-%m-%d')}, commit {git_commit()}: the wall caps at the median seconds per "
+        f"{time.strftime('%Y-%m-%d')}, commit {commit}: the wall caps at the median seconds per "
         f"step of the {backend} records under {args.out} (else the timed tuning trials) on {env.get('cpu')} "
         f"({env.get('cpu_count')} cores)"
     )
-    path = suite_file(suite)
     added = write_step_caps(path, caps, provenance)
     print(f"{added} step caps written to {path}" if added else f"no new step cap: {path} left as it is")
     return 0

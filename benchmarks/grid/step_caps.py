@@ -10,7 +10,7 @@ with the seconds per step measured by the records on disk (`estimate.measured_ra
 pair's timed tuning trials, `estimate.tuning_rates`): the number of steps the cap allowed where the
 rate was measured. `tiltbench step-caps --suite S --write` stores them in the suite file
 (`budgets.<name>.step_caps`, with `_derived` notes naming the rates' hardware, their source and the
-commit);
+commit, which must hold all of the code: `derivation_commit`);
 from then on the pair trains that many steps on any machine (`suites.Budget.for_cell`). Caps already
 in the file are kept unless `redo`, so a committed grid's cells never change under it; a pair with no
 rate keeps its wall cap and is listed, to be converted once it has been measured. So does a pair
@@ -23,11 +23,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import samplers
 from benchmarks.grid.estimate import Rate, measured_rates, tuning_rates
+from benchmarks.grid.records import REPO_ROOT, code_commit, uncommitted_code
 from benchmarks.grid.suites import Cell, Suite
 
 __all__ = ["StepCap", "derive_step_caps", "step_cap_lines", "write_step_caps"]
@@ -143,3 +145,17 @@ def write_step_caps(path: str | os.PathLike, caps: list[StepCap], provenance: st
     if added:
         atomic_write_text(path, json.dumps(raw, indent=2) + "\n")
     return sum(added.values())
+
+
+def derivation_commit(suite_path: str | os.PathLike) -> tuple[str, list[str]]:
+    """The commit a derivation note names, and the uncommitted code beside the suite file itself.
+
+    A first `--write` leaves the suite file changed; a second one before it is committed still
+    derives at the same commit, so the suite file does not count. Any other uncommitted code would
+    make the note name a commit that is not the code that measured the rates: the caller refuses."""
+    try:
+        own = Path(suite_path).resolve()
+        others = [f for f in uncommitted_code(REPO_ROOT) if (REPO_ROOT / f).resolve() != own]
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", []
+    return code_commit(REPO_ROOT).removesuffix("-dirty"), others

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from benchmarks import cli
+from benchmarks.grid import step_caps
 from benchmarks.grid.records import atomic_write_json
 from benchmarks.grid.step_caps import derive_step_caps, write_step_caps
 from benchmarks.grid.suites import load_suite
@@ -65,7 +66,13 @@ def test_a_cap_shorter_than_one_chunk_still_trains_one(tmp_path):
     assert caps[0].steps == 10
 
 
-def test_the_command_prints_the_table_and_writes_only_when_asked(tmp_path, capsys):
+@pytest.fixture
+def committed(monkeypatch):
+    """The code tree counts as committed (the checkout running the tests may hold edits)."""
+    monkeypatch.setattr(step_caps, "uncommitted_code", lambda root: [])
+
+
+def test_the_command_prints_the_table_and_writes_only_when_asked(tmp_path, capsys, committed):
     runs = tmp_path / "runs"
     atomic_write_json(
         runs / "m" / "r.json", _record("toy_is", "gaussian", 0, train_s=5.0, steps=10, wall=9.0)
@@ -102,3 +109,23 @@ def test_a_pair_whose_records_ran_under_the_wall_cap_keeps_it_unless_redone(tmp_
     )
     redone = derive_step_caps(suite, runs, backend="cpu", tuned_dir=tmp_path, redo=True)[0]
     assert (redone.steps, redone.recorded) == (60, 0)
+
+
+def test_caps_are_written_only_from_committed_code_besides_the_suite_file(tmp_path, capsys, monkeypatch):
+    """The derivation note names a commit: it must be the code that converted the caps."""
+    runs = tmp_path / "runs"
+    atomic_write_json(
+        runs / "m" / "r.json", _record("toy_is", "gaussian", 0, train_s=5.0, steps=10, wall=9.0)
+    )
+    path = _suite(tmp_path, 34)
+    before = path.read_text()
+    monkeypatch.setattr(step_caps, "uncommitted_code", lambda root: ["samplers/train.py", str(path)])
+    assert cli.main(["step-caps", "--suite", str(path), "--out", str(runs), "--write"]) == 1
+    err = capsys.readouterr().err
+    assert "uncommitted code (samplers/train.py)" in err and "commit it first" in err
+    assert path.read_text() == before
+    # the suite file a first --write changed does not count: the note names the commit, not "-dirty"
+    monkeypatch.setattr(step_caps, "uncommitted_code", lambda root: [str(path)])
+    assert cli.main(["step-caps", "--suite", str(path), "--out", str(runs), "--write"]) == 0
+    note = json.loads(path.read_text())["budgets"]["b"]["step_caps"]["_derived"][0]
+    assert "-dirty" not in note and "commit " in note
