@@ -373,22 +373,37 @@ def over_budget(records: list[dict[str, Any]], tolerance: float = OVER_BUDGET_TO
     their evaluation budget (`budget_spent.spent_ratio`), with how many cells and the range of the
     ratio; None when every cell kept to its budget. An equal-budget comparison is only as equal as
     this line is short: a baseline that plans its work from a pilot (NUTS) or a learned sampler whose
-    first training chunk is dearer than the budget can overshoot."""
+    first training chunk is dearer than the budget can overshoot. Cells whose budget rule found the
+    budget too small for its minimum work (`budget_plan.feasible` false, at the first plan or the
+    re-plan after a warm-up) are counted as infeasible: they overshoot by construction."""
     ratios: dict[tuple[str, str], list[float]] = defaultdict(list)
+    infeasible: dict[tuple[str, str], int] = defaultdict(int)
     for r in records:
         ratio = (r.get("budget_spent") or {}).get("spent_ratio")
         if ratio is not None and ratio > 1.0 + tolerance:
-            ratios[(r["method"], r["target"])].append(float(ratio))
+            pair = (r["method"], r["target"])
+            ratios[pair].append(float(ratio))
+            plan = r.get("budget_plan") or {}
+            infeasible[pair] += (
+                plan.get("feasible") is False or (plan.get("replanned") or {}).get("feasible") is False
+            )
     if not ratios:
         return None
     parts = []
     for (method, target), rs in sorted(ratios.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         low, high = f"{min(rs):.2f}", f"{max(rs):.2f}"
         span = f"{low}×" if low == high else f"{low}–{high}×"
-        parts.append(f"`{method}` on {target} ({len(rs)} cell{'s' if len(rs) > 1 else ''}, {span})")
+        n_inf = infeasible[(method, target)]
+        why = "" if not n_inf else f"; {'all' if n_inf == len(rs) else n_inf} infeasible"
+        parts.append(f"`{method}` on {target} ({len(rs)} cell{'s' if len(rs) > 1 else ''}, {span}{why})")
+    defined = (
+        "; infeasible: the budget does not pay for the method's minimum work, `budget_plan.feasible` false"
+        if any(infeasible.values())
+        else ""
+    )
     return (
         f"- **over budget** (spent more than {1 + tolerance:g}× `max_evals`; the rows still count "
-        f"every evaluation spent): {', '.join(parts)}"
+        f"every evaluation spent{defined}): {', '.join(parts)}"
     )
 
 

@@ -158,3 +158,18 @@ def test_cells_that_overspent_their_budget_are_named_with_the_ratio():
     assert "`cmcd_kl` on gmm40 (1 cell, 1.41×), `nuts` on mog50 (2 cells, 1.78–1.93×)" in line
     assert "smc" not in line
     assert over_budget(records[2:3] + records[4:]) is None
+    assert "infeasible" not in line
+    # a budget too small for the minimum work (at the first plan or the re-plan) is said to be
+    too_small = [
+        spent("nuts", "lj13", 0, 1.34) | {"budget_plan": {"feasible": False}},
+        spent("nuts", "lj13", 1, 1.32)
+        | {"budget_plan": {"feasible": True, "replanned": {"feasible": False}}},
+        spent("nuts", "lj55", 0, 1.10) | {"budget_plan": {"feasible": True}},
+        spent("nuts", "lj55", 1, 1.70) | {"budget_plan": {"feasible": False}},
+    ]
+    line = over_budget(too_small)
+    assert "infeasible: the budget does not pay for the method's minimum work" in line
+    assert (
+        "`nuts` on lj13 (2 cells, 1.32–1.34×; all infeasible), "
+        "`nuts` on lj55 (2 cells, 1.10–1.70×; 1 infeasible)" in line
+    )
