@@ -66,6 +66,15 @@ def test_a_cap_shorter_than_one_chunk_still_trains_one(tmp_path):
     assert caps[0].steps == 10
 
 
+def _measured(tmp_path):
+    """A record of toy_is on gaussian at 0.5 s a step, and a suite with a 34-s wall cap: `(runs, path)`."""
+    runs = tmp_path / "runs"
+    atomic_write_json(
+        runs / "m" / "r.json", _record("toy_is", "gaussian", 0, train_s=5.0, steps=10, wall=9.0)
+    )
+    return runs, _suite(tmp_path, 34)
+
+
 @pytest.fixture
 def committed(monkeypatch):
     """The code tree counts as committed (the checkout running the tests may hold edits)."""
@@ -73,11 +82,7 @@ def committed(monkeypatch):
 
 
 def test_the_command_prints_the_table_and_writes_only_when_asked(tmp_path, capsys, committed):
-    runs = tmp_path / "runs"
-    atomic_write_json(
-        runs / "m" / "r.json", _record("toy_is", "gaussian", 0, train_s=5.0, steps=10, wall=9.0)
-    )
-    path = _suite(tmp_path, 34)
+    runs, path = _measured(tmp_path)
     before = path.read_text()
     assert cli.main(["step-caps", "--suite", str(path), "--out", str(runs)]) == 0
     out = capsys.readouterr().out
@@ -113,11 +118,7 @@ def test_a_pair_whose_records_ran_under_the_wall_cap_keeps_it_unless_redone(tmp_
 
 def test_caps_are_written_only_from_committed_code_besides_the_suite_file(tmp_path, capsys, monkeypatch):
     """The derivation note names a commit: it must be the code that converted the caps."""
-    runs = tmp_path / "runs"
-    atomic_write_json(
-        runs / "m" / "r.json", _record("toy_is", "gaussian", 0, train_s=5.0, steps=10, wall=9.0)
-    )
-    path = _suite(tmp_path, 34)
+    runs, path = _measured(tmp_path)
     before = path.read_text()
     monkeypatch.setattr(step_caps, "uncommitted_code", lambda root: ["samplers/train.py", str(path)])
     assert cli.main(["step-caps", "--suite", str(path), "--out", str(runs), "--write"]) == 1
