@@ -159,7 +159,7 @@ def test_cells_that_overspent_their_budget_are_named_with_the_ratio():
     assert "smc" not in line
     assert over_budget(records[2:3] + records[4:]) is None
     assert "infeasible" not in line
-    # a budget too small for the minimum work (at the first plan or the re-plan) is said to be
+    # a budget too small for the minimum work (at the first plan or at the re-plan) is named infeasible
     too_small = [
         spent("nuts", "lj13", 0, 1.34) | {"budget_plan": {"feasible": False}},
         spent("nuts", "lj13", 1, 1.32)
