@@ -27,7 +27,8 @@ knobs chosen). The harness records what was actually spent; the rules only aim a
 
 The NUTS pilot's 50-iteration adaptation ends with a larger step size than a full-length window
 adaptation, so it underestimates `L̄_s` on harder targets (gmm9: 2.6 in the pilot, 5.5 after a
-7000-iteration warm-up; the standard suite's NUTS cells spent 1.2 to 1.9 B with the pilot's plan).
+7000-iteration warm-up; with the pilot's plan the standard suite's NUTS cells spent up to 1.9 B
+(blackjax) and 2.2 B (numpyro)).
 So NUTS prices its warm-up at the larger of the pilot's two counts (the pilot's own warm-up runs
 at the small early step sizes, nearer to what a full adaptation ends with), and plans twice
 (`replan_mcmc`): the pilot sets the warm-up length, and after the real warm-up
